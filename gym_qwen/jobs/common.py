@@ -1,0 +1,37 @@
+"""What every job shares: parsing its config, turning user errors into one line and exit code 2."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from gym_qwen.platform.checkpoints import CheckpointError
+from gym_qwen.platform.config import ConfigError, describe, parse_config
+from gym_qwen.platform.envs import UnknownTaskError
+
+USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError)
+
+
+def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_errors: tuple = ()) -> int:
+    """Parse argv into `schema`, call body(cfg). User errors print `gym-qwen CMD: error: ...` and return 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: gym-qwen {command} [config=preset.yaml] [key=value ...]\n\n{describe(schema)}")
+        return 0
+    try:
+        cfg = parse_config(schema, argv)
+        result = body(cfg)
+    except USER_ERRORS + extra_errors as e:
+        print(f"gym-qwen {command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gym-qwen {command}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if result is None else int(result)
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    """A plain text table with aligned columns."""
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa
+    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]])

@@ -1,0 +1,83 @@
+"""`gym-qwen evaluate checkpoint=runs/.../agent.pt episodes=10 mode=baseline [video=true]`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from gym_qwen.jobs.common import run_job, table
+from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config, TrainConfig, config_from_dict
+from gym_qwen.platform.config_schema import ARCH_KEYS
+
+
+def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None = None):
+    """Build the agent a checkpoint describes. `overrides`: agent keys the user set explicitly (planner
+    settings may change; architecture keys must match the checkpoint)."""
+    import dataclasses
+
+    import torch
+
+    from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
+    from gym_qwen.platform.envs import TaskSpec
+    from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+    from gym_qwen.platform.trainer import model_signature
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(TrainConfig, ckpt["config"])
+    asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
+    if asked:
+        mine = config_from_dict(TrainConfig, {**ckpt["config"], **asked})
+        check_compatible(ckpt, arch=model_signature(mine), path=checkpoint)
+    check_compatible(ckpt, task=task, path=checkpoint)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
+    spec = TaskSpec(**ckpt["task_spec"])
+    agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
+    agent.load_state_dict({k: v for k, v in ckpt["agent"].items()})
+    torch.manual_seed(0)
+    return agent, cfg, ckpt
+
+
+def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
+    import torch
+
+    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.evaluation import evaluate
+    from gym_qwen.platform.tracking import Tracker
+
+    torch.set_num_threads(cfg.torch_threads)
+    agent_keys = {f.name for f in __import__("dataclasses").fields(TDMPC2Config)} - {"device"}
+    overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
+    agent, train_cfg, ckpt = load_agent(cfg.checkpoint, overrides, cfg.device, cfg.task)
+    torch.manual_seed(cfg.seed)
+    task = ckpt["task"]
+    video_path = (cfg.video_path or f"{cfg.checkpoint.rsplit('.', 1)[0]}-{task}.gif") if cfg.video else None
+    res = evaluate(agent, task, cfg.episodes, cfg.seed, video_path=video_path, show_progress=cfg.progress,
+                   mode=cfg.mode)
+    print(table([(task, cfg.mode, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
+                  f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
+                ("task", "mode", "episodes", "return", "std", "planner calls/step", "ms/decision")))
+    if res.video:
+        print(f"video: {res.video}")
+    summary = {**res.summary(), "checkpoint": cfg.checkpoint, "checkpoint_env_steps": ckpt["env_steps"]}
+    if cfg.output:
+        atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    if cfg.mlflow:
+        tracker = Tracker(True, cfg.mlflow_experiment)
+        tracker.start(f"evaluate-{task}-{cfg.mode}", {"checkpoint": cfg.checkpoint, "episodes": cfg.episodes,
+                                                      "mode": cfg.mode, "seed": cfg.seed},
+                      tags={"task": task, "command": "evaluate"})
+        tracker.log_metrics({"return_mean": res.mean, "return_std": res.std,
+                             "planner_calls_per_step": res.planner_calls_per_step,
+                             "ms_per_decision": res.ms_per_decision}, step=ckpt["env_steps"])
+        if res.video:
+            tracker.log_artifact(res.video)
+        tracker.end()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    explicit = {a.split("=", 1)[0] for a in argv if "=" in a}
+    return run_job("evaluate", EvaluateConfig, lambda cfg: _evaluate(cfg, explicit), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`gym-qwen train task=walker-walk model_size=1 steps=100000 seed=1` (also `python -m gym_qwen.jobs.train`)."""
+from __future__ import annotations
+
+import sys
+
+from gym_qwen.jobs.common import run_job
+from gym_qwen.platform.config import TrainConfig
+
+
+def _train(cfg: TrainConfig) -> None:
+    from gym_qwen.platform.trainer import RunDirectoryError, train
+
+    if cfg.num_workers > 0:
+        from gym_qwen.platform.config import ConfigError
+        raise ConfigError("num_workers > 0 (Ray rollout workers) is not built yet; use num_workers=0")
+    try:
+        summary = train(cfg)
+    except RunDirectoryError as e:
+        from gym_qwen.platform.config import ConfigError
+        raise ConfigError(str(e)) from None
+    ev = summary["eval"]
+    print(f"trained {summary['task']} for {summary['env_steps']:,} env steps ({summary['updates']:,} updates, "
+          f"{summary['env_steps_per_second']:.1f} env steps/s)")
+    if ev:
+        print(f"final evaluation: return {ev['return_mean']:.1f} ± {ev['return_std']:.1f} over {ev['episodes']} episodes")
+    print(f"checkpoint: {summary['checkpoint']}")
+    if summary["mlflow_run_id"]:
+        print(f"mlflow run: {summary['mlflow_run_id']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("train", TrainConfig, _train, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ray-free core of the platform: environments and other building blocks."""

@@ -1,0 +1,103 @@
+"""Checkpoints: atomic writes, `weights_only=True` loads, and the compatibility check against a config.
+
+Two kinds share one format: an *agent* checkpoint (weights, config, task dimensions; what evaluation and later
+stages load) and a *training* checkpoint (the agent checkpoint plus optimisers, replay buffer, RNG states and
+counters; what `resume=true` continues from).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "gym-qwen/tdmpc2"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message is one line for the user."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
+    """Call write(file_object) on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _numpy_to_torch(x: Any) -> Any:
+    """weights_only loading accepts tensors and plain containers, not numpy arrays: convert on save."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, dict):
+        return {k: _numpy_to_torch(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_numpy_to_torch(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    payload = {"format": FORMAT, "version": VERSION, **_numpy_to_torch(payload)}
+    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load safely (weights_only=True, onto the CPU). Raises CheckpointError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupted, truncated or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a Gym Qwen TD-MPC2 checkpoint")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this code reads {VERSION}")
+    return data
+
+
+MODEL_KEYS = ("model_size", "latent_dim", "enc_dim", "mlp_dim", "num_enc_layers", "num_q", "num_bins", "simnorm_dim")
+
+
+def check_compatible(ckpt: dict, *, task: str | None = None, arch: dict | None = None, path: str = "") -> None:
+    """Raise CheckpointError (one line) when the checkpoint's task or architecture differs from what is asked."""
+    where = f" {path}" if path else ""
+    if task is not None and ckpt["task"] != task:
+        raise CheckpointError(f"checkpoint{where} is for task {ckpt['task']}, not {task}")
+    if arch is not None:
+        theirs = ckpt["arch"]
+        diff = [f"{k}={theirs.get(k)} (asked {arch[k]})" for k in MODEL_KEYS if k in arch and theirs.get(k) != arch[k]]
+        if diff:
+            raise CheckpointError(f"checkpoint{where} has a different model: " + ", ".join(diff))
+
+
+def code_version() -> str:
+    """The git commit of the code (with '+dirty' for uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

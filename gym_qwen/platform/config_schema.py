@@ -1,0 +1,237 @@
+"""Typed configuration schemas, one per command (train, evaluate, info, demo).
+
+Each schema is a dataclass whose fields carry their constraints and a one-line doc in
+``dataclasses.field(metadata=...)`` (see :func:`option`). Parsing, serialisation and help
+text live in :mod:`gym_qwen.platform.config`, which re-exports everything defined here.
+Defaults follow TD-MPC2 (Hansen et al., 2024). This module never imports Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, ClassVar, Optional
+
+__all__ = [
+    "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
+    "TDMPC2Config", "TrainConfig", "EvaluateConfig", "InfoConfig", "DemoConfig",
+]
+
+
+class ConfigError(ValueError):
+    """One-line, user-facing configuration error (newlines in the message are flattened)."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(" ".join(str(message).split("\n")))
+
+
+def option(default: Any, doc: str, *, choices: tuple | None = None,
+           min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
+    """A dataclass field with its one-line ``doc`` and optional ``choices`` / inclusive ``min``, ``max``."""
+    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None,
+            "min": min, "max": max}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def check_task(task: str, key: str = "task") -> None:
+    """Raise :class:`ConfigError` unless ``task`` is a task known to :mod:`gym_qwen.platform.envs`."""
+    # Lazy import (envs pulls in gymnasium). Membership in TASKS, not task_spec(): the latter
+    # builds an environment the first time, far too slow for argument checking.
+    from gym_qwen.platform.envs import TASKS
+
+    if task not in TASKS:
+        close = difflib.get_close_matches(task, TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown {key} {task!r}{hint}; valid tasks: {', '.join(TASKS)}")
+
+
+ARCH_KEYS = ("latent_dim", "enc_dim", "mlp_dim", "num_enc_layers", "num_q")
+MODEL_SIZES: dict[int, dict[str, int]] = {
+    size: dict(zip(ARCH_KEYS, dims)) for size, dims in {
+        1: (128, 256, 384, 2, 2),
+        5: (512, 256, 512, 2, 5),
+        19: (768, 1024, 1024, 3, 5),
+        48: (768, 1792, 1792, 4, 5),
+        317: (1376, 4096, 4096, 5, 8),
+    }.items()
+}
+SIZE_CHOICES = tuple(MODEL_SIZES)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclasses.dataclass
+class TDMPC2Config:
+    """TD-MPC2 agent settings (world model, planner, optimisation), shared by train/evaluate/info."""
+
+    command: ClassVar[str] = "agent"
+
+    # --- architecture -------------------------------------------------------------------
+    model_size: int = option(1, "Model size in millions of parameters; picks the architecture defaults",
+                             choices=SIZE_CHOICES)
+    latent_dim: Optional[int] = option(None, "Latent state size (none = from model_size)", min=1)
+    enc_dim: Optional[int] = option(None, "Encoder hidden width (none = from model_size)", min=1)
+    mlp_dim: Optional[int] = option(None, "Hidden width of the model's MLPs (none = from model_size)", min=1)
+    num_enc_layers: Optional[int] = option(None, "Encoder layers (none = from model_size)", min=1)
+    num_q: Optional[int] = option(None, "Q-functions in the ensemble (none = from model_size)", min=1)
+    simnorm_dim: int = option(8, "Group size of the SimNorm latent normalisation", min=1)
+    num_bins: int = option(101, "Bins of the two-hot discrete regression for reward and value", min=2)
+    vmin: float = option(-10.0, "Lower end of the two-hot support (symlog space)")
+    vmax: float = option(10.0, "Upper end of the two-hot support (symlog space)")
+    dropout: float = option(0.01, "Dropout probability in the Q-functions' first layer", min=0.0, max=1.0)
+    log_std_min: float = option(-10.0, "Minimum log standard deviation of the policy")
+    log_std_max: float = option(2.0, "Maximum log standard deviation of the policy")
+    # --- planning (MPPI) ----------------------------------------------------------------
+    horizon: int = option(3, "Planning horizon in decisions", min=1)
+    iterations: Optional[int] = option(None, "MPPI iterations (none = 6, or 8 if action_dim >= 20)", min=1)
+    num_samples: int = option(512, "Sampled action sequences per MPPI iteration", min=1)
+    num_elites: int = option(64, "Elite sequences used to refit the sampling distribution", min=1)
+    num_pi_trajs: int = option(24, "Policy-prior trajectories mixed into the samples", min=0)
+    min_std: float = option(0.05, "Minimum std of the planner's action distribution", min=0.0)
+    max_std: float = option(2.0, "Initial (maximum) std of the planner's action distribution", min=0.0)
+    temperature: float = option(0.5, "MPPI softmax temperature over elite values", min=0.0)
+    # --- optimisation -------------------------------------------------------------------
+    batch_size: int = option(256, "Sub-trajectories per gradient step", min=1)
+    lr: float = option(3e-4, "Adam learning rate", min=0.0)
+    enc_lr_scale: float = option(0.3, "Encoder learning-rate multiplier", min=0.0)
+    grad_clip_norm: float = option(20.0, "Gradient-norm clipping threshold", min=0.0)
+    rho: float = option(0.5, "Temporal discount of the per-step losses over the horizon", min=0.0, max=1.0)
+    tau: float = option(0.01, "Polyak coefficient of the target Q-networks", min=0.0, max=1.0)
+    entropy_coef: float = option(1e-4, "Policy entropy bonus coefficient", min=0.0)
+    consistency_coef: float = option(20.0, "Latent consistency loss weight", min=0.0)
+    reward_coef: float = option(0.1, "Reward loss weight", min=0.0)
+    value_coef: float = option(0.1, "Value (Q) loss weight", min=0.0)
+    termination_coef: float = option(1.0, "Termination loss weight (episodic tasks)", min=0.0)
+    discount_denom: float = option(5.0, "Discount heuristic: 1 - 1/(episode_length/discount_denom)", min=0.0)
+    discount_min: float = option(0.95, "Lower clip of the heuristic discount", min=0.0, max=1.0)
+    discount_max: float = option(0.995, "Upper clip of the heuristic discount", min=0.0, max=1.0)
+    # --- runtime ------------------------------------------------------------------------
+    device: str = option("auto", "Torch device (auto = cuda if available, else cpu)",
+                         choices=("auto", "cpu", "cuda"))
+    compile: bool = option(False, "Compile the planner/losses with torch.compile (falls back to eager on failure)")
+
+    def arch(self) -> dict[str, int]:
+        """The five architecture sizes: the ``model_size`` table with explicit overrides applied."""
+        resolved = dict(MODEL_SIZES[self.model_size])
+        for key in ARCH_KEYS:
+            if getattr(self, key) is not None:
+                resolved[key] = getattr(self, key)
+        return resolved
+
+    def validate(self) -> None:
+        """Cross-field rules of the agent settings; raises :class:`ConfigError`."""
+        latent = self.arch()["latent_dim"]
+        _require(latent % self.simnorm_dim == 0,
+                 f"latent_dim={latent} must be a multiple of simnorm_dim={self.simnorm_dim}")
+        _require(self.vmin < self.vmax, f"vmin={self.vmin} must be < vmax={self.vmax}")
+        _require(self.log_std_min < self.log_std_max,
+                 f"log_std_min={self.log_std_min} must be < log_std_max={self.log_std_max}")
+        _require(self.num_elites <= self.num_samples,
+                 f"num_elites={self.num_elites} must be <= num_samples={self.num_samples}")
+        _require(self.num_pi_trajs < self.num_samples,
+                 f"num_pi_trajs={self.num_pi_trajs} must be < num_samples={self.num_samples}")
+        _require(self.min_std <= self.max_std, f"min_std={self.min_std} must be <= max_std={self.max_std}")
+        _require(self.discount_min <= self.discount_max,
+                 f"discount_min={self.discount_min} must be <= discount_max={self.discount_max}")
+        _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _require(self.discount_denom > 0, f"discount_denom={self.discount_denom} must be > 0")
+
+
+@dataclasses.dataclass
+class TrainConfig(TDMPC2Config):
+    """Settings of ``gym-qwen train``: online TD-MPC2 training of one task."""
+
+    command: ClassVar[str] = "train"
+
+    task: str = option("walker-walk", "Task to train on (see `gym-qwen info`)")
+    steps: int = option(100_000, "Total environment steps, including action repeat", min=1)
+    seed: int = option(1, "Random seed", min=0)
+    seed_steps: Optional[int] = option(None, "Random-action decisions before learning "
+                                       "(none = max(1000, 5*episode_length))", min=1)
+    buffer_size: Optional[int] = option(None, "Replay buffer capacity in transitions (none = steps)", min=1)
+    eval_freq: int = option(10_000, "Evaluate every this many environment steps (0 disables)", min=0)
+    eval_episodes: int = option(10, "Episodes per evaluation", min=1)
+    checkpoint_freq: int = option(10_000, "Checkpoint every this many environment steps (0 = only the final one)",
+                                  min=0)
+    resume: bool = option(False, "Resume from the run directory's latest checkpoint")
+    output_dir: str = option("runs", "Root directory of run directories")
+    exp_name: str = option("default", "Experiment name, part of the run directory")
+    mlflow: bool = option(True, "Log parameters, metrics and artifacts to MLflow")
+    mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+    num_workers: int = option(0, "Ray rollout workers (0 = in-process loop)", min=0)
+
+    def validate(self) -> None:
+        """Agent rules plus: ``task`` must be known."""
+        super().validate()
+        _require(bool(self.output_dir), "output_dir= must not be empty")
+        _require(bool(self.exp_name), "exp_name= must not be empty")
+        check_task(self.task)
+
+
+@dataclasses.dataclass
+class EvaluateConfig(TDMPC2Config):
+    """Settings of ``gym-qwen evaluate``: roll out a trained checkpoint."""
+
+    command: ClassVar[str] = "evaluate"
+
+    task: Optional[str] = option(None, "Task to evaluate on (none = the checkpoint's task)")
+    checkpoint: str = option("", "Checkpoint file to evaluate (required)")
+    episodes: int = option(10, "Evaluation episodes", min=1)
+    mode: str = option("baseline", "Evaluation mode", choices=("baseline",))
+    seed: int = option(1, "Random seed", min=0)
+    video: bool = option(False, "Record a video of the first episode")
+    video_path: Optional[str] = option(None, "Video file (none = next to the checkpoint)")
+    output: Optional[str] = option(None, "Write the results to this JSON file (none = don't)")
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    mlflow: bool = option(False, "Log the results to MLflow")
+    mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+    progress: bool = option(True, "Show a progress bar")
+    num_workers: int = option(0, "Ray rollout workers (0 = in-process loop)", min=0)
+
+    def validate(self) -> None:
+        """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given."""
+        super().validate()
+        _require(bool(self.checkpoint), "checkpoint= is required")
+        if self.task is not None:
+            check_task(self.task)
+
+
+@dataclasses.dataclass
+class InfoConfig(TDMPC2Config):
+    """Settings of ``gym-qwen info``: describe a task and the agent built for it."""
+
+    command: ClassVar[str] = "info"
+
+    task: str = option("cheetah-run", "Task to describe")
+
+    def validate(self) -> None:
+        """Agent rules plus: ``task`` must be known."""
+        super().validate()
+        check_task(self.task)
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of ``gym-qwen demo``: a short end-to-end train-and-evaluate run."""
+
+    command: ClassVar[str] = "demo"
+
+    task: str = option("cartpole-balance", "Task to train on")
+    steps: int = option(6000, "Total environment steps, including action repeat", min=1)
+    model_size: int = option(1, "Model size in millions of parameters", choices=SIZE_CHOICES)
+    seed: int = option(1, "Random seed", min=0)
+    episodes: int = option(3, "Evaluation episodes after training", min=1)
+    output_dir: str = option("runs", "Root directory of run directories")
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+
+    def validate(self) -> None:
+        """``task`` must be known."""
+        _require(bool(self.output_dir), "output_dir= must not be empty")
+        check_task(self.task)

@@ -1,0 +1,163 @@
+"""The TD-MPC2 agent: acting with MPPI (whole plans available), and the model/policy update."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .functional import discount_for
+from .planner import MPPIPlanner, Plan, PlannerSettings
+from .scale import RunningScale
+from .world_model import ModelDims, WorldModel
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu. Asking for cuda without one is an error, not a fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA device is available (use device=auto or cpu)")
+    return torch.device(device)
+
+
+def model_dims(cfg, obs_dim: int, action_dim: int, episodic: bool) -> ModelDims:
+    arch = cfg.arch()
+    return ModelDims(obs_dim=obs_dim, action_dim=action_dim, num_bins=cfg.num_bins, simnorm_dim=cfg.simnorm_dim,
+                     dropout=cfg.dropout, episodic=episodic, **arch)
+
+
+class TDMPC2Agent:
+    """World model + planner + optimisers for one task. `cfg` is a TDMPC2Config (gym_qwen.platform.config).
+
+    act() plans for one observation or a batch of observations (one per environment) and keeps each
+    environment's warm-start mean; plan() exposes the full Plan; update() does one gradient step.
+    """
+
+    def __init__(self, cfg, obs_dim: int, action_dim: int, episode_length: int, episodic: bool,
+                 device: str | torch.device = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
+        self.discount = discount_for(episode_length, cfg.discount_denom, cfg.discount_min, cfg.discount_max)
+        self.model = WorldModel(model_dims(cfg, obs_dim, action_dim, episodic), cfg.log_std_min, cfg.log_std_max,
+                                cfg.vmin, cfg.vmax).to(self.device).eval()
+        iterations = cfg.iterations if cfg.iterations is not None else (8 if action_dim >= 20 else 6)
+        self.planner_settings = PlannerSettings(
+            horizon=cfg.horizon, iterations=iterations, num_samples=cfg.num_samples, num_elites=cfg.num_elites,
+            num_pi_trajs=cfg.num_pi_trajs, min_std=cfg.min_std, max_std=cfg.max_std, temperature=cfg.temperature,
+            discount=self.discount)
+        self.planner = MPPIPlanner(self.model, self.planner_settings)
+        self.scale = RunningScale(cfg.tau).to(self.device)
+        m = self.model
+        self.optim = torch.optim.Adam([
+            {"params": m.encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
+            {"params": [p for k, mod in m.components().items() if k not in ("encoder", "policy")
+                        for p in mod.parameters()]},
+        ], lr=cfg.lr)
+        self.pi_optim = torch.optim.Adam(m.policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self._prev_mean: torch.Tensor | None = None  # (B, H, A) warm starts, one per environment
+        self.rho = cfg.rho ** torch.arange(cfg.horizon + 1, device=self.device, dtype=torch.float32)
+
+    # ----------------------------------------------------------------- acting
+    @torch.inference_mode()
+    def plan(self, obs, t0=True) -> Plan:
+        """Plan for obs (obs_dim,) or (B, obs_dim). t0: bool or (B,) bools marking first steps of episodes."""
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        obs_t = obs_t.unsqueeze(0) if obs_t.ndim == 1 else obs_t
+        B = obs_t.shape[0]
+        t0_mask = torch.as_tensor(np.broadcast_to(np.asarray(t0, dtype=bool), (B,)).copy(), device=self.device)
+        if self._prev_mean is None or self._prev_mean.shape[0] != B:
+            self._prev_mean = torch.full((B, self.cfg.horizon, self.model.dims.action_dim), float("nan"),
+                                         device=self.device)
+        prev = self._prev_mean.clone()
+        prev[t0_mask] = float("nan")
+        plan = self.planner.plan(self.model.encode(obs_t), prev)
+        self._prev_mean = plan.mean
+        return plan
+
+    @torch.inference_mode()
+    def act(self, obs, t0=True, eval_mode: bool = False) -> np.ndarray:
+        """One action per observation, in [-1, 1]. Training adds the planner's final std as exploration noise."""
+        plan = self.plan(obs, t0)
+        a = plan.first_action
+        if not eval_mode:
+            a = a + plan.std[:, 0] * torch.randn_like(a)
+        a = a.clamp(-1, 1).cpu().numpy()
+        return a[0] if np.asarray(obs).ndim == 1 else a
+
+    # ----------------------------------------------------------------- learning
+    def _to_device(self, batch: dict) -> dict:
+        return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+
+    def update(self, batch: dict) -> dict:
+        """One TD-MPC2 update on a batch from EpisodeBuffer.sample. Returns float metrics."""
+        b = self._to_device(batch)
+        obs, action, reward, terminated = b["obs"], b["action"], b["reward"], b["terminated"]
+        cfg, m, H = self.cfg, self.model, self.cfg.horizon
+        with torch.no_grad():
+            next_z = m.encode(obs[1:])
+            next_a, _ = m.pi(next_z)
+            td_target = reward + self.discount * (1 - terminated) * m.Q(next_z, next_a, reduce="min", target=True)
+        m.train()
+        z = m.encode(obs[0])
+        zs = [z]
+        consistency = 0.0
+        for t in range(H):
+            z = m.next(z, action[t])
+            consistency = consistency + F.mse_loss(z, next_z[t]) * self.rho[t]
+            zs.append(z)
+        zs = torch.stack(zs)
+        q_logits = m.Q(zs[:-1], action, reduce="all")  # (num_q, H, B, bins)
+        reward_ce = m.two_hot.cross_entropy(m.reward(zs[:-1], action), reward).mean(dim=(1, 2))  # (H,)
+        value_ce = m.two_hot.cross_entropy(q_logits, td_target.unsqueeze(0).expand(m.dims.num_q, -1, -1, -1))
+        consistency_loss = consistency / H
+        reward_loss = (reward_ce * self.rho[:H]).sum() / H
+        value_loss = (value_ce.mean(dim=(2, 3)) * self.rho[:H]).sum() / (H * m.dims.num_q)
+        total = cfg.consistency_coef * consistency_loss + cfg.reward_coef * reward_loss + cfg.value_coef * value_loss
+        termination_loss = torch.zeros((), device=self.device)
+        if m.termination_head is not None:
+            termination_loss = F.binary_cross_entropy_with_logits(m.termination_logit(zs[1:]), terminated)
+            total = total + cfg.termination_coef * termination_loss
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for mod in m.components().values() if mod is not m.policy for p in mod.parameters()],
+            cfg.grad_clip_norm)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        pi_loss, entropy = self._update_policy(zs.detach())
+        m.soft_update_target(cfg.tau)
+        m.eval()
+        return {"consistency_loss": float(consistency_loss), "reward_loss": float(reward_loss),
+                "value_loss": float(value_loss), "termination_loss": float(termination_loss),
+                "total_loss": float(total), "grad_norm": float(grad_norm), "pi_loss": pi_loss,
+                "pi_entropy": entropy, "pi_scale": float(self.scale.value)}
+
+    def _update_policy(self, zs: torch.Tensor):
+        m = self.model
+        action, info = m.pi(zs)
+        q = m.Q(zs, action, reduce="avg", detach=True)
+        self.scale.update(q[0])
+        q = self.scale(q)
+        objective = (self.cfg.entropy_coef * info["scaled_entropy"] + q).mean(dim=(1, 2))
+        pi_loss = -(objective * self.rho[: len(q)]).mean()
+        pi_loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.policy.parameters(), self.cfg.grad_clip_norm)
+        self.pi_optim.step()
+        self.pi_optim.zero_grad(set_to_none=True)
+        return float(pi_loss), float(info["log_prob"].mean().neg())
+
+    # ----------------------------------------------------------------- state
+    def reset_plans(self) -> None:
+        self._prev_mean = None
+
+    def state_dict(self, with_optim: bool = True) -> dict:
+        d = {"model": self.model.state_dict(), "scale": self.scale.state_dict()}
+        if with_optim:
+            d.update(optim=self.optim.state_dict(), pi_optim=self.pi_optim.state_dict())
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.model.load_state_dict(d["model"])
+        self.scale.load_state_dict(d["scale"])
+        if "optim" in d:
+            self.optim.load_state_dict(d["optim"])
+            self.pi_optim.load_state_dict(d["pi_optim"])

@@ -1,0 +1,130 @@
+"""MPPI planning in latent space (TD-MPC2), batched over environments, returning the whole plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .world_model import WorldModel
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """MPPI settings. Defaults are TD-MPC2's (iterations becomes 8 for action_dim >= 20, set by the agent)."""
+
+    horizon: int = 3
+    iterations: int = 6
+    num_samples: int = 512
+    num_elites: int = 64
+    num_pi_trajs: int = 24
+    min_std: float = 0.05
+    max_std: float = 2.0
+    temperature: float = 0.5
+    discount: float = 0.99
+
+
+@dataclass
+class Plan:
+    """What one planner call produced for a batch of B environments.
+
+    actions: (B, H, A) the selected action sequence (no exploration noise); latents: (B, H, L) the predicted
+    z_1..z_H along it; rewards: (B, H) predicted rewards; value: (B,) its estimated return; mean/std: (B, H, A)
+    the final MPPI distribution (mean is the warm start of the next call); stats: scalar diagnostics.
+    """
+
+    actions: torch.Tensor
+    latents: torch.Tensor
+    rewards: torch.Tensor
+    value: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def first_action(self) -> torch.Tensor:
+        return self.actions[:, 0]
+
+
+class MPPIPlanner:
+    """Model predictive path integral control over a WorldModel (no autograd; call under inference mode)."""
+
+    def __init__(self, model: WorldModel, settings: PlannerSettings):
+        self.model, self.s = model, settings
+
+    def rollout_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Value of action sequences (H, M, A) from latents z (M, L): discounted predicted rewards plus the
+        discounted value of the last latent (mean of 2 random Q heads at the policy prior's action)."""
+        m, s = self.model, self.s
+        ret = torch.zeros(z.shape[0], 1, device=z.device)
+        alive = torch.ones_like(ret)
+        discount = 1.0
+        for t in range(actions.shape[0]):
+            r = m.two_hot.decode(m.reward(z, actions[t]))
+            z = m.next(z, actions[t])
+            ret = ret + discount * alive * r
+            discount *= s.discount
+            if m.termination_head is not None:
+                alive = alive * (m.termination_logit(z) <= 0).float()
+        a, _ = m.pi(z)
+        return ret + discount * alive * m.Q(z, a, reduce="avg")
+
+    def _prior_actions(self, z: torch.Tensor) -> torch.Tensor:
+        """Roll the policy prior through the dynamics: (H, B, P, A)."""
+        s, m = self.s, self.model
+        B, P = z.shape[0], s.num_pi_trajs
+        zp = z.repeat_interleave(P, dim=0)
+        out = []
+        for t in range(s.horizon):
+            a, _ = m.pi(zp)
+            out.append(a)
+            if t < s.horizon - 1:
+                zp = m.next(zp, a)
+        return torch.stack(out).view(s.horizon, B, P, -1)
+
+    def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None) -> Plan:
+        """Plan from latents z (B, L). prev_mean (B, H, A): the previous plan's mean, shifted by one step to
+        warm-start (pass None, or rows of NaN, at the first step of an episode)."""
+        s, m = self.s, self.model
+        B, H, N, P, K = z.shape[0], s.horizon, s.num_samples, s.num_pi_trajs, s.num_elites
+        A = m.dims.action_dim
+        dev = z.device
+        mean = torch.zeros(B, H, A, device=dev)
+        if prev_mean is not None:
+            mean[:, :-1] = torch.nan_to_num(prev_mean[:, 1:], nan=0.0)
+        std = torch.full((B, H, A), s.max_std, device=dev)
+        actions = torch.empty(H, B, N, A, device=dev)
+        if P > 0:
+            actions[:, :, :P] = self._prior_actions(z)
+        z_rep = z.repeat_interleave(N, dim=0)
+        batch_idx = torch.arange(B, device=dev)[:, None]
+        for _ in range(s.iterations):
+            noise = torch.randn(H, B, N - P, A, device=dev)
+            actions[:, :, P:] = (mean.transpose(0, 1).unsqueeze(2) + std.transpose(0, 1).unsqueeze(2) * noise).clamp(-1, 1)
+            value = self.rollout_value(z_rep, actions.view(H, B * N, A)).view(B, N).nan_to_num(0.0)
+            elite_value, elite_idx = torch.topk(value, K, dim=1)
+            elite_actions = actions[:, batch_idx, elite_idx]  # (H, B, K, A)
+            score = torch.exp(s.temperature * (elite_value - elite_value.max(1, keepdim=True).values))
+            score = score / score.sum(1, keepdim=True)
+            w = score.unsqueeze(0).unsqueeze(-1)  # (1, B, K, 1)
+            mean_hb = (w * elite_actions).sum(2) / (score.sum(1)[None, :, None] + 1e-9)
+            var = (w * (elite_actions - mean_hb.unsqueeze(2)) ** 2).sum(2) / (score.sum(1)[None, :, None] + 1e-9)
+            mean = mean_hb.transpose(0, 1).contiguous()
+            std = var.sqrt().clamp(s.min_std, s.max_std).transpose(0, 1).contiguous()
+        # Pick one elite per environment with probability proportional to its score (Gumbel-max trick).
+        gumbel = -torch.empty_like(score).exponential_().log()
+        pick = torch.argmax(score.log() + gumbel, dim=1)
+        chosen = elite_actions[:, torch.arange(B, device=dev), pick].transpose(0, 1).contiguous()  # (B, H, A)
+        latents, rewards = self.imagine(z, chosen)
+        return Plan(actions=chosen, latents=latents, rewards=rewards,
+                    value=elite_value[torch.arange(B, device=dev), pick], mean=mean, std=std,
+                    stats={"elite_value_mean": float(elite_value.mean()), "std_mean": float(std.mean())})
+
+    def imagine(self, z: torch.Tensor, actions: torch.Tensor):
+        """Predicted latents (B, T, L) and rewards (B, T) of action sequences (B, T, A) from z (B, L)."""
+        m = self.model
+        latents, rewards = [], []
+        for t in range(actions.shape[1]):
+            rewards.append(m.two_hot.decode(m.reward(z, actions[:, t])).squeeze(-1))
+            z = m.next(z, actions[:, t])
+            latents.append(z)
+        return torch.stack(latents, 1), torch.stack(rewards, 1)

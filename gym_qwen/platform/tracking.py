@@ -1,0 +1,76 @@
+"""MLflow tracking: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').absolute()}"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """One MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a no-op."""
+
+    def __init__(self, enabled: bool, experiment: str = "gym-qwen"):
+        self.enabled, self.experiment, self.run_id = enabled, experiment, None
+        self._client = None
+
+    def start(self, run_name: str, params: dict, tags: dict | None = None, run_id: str | None = None) -> str | None:
+        if not self.enabled:
+            return None
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        uri = default_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        self._client = MlflowClient(uri)
+        exp = self._client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            artifacts = None
+            if uri.startswith("sqlite:///"):  # keep artifacts beside a local store, not in the working directory
+                artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+            exp_id = self._client.create_experiment(self.experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+        if run_id is not None:  # resuming: continue the same run
+            self._client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
+        self.run_id = run.info.run_id
+        flat = {k: ("None" if v is None else v) for k, v in _flatten(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 100):
+            from mlflow.entities import Param
+            self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[i:i + 100]])
+        return self.run_id
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None]
+        self._client.log_batch(self.run_id, metrics=ms)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if self.enabled and self.run_id is not None:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.run_id is not None:
+            self._client.set_terminated(self.run_id, status=status)
