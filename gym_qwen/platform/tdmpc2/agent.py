@@ -126,10 +126,10 @@ class TDMPC2Agent:
         pi_loss, entropy = self._update_policy(zs.detach())
         m.soft_update_target(cfg.tau)
         m.eval()
-        return {"consistency_loss": float(consistency_loss), "reward_loss": float(reward_loss),
-                "value_loss": float(value_loss), "termination_loss": float(termination_loss),
-                "total_loss": float(total), "grad_norm": float(grad_norm), "pi_loss": pi_loss,
-                "pi_entropy": entropy, "pi_scale": float(self.scale.value)}
+        losses = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
+                  "termination_loss": termination_loss, "total_loss": total, "grad_norm": grad_norm}
+        return {**{k: v.detach().item() for k, v in losses.items()}, "pi_loss": pi_loss, "pi_entropy": entropy,
+                "pi_scale": self.scale.value.item()}
 
     def _update_policy(self, zs: torch.Tensor):
         m = self.model
@@ -143,7 +143,7 @@ class TDMPC2Agent:
         torch.nn.utils.clip_grad_norm_(m.policy.parameters(), self.cfg.grad_clip_norm)
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)
-        return float(pi_loss), float(info["log_prob"].mean().neg())
+        return pi_loss.item(), -info["log_prob"].detach().mean().item()
 
     # ----------------------------------------------------------------- state
     def reset_plans(self) -> None:

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .world_model import WorldModel
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,13 @@ class Plan:
 
 
 class MPPIPlanner:
-    """Model predictive path integral control over a WorldModel (no autograd; call under inference mode)."""
+    """Model predictive path integral control (call under inference mode).
 
-    def __init__(self, model: WorldModel, settings: PlannerSettings):
+    `model` offers the planning interface of WorldModel: step(z, a) -> (reward, z'), pi(z) -> (a, info),
+    q_value(z, a), terminal(z) -> (M, 1) floats or None, and action_dim.
+    """
+
+    def __init__(self, model, settings: PlannerSettings):
         self.model, self.s = model, settings
 
     def rollout_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -59,14 +62,14 @@ class MPPIPlanner:
         alive = torch.ones_like(ret)
         discount = 1.0
         for t in range(actions.shape[0]):
-            r = m.two_hot.decode(m.reward(z, actions[t]))
-            z = m.next(z, actions[t])
+            r, z = m.step(z, actions[t])
             ret = ret + discount * alive * r
             discount *= s.discount
-            if m.termination_head is not None:
-                alive = alive * (m.termination_logit(z) <= 0).float()
+            ended = m.terminal(z)
+            if ended is not None:
+                alive = alive * (1.0 - ended)
         a, _ = m.pi(z)
-        return ret + discount * alive * m.Q(z, a, reduce="avg")
+        return ret + discount * alive * m.q_value(z, a)
 
     def _prior_actions(self, z: torch.Tensor) -> torch.Tensor:
         """Roll the policy prior through the dynamics: (H, B, P, A)."""
@@ -78,7 +81,7 @@ class MPPIPlanner:
             a, _ = m.pi(zp)
             out.append(a)
             if t < s.horizon - 1:
-                zp = m.next(zp, a)
+                zp = m.step(zp, a)[1]
         return torch.stack(out).view(s.horizon, B, P, -1)
 
     def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None) -> Plan:
@@ -86,7 +89,7 @@ class MPPIPlanner:
         warm-start (pass None, or rows of NaN, at the first step of an episode)."""
         s, m = self.s, self.model
         B, H, N, P, K = z.shape[0], s.horizon, s.num_samples, s.num_pi_trajs, s.num_elites
-        A = m.dims.action_dim
+        A = m.action_dim
         dev = z.device
         mean = torch.zeros(B, H, A, device=dev)
         if prev_mean is not None:
@@ -124,7 +127,7 @@ class MPPIPlanner:
         m = self.model
         latents, rewards = [], []
         for t in range(actions.shape[1]):
-            rewards.append(m.two_hot.decode(m.reward(z, actions[:, t])).squeeze(-1))
-            z = m.next(z, actions[:, t])
+            r, z = m.step(z, actions[:, t])
+            rewards.append(r.squeeze(-1))
             latents.append(z)
         return torch.stack(latents, 1), torch.stack(rewards, 1)

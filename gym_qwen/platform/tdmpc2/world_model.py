@@ -102,6 +102,26 @@ class WorldModel(nn.Module):
         values = self.two_hot.decode(net(za, heads=self.random_heads(), detach=detach))
         return values.min(0).values if reduce == "min" else values.mean(0)
 
+    # ----------------------------------------------------------------- planning interface
+    # MPPIPlanner only uses step / pi / q_value / terminal / action_dim, so any model offering them can be planned.
+    @property
+    def action_dim(self) -> int:
+        return self.dims.action_dim
+
+    def step(self, z: torch.Tensor, a: torch.Tensor):
+        """(predicted reward (M, 1), next latent) for latents z and actions a."""
+        return self.two_hot.decode(self.reward(z, a)), self.next(z, a)
+
+    def q_value(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Mean of 2 random Q heads (only those two heads are evaluated)."""
+        return self.Q(z, a, reduce="avg")
+
+    def terminal(self, z: torch.Tensor) -> torch.Tensor | None:
+        """1.0 where the termination head predicts the episode ended (episodic tasks), else None."""
+        if self.termination_head is None:
+            return None
+        return (self.termination_logit(z) > 0).float()
+
     @torch.no_grad()
     def soft_update_target(self, tau: float) -> None:
         online = [p.data for p in self.qs.parameters()]
