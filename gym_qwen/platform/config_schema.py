@@ -228,7 +228,11 @@ class DemoConfig:
     model_size: int = option(1, "Model size in millions of parameters", choices=SIZE_CHOICES)
     seed: int = option(1, "Random seed", min=0)
     episodes: int = option(3, "Evaluation episodes after training", min=1)
+    seed_steps: int = option(1000, "Decisions of random actions before learning starts", min=1)
+    num_samples: int = option(256, "MPPI samples while training and evaluating (TD-MPC2 uses 512)", min=2)
+    iterations: int = option(4, "MPPI iterations while training and evaluating (TD-MPC2 uses 6)", min=1)
     output_dir: str = option("runs", "Root directory of run directories")
+    mlflow: bool = option(True, "Log the demo run to MLflow")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
 
     def validate(self) -> None:

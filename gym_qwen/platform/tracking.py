@@ -30,8 +30,13 @@ class Tracker:
     def start(self, run_name: str, params: dict, tags: dict | None = None, run_id: str | None = None) -> str | None:
         if not self.enabled:
             return None
+        import logging
+
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # store creation chatter is not news for the user
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         uri = default_tracking_uri()
         mlflow.set_tracking_uri(uri)

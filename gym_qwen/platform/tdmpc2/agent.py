@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .functional import discount_for
+from .layers import ln_mish
 from .planner import MPPIPlanner, Plan, PlannerSettings
 from .scale import RunningScale
 from .world_model import ModelDims, WorldModel
@@ -36,6 +37,8 @@ class TDMPC2Agent:
     def __init__(self, cfg, obs_dim: int, action_dim: int, episode_length: int, episodic: bool,
                  device: str | torch.device = "cpu"):
         self.cfg = cfg
+        if bool(getattr(cfg, "compile", False)) != ln_mish.compiled:  # a process-wide switch: the last agent decides
+            ln_mish.enable_compile(bool(getattr(cfg, "compile", False)))
         self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
         self.discount = discount_for(episode_length, cfg.discount_denom, cfg.discount_min, cfg.discount_max)
         self.model = WorldModel(model_dims(cfg, obs_dim, action_dim, episodic), cfg.log_std_min, cfg.log_std_max,

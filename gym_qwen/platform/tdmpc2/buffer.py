@@ -100,3 +100,5 @@ class EpisodeBuffer:
         self.episodes = [Episode.from_arrays(d) for d in state["episodes"]]
         if self.episodes:
             self._rebuild()
+        else:
+            self._flat, self._starts = None, np.zeros(0, np.int64)

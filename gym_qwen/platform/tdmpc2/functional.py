@@ -96,4 +96,6 @@ def squashed_gaussian(mean: torch.Tensor, raw_log_std: torch.Tensor, log_std_min
 def discount_for(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
     """TD-MPC2's heuristic discount from the episode length in agent steps."""
     frac = episode_length / denom
+    if frac <= 1:
+        return float(low)
     return float(min(max((frac - 1) / frac, low), high))

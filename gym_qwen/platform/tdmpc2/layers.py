@@ -8,6 +8,45 @@ import torch.nn.functional as F
 from .functional import mish, simnorm
 
 
+def _ln_mish_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """mish(LayerNorm(x)); weight/bias are (D,) or broadcastable stacks like (k, 1, D) for an ensemble."""
+    if weight.ndim == 1:
+        return mish(F.layer_norm(x, (x.shape[-1],), weight, bias))
+    return mish(F.layer_norm(x, (x.shape[-1],)) * weight + bias)
+
+
+class _Fused:
+    """LayerNorm+Mish, optionally compiled with torch.compile (inductor fuses the elementwise work into one
+    pass, which is where CPU time goes). A compile failure switches back to eager for good, with a warning."""
+
+    def __init__(self):
+        self.fn, self.compiled = _ln_mish_eager, False
+
+    def enable_compile(self, enabled: bool = True) -> None:
+        if not enabled:
+            self.fn, self.compiled = _ln_mish_eager, False
+            return
+        import torch._inductor.config as inductor_config
+
+        inductor_config.pattern_matcher = False  # its slice patterns raise BackendCompilerFailed on this graph
+        self.fn, self.compiled = torch.compile(_ln_mish_eager, dynamic=True), True
+
+    def __call__(self, x, weight, bias):
+        if not self.compiled:
+            return _ln_mish_eager(x, weight, bias)
+        try:
+            return self.fn(x, weight, bias)
+        except Exception as e:  # noqa: BLE001 - any backend failure: fall back, keep the maths
+            import warnings
+
+            warnings.warn(f"torch.compile failed ({type(e).__name__}); using eager LayerNorm+Mish")
+            self.enable_compile(False)
+            return _ln_mish_eager(x, weight, bias)
+
+
+ln_mish = _Fused()
+
+
 class NormedLinear(nn.Linear):
     """Linear layer followed by optional dropout, LayerNorm and an activation ("mish" or "simnorm")."""
 
@@ -21,8 +60,9 @@ class NormedLinear(nn.Linear):
         x = super().forward(x)
         if self.dropout is not None:
             x = self.dropout(x)
-        x = self.ln(x)
-        return simnorm(x, self.simnorm_dim) if self.act == "simnorm" else mish(x)
+        if self.act == "simnorm":
+            return simnorm(self.ln(x), self.simnorm_dim)
+        return ln_mish(x, self.ln.weight, self.ln.bias)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: str | None = None, dropout: float = 0.0,
@@ -88,5 +128,5 @@ class QEnsemble(nn.Module):
                     g, beta = g[heads], beta[heads]
                 if detach:
                     g, beta = g.detach(), beta.detach()
-                h = mish(F.layer_norm(h, (self.hidden,)) * g + beta)
+                h = ln_mish(h, g, beta)
         return h.reshape(h.shape[0], *lead, h.shape[-1])

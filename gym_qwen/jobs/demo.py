@@ -1,0 +1,66 @@
+"""`gym-qwen demo`: train TD-MPC2 briefly on an easy task, evaluate it against a random policy, print a table."""
+from __future__ import annotations
+
+import sys
+import time
+
+from gym_qwen.jobs.common import run_job, table
+from gym_qwen.platform.config import DemoConfig, TrainConfig
+
+
+def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
+    import numpy as np
+
+    from gym_qwen.platform.envs import make_env
+    from gym_qwen.platform.evaluation import EVAL_SEED_OFFSET
+
+    env, rng, returns = make_env(task, seed + EVAL_SEED_OFFSET), np.random.default_rng(seed), []
+    for i in range(episodes):
+        env.reset(seed=seed + EVAL_SEED_OFFSET + i)
+        total, done = 0.0, False
+        while not done:
+            _, r, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape).astype("float32"))
+            total, done = total + r, terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def _demo(cfg: DemoConfig) -> None:
+    import numpy as np
+
+    from gym_qwen.platform.evaluation import evaluate
+    from gym_qwen.platform.trainer import train
+
+    exp = time.strftime("demo-%Y%m%d-%H%M%S")
+    train_cfg = TrainConfig(task=cfg.task, steps=cfg.steps, model_size=cfg.model_size, seed=cfg.seed,
+                            seed_steps=cfg.seed_steps, num_samples=cfg.num_samples, iterations=cfg.iterations,
+                            eval_freq=0, output_dir=cfg.output_dir, exp_name=exp, mlflow=cfg.mlflow,
+                            torch_threads=cfg.torch_threads)
+    print(f"Gym Qwen demo: TD-MPC2 (model size {cfg.model_size}) on {cfg.task} for {cfg.steps:,} env steps, "
+          f"then {cfg.episodes} evaluation episodes against a random policy.")
+    started = time.perf_counter()
+    summary = train(train_cfg)
+    minutes = (time.perf_counter() - started) / 60
+    from gym_qwen.jobs.evaluate import load_agent
+
+    agent, _, _ = load_agent(summary["checkpoint"], {}, "auto")
+    res = evaluate(agent, cfg.task, cfg.episodes, cfg.seed, show_progress=True)
+    rand = random_policy_returns(cfg.task, cfg.episodes, cfg.seed)
+    print()
+    print(table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
+                 (f"TD-MPC2 after {summary['env_steps']:,} steps", len(res.returns), f"{res.mean:.1f}",
+                  f"{res.std:.1f}", f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
+                ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision")))
+    print(f"\ntrained in {minutes:.1f} min ({summary['env_steps_per_second']:.1f} env steps/s); "
+          f"checkpoint {summary['checkpoint']}")
+    if summary["mlflow_run_id"]:
+        print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("demo", DemoConfig, _demo, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
