@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config, TrainConfig, config_from_dict
@@ -49,7 +50,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     agent, train_cfg, ckpt = load_agent(cfg.checkpoint, overrides, cfg.device, cfg.task)
     torch.manual_seed(cfg.seed)
     task = ckpt["task"]
-    video_path = (cfg.video_path or f"{cfg.checkpoint.rsplit('.', 1)[0]}-{task}.gif") if cfg.video else None
+    # default: beside the checkpoint (Path.with_suffix, not str.rsplit('.'), which cuts at a dot in a folder name)
+    video_path = (cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif") if cfg.video else None
     res = evaluate(agent, task, cfg.episodes, cfg.seed, video_path=video_path, show_progress=cfg.progress,
                    mode=cfg.mode)
     print(table([(task, cfg.mode, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",

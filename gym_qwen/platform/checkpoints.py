@@ -7,6 +7,7 @@ counters; what `resume=true` continues from).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the result is an ordinary shareable file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -59,6 +61,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
+def _load_error_reason(e: Exception) -> str:
+    """One line for why torch.load failed (its weights-only refusal is a multi-line text with ANSI codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return f"it holds a pickled Python object ({refused.group(1)}), which a weights-only load refuses"
+    first = (text.strip().splitlines() or [""])[0][:200]  # some errors (an empty file's EOFError) say nothing
+    return type(e).__name__ + (f": {first}" if first else "")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load safely (weights_only=True, onto the CPU). Raises CheckpointError with a one-line reason."""
     path = Path(path)
@@ -67,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupted, truncated or not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_error_reason(e)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a Gym Qwen TD-MPC2 checkpoint")
     if data.get("version") != VERSION:

@@ -15,6 +15,9 @@ class _Silent:
     def close(self):
         pass
 
+    def write(self, s, file=None):
+        print(s, file=file if file is not None else sys.stdout, flush=True)
+
 
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True, initial: int = 0):

@@ -138,6 +138,9 @@ def run_training(cfg, spec, agent, collector: Collector, learner: Learner, state
     started = time.perf_counter()
     while collector.decisions < total_decisions:
         episode = collector.step()
+        if episode is not None:  # into the buffer before this decision's updates, as TD-MPC2 does
+            learner.add(episode)
+            state.episode_returns.append(episode.total_reward)
         metrics = learner.update(learner.updates_due(collector.decisions))
         if metrics:
             update_count += 1
@@ -147,9 +150,6 @@ def run_training(cfg, spec, agent, collector: Collector, learner: Learner, state
             bar.update(spec.action_repeat)
         if episode is None and collector.decisions < total_decisions:
             continue
-        if episode is not None:
-            learner.add(episode)
-            state.episode_returns.append(episode.total_reward)
         env_steps = collector.decisions * spec.action_repeat
         state.train_seconds += time.perf_counter() - started
         started = time.perf_counter()

@@ -1,0 +1,233 @@
+"""Tests of a training run end to end: run directory, MLflow, refusing to overwrite, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gym_qwen.platform.checkpoints import CheckpointError, load_checkpoint
+from gym_qwen.platform.config import TrainConfig, config_to_dict, load_config
+from gym_qwen.platform.trainer import RunDirectoryError, train
+
+from conftest import TINY, TINY_TASK, tiny_train_config
+
+
+def _flat_tensors(d, prefix=""):
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        if isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, (dict, list, tuple)):
+            out.update(_flat_tensors(v, f"{prefix}{k}."))
+    return out
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    ta, tb = _flat_tensors(a), _flat_tensors(b)
+    assert ta.keys() == tb.keys() and ta
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, f"{len(different)} of {len(ta)} tensors differ, e.g. {different[:5]}"
+
+
+def _snapshot(root: Path) -> dict:
+    """{relative path: (bytes, mtime_ns)} of every file under root."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _copy_run(tiny_run, dest: Path) -> Path:
+    """Copy the session run's directory tree under dest (same <task>/<exp>/<seed> layout); returns dest."""
+    rel = tiny_run.run_dir.relative_to(Path(tiny_run.cfg.output_dir))
+    shutil.copytree(tiny_run.run_dir, dest / rel)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------ a short run
+def test_run_directory_files(tiny_run):
+    out, cfg, summary = tiny_run.run_dir, tiny_run.cfg, tiny_run.summary
+    assert out == Path(cfg.output_dir) / TINY_TASK / "default" / "seed1"
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "agent.pt", "train_state.pt", "eval.csv",
+                                                "summary.json"}
+    assert load_config(TrainConfig, out / "config.yaml") == cfg
+
+    agent = load_checkpoint(out / "agent.pt")
+    assert agent["kind"] == "agent" and agent["env_steps"] == 2000 and agent["task"] == TINY_TASK
+    assert agent["config"] == config_to_dict(cfg)
+    assert "optim" not in agent["agent"] and "buffer" not in agent
+    state = load_checkpoint(out / "train_state.pt")
+    assert state["kind"] == "train_state" and state["env_steps"] == 2000
+    assert {"buffer", "collector", "loop", "torch_rng", "num_updates"} <= state.keys()
+    _assert_same_weights(agent["agent"]["model"], state["agent"]["model"])
+
+    with open(out / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["env_steps"]) for r in rows] == [1000, 2000]
+    assert all(int(r["episodes"]) == 1 for r in rows)
+
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["env_steps"] == summary["env_steps"] == 2000
+    assert on_disk["checkpoint"] == str(out / "agent.pt")
+    assert [e["env_steps"] for e in on_disk["eval_history"]] == [1000, 2000]
+    assert [float(r["return_mean"]) for r in rows] == pytest.approx([e["return_mean"] for e in on_disk["eval_history"]])
+    assert 0 < on_disk["updates"] <= 1000  # at most one update per decision after the seed phase
+    assert on_disk["mlflow_run_id"]
+    # nothing landed in the working directory of the run (the session root) but the MLflow store
+    assert {p.name for p in tiny_run.root.iterdir()} <= {"runs", "mlflow.db", "mlartifacts"}
+
+
+def test_run_is_logged_to_mlflow(tiny_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tiny_run.uri)
+    run = client.get_run(tiny_run.summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["task"] == TINY_TASK and params["model_size"] == "1" and params["steps"] == "2000"
+    assert params["latent_dim"] == "16" and params["seed"] == "1"
+    assert run.data.tags["task"] == TINY_TASK
+
+    evals = client.get_metric_history(run.info.run_id, "eval/return_mean")
+    assert sorted(m.step for m in evals) == [1000, 2000]  # step = env steps, not decisions
+    by_step = {m.step: m.value for m in evals}
+    for record in tiny_run.summary["eval_history"]:
+        assert by_step[record["env_steps"]] == pytest.approx(record["return_mean"])
+    episodes = client.get_metric_history(run.info.run_id, "train/episode_return")
+    assert sorted(m.step for m in episodes) == [1000, 2000]
+    assert max(episodes, key=lambda m: m.step).value == pytest.approx(tiny_run.summary["last_episode_return"])
+    assert client.get_metric_history(run.info.run_id, "train/total_loss")  # updates were logged too
+
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "eval.csv", "checkpoints"} <= top
+    assert "checkpoints/agent.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    local = client.download_artifacts(run.info.run_id, "checkpoints/agent.pt", str(tmp_path))
+    _assert_same_weights(load_checkpoint(local)["agent"], load_checkpoint(tiny_run.checkpoint)["agent"])
+
+
+# ------------------------------------------------------------------------------------------ no overwrite
+def test_rerun_without_resume_refuses(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    runs = _copy_run(tiny_run, tmp_path / "runs")
+    before = _snapshot(runs)
+    cfg = tiny_train_config(runs, "steps=2000", "eval_freq=1000", "eval_episodes=1", "checkpoint_freq=1000")
+    with pytest.raises(RunDirectoryError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "resume=true" in msg
+    assert _snapshot(runs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no MLflow store either
+
+
+def test_resume_with_different_model_size_fails(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    runs = _copy_run(tiny_run, tmp_path / "runs")
+    before = _snapshot(runs)
+    with pytest.raises(CheckpointError) as e:
+        train(tiny_train_config(runs, "steps=3000", "resume=true", "model_size=5"))
+    msg = str(e.value)
+    assert "\n" not in msg and "model_size=1" in msg and "5" in msg
+    assert _snapshot(runs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_resume_with_different_task_fails(tiny_run, tmp_path, monkeypatch):
+    # Run directories are per task, so a different task only meets this checkpoint if it is put there.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "runs" / "pendulum-swingup" / "default" / "seed1"
+    other.mkdir(parents=True)
+    shutil.copy(tiny_run.run_dir / "train_state.pt", other)
+    with pytest.raises(CheckpointError) as e:
+        train(tiny_train_config(tmp_path / "runs", "task=pendulum-swingup", "steps=3000", "resume=true"))
+    msg = str(e.value)
+    assert "\n" not in msg and TINY_TASK in msg and "pendulum-swingup" in msg
+    assert [p.name for p in other.iterdir()] == ["train_state.pt"]
+
+
+# ------------------------------------------------------------------------------------------ resume equality
+@pytest.mark.slow
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
+    """Run A: 3 episodes in-process. Run B: the same in a subprocess, SIGKILLed after its first checkpoint
+    (end of episode 1), then continued with resume=true. B runs beside A, so the test costs about one run."""
+    overrides = [*TINY, f"task={TINY_TASK}", "steps=3000", "checkpoint_freq=1000", "eval_freq=1000",
+                 "eval_episodes=1"]
+    dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    run_b = dir_b / TINY_TASK / "default" / "seed1"
+    env_b = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'b.db'}"}
+    cmd_b = [sys.executable, "-m", "gym_qwen.jobs.train", *overrides, f"output_dir={dir_b}"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    info: dict = {}
+
+    def interrupt_then_resume():
+        with open(logs / "first.out", "wb") as out:
+            proc = subprocess.Popen(cmd_b, cwd=tmp_path, env=env_b, stdout=out, stderr=subprocess.STDOUT)
+        info["proc"] = proc
+        deadline = time.monotonic() + 300
+        while not (run_b / "train_state.pt").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                info["error"] = f"run B ended (rc {proc.poll()}) before its first checkpoint"
+                return
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        info["killed_rc"] = proc.returncode
+        info["finished_before_kill"] = (run_b / "agent.pt").exists()
+        info["killed_at"] = load_checkpoint(run_b / "train_state.pt")["env_steps"]
+        with open(logs / "resume.out", "wb") as out:
+            info["resume_rc"] = subprocess.run(cmd_b + ["resume=true"], cwd=tmp_path, env=env_b, stdout=out,
+                                               stderr=subprocess.STDOUT, timeout=600).returncode
+
+    worker = threading.Thread(target=interrupt_then_resume, daemon=True)
+    worker.start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a.db'}")
+        monkeypatch.chdir(tmp_path)
+        summary_a = train(tiny_train_config(dir_a, *overrides[len(TINY):]))
+    finally:
+        worker.join(timeout=600)
+        if "proc" in info and info["proc"].poll() is None:
+            info["proc"].kill()
+    output = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in sorted(logs.iterdir()))
+    assert "error" not in info, info.get("error", "") + "\n" + output
+    assert info["killed_rc"] == -signal.SIGKILL and not info["finished_before_kill"], output
+    assert 1000 <= info["killed_at"] < 3000
+    assert info["resume_rc"] == 0, output
+
+    summary_b = json.loads((run_b / "summary.json").read_text())
+    assert summary_b["env_steps"] == summary_a["env_steps"] == 3000
+    assert summary_b["eval_history"] == summary_a["eval_history"]
+    assert [e["env_steps"] for e in summary_a["eval_history"]] == [1000, 2000, 3000]
+    assert summary_b["updates"] == summary_a["updates"]
+    assert summary_b["last_episode_return"] == summary_a["last_episode_return"]
+    ckpt_a = load_checkpoint(Path(summary_a["checkpoint"]))
+    ckpt_b = load_checkpoint(run_b / "agent.pt")
+    _assert_same_weights(ckpt_a["agent"], ckpt_b["agent"])
+    state_a, state_b = load_checkpoint(Path(summary_a["run_dir"]) / "train_state.pt"), load_checkpoint(
+        run_b / "train_state.pt")
+    _assert_same_weights(state_a["agent"], state_b["agent"])  # optimiser states too
+    assert state_a["loop"]["episode_returns"] == state_b["loop"]["episode_returns"]
+    assert (Path(summary_a["run_dir"]) / "eval.csv").read_bytes() == (run_b / "eval.csv").read_bytes()
+
+    # the resumed process continued B's MLflow run instead of starting another one
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env_b["MLFLOW_TRACKING_URI"])
+    run = client.get_run(summary_b["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    evals = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval/return_mean")}
+    assert evals == {e["env_steps"]: pytest.approx(e["return_mean"]) for e in summary_a["eval_history"]}
