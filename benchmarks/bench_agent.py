@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gym_qwen.platform.config import TrainConfig  # noqa: E402
 from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent  # noqa: E402
 from gym_qwen.platform.tdmpc2.buffer import Episode, EpisodeBuffer  # noqa: E402
-from gym_qwen.platform.tdmpc2.layers import ln_mish  # noqa: E402
 
 OBS, ACT = 17, 6
 OFFICIAL = {1: {"params": 1_212_859, "act_ms": (250, 270), "update_ms": (205, 205)},
@@ -69,8 +68,8 @@ def fake_buffer(horizon: int) -> EpisodeBuffer:
 
 def bench_size(size: int, compiled: bool, repeats: int, batch_envs: list[int]) -> dict:
     torch.manual_seed(0)
-    ln_mish.enable_compile(compiled)
-    agent = TDMPC2Agent(TrainConfig(task="cheetah-run", model_size=size), OBS, ACT, 500, False, "cpu")
+    agent = TDMPC2Agent(TrainConfig(task="cheetah-run", model_size=size, compile=compiled), OBS, ACT, 500, False,
+                        "cpu")
     obs = np.random.default_rng(0).standard_normal(OBS).astype(np.float32)
     agent.act(obs, t0=True)
     act_ms = median_ms(lambda: agent.act(obs, t0=False, eval_mode=True), repeats)

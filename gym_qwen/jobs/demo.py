@@ -35,7 +35,7 @@ def _demo(cfg: DemoConfig) -> None:
     exp = time.strftime("demo-%Y%m%d-%H%M%S")
     train_cfg = TrainConfig(task=cfg.task, steps=cfg.steps, model_size=cfg.model_size, seed=cfg.seed,
                             seed_steps=cfg.seed_steps, num_samples=cfg.num_samples, iterations=cfg.iterations,
-                            eval_freq=0, output_dir=cfg.output_dir, exp_name=exp, mlflow=cfg.mlflow,
+                            eval_freq=0, output_dir=cfg.output_dir, exp_name=exp, mlflow=cfg.mlflow, compile=True,
                             torch_threads=cfg.torch_threads)
     print(f"Gym Qwen demo: TD-MPC2 (model size {cfg.model_size}) on {cfg.task} for {cfg.steps:,} env steps, "
           f"then {cfg.episodes} evaluation episodes against a random policy.")

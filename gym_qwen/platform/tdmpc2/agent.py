@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .compiled import CompiledOrEager
 from .functional import discount_for
-from .layers import ln_mish
 from .planner import MPPIPlanner, Plan, PlannerSettings
 from .scale import RunningScale
 from .world_model import ModelDims, WorldModel
@@ -37,8 +37,6 @@ class TDMPC2Agent:
     def __init__(self, cfg, obs_dim: int, action_dim: int, episode_length: int, episodic: bool,
                  device: str | torch.device = "cpu"):
         self.cfg = cfg
-        if bool(getattr(cfg, "compile", False)) != ln_mish.compiled:  # a process-wide switch: the last agent decides
-            ln_mish.enable_compile(bool(getattr(cfg, "compile", False)))
         self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device)
         self.discount = discount_for(episode_length, cfg.discount_denom, cfg.discount_min, cfg.discount_max)
         self.model = WorldModel(model_dims(cfg, obs_dim, action_dim, episodic), cfg.log_std_min, cfg.log_std_max,
@@ -48,7 +46,7 @@ class TDMPC2Agent:
             horizon=cfg.horizon, iterations=iterations, num_samples=cfg.num_samples, num_elites=cfg.num_elites,
             num_pi_trajs=cfg.num_pi_trajs, min_std=cfg.min_std, max_std=cfg.max_std, temperature=cfg.temperature,
             discount=self.discount)
-        self.planner = MPPIPlanner(self.model, self.planner_settings)
+        self.planner = MPPIPlanner(self.model, self.planner_settings, compile=bool(getattr(cfg, "compile", False)))
         self.scale = RunningScale(cfg.tau).to(self.device)
         m = self.model
         self.optim = torch.optim.Adam([
@@ -58,6 +56,9 @@ class TDMPC2Agent:
         ], lr=cfg.lr)
         self.pi_optim = torch.optim.Adam(m.policy.parameters(), lr=cfg.lr, eps=1e-5)
         self._prev_mean: torch.Tensor | None = None  # (B, H, A) warm starts, one per environment
+        compile_ = bool(getattr(cfg, "compile", False))
+        self._losses = CompiledOrEager(self.model_losses, compile_, "the update losses")
+        self._policy_terms = CompiledOrEager(self.policy_terms, compile_, "the policy objective")
         self.rho = cfg.rho ** torch.arange(cfg.horizon + 1, device=self.device, dtype=torch.float32)
 
     # ----------------------------------------------------------------- acting
@@ -94,13 +95,31 @@ class TDMPC2Agent:
     def update(self, batch: dict) -> dict:
         """One TD-MPC2 update on a batch from EpisodeBuffer.sample. Returns float metrics."""
         b = self._to_device(batch)
-        obs, action, reward, terminated = b["obs"], b["action"], b["reward"], b["terminated"]
+        cfg, m = self.cfg, self.model
+        m.train()  # dropout only lives in the online Q heads, which the TD target does not use
+        total, consistency_loss, reward_loss, value_loss, termination_loss, zs = self._losses(
+            b["obs"], b["action"], b["reward"], b["terminated"])
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for mod in m.components().values() if mod is not m.policy for p in mod.parameters()],
+            cfg.grad_clip_norm)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        pi_loss, entropy = self._update_policy(zs.detach())
+        m.soft_update_target(cfg.tau)
+        m.eval()
+        losses = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
+                  "termination_loss": termination_loss, "total_loss": total, "grad_norm": grad_norm}
+        return {**{k: v.detach().item() for k, v in losses.items()}, "pi_loss": pi_loss, "pi_entropy": entropy,
+                "pi_scale": self.scale.value.item()}
+
+    def model_losses(self, obs, action, reward, terminated):
+        """World-model losses over the horizon (consistency, reward, value, termination) and the latents."""
         cfg, m, H = self.cfg, self.model, self.cfg.horizon
         with torch.no_grad():
             next_z = m.encode(obs[1:])
             next_a, _ = m.pi(next_z)
             td_target = reward + self.discount * (1 - terminated) * m.Q(next_z, next_a, reduce="min", target=True)
-        m.train()
         z = m.encode(obs[0])
         zs = [z]
         consistency = 0.0
@@ -116,37 +135,29 @@ class TDMPC2Agent:
         reward_loss = (reward_ce * self.rho[:H]).sum() / H
         value_loss = (value_ce.mean(dim=(2, 3)) * self.rho[:H]).sum() / (H * m.dims.num_q)
         total = cfg.consistency_coef * consistency_loss + cfg.reward_coef * reward_loss + cfg.value_coef * value_loss
-        termination_loss = torch.zeros((), device=self.device)
+        termination_loss = torch.zeros((), device=obs.device)
         if m.termination_head is not None:
             termination_loss = F.binary_cross_entropy_with_logits(m.termination_logit(zs[1:]), terminated)
             total = total + cfg.termination_coef * termination_loss
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for mod in m.components().values() if mod is not m.policy for p in mod.parameters()],
-            cfg.grad_clip_norm)
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
-        pi_loss, entropy = self._update_policy(zs.detach())
-        m.soft_update_target(cfg.tau)
-        m.eval()
-        losses = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
-                  "termination_loss": termination_loss, "total_loss": total, "grad_norm": grad_norm}
-        return {**{k: v.detach().item() for k, v in losses.items()}, "pi_loss": pi_loss, "pi_entropy": entropy,
-                "pi_scale": self.scale.value.item()}
+        return total, consistency_loss, reward_loss, value_loss, termination_loss, zs
+
+    def policy_terms(self, zs: torch.Tensor):
+        """Q (through detached Q heads) of the policy's actions at zs, its scaled entropy and log-probability."""
+        action, info = self.model.pi(zs)
+        return self.model.Q(zs, action, reduce="avg", detach=True), info["scaled_entropy"], info["log_prob"]
 
     def _update_policy(self, zs: torch.Tensor):
         m = self.model
-        action, info = m.pi(zs)
-        q = m.Q(zs, action, reduce="avg", detach=True)
+        q, scaled_entropy, log_prob = self._policy_terms(zs)
         self.scale.update(q[0])
         q = self.scale(q)
-        objective = (self.cfg.entropy_coef * info["scaled_entropy"] + q).mean(dim=(1, 2))
+        objective = (self.cfg.entropy_coef * scaled_entropy + q).mean(dim=(1, 2))
         pi_loss = -(objective * self.rho[: len(q)]).mean()
         pi_loss.backward()
         torch.nn.utils.clip_grad_norm_(m.policy.parameters(), self.cfg.grad_clip_norm)
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)
-        return pi_loss.item(), -info["log_prob"].detach().mean().item()
+        return pi_loss.item(), -log_prob.detach().mean().item()
 
     # ----------------------------------------------------------------- state
     def reset_plans(self) -> None:

@@ -8,43 +8,13 @@ import torch.nn.functional as F
 from .functional import mish, simnorm
 
 
-def _ln_mish_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def ln_mish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """mish(LayerNorm(x)); weight/bias are (D,) or broadcastable stacks like (k, 1, D) for an ensemble."""
     if weight.ndim == 1:
         return mish(F.layer_norm(x, (x.shape[-1],), weight, bias))
     return mish(F.layer_norm(x, (x.shape[-1],)) * weight + bias)
 
 
-class _Fused:
-    """LayerNorm+Mish, optionally compiled with torch.compile (inductor fuses the elementwise work into one
-    pass, which is where CPU time goes). A compile failure switches back to eager for good, with a warning."""
-
-    def __init__(self):
-        self.fn, self.compiled = _ln_mish_eager, False
-
-    def enable_compile(self, enabled: bool = True) -> None:
-        if not enabled:
-            self.fn, self.compiled = _ln_mish_eager, False
-            return
-        import torch._inductor.config as inductor_config
-
-        inductor_config.pattern_matcher = False  # its slice patterns raise BackendCompilerFailed on this graph
-        self.fn, self.compiled = torch.compile(_ln_mish_eager, dynamic=True), True
-
-    def __call__(self, x, weight, bias):
-        if not self.compiled:
-            return _ln_mish_eager(x, weight, bias)
-        try:
-            return self.fn(x, weight, bias)
-        except Exception as e:  # noqa: BLE001 - any backend failure: fall back, keep the maths
-            import warnings
-
-            warnings.warn(f"torch.compile failed ({type(e).__name__}); using eager LayerNorm+Mish")
-            self.enable_compile(False)
-            return _ln_mish_eager(x, weight, bias)
-
-
-ln_mish = _Fused()
 
 
 class NormedLinear(nn.Linear):

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .compiled import CompiledOrEager
+
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class MPPIPlanner:
     q_value(z, a), terminal(z) -> (M, 1) floats or None, and action_dim.
     """
 
-    def __init__(self, model, settings: PlannerSettings):
+    def __init__(self, model, settings: PlannerSettings, compile: bool = False):
         self.model, self.s = model, settings
+        # One graph per MPPI iteration: compiling it fuses the LayerNorm/Mish/SimNorm work between the matmuls.
+        self._rollout = CompiledOrEager(self.rollout_value, compile, "the MPPI rollout")
 
     def rollout_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Value of action sequences (H, M, A) from latents z (M, L): discounted predicted rewards plus the
@@ -103,7 +107,7 @@ class MPPIPlanner:
         for _ in range(s.iterations):
             noise = torch.randn(H, B, N - P, A, device=dev)
             actions[:, :, P:] = (mean.transpose(0, 1).unsqueeze(2) + std.transpose(0, 1).unsqueeze(2) * noise).clamp(-1, 1)
-            value = self.rollout_value(z_rep, actions.view(H, B * N, A)).view(B, N).nan_to_num(0.0)
+            value = self._rollout(z_rep, actions.view(H, B * N, A)).view(B, N).nan_to_num(0.0)
             elite_value, elite_idx = torch.topk(value, K, dim=1)
             elite_actions = actions[:, batch_idx, elite_idx]  # (H, B, K, A)
             score = torch.exp(s.temperature * (elite_value - elite_value.max(1, keepdim=True).values))
