@@ -46,3 +46,14 @@ def tiny_run(tmp_path_factory):
 def tiny_checkpoint(tiny_run) -> Path:
     """The agent.pt of the session's tiny run."""
     return tiny_run.checkpoint
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Small tensors: one thread avoids synchronisation overhead on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

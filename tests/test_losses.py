@@ -20,13 +20,7 @@ from gym_qwen.platform.tdmpc2.scale import RunningScale
 OBS_DIM, ACT_DIM = 4, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one thread avoids synchronisation overhead on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --------------------------------------------------------------------------- synthetic data

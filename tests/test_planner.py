@@ -19,13 +19,7 @@ from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
 from gym_qwen.platform.tdmpc2.planner import MPPIPlanner, Plan, PlannerSettings
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one thread avoids synchronisation overhead on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class PointModel:

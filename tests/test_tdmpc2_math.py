@@ -23,13 +23,7 @@ from gym_qwen.platform.tdmpc2.layers import QEnsemble
 from gym_qwen.platform.tdmpc2.world_model import ModelDims, WorldModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread avoids synchronisation overhead on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_dims(**kw) -> ModelDims:

@@ -33,12 +33,15 @@ def _demo(cfg: DemoConfig) -> None:
     from gym_qwen.platform.trainer import train
 
     exp = time.strftime("demo-%Y%m%d-%H%M%S")
+    small = dict(latent_dim=64, enc_dim=64, mlp_dim=128, num_samples=128, num_elites=16, num_pi_trajs=8,
+                 iterations=3, batch_size=128) if cfg.small else {}
     train_cfg = TrainConfig(task=cfg.task, steps=cfg.steps, model_size=cfg.model_size, seed=cfg.seed,
-                            seed_steps=cfg.seed_steps, num_samples=cfg.num_samples, iterations=cfg.iterations,
-                            eval_freq=0, output_dir=cfg.output_dir, exp_name=exp, mlflow=cfg.mlflow, compile=True,
-                            torch_threads=cfg.torch_threads)
-    print(f"Gym Qwen demo: TD-MPC2 (model size {cfg.model_size}) on {cfg.task} for {cfg.steps:,} env steps, "
-          f"then {cfg.episodes} evaluation episodes against a random policy.")
+                            seed_steps=cfg.seed_steps, eval_freq=0, output_dir=cfg.output_dir, exp_name=exp,
+                            mlflow=cfg.mlflow, torch_threads=cfg.torch_threads, **small)
+    network = ("a small network (latent 64, MLP 128; 128 MPPI samples, 3 iterations)" if cfg.small
+               else f"model size {cfg.model_size}")
+    print(f"Gym Qwen demo: TD-MPC2 with {network} on {cfg.task} for {cfg.steps:,} env steps, then "
+          f"{cfg.episodes} evaluation episodes against a random policy.")
     started = time.perf_counter()
     summary = train(train_cfg)
     minutes = (time.perf_counter() - started) / 60
@@ -55,7 +58,10 @@ def _demo(cfg: DemoConfig) -> None:
     print(f"\ntrained in {minutes:.1f} min ({summary['env_steps_per_second']:.1f} env steps/s); "
           f"checkpoint {summary['checkpoint']}")
     if summary["mlflow_run_id"]:
-        print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
+        from gym_qwen.platform.tracking import default_tracking_uri
+
+        print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri "
+              f"{default_tracking_uri()})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,13 +224,13 @@ class DemoConfig:
     command: ClassVar[str] = "demo"
 
     task: str = option("cartpole-balance", "Task to train on")
-    steps: int = option(6000, "Total environment steps, including action repeat", min=1)
-    model_size: int = option(1, "Model size in millions of parameters", choices=SIZE_CHOICES)
+    steps: int = option(12000, "Total environment steps, including action repeat", min=1)
+    small: bool = option(True, "Train a small network (latent 64, MLP 128, 128 MPPI samples, 3 iterations) so "
+                               "the demo takes minutes on a CPU; small=false trains the model_size network")
+    model_size: int = option(1, "Model size in millions of parameters (with small=false)", choices=SIZE_CHOICES)
     seed: int = option(1, "Random seed", min=0)
     episodes: int = option(3, "Evaluation episodes after training", min=1)
     seed_steps: int = option(1000, "Decisions of random actions before learning starts", min=1)
-    num_samples: int = option(256, "MPPI samples while training and evaluating (TD-MPC2 uses 512)", min=2)
-    iterations: int = option(4, "MPPI iterations while training and evaluating (TD-MPC2 uses 6)", min=1)
     output_dir: str = option("runs", "Root directory of run directories")
     mlflow: bool = option(True, "Log the demo run to MLflow")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)

@@ -121,6 +121,15 @@ def scale_action(action: Any, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.clip(low + (a + 1.0) * 0.5 * (high - low), low, high)
 
 
+def _offscreen(render) -> np.ndarray:
+    """Run a render call, turning a missing OpenGL backend into one clear error."""
+    try:
+        return render()
+    except Exception as exc:
+        raise RuntimeError(
+            f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): {exc}") from exc
+
+
 class _PlatformEnv(gymnasium.Env):
     """Common base: unit action space, flat float32 observation space, seeding."""
 
@@ -207,12 +216,7 @@ class DMCEnv(_PlatformEnv):
 
     def render(self) -> np.ndarray:
         """RGB uint8 image of shape (render_size, render_size, 3) from camera 0."""
-        try:
-            return self._env.physics.render(self.render_size, self.render_size, camera_id=0)
-        except Exception as exc:
-            raise RuntimeError(
-                f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): {exc}"
-            ) from exc
+        return _offscreen(lambda: self._env.physics.render(self.render_size, self.render_size, camera_id=0))
 
     def close(self) -> None:
         """Free the MuJoCo data and any rendering contexts."""
@@ -259,12 +263,7 @@ class GymMujocoEnv(_PlatformEnv):
 
     def render(self) -> np.ndarray:
         """RGB uint8 image of shape (render_size, render_size, 3)."""
-        try:
-            return self._env.render()
-        except Exception as exc:
-            raise RuntimeError(
-                f"offscreen rendering failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): {exc}"
-            ) from exc
+        return _offscreen(self._env.render)
 
     def close(self) -> None:
         """Close the simulator and its renderer."""

@@ -11,6 +11,8 @@ def _configure_inductor() -> None:
     # Inductor's pattern matcher raises BackendCompilerFailed on slice patterns in these graphs (seen with
     # torch 2.13 on CPU); the fusions that matter here (elementwise work around the matmuls) do not need it.
     inductor_config.pattern_matcher = False
+    # Draw random numbers with ATen's generator, as eager does: same seed, same samples, same actions.
+    inductor_config.fallback_random = True
 
 
 class CompiledOrEager:
