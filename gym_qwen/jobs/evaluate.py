@@ -1,6 +1,7 @@
 """`gym-qwen evaluate checkpoint=runs/.../agent.pt episodes=10 mode=baseline [video=true]`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,8 +14,6 @@ from gym_qwen.platform.config_schema import ARCH_KEYS
 def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None = None):
     """Build the agent a checkpoint describes. `overrides`: agent keys the user set explicitly (planner
     settings may change; architecture keys must match the checkpoint)."""
-    import dataclasses
-
     import torch
 
     from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
@@ -32,7 +31,7 @@ def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None =
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
     spec = TaskSpec(**ckpt["task_spec"])
     agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
-    agent.load_state_dict({k: v for k, v in ckpt["agent"].items()})
+    agent.load_state_dict(ckpt["agent"])
     torch.manual_seed(0)
     return agent, cfg, ckpt
 
@@ -45,7 +44,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.tracking import Tracker
 
     torch.set_num_threads(cfg.torch_threads)
-    agent_keys = {f.name for f in __import__("dataclasses").fields(TDMPC2Config)} - {"device"}
+    agent_keys = {f.name for f in dataclasses.fields(TDMPC2Config)} - {"device"}
     overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
     agent, train_cfg, ckpt = load_agent(cfg.checkpoint, overrides, cfg.device, cfg.task)
     torch.manual_seed(cfg.seed)
