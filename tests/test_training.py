@@ -231,3 +231,20 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert len(client.search_runs([run.info.experiment_id])) == 1
     evals = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval/return_mean")}
     assert evals == {e["env_steps"]: pytest.approx(e["return_mean"]) for e in summary_a["eval_history"]}
+
+
+def test_updates_due_while_buffer_is_empty_are_deferred_not_dropped():
+    """seed_steps shorter than an episode: the pretraining burst waits for the first complete episode."""
+    import numpy as np
+
+    from gym_qwen.platform.tdmpc2.buffer import Episode, EpisodeBuffer
+    from gym_qwen.platform.training import Learner
+
+    learner = Learner(agent=None, buffer=EpisodeBuffer(10_000, horizon=3), batch_size=4, seed_steps=300)
+    assert [learner.updates_due(d) for d in (1, 299)] == [0, 0]  # seed phase: nothing due
+    assert [learner.updates_due(d) for d in (300, 301, 499)] == [0, 0, 0]  # due, but no episode yet
+    T = 500
+    learner.add(Episode(np.zeros((T + 1, 3), np.float32), np.zeros((T, 1), np.float32), np.zeros(T, np.float32),
+                        np.zeros(T, bool), 0))
+    assert learner.updates_due(500) == 300 + 2 + 1  # the burst, the two deferred singles, this decision
+    assert learner.updates_due(501) == 1

@@ -74,11 +74,17 @@ class Collector:
 
 class Learner:
     """Learning part: the replay buffer and the updates (one per decision after `seed_steps` decisions of
-    random data, preceded by `seed_steps` updates at that point, as TD-MPC2 does)."""
+    random data, preceded by `seed_steps` updates at that point, as TD-MPC2 does).
+
+    Updates that fall due while the buffer holds no complete episode yet (seed_steps shorter than an episode)
+    are deferred until the first episode arrives, not dropped. Episodes enter the buffer before the updates of
+    their last decision, so nothing is ever deferred across an episode boundary (where checkpoints happen).
+    """
 
     def __init__(self, agent: TDMPC2Agent, buffer: EpisodeBuffer, batch_size: int, seed_steps: int):
         self.agent, self.buffer, self.batch_size, self.seed_steps = agent, buffer, batch_size, seed_steps
         self.num_updates = 0
+        self.deferred = 0
 
     def add(self, episode: Episode) -> None:
         self.buffer.add(episode)
@@ -86,7 +92,11 @@ class Learner:
     def updates_due(self, decisions: int) -> int:
         if decisions < self.seed_steps:
             return 0
-        return self.seed_steps if decisions == self.seed_steps else 1
+        self.deferred += self.seed_steps if decisions == self.seed_steps else 1
+        if self.buffer.num_samples_available == 0:
+            return 0
+        due, self.deferred = self.deferred, 0
+        return due
 
     def update(self, n: int) -> dict:
         """Run n updates (none while the buffer holds no full-length sample); returns mean metrics."""
