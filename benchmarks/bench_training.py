@@ -39,20 +39,13 @@ def main() -> None:
                           seed_steps=args.seed_decisions, eval_freq=0, checkpoint_freq=0, mlflow=False,
                           progress=False, output_dir=tmp, compile=args.compile, torch_threads=args.threads)
         spec, agent, collector, learner = build(cfg)
-        marks = {}
-
-        def on_episode(episode, metrics, env_steps):
-            marks[env_steps] = time.perf_counter()
-
         start = time.perf_counter()
         # Phase 1: seed decisions (random actions), then the pretraining burst of seed_steps updates.
         cfg.steps = args.seed_decisions * spec.action_repeat
-        run_training(cfg, spec, agent, collector, learner, LoopState(), on_episode=on_episode)
+        run_training(cfg, spec, agent, collector, learner, LoopState())
         seed_done = time.perf_counter()
-        learner.update(learner.updates_due(collector.decisions))  # no-op unless the burst did not happen yet
         # Phase 2: steady state, one decision (planned) + one update per step.
         cfg.steps = total * spec.action_repeat
-        collector._episode = None
         steady_start = time.perf_counter()
         run_training(cfg, spec, agent, collector, learner, LoopState())
         end = time.perf_counter()

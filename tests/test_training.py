@@ -241,10 +241,10 @@ def test_updates_due_while_buffer_is_empty_are_deferred_not_dropped():
     from gym_qwen.platform.training import Learner
 
     learner = Learner(agent=None, buffer=EpisodeBuffer(10_000, horizon=3), batch_size=4, seed_steps=300)
-    assert [learner.updates_due(d) for d in (1, 299)] == [0, 0]  # seed phase: nothing due
-    assert [learner.updates_due(d) for d in (300, 301, 499)] == [0, 0, 0]  # due, but no episode yet
+    assert [learner.take_due_updates(d) for d in (1, 299)] == [0, 0]  # seed phase: nothing due
+    assert [learner.take_due_updates(d) for d in (300, 301, 499)] == [0, 0, 0]  # due, but no episode yet
     T = 500
     learner.add(Episode(np.zeros((T + 1, 3), np.float32), np.zeros((T, 1), np.float32), np.zeros(T, np.float32),
                         np.zeros(T, bool), 0))
-    assert learner.updates_due(500) == 300 + 2 + 1  # the burst, the two deferred singles, this decision
-    assert learner.updates_due(501) == 1
+    assert learner.take_due_updates(500) == 300 + 2 + 1  # the burst, the two deferred singles, this decision
+    assert learner.take_due_updates(501) == 1

@@ -89,7 +89,9 @@ class Learner:
     def add(self, episode: Episode) -> None:
         self.buffer.add(episode)
 
-    def updates_due(self, decisions: int) -> int:
+    def take_due_updates(self, decisions: int) -> int:
+        """How many updates to run now that `decisions` decisions were taken. Call once per decision: the
+        count is handed out (or kept deferred) by this call."""
         if decisions < self.seed_steps:
             return 0
         self.deferred += self.seed_steps if decisions == self.seed_steps else 1
@@ -151,7 +153,7 @@ def run_training(cfg, spec, agent, collector: Collector, learner: Learner, state
         if episode is not None:  # into the buffer before this decision's updates, as TD-MPC2 does
             learner.add(episode)
             state.episode_returns.append(episode.total_reward)
-        metrics = learner.update(learner.updates_due(collector.decisions))
+        metrics = learner.update(learner.take_due_updates(collector.decisions))
         if metrics:
             update_count += 1
             for k, v in metrics.items():

@@ -46,7 +46,8 @@ class TDMPC2Agent:
             horizon=cfg.horizon, iterations=iterations, num_samples=cfg.num_samples, num_elites=cfg.num_elites,
             num_pi_trajs=cfg.num_pi_trajs, min_std=cfg.min_std, max_std=cfg.max_std, temperature=cfg.temperature,
             discount=self.discount)
-        self.planner = MPPIPlanner(self.model, self.planner_settings, compile=bool(getattr(cfg, "compile", False)))
+        compile_ = bool(getattr(cfg, "compile", False))
+        self.planner = MPPIPlanner(self.model, self.planner_settings, compile=compile_)
         self.scale = RunningScale(cfg.tau).to(self.device)
         m = self.model
         self.optim = torch.optim.Adam([
@@ -56,7 +57,6 @@ class TDMPC2Agent:
         ], lr=cfg.lr)
         self.pi_optim = torch.optim.Adam(m.policy.parameters(), lr=cfg.lr, eps=1e-5)
         self._prev_mean: torch.Tensor | None = None  # (B, H, A) warm starts, one per environment
-        compile_ = bool(getattr(cfg, "compile", False))
         self._losses = CompiledOrEager(self.model_losses, compile_, "the update losses")
         self._policy_terms = CompiledOrEager(self.policy_terms, compile_, "the policy objective")
         self.rho = cfg.rho ** torch.arange(cfg.horizon + 1, device=self.device, dtype=torch.float32)

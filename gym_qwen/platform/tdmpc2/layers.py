@@ -15,8 +15,6 @@ def ln_mish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return mish(F.layer_norm(x, (x.shape[-1],)) * weight + bias)
 
 
-
-
 class NormedLinear(nn.Linear):
     """Linear layer followed by optional dropout, LayerNorm and an activation ("mish" or "simnorm")."""
 

@@ -8,7 +8,6 @@ import torch
 from .compiled import CompiledOrEager
 
 
-
 @dataclass(frozen=True)
 class PlannerSettings:
     """MPPI settings. Defaults are TD-MPC2's (iterations becomes 8 for action_dim >= 20, set by the agent)."""
