@@ -83,7 +83,7 @@ def test_run_directory_files(tiny_run):
     assert 0 < on_disk["updates"] <= 1000  # at most one update per decision after the seed phase
     assert on_disk["mlflow_run_id"]
     # nothing landed in the working directory of the run (the session root) but the MLflow store
-    assert {p.name for p in tiny_run.root.iterdir()} <= {"runs", "mlflow.db", "mlartifacts"}
+    assert {p.name for p in tiny_run.root.iterdir()} <= {"runs", "mlflow.db", "mlflow.lock", "mlartifacts"}
 
 
 def test_run_is_logged_to_mlflow(tiny_run, tmp_path):

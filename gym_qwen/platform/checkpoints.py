@@ -6,6 +6,7 @@ counters; what `resume=true` continues from).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -102,8 +103,10 @@ def check_compatible(ckpt: dict, *, task: str | None = None, arch: dict | None =
             raise CheckpointError(f"checkpoint{where} has a different model: " + ", ".join(diff))
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The git commit of the code (with '+dirty' for uncommitted changes), or 'unknown'."""
+    """The git commit of the code (with '+dirty' for uncommitted changes), or 'unknown'. Read once per process:
+    it names the code this process loaded, even if the checkout changes while a long run goes on."""
     root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -1,6 +1,8 @@
 """MLflow tracking: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -18,6 +20,23 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise first use of a local SQLite store across processes: two runs starting at once on a fresh
+    `mlflow.db` otherwise race through MLflow's schema migration ("duplicate column name")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -40,15 +59,16 @@ class Tracker:
 
         uri = default_tracking_uri()
         mlflow.set_tracking_uri(uri)
-        self._client = MlflowClient(uri)
-        exp = self._client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            artifacts = None
-            if uri.startswith("sqlite:///"):  # keep artifacts beside a local store, not in the working directory
-                artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
-            exp_id = self._client.create_experiment(self.experiment, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
+        with store_lock(uri):  # creating the store (first client use) and the experiment race between processes
+            self._client = MlflowClient(uri)
+            exp = self._client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                artifacts = None
+                if uri.startswith("sqlite:///"):  # keep artifacts beside a local store, not in the working dir
+                    artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+                exp_id = self._client.create_experiment(self.experiment, artifact_location=artifacts)
+            else:
+                exp_id = exp.experiment_id
         if run_id is not None:  # resuming: continue the same run
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
