@@ -8,6 +8,8 @@ COMMANDS = {
     "train": ("gym_qwen.jobs.train", "train a TD-MPC2 agent online"),
     "evaluate": ("gym_qwen.jobs.evaluate", "evaluate a checkpoint (return, planner calls per step, latency)"),
     "info": ("gym_qwen.jobs.info", "print the parameter count of each model component"),
+    "teacher": ("gym_qwen.jobs.teacher", "ship a finished training run as a teacher (models/<name>.pt + card)"),
+    "curves": ("gym_qwen.jobs.curves", "plot evaluation return vs env steps over the published curves"),
     "demo": ("gym_qwen.jobs.demo", "train briefly on an easy task, evaluate, print a table"),
 }
 

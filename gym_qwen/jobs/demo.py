@@ -45,7 +45,7 @@ def _demo(cfg: DemoConfig) -> None:
     started = time.perf_counter()
     summary = train(train_cfg)
     minutes = (time.perf_counter() - started) / 60
-    from gym_qwen.jobs.evaluate import load_agent
+    from gym_qwen.platform.checkpoints import load_agent
 
     agent, _, _ = load_agent(summary["checkpoint"], {}, "auto")
     res = evaluate(agent, cfg.task, cfg.episodes, cfg.seed, show_progress=True)

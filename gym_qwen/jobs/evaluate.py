@@ -7,52 +7,28 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config, TrainConfig, config_from_dict
-from gym_qwen.platform.config_schema import ARCH_KEYS
-
-
-def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None = None):
-    """Build the agent a checkpoint describes. `overrides`: agent keys the user set explicitly (planner
-    settings may change; architecture keys must match the checkpoint)."""
-    import torch
-
-    from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
-    from gym_qwen.platform.envs import TaskSpec
-    from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
-    from gym_qwen.platform.trainer import model_signature
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(TrainConfig, ckpt["config"])
-    asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
-    if asked:
-        mine = config_from_dict(TrainConfig, {**ckpt["config"], **asked})
-        check_compatible(ckpt, arch=model_signature(mine), path=checkpoint)
-    check_compatible(ckpt, task=task, path=checkpoint)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
-    spec = TaskSpec(**ckpt["task_spec"])
-    agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
-    agent.load_state_dict(ckpt["agent"])
-    torch.manual_seed(0)
-    return agent, cfg, ckpt
+from gym_qwen.platform.checkpoints import load_checkpoint
+from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config
 
 
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     import torch
 
     from gym_qwen.platform.checkpoints import atomic_write_bytes
-    from gym_qwen.platform.evaluation import evaluate
+    from gym_qwen.platform.evaluation import evaluate_checkpoint
     from gym_qwen.platform.tracking import Tracker
 
     torch.set_num_threads(cfg.torch_threads)
     agent_keys = {f.name for f in dataclasses.fields(TDMPC2Config)} - {"device"}
     overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
-    agent, train_cfg, ckpt = load_agent(cfg.checkpoint, overrides, cfg.device, cfg.task)
-    torch.manual_seed(cfg.seed)
-    task = ckpt["task"]
     # default: beside the checkpoint (Path.with_suffix, not str.rsplit('.'), which cuts at a dot in a folder name)
-    video_path = (cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif") if cfg.video else None
-    res = evaluate(agent, task, cfg.episodes, cfg.seed, video_path=video_path, show_progress=cfg.progress,
-                   mode=cfg.mode)
+    video_path = None
+    if cfg.video:
+        task = cfg.task or load_checkpoint(cfg.checkpoint)["task"]
+        video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
+    res, ckpt = evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides, device=cfg.device,
+                                    task=cfg.task, video_path=video_path, show_progress=cfg.progress, mode=cfg.mode)
+    task = res.task
     print(table([(task, cfg.mode, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
                   f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
                 ("task", "mode", "episodes", "return", "std", "planner calls/step", "ms/decision")))

@@ -116,3 +116,29 @@ def code_version() -> str:
         return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None = None):
+    """Build the agent a checkpoint describes. `overrides`: agent keys the user set explicitly (planner
+    settings may change; architecture keys must match the checkpoint)."""
+    import dataclasses
+
+    from .config import TrainConfig, config_from_dict
+    from .config_schema import ARCH_KEYS
+    from .envs import TaskSpec
+    from .tdmpc2.agent import TDMPC2Agent
+    from .trainer import model_signature
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(TrainConfig, ckpt["config"])
+    asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
+    if asked:
+        mine = config_from_dict(TrainConfig, {**ckpt["config"], **asked})
+        check_compatible(ckpt, arch=model_signature(mine), path=checkpoint)
+    check_compatible(ckpt, task=task, path=checkpoint)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
+    spec = TaskSpec(**ckpt["task_spec"])
+    agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
+    agent.load_state_dict(ckpt["agent"])
+    torch.manual_seed(0)
+    return agent, cfg, ckpt

@@ -24,12 +24,12 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from gym_qwen.platform.config_schema import (  # noqa: F401  (re-exported)
-    ARCH_KEYS, MODEL_SIZES, ConfigError, DemoConfig, EvaluateConfig, InfoConfig, TDMPC2Config,
-    TrainConfig, check_task, option,
+    ARCH_KEYS, MODEL_SIZES, ConfigError, CurvesConfig, DemoConfig, EvaluateConfig, InfoConfig, TDMPC2Config,
+    TeacherConfig, TrainConfig, check_task, option,
 )
 
 __all__ = ["ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
-           "EvaluateConfig", "InfoConfig", "DemoConfig", "parse_config", "config_to_dict", "config_from_dict",
+           "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig", "parse_config", "config_to_dict", "config_from_dict",
            "load_config", "save_config", "validate_config", "describe"]
 
 T = TypeVar("T")
@@ -63,10 +63,19 @@ def _type_name(tp: Any) -> str:
     inner = _optional_inner(tp)
     if inner is not None:
         return f"{_type_name(inner)}|none"
-    return "ints" if typing.get_origin(tp) in (tuple, list) else getattr(tp, "__name__", str(tp))
+    if typing.get_origin(tp) in (tuple, list):
+        return _type_name(_item_type(tp)) + "s"
+    return getattr(tp, "__name__", str(tp))
 
 
-_ARTICLES = {"int": "an int", "float": "a float", "bool": "a bool", "str": "a str", "ints": "a list of ints"}
+def _item_type(tp: Any) -> Any:
+    """Element type of a list/tuple field (int when unannotated)."""
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+    return args[0] if args else int
+
+
+_ARTICLES = {"int": "an int", "float": "a float", "bool": "a bool", "str": "a str", "ints": "a list of ints",
+             "strs": "a list of strs"}
 
 
 def _to_float(value: Any) -> float | None:
@@ -135,7 +144,7 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         else:
             raise bad()
         try:
-            parsed = [_coerce(key, int, item) for item in items]
+            parsed = [_coerce(key, _item_type(tp), item) for item in items]
         except ConfigError:
             raise bad() from None
         return tuple(parsed) if origin is tuple else parsed

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Optional
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
-    "TDMPC2Config", "TrainConfig", "EvaluateConfig", "InfoConfig", "DemoConfig",
+    "TDMPC2Config", "TrainConfig", "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig",
 ]
 
 
@@ -239,3 +239,47 @@ class DemoConfig:
         """``task`` must be known."""
         _require(bool(self.output_dir), "output_dir= must not be empty")
         check_task(self.task)
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """Settings of ``gym-qwen teacher``: evaluate a finished training run and ship it as a teacher with a card."""
+
+    command: ClassVar[str] = "teacher"
+
+    run: str = option("", "Run directory of a finished training (holds agent.pt), e.g. runs/walker-walk/teacher/seed1")
+    name: Optional[str] = option(None, "Teacher name (none = <task>-size<model_size>-seed<seed>)")
+    output_dir: str = option("models", "Where teachers and their cards are written")
+    episodes: int = option(10, "Evaluation episodes for the card", min=1)
+    seed: int = option(1, "Evaluation seed (the card records it)", min=0)
+    force: bool = option(False, "Replace a teacher of the same name")
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+
+    def validate(self) -> None:
+        """``run`` is required; ``name`` is a plain file stem."""
+        _require(bool(self.run), "run= is required (a training run directory holding agent.pt)")
+        _require(bool(self.output_dir), "output_dir= must not be empty")
+        if self.name is not None:
+            _require(bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name)
+                     and not self.name.startswith("."),
+                     f"name={self.name!r} must be letters, digits, '-', '_' or '.' (a file name stem)")
+
+
+@dataclasses.dataclass
+class CurvesConfig:
+    """Settings of ``gym-qwen curves``: our evaluation returns against env steps over the published curves."""
+
+    command: ClassVar[str] = "curves"
+
+    runs: list[str] = option([], "Comma-separated run directories (each with eval.csv and config.yaml)")
+    output: str = option("docs/learning-curves.png", "PNG to write (a JSON with the numbers goes beside it)")
+    published: str = option("tdmpc2", "Published algorithm to draw (tdmpc2, tdmpc, sac, dreamerv3)",
+                            choices=("tdmpc2", "tdmpc", "sac", "dreamerv3"))
+    mlflow: bool = option(True, "Log the plot and the numbers to MLflow")
+    mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+
+    def validate(self) -> None:
+        """At least one run; the output is a PNG."""
+        _require(len(self.runs) > 0, "runs= is required: comma-separated training run directories")
+        _require(self.output.lower().endswith(".png"), f"output={self.output!r} must end in .png")

@@ -94,6 +94,22 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     return result
 
 
+def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides: dict | None = None,
+                        device: str = "auto", task: str | None = None, video_path: str | None = None,
+                        show_progress: bool = False, mode: str = "baseline"):
+    """Load an agent checkpoint and evaluate it the way `gym-qwen evaluate` does (the same seeds give the same
+    returns). `overrides`: agent keys to change, e.g. planner settings. Returns (EvalResult, checkpoint dict)."""
+    import torch
+
+    from .checkpoints import load_agent
+
+    agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
+    torch.manual_seed(seed)
+    result = evaluate(agent, ckpt["task"], episodes, seed, video_path=video_path, show_progress=show_progress,
+                      mode=mode)
+    return result, ckpt
+
+
 def write_video(frames: list, path: str | Path, fps: int = 25) -> Path:
     """Write RGB frames as GIF (or MP4 if the path says so and an ffmpeg plugin is installed), atomically."""
     import imageio.v3 as iio

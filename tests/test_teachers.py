@@ -1,0 +1,136 @@
+"""Teachers: the shipped ones under models/ agree with their cards; exporting a run makes a card that
+`gym-qwen evaluate` reproduces; the teacher command's errors are one line and change nothing."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_cli import _assert_user_error, _main_in
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED = sorted(MODELS.glob("*.pt"))
+
+
+# ------------------------------------------------------------------------------------------ shipped teachers
+@pytest.mark.parametrize("model_file", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_teacher_matches_its_card(model_file):
+    from gym_qwen.platform.checkpoints import load_agent, load_checkpoint
+    from gym_qwen.platform.teachers import check_card, load_teacher_card
+
+    card = load_teacher_card(model_file)
+    ckpt = load_checkpoint(model_file)  # weights_only load
+    assert ckpt["kind"] == "agent"
+    assert check_card(card, ckpt, model_file) == []
+    assert model_file.stat().st_size < 20e6, "teachers must stay small (a few MB)"
+    agent, _, _ = load_agent(str(model_file), {}, "cpu")
+    assert agent.model.parameter_counts()["total"] == card["parameters"]
+    assert card["evaluation"]["episodes"] >= 10
+
+
+def test_models_index_lists_every_teacher():
+    cards = sorted(MODELS.glob("*.json"))
+    assert sorted(p.stem for p in cards) == [p.stem for p in SHIPPED], "every teacher needs a card and vice versa"
+    if SHIPPED:
+        index = (MODELS / "README.md").read_text()
+        for p in SHIPPED:
+            assert f"`{p.name}`" in index
+
+
+# ------------------------------------------------------------------------------------------ export
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    from gym_qwen.platform.teachers import export_teacher
+
+    out = tmp_path_factory.mktemp("models")
+    model_file, card = export_teacher(tiny_run.run_dir, out, episodes=2, seed=3)
+    return model_file, card
+
+
+def test_export_writes_teacher_card_and_index(exported, tiny_run):
+    from gym_qwen.platform.checkpoints import load_checkpoint
+    from gym_qwen.platform.teachers import check_card
+
+    model_file, card = exported
+    assert model_file.name == f"{tiny_run.cfg.task}-size1-seed{tiny_run.cfg.seed}.pt"
+    assert json.loads(model_file.with_suffix(".json").read_text()) == card
+    assert model_file.read_bytes() == tiny_run.checkpoint.read_bytes()
+    assert check_card(card, load_checkpoint(model_file), model_file) == []
+    assert card["env_steps"] == 2000 and card["evaluation"]["episodes"] == 2 and card["evaluation"]["seed"] == 3
+    assert [row[0] for row in card["training"]["learning_curve"]] == [1000, 2000]
+    assert card["training"]["planning_lowered"] is True  # the tiny agent plans with 32 samples, 1 iteration
+    assert card["training"]["planning"]["num_samples"] == 32
+    assert card["training"]["updates"] == tiny_run.summary["updates"]
+    cmd = card["training"]["command"]
+    assert cmd.startswith(f"gym-qwen train task={tiny_run.cfg.task} model_size=1 steps=2000 seed=")
+    assert "num_samples=32" in cmd and "output_dir" not in cmd and "progress" not in cmd
+    assert card["training"]["gpu_command"] == cmd + " device=cuda"
+    index = (model_file.parent / "README.md").read_text()
+    assert f"`{model_file.name}`" in index and "lowered" in index
+    assert sorted(os.listdir(model_file.parent)) == sorted(["README.md", model_file.name,
+                                                            model_file.with_suffix(".json").name])
+
+
+def test_card_return_is_reproduced_by_evaluate(exported, tmp_path, capsys, monkeypatch):
+    model_file, card = exported
+    ev = card["evaluation"]
+    args = ev["command"].split()[1:]  # the card's own command, pointed at the exported file
+    args = [f"checkpoint={model_file}" if a.startswith("checkpoint=") else a for a in args]
+    rc, out, err = _main_in(tmp_path, [*args, f"output={tmp_path / 'ev.json'}", "progress=false"], capsys,
+                            monkeypatch)
+    assert rc == 0, err
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert [round(r, 3) for r in result["returns"]] == ev["returns"]
+
+
+def test_check_card_names_each_difference(exported, tmp_path):
+    from gym_qwen.platform.checkpoints import load_checkpoint
+    from gym_qwen.platform.teachers import check_card
+
+    model_file, card = exported
+    ckpt = load_checkpoint(model_file)
+    bad = json.loads(json.dumps(card))
+    bad["env_steps"] += 1
+    bad["seed"] = 99
+    bad["training"]["command"] = bad["training"]["command"].replace("num_samples=32", "num_samples=512")
+    bad["evaluation"]["return_mean"] += 5
+    problems = check_card(bad, ckpt, model_file)
+    joined = " | ".join(problems)
+    assert len(problems) == 4, problems
+    for word in ("env_steps", "seed", "training command", "return_mean"):
+        assert word in joined
+    tampered = tmp_path / model_file.name
+    tampered.write_bytes(model_file.read_bytes() + b"\0")
+    assert check_card(card, ckpt, tampered) == ["sha256 of the teacher file differs from the card's"]
+
+
+def test_teacher_refuses_to_replace_an_existing_teacher(exported, tiny_run, tmp_path, capsys, monkeypatch):
+    model_file, _ = exported
+    models = tmp_path / "models"
+    shutil.copytree(model_file.parent, models)
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    rc, out, err = _main_in(cwd, ["teacher", f"run={tiny_run.run_dir}", f"output_dir={models}", "episodes=1"],
+                            capsys, monkeypatch)
+    _assert_user_error(rc, out, err, cwd, ["already exists", "force=true"])
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == before
+
+
+@pytest.mark.parametrize("case", ["missing-run", "not-a-run", "bad-name"])
+def test_teacher_user_errors(case, tmp_path, capsys, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args, words = {
+        "missing-run": (["teacher"], ["run= is required"]),
+        "not-a-run": (["teacher", f"run={empty}"], ["holds no agent.pt", str(empty)]),
+        "bad-name": (["teacher", f"run={empty}", "name=../x"], ["name='../x'"]),
+    }[case]
+    _assert_user_error(*_main_in(cwd, [*args, f"output_dir={tmp_path / 'models'}"], capsys, monkeypatch), cwd,
+                       words)
+    assert not (tmp_path / "models").exists()
