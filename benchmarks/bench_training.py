@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gym_qwen.platform.config import TrainConfig  # noqa: E402
 from gym_qwen.platform.envs import task_spec  # noqa: E402
-from gym_qwen.platform.training import LoopState, build, run_training  # noqa: E402
+from gym_qwen.platform.training import InProcessBackend, LoopState, run_training  # noqa: E402
 
 
 def main() -> None:
@@ -38,16 +38,16 @@ def main() -> None:
         cfg = TrainConfig(task=args.task, model_size=args.model_size, steps=total * spec.action_repeat,
                           seed_steps=args.seed_decisions, eval_freq=0, checkpoint_freq=0, mlflow=False,
                           progress=False, output_dir=tmp, compile=args.compile, torch_threads=args.threads)
-        spec, agent, collector, learner = build(cfg)
+        backend = InProcessBackend(cfg)
         start = time.perf_counter()
         # Phase 1: seed decisions (random actions), then the pretraining burst of seed_steps updates.
         cfg.steps = args.seed_decisions * spec.action_repeat
-        run_training(cfg, spec, agent, collector, learner, LoopState())
+        run_training(cfg, spec, backend, LoopState())
         seed_done = time.perf_counter()
         # Phase 2: steady state, one decision (planned) + one update per step.
         cfg.steps = total * spec.action_repeat
         steady_start = time.perf_counter()
-        run_training(cfg, spec, agent, collector, learner, LoopState())
+        run_training(cfg, spec, backend, LoopState())
         end = time.perf_counter()
     steady = (end - steady_start)
     out = {"command": "python " + " ".join(sys.argv), "task": args.task, "model_size": args.model_size,
@@ -57,7 +57,7 @@ def main() -> None:
            "steady_env_steps_per_s": args.decisions * spec.action_repeat / steady,
            "steady_seconds_per_decision": steady / args.decisions,
            "seconds_per_10k_env_steps": 10_000 / (args.decisions * spec.action_repeat / steady),
-           "updates": learner.num_updates}
+           "updates": backend.num_updates}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"{args.task} size {args.model_size}{' compiled' if args.compile else ''}: steady state "

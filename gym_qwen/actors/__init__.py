@@ -1,0 +1,1 @@
+"""Ray actors around the platform's algorithms: rollout workers, the learner, episode-farm workers."""

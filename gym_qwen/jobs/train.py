@@ -8,16 +8,21 @@ from gym_qwen.platform.config import TrainConfig
 
 
 def _train(cfg: TrainConfig) -> None:
+    from gym_qwen.platform.config import ConfigError
     from gym_qwen.platform.trainer import RunDirectoryError, train
+    from gym_qwen.platform.training import InProcessBackend, TrainingBackendError
 
-    if cfg.num_workers > 0:
-        from gym_qwen.platform.config import ConfigError
-        raise ConfigError("num_workers > 0 (Ray rollout workers) is not built yet; use num_workers=0")
+    backend = InProcessBackend
+    if cfg.num_workers > 0:  # Ray only when asked for: the in-process loop never imports it
+        from gym_qwen.actors.training_backend import RayTrainingBackend
+        backend = RayTrainingBackend
     try:
-        summary = train(cfg)
+        summary = train(cfg, backend)
     except RunDirectoryError as e:
-        from gym_qwen.platform.config import ConfigError
         raise ConfigError(str(e)) from None
+    except TrainingBackendError as e:
+        print(f"gym-qwen train: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     ev = summary["eval"]
     print(f"trained {summary['task']} for {summary['env_steps']:,} env steps ({summary['updates']:,} updates, "
           f"{summary['env_steps_per_second']:.1f} env steps/s)")

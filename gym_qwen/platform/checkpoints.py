@@ -47,7 +47,8 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
 def _numpy_to_torch(x: Any) -> Any:
     """weights_only loading accepts tensors and plain containers, not numpy arrays: convert on save."""
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        return torch.from_numpy(x if x.flags.writeable else x.copy())  # Ray's object store hands out read-only
     if isinstance(x, dict):
         return {k: _numpy_to_torch(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -143,7 +143,18 @@ class TDMPC2Config:
 
 
 @dataclasses.dataclass
-class TrainConfig(TDMPC2Config):
+class RayOptions:
+    """Settings of the commands that can spread their work over Ray actors."""
+
+    num_workers: int = option(0, "Ray actors doing the work (0 = run in this process, without Ray)", min=0)
+    worker_cpus: float = option(1.0, "CPUs reserved per actor (fractions allowed; sets its torch threads)",
+                                min=0.01)
+    ray_address: Optional[str] = option(None, "Ray cluster to join, e.g. ray://host:10001 or auto (none = "
+                                              "RAY_ADDRESS if set, else start Ray on this machine)")
+
+
+@dataclasses.dataclass
+class TrainConfig(TDMPC2Config, RayOptions):
     """Settings of ``gym-qwen train``: online TD-MPC2 training of one task."""
 
     command: ClassVar[str] = "train"
@@ -165,18 +176,24 @@ class TrainConfig(TDMPC2Config):
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
-    num_workers: int = option(0, "Ray rollout workers (0 = in-process loop)", min=0)
+    num_envs: int = option(1, "Environments per rollout worker (planned as one batch)", min=1)
+    sync: bool = option(False, "Lockstep with one worker: weights after every update, equal to num_workers=0 "
+                               "step for step (for checking; slow)")
+    learner_cpus: float = option(1.0, "CPUs reserved for the learner actor (sets its torch threads)", min=0.01)
 
     def validate(self) -> None:
-        """Agent rules plus: ``task`` must be known."""
+        """Agent rules plus: ``task`` must be known; ``sync`` needs exactly one worker with one environment."""
         super().validate()
+        _require(not self.sync or (self.num_workers == 1 and self.num_envs == 1),
+                 f"sync=true needs num_workers=1 and num_envs=1 (got num_workers={self.num_workers}, "
+                 f"num_envs={self.num_envs})")
         _require(bool(self.output_dir), "output_dir= must not be empty")
         _require(bool(self.exp_name), "exp_name= must not be empty")
         check_task(self.task)
 
 
 @dataclasses.dataclass
-class EvaluateConfig(TDMPC2Config):
+class EvaluateConfig(TDMPC2Config, RayOptions):
     """Settings of ``gym-qwen evaluate``: roll out a trained checkpoint."""
 
     command: ClassVar[str] = "evaluate"
@@ -193,7 +210,6 @@ class EvaluateConfig(TDMPC2Config):
     mlflow: bool = option(False, "Log the results to MLflow")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
     progress: bool = option(True, "Show a progress bar")
-    num_workers: int = option(0, "Ray rollout workers (0 = in-process loop)", min=0)
 
     def validate(self) -> None:
         """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given."""

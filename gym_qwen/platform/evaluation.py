@@ -9,6 +9,7 @@ import numpy as np
 
 from .envs import make_env
 from .progress import progress_bar
+from .rng import seeded
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
@@ -68,29 +69,51 @@ def run_episode(agent, env, seed: int, frames: list | None = None):
     return total, steps, seconds
 
 
+def evaluate_episode(agent, env, seed: int, index: int, frames: list | None = None) -> dict:
+    """Evaluation episode `index` of `seed`: env reset seed and torch stream both seed+10000+index, so the
+    record depends only on the weights, the seed and the index. Returns {episode, return, length, seconds,
+    planner_calls}."""
+    episode_seed = seed + EVAL_SEED_OFFSET + index
+    with seeded(episode_seed):
+        ret, length, seconds = run_episode(agent, env, episode_seed, frames)
+    return {"episode": index, "return": ret, "length": length, "seconds": seconds, "planner_calls": length}
+
+
+def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult:
+    """An EvalResult from per-episode records (in episode order, whoever ran them)."""
+    result = EvalResult(task=task, mode=mode)
+    for r in sorted(records, key=lambda r: r["episode"]):
+        result.returns.append(float(r["return"]))
+        result.lengths.append(int(r["length"]))
+        result.decisions += int(r["length"])
+        result.planner_calls += int(r["planner_calls"])
+        result.decision_seconds += float(r["seconds"])
+    return result
+
+
 def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | None = None,
              show_progress: bool = False, mode: str = "baseline") -> EvalResult:
-    """Evaluate `agent` (eval mode, replanning each step) on `episodes` episodes seeded seed+10000+i."""
+    """Evaluate `agent` (eval mode, replanning each step) on `episodes` episodes (see evaluate_episode).
+
+    Each episode seeds its own torch stream, so an episode's return does not depend on which episodes ran
+    before it (evaluator actors reproduce the sequential run) and evaluating never moves the caller's stream."""
     if mode != "baseline":
         raise ValueError(f"evaluation mode {mode!r} is not available yet; choose baseline")
     env = make_env(task, seed + EVAL_SEED_OFFSET)
-    result = EvalResult(task=task, mode=mode)
+    records, video = [], None
     try:
         with progress_bar(total=episodes, desc=f"evaluate {task}", unit="ep", enabled=show_progress) as bar:
             for i in range(episodes):
                 frames = [] if (video_path and i == 0) else None
-                ret, length, seconds = run_episode(agent, env, seed + EVAL_SEED_OFFSET + i, frames)
-                result.returns.append(ret)
-                result.lengths.append(length)
-                result.decisions += length
-                result.planner_calls += length
-                result.decision_seconds += seconds
+                records.append(evaluate_episode(agent, env, seed, i, frames))
                 if frames:
-                    result.video = str(write_video(frames, video_path))
+                    video = str(write_video(frames, video_path))
                 bar.update(1)
-                bar.set_postfix(ret=f"{ret:.1f}")
+                bar.set_postfix(ret=f"{records[-1]['return']:.1f}")
     finally:
         env.close()
+    result = result_from_records(task, mode, records)
+    result.video = video
     return result
 
 

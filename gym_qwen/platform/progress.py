@@ -6,6 +6,8 @@ import sys
 
 
 class _Silent:
+    n = 0
+
     def update(self, n=1):
         pass
 

@@ -22,7 +22,7 @@ PLANNING_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_t
                  "temperature")
 # Keys that only say where and how verbosely a run writes: left out of the reproduction command.
 BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "mlflow_experiment",
-                    "checkpoint_freq", "num_workers")
+                    "checkpoint_freq", "ray_address", "worker_cpus", "learner_cpus")
 
 
 class TeacherError(ValueError):

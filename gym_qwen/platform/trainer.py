@@ -12,10 +12,9 @@ import torch
 from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, load_checkpoint,
                           save_checkpoint)
 from .config import config_to_dict, save_config
-from .evaluation import evaluate
 from .progress import progress_bar
 from .tracking import Tracker
-from .training import LoopState, build, run_training
+from .training import InProcessBackend, LoopState, run_training
 
 AGENT_FILE, STATE_FILE = "agent.pt", "train_state.pt"
 
@@ -32,11 +31,12 @@ def model_signature(cfg) -> dict:
     return {"model_size": cfg.model_size, **cfg.arch(), "num_bins": cfg.num_bins, "simnorm_dim": cfg.simnorm_dim}
 
 
-def agent_payload(cfg, spec, agent, env_steps: int) -> dict:
-    """What an agent checkpoint carries: weights (no optimiser), config, task dimensions, code version."""
+def agent_payload(cfg, spec, weights: dict | None, env_steps: int) -> dict:
+    """What an agent checkpoint carries: weights (agent.state_dict(with_optim=False)), config, task dimensions,
+    code version."""
     return {"kind": "agent", "task": cfg.task, "task_spec": asdict(spec), "arch": model_signature(cfg),
             "config": config_to_dict(cfg), "env_steps": env_steps, "code_version": code_version(),
-            "agent": agent.state_dict(with_optim=False)}
+            "agent": weights}
 
 
 def _write_eval_csv(path: Path, history: list) -> None:
@@ -48,15 +48,17 @@ def _write_eval_csv(path: Path, history: list) -> None:
     atomic_write_bytes(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-def train(cfg) -> dict:
-    """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput)."""
+def train(cfg, backend_factory=InProcessBackend) -> dict:
+    """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput).
+    `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors."""
     torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)
     state_path = out / STATE_FILE
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
         raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
                                 f"exp_name= or output_dir=")
-    spec, agent, collector, learner = build(cfg)
+    backend = backend_factory(cfg)
+    spec = backend.spec
     state = LoopState()
     tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
     run_id = None
@@ -65,12 +67,8 @@ def train(cfg) -> dict:
         check_compatible(ckpt, task=cfg.task, arch=model_signature(cfg), path=str(state_path))
         if ckpt["config"]["seed"] != cfg.seed:
             raise CheckpointError(f"{state_path} was trained with seed={ckpt['config']['seed']}, not {cfg.seed}")
-        agent.load_state_dict(ckpt["agent"])
-        learner.buffer.load_state(ckpt["buffer"])
-        learner.num_updates = int(ckpt["num_updates"])
-        collector.load_state(ckpt["collector"])
+        backend.load_state(ckpt)
         state = LoopState(**ckpt["loop"])
-        torch.set_rng_state(ckpt["torch_rng"])
         run_id = ckpt.get("mlflow_run_id")
     save_config(cfg, out / "config.yaml")
     run_id = tracker.start(f"{cfg.task}-{cfg.exp_name}-seed{cfg.seed}", config_to_dict(cfg),
@@ -81,10 +79,10 @@ def train(cfg) -> dict:
     def on_episode(episode, metrics, env_steps):
         tracker.log_metrics({"train/episode_return": episode.total_reward, "train/episode_length": len(episode),
                              **{f"train/{k}": v for k, v in metrics.items()}}, env_steps)
-        bar.set_postfix(ret=f"{episode.total_reward:.1f}", updates=learner.num_updates)
+        bar.set_postfix(ret=f"{episode.total_reward:.1f}", updates=backend.num_updates)
 
     def on_eval(env_steps):
-        res = evaluate(agent, cfg.task, cfg.eval_episodes, cfg.seed)
+        res = backend.evaluate(cfg.eval_episodes, cfg.seed)
         record = {"env_steps": env_steps, "return_mean": res.mean, "return_std": res.std,
                   "episodes": len(res.returns)}
         tracker.log_metrics({"eval/return_mean": res.mean, "eval/return_std": res.std,
@@ -95,24 +93,22 @@ def train(cfg) -> dict:
 
     def on_checkpoint(env_steps):
         save_checkpoint(state_path, {
-            **agent_payload(cfg, spec, agent, env_steps), "kind": "train_state",
-            "agent": agent.state_dict(with_optim=True), "buffer": learner.buffer.state(),
-            "num_updates": learner.num_updates, "collector": collector.state(), "loop": asdict(state),
-            "torch_rng": torch.get_rng_state(), "mlflow_run_id": run_id})
+            **agent_payload(cfg, spec, None, env_steps), "kind": "train_state", **backend.state(),
+            "loop": asdict(state), "mlflow_run_id": run_id})
 
-    initial = collector.decisions * spec.action_repeat
+    initial = backend.decisions * spec.action_repeat
     status = "FAILED"
     try:
         with progress_bar(total=cfg.steps, desc=f"train {cfg.task}", unit="step", enabled=cfg.progress,
                           initial=initial) as bar:
-            run_training(cfg, spec, agent, collector, learner, state, on_episode=on_episode, on_eval=on_eval,
+            run_training(cfg, spec, backend, state, on_episode=on_episode, on_eval=on_eval,
                          on_checkpoint=on_checkpoint, bar=bar)
-        env_steps = collector.decisions * spec.action_repeat
-        agent_path = save_checkpoint(out / AGENT_FILE, agent_payload(cfg, spec, agent, env_steps))
+        env_steps = backend.decisions * spec.action_repeat
+        agent_path = save_checkpoint(out / AGENT_FILE, agent_payload(cfg, spec, backend.agent_weights(), env_steps))
         tracker.log_artifact(agent_path, "checkpoints")
         if (out / "eval.csv").exists():
             tracker.log_artifact(out / "eval.csv")
-        summary = {"task": cfg.task, "env_steps": env_steps, "updates": learner.num_updates,
+        summary = {"task": cfg.task, "env_steps": env_steps, "updates": backend.num_updates,
                    "run_dir": str(out), "checkpoint": str(agent_path), "mlflow_run_id": run_id,
                    "train_seconds": state.train_seconds,
                    "env_steps_per_second": env_steps / max(state.train_seconds, 1e-9),
@@ -123,5 +119,5 @@ def train(cfg) -> dict:
         status = "FINISHED"
         return summary
     finally:
-        collector.close()
+        backend.close()
         tracker.end(status)

@@ -13,20 +13,26 @@ import numpy as np
 import torch
 
 from .envs import make_env, task_spec
+from .rng import TorchRngStream, derive_seed
 from .tdmpc2.agent import TDMPC2Agent
 from .tdmpc2.buffer import Episode, EpisodeBuffer
 
 TRAIN_SEED_STRIDE = 100_003  # training episode i of seed s resets with seed s * stride + i
+ACTING_STREAM = 1  # torch stream id of acting (planner samples, exploration noise); learning uses the global one
 
 
 class Collector:
-    """Acting part: one environment plus an acting agent. Random actions during the seed phase."""
+    """Acting part: one environment plus an acting agent. Random actions during the seed phase.
+
+    Acting draws from its own torch stream, so a Ray rollout worker holding a copy of the agent draws the same
+    numbers as the in-process loop, and the learner's stream does not depend on acting."""
 
     def __init__(self, task: str, seed: int, agent: TDMPC2Agent, seed_steps: int):
         self.task, self.seed, self.agent, self.seed_steps = task, seed, agent, seed_steps
         self.env = make_env(task, seed)
         self.action_dim = self.env.action_space.shape[0]
         self.rng = np.random.default_rng(seed)
+        self.torch_rng = TorchRngStream(derive_seed(seed, ACTING_STREAM))
         self.episode_index = 0
         self.decisions = 0
         self._episode: dict | None = None
@@ -43,7 +49,8 @@ class Collector:
         if self.decisions < self.seed_steps:
             action = self.rng.uniform(-1, 1, self.action_dim).astype(np.float32)
         else:
-            action = self.agent.act(ep["obs"][-1], t0=not ep["action"], eval_mode=False)
+            with self.torch_rng:
+                action = self.agent.act(ep["obs"][-1], t0=not ep["action"], eval_mode=False)
         obs, reward, terminated, truncated, _ = self.env.step(action)
         ep["obs"].append(obs)
         ep["action"].append(action)
@@ -62,11 +69,13 @@ class Collector:
     def state(self) -> dict:
         assert self._episode is None, "collector state is only saved between episodes"
         return {"rng": self.rng.bit_generator.state, "episode_index": self.episode_index,
-                "decisions": self.decisions}
+                "decisions": self.decisions, "torch_rng": self.torch_rng.state()}
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.episode_index, self.decisions = int(state["episode_index"]), int(state["decisions"])
+        if "torch_rng" in state:  # checkpoints from before acting had its own stream continue on a fresh one
+            self.torch_rng.load_state(state["torch_rng"])
 
     def close(self) -> None:
         self.env.close()
@@ -127,8 +136,8 @@ def resolve_seed_steps(cfg, episode_length: int) -> int:
     return cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * episode_length)
 
 
-def build(cfg, device=None):
-    """Agent, collector and learner for a TrainConfig (fresh weights; seeds torch)."""
+def build_learning(cfg, device=None):
+    """Agent and learner (replay buffer) for a TrainConfig: fresh weights, torch seeded with cfg.seed."""
     spec = task_spec(cfg.task)
     torch.manual_seed(cfg.seed)
     agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic,
@@ -136,42 +145,101 @@ def build(cfg, device=None):
     seed_steps = resolve_seed_steps(cfg, spec.episode_length)
     capacity = cfg.buffer_size if cfg.buffer_size is not None else math.ceil(cfg.steps / spec.action_repeat)
     learner = Learner(agent, EpisodeBuffer(capacity, cfg.horizon, seed=cfg.seed), cfg.batch_size, seed_steps)
-    collector = Collector(cfg.task, cfg.seed, agent, seed_steps)
+    return spec, agent, learner
+
+
+def build(cfg, device=None):
+    """Agent, collector and learner for a TrainConfig (fresh weights; seeds torch)."""
+    spec, agent, learner = build_learning(cfg, device)
+    collector = Collector(cfg.task, cfg.seed, agent, learner.seed_steps)
     return spec, agent, collector, learner
 
 
-def run_training(cfg, spec, agent, collector: Collector, learner: Learner, state: LoopState, *,
-                 on_episode=None, on_eval=None, on_checkpoint=None, bar=None) -> LoopState:
-    """The in-process loop until `cfg.steps` env steps. Callbacks: on_episode(episode, metrics, env_steps),
-    on_eval(env_steps) -> record, on_checkpoint(env_steps) at episode boundaries when due."""
-    total_decisions = math.ceil(cfg.steps / spec.action_repeat)
-    update_sums: dict[str, float] = {}
-    update_count = 0
-    started = time.perf_counter()
-    while collector.decisions < total_decisions:
-        episode = collector.step()
+class TrainingBackendError(RuntimeError):
+    """A training backend failed in a way the run cannot recover from (one-line message)."""
+
+
+class InProcessBackend:
+    """Training without Ray: one Collector and one Learner sharing one agent, a decision at a time.
+
+    A training backend is what `run_training` drives: `advance()` moves training on and returns the episodes
+    it finished (with mean update metrics since the previous one); `evaluate`, `state`/`load_state` (for
+    checkpoints), `agent_weights` and `close` complete it. The Ray backend in gym_qwen.actors has the same shape.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.spec, self.agent, self.collector, self.learner = build(cfg)
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    @property
+    def decisions(self) -> int:
+        return self.collector.decisions
+
+    @property
+    def num_updates(self) -> int:
+        return self.learner.num_updates
+
+    def advance(self, total_decisions: int) -> list:
+        """One decision and its due updates. Returns [(episode, metrics)] when it finished an episode."""
+        episode = self.collector.step()
         if episode is not None:  # into the buffer before this decision's updates, as TD-MPC2 does
-            learner.add(episode)
-            state.episode_returns.append(episode.total_reward)
-        metrics = learner.update(learner.take_due_updates(collector.decisions))
+            self.learner.add(episode)
+        metrics = self.learner.update(self.learner.take_due_updates(self.collector.decisions))
         if metrics:
-            update_count += 1
+            self._count += 1
             for k, v in metrics.items():
-                update_sums[k] = update_sums.get(k, 0.0) + v
+                self._sums[k] = self._sums.get(k, 0.0) + v
+        if episode is None and self.collector.decisions < total_decisions:
+            return []
+        means = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
+        self._sums, self._count = {}, 0
+        self.collector._episode = None  # stopped mid-episode at the step budget: the partial episode is dropped
+        return [(episode, means)] if episode is not None else []
+
+    def evaluate(self, episodes: int, seed: int):
+        from .evaluation import evaluate
+        return evaluate(self.agent, self.cfg.task, episodes, seed)
+
+    def state(self) -> dict:
+        return {"agent": self.agent.state_dict(with_optim=True), "buffer": self.learner.buffer.state(),
+                "num_updates": self.learner.num_updates, "collector": self.collector.state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load_state(self, ckpt: dict) -> None:
+        self.agent.load_state_dict(ckpt["agent"])
+        self.learner.buffer.load_state(ckpt["buffer"])
+        self.learner.num_updates = int(ckpt["num_updates"])
+        self.collector.load_state(ckpt["collector"])
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    def agent_weights(self) -> dict:
+        return self.agent.state_dict(with_optim=False)
+
+    def close(self) -> None:
+        self.collector.close()
+
+
+def run_training(cfg, spec, backend, state: LoopState, *, on_episode=None, on_eval=None, on_checkpoint=None,
+                 bar=None) -> LoopState:
+    """Drive a training backend until `cfg.steps` env steps. Callbacks: on_episode(episode, metrics, env_steps),
+    on_eval(env_steps) -> record, on_checkpoint(env_steps), both at episode boundaries when due."""
+    total_decisions = math.ceil(cfg.steps / spec.action_repeat)
+    started = time.perf_counter()
+    while backend.decisions < total_decisions:
+        events = backend.advance(total_decisions)
         if bar is not None:
-            bar.update(spec.action_repeat)
-        if episode is None and collector.decisions < total_decisions:
+            bar.update(backend.decisions * spec.action_repeat - bar.n)
+        if not events and backend.decisions < total_decisions:
             continue
-        env_steps = collector.decisions * spec.action_repeat
+        env_steps = backend.decisions * spec.action_repeat
         state.train_seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        if on_episode is not None and episode is not None:
-            means = {k: v / update_count for k, v in update_sums.items()} if update_count else {}
-            on_episode(episode, means, env_steps)
-        update_sums, update_count = {}, 0
-        finished = collector.decisions >= total_decisions
-        if collector._episode is not None:  # stopped mid-episode at the step budget
-            collector._episode = None
+        for episode, metrics in events:
+            state.episode_returns.append(episode.total_reward)
+            if on_episode is not None:
+                on_episode(episode, metrics, env_steps)
+        finished = backend.decisions >= total_decisions
         if cfg.eval_freq and (env_steps - state.last_eval_env_step >= cfg.eval_freq or finished):
             state.last_eval_env_step = env_steps
             if on_eval is not None:

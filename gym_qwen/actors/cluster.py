@@ -1,0 +1,47 @@
+"""Joining or starting Ray, and refusing resource requests a cluster can never satisfy."""
+from __future__ import annotations
+
+import os
+
+from gym_qwen.platform.config import ConfigError
+
+
+class ResourceRequestError(ConfigError):
+    """The actors asked for more CPUs or GPUs than the whole cluster has (one-line message)."""
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else start Ray on this machine
+    bound to 127.0.0.1. A second call does nothing."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common = {"logging_level": "ERROR", "configure_logging": True, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+
+
+def threads_for(cpus: float) -> int:
+    """Torch threads for an actor holding `cpus` CPUs (at least one)."""
+    return max(1, int(round(cpus)))
+
+
+def check_resources(requests: list[tuple[str, int, float, float]]) -> None:
+    """requests: (what, count, cpus each, gpus each). Raise ResourceRequestError if the cluster's totals (not
+    what is free now) cannot hold them, rather than leaving actors PENDING forever."""
+    import ray
+
+    total = ray.cluster_resources()
+    have_cpu, have_gpu = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    need_cpu = sum(n * c for _, n, c, _ in requests)
+    need_gpu = sum(n * g for _, n, _, g in requests)
+    if need_cpu <= have_cpu + 1e-9 and need_gpu <= have_gpu + 1e-9:
+        return
+    asked = " + ".join(f"{what} {n} x ({c:g} CPU" + (f", {g:g} GPU)" if g else ")") for what, n, c, g in requests)
+    raise ResourceRequestError(
+        f"asked for {need_cpu:g} CPUs and {need_gpu:g} GPUs ({asked}) but the Ray cluster has {have_cpu:g} CPUs and "
+        f"{have_gpu:g} GPUs in all; lower num_workers=, worker_cpus= or learner_cpus=, or use device=cpu")

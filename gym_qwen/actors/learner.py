@@ -1,0 +1,136 @@
+"""LearnerActor: the replay buffer and the updates of one training run, as a Ray actor (GPU when asked)."""
+from __future__ import annotations
+
+import ray
+
+
+class LearnerActor:
+    """Owns the learning agent and its replay buffer; keeps one update per collected decision (after the seed
+    phase and its burst, exactly as the in-process Learner counts them). Each weights version is `ray.put`
+    once; `weights()` hands out that object's ref (boxed in a list so Ray passes the ref, not the value)."""
+
+    def __init__(self, config: dict, threads: int, device: str):
+        import torch
+
+        from gym_qwen.platform.config import TrainConfig, config_from_dict
+        from gym_qwen.platform.training import build_learning
+
+        torch.set_num_threads(threads)
+        self.cfg = config_from_dict(TrainConfig, config)
+        self.spec, self.agent, self.learner = build_learning(self.cfg, device)
+        self.decisions = 0
+        self.episode_ids: set[int] = set()
+        self.version = 0
+        self._weights_ref = None
+        self._eval_agent = None
+
+    # ------------------------------------------------------------------ weights
+    def weights(self) -> tuple[int, list]:
+        if self._weights_ref is None:
+            weights = self.agent.state_dict(with_optim=False)
+            if self.agent.device.type != "cpu":
+                weights = _to_cpu(weights)
+            self._weights_ref = ray.put(weights)
+        return self.version, [self._weights_ref]
+
+    def _updated(self) -> None:
+        self.version += 1
+        self._weights_ref = None
+
+    # ------------------------------------------------------------------ data and updates
+    def ingest(self, episode_refs: list) -> dict:
+        """Fetch finished episodes (refs to lists of Episodes, as rollout workers return them), add each id at
+        most once and run the updates their decisions make due. Returns counters, mean update metrics, the
+        episodes' (id, length, return) and the current weights version with its boxed ref."""
+        episodes = [e for batch in ray.get(list(episode_refs), timeout=600) for e in batch]
+        added = dupes = 0
+        summaries = []
+        totals: dict[str, float] = {}
+        n_updates = 0
+        for episode in episodes:
+            if episode.episode_id in self.episode_ids:
+                dupes += 1
+                continue
+            self.episode_ids.add(episode.episode_id)
+            self.learner.add(episode)
+            summaries.append((episode.episode_id, len(episode), episode.total_reward))
+            added += 1
+            due = 0
+            for d in range(self.decisions + 1, self.decisions + len(episode) + 1):
+                due += self.learner.take_due_updates(d)
+            self.decisions += len(episode)
+            metrics = self.learner.update(due)
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v * due
+            n_updates += due if metrics else 0
+        if n_updates:
+            self._updated()
+        version, box = self.weights()
+        return {"added": added, "duplicates": dupes, "decisions": self.decisions, "updates": self.learner.num_updates,
+                "metrics": {k: v / n_updates for k, v in totals.items()} if n_updates else {},
+                "episodes": summaries, "version": version, "weights": box}
+
+    def sync_step(self, episode, decisions: int) -> dict:
+        """Lockstep: the in-process loop's learning half of one decision."""
+        if episode is not None:
+            self.episode_ids.add(episode.episode_id)
+            self.learner.add(episode)
+        self.decisions = decisions
+        metrics = self.learner.update(self.learner.take_due_updates(decisions))
+        if metrics:
+            self._updated()
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+    def evaluate(self, episodes: int, seed: int, version: int | None = None, weights_box: list | None = None):
+        """Evaluate the current weights, or the given earlier version (what the driver last saw: updates queued
+        behind it may have run since) on a separate copy of the agent."""
+        from gym_qwen.platform.evaluation import evaluate
+
+        agent = self.agent
+        if version is not None and version != self.version:
+            if self._eval_agent is None:
+                from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+                s = self.spec
+                self._eval_agent = TDMPC2Agent(self.cfg, s.obs_dim, s.action_dim, s.episode_length, s.episodic,
+                                               self.agent.device)
+            self._eval_agent.load_state_dict(ray.get(weights_box[0], timeout=600))
+            agent = self._eval_agent
+        return evaluate(agent, self.cfg.task, episodes, seed)
+
+    def state(self) -> dict:
+        import torch
+        return {"agent": _to_cpu(self.agent.state_dict(with_optim=True)), "buffer": self.learner.buffer.state(),
+                "num_updates": self.learner.num_updates, "torch_rng": torch.get_rng_state(),
+                "learner": {"decisions": self.decisions, "deferred": self.learner.deferred,
+                            "episode_ids": sorted(self.episode_ids)}}
+
+    def load_state(self, ckpt: dict) -> None:
+        import torch
+        self.agent.load_state_dict(ckpt["agent"])
+        self.learner.buffer.load_state(ckpt["buffer"])
+        self.learner.num_updates = int(ckpt["num_updates"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        extra = ckpt.get("learner", {})
+        self.decisions = int(extra.get("decisions", 0))
+        self.learner.deferred = int(extra.get("deferred", 0))
+        self.episode_ids = {int(i) for i in extra.get("episode_ids", [])}
+        self._updated()
+
+    def agent_weights(self) -> dict:
+        return _to_cpu(self.agent.state_dict(with_optim=False))
+
+    def stats(self) -> dict:
+        return {"decisions": self.decisions, "updates": self.learner.num_updates, "version": self.version,
+                "episode_ids": sorted(self.episode_ids)}
+
+
+def _to_cpu(x):
+    import torch
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(v) for v in x)
+    return x

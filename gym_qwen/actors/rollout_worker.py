@@ -1,0 +1,89 @@
+"""RolloutWorker: a Ray actor holding environments and an acting copy of the agent."""
+from __future__ import annotations
+
+import json
+import os
+
+import ray
+
+FAULTS_ENV = "GYM_QWEN_FAULTS"  # fault injection for tests: {"crash_at_decision": n, "marker": path}
+
+
+def injected_crash():
+    """The fault plan of GYM_QWEN_FAULTS as an on_decision hook: at decision n of an episode batch the process
+    exits at once (like a machine lost), once per marker file, so the restarted actor carries on. None if unset."""
+    spec = os.environ.get(FAULTS_ENV)
+    if not spec:
+        return None
+    plan = json.loads(spec)
+
+    def on_decision(t: int) -> None:
+        if t == plan["crash_at_decision"] and not os.path.exists(plan["marker"]):
+            with open(plan["marker"], "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(1)
+    return on_decision
+
+
+def fault_runtime_env() -> dict:
+    """Actor options that carry the driver's fault plan to its actors (empty when none is set)."""
+    spec = os.environ.get(FAULTS_ENV)
+    return {"runtime_env": {"env_vars": {FAULTS_ENV: spec}}} if spec else {}
+
+
+class RolloutWorker:
+    """Plays training episodes with the newest weights it has been handed.
+
+    Async mode: `run_episodes(version, [weights_ref], ids, random_actions)` plays one episode per id on its
+    `num_envs` environments (batched planning) and returns the Episodes. Weights travel as one `ray.put` object
+    per version; the worker only fetches a version it does not hold yet.
+    Sync mode (`sync_step`): one decision of a platform Collector at a time, for lockstep training."""
+
+    def __init__(self, config: dict, worker_index: int, threads: int):
+        import torch
+
+        from gym_qwen.platform.config import TrainConfig, config_from_dict
+        from gym_qwen.platform.envs import task_spec
+        from gym_qwen.platform.rollouts import EpisodeRunner
+        from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+        from gym_qwen.platform.training import Collector, resolve_seed_steps
+
+        torch.set_num_threads(threads)
+        self.cfg = cfg = config_from_dict(TrainConfig, config)
+        spec = task_spec(cfg.task)
+        self.agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, "cpu")
+        self.worker_index = worker_index
+        self.version = -1
+        self.on_decision = injected_crash()
+        if cfg.sync:
+            self.collector = Collector(cfg.task, cfg.seed, self.agent, resolve_seed_steps(cfg, spec.episode_length))
+        else:
+            self.runner = EpisodeRunner(cfg.task, cfg.seed, self.agent, cfg.num_envs, stream=worker_index)
+
+    def _take(self, version: int, weights_box: list) -> None:
+        if version != self.version:
+            self.agent.load_state_dict(ray.get(weights_box[0], timeout=600))
+            self.version = version
+
+    def run_episodes(self, version: int, weights_box: list, episode_ids: list[int], random_actions: bool):
+        if not random_actions:
+            self._take(version, weights_box)
+        return self.runner.run(episode_ids, random_actions, self.on_decision)
+
+    def sync_step(self, version: int, weights_box: list):
+        """One decision. Returns (finished Episode or None, decisions so far)."""
+        if self.collector.decisions >= self.collector.seed_steps:
+            self._take(version, weights_box)
+        return self.collector.step(), self.collector.decisions
+
+    def drop_partial_episode(self) -> None:
+        self.collector._episode = None
+
+    def collector_state(self) -> dict:
+        return self.collector.state()
+
+    def load_collector_state(self, state: dict) -> None:
+        self.collector.load_state(state)
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,232 @@
+"""RayTrainingBackend: rollout-worker actors feeding one learner actor, driven by the platform's training loop.
+
+Data flow (DESIGN §2): workers play whole episodes with the newest weights they were handed and return them
+as object refs; the driver passes the refs to the learner, which adds them to its buffer and runs the updates
+they make due; each new weights version is `ray.put` once and handed to the next episodes dispatched.
+Episodes are named by global ids that fix their reset seeds. A worker that dies is restarted by Ray and its
+episodes are dispatched again under the same ids; the learner takes each id at most once, so the buffer holds
+every finished episode exactly once.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from gym_qwen.platform.training import TrainingBackendError
+
+from .cluster import check_resources, connect, threads_for
+from .learner import LearnerActor
+from .rollout_worker import RolloutWorker, fault_runtime_env
+
+WAIT_SECONDS = 3600  # one worker task (an episode batch) or learner call; far above any real one
+WORKER_RESTARTS = 8
+
+
+class TrainingActorError(TrainingBackendError):
+    """A training actor failed in a way the run cannot recover from (one-line message)."""
+
+
+@dataclass
+class EpisodeSummary:
+    """What the training loop needs of an episode the learner ingested."""
+
+    episode_id: int
+    length: int
+    total_reward: float
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _get(ref, what: str):
+    try:
+        return ray.get(ref, timeout=WAIT_SECONDS)
+    except GetTimeoutError:
+        raise TrainingActorError(f"{what} did not answer within {WAIT_SECONDS} s") from None
+    except RayActorError as e:
+        raise TrainingActorError(f"{what} died: {str(e).splitlines()[0]}") from None
+
+
+class RayTrainingBackend:
+    """The training backend of `gym-qwen train num_workers=N` (see platform.training.InProcessBackend)."""
+
+    def __init__(self, cfg):
+        from gym_qwen.platform.envs import task_spec
+        from gym_qwen.platform.tdmpc2.agent import resolve_device
+        from gym_qwen.platform.config import config_to_dict
+        from gym_qwen.platform.training import resolve_seed_steps
+
+        self.cfg = cfg
+        self.spec = task_spec(cfg.task)
+        self.seed_steps = resolve_seed_steps(cfg, self.spec.episode_length)
+        connect(cfg.ray_address)
+        device = str(resolve_device(cfg.device))
+        gpus = 1 if device.startswith("cuda") else 0
+        check_resources([("rollout worker", cfg.num_workers, cfg.worker_cpus, 0),
+                         ("learner", 1, cfg.learner_cpus, gpus)])
+        config = config_to_dict(cfg)
+        self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
+            config, threads_for(cfg.learner_cpus), device)
+        worker_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.worker_cpus, max_restarts=WORKER_RESTARTS,
+                                                       max_task_retries=0, **fault_runtime_env())
+        self.workers = [worker_cls.remote(config, i, threads_for(cfg.worker_cpus)) for i in range(cfg.num_workers)]
+        self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
+        self.decisions = 0
+        self.num_updates = 0
+        self.restarts = 0
+        # async bookkeeping
+        self.next_id = 0
+        self.retry_ids: collections.deque[int] = collections.deque()
+        self.in_flight: dict = {}  # worker task ref -> (worker index, ids)
+        self.idle = list(range(cfg.num_workers))
+        self.ingests: collections.deque = collections.deque()  # (ref, n episodes) in submission order
+        self._sync_sums: dict[str, float] = {}
+        self._sync_count = 0
+
+    # ------------------------------------------------------------------ the backend interface
+    def advance(self, total_decisions: int) -> list:
+        return self._advance_sync(total_decisions) if self.cfg.sync else self._advance_async(total_decisions)
+
+    def evaluate(self, episodes: int, seed: int):
+        return _get(self.learner.evaluate.remote(episodes, seed, self.version, self.weights_box),
+                    "the learner (evaluating)")
+
+    def state(self) -> dict:
+        state = _get(self.learner.state.remote(), "the learner (checkpointing)")
+        if self.cfg.sync:
+            state["collector"] = _get(self.workers[0].collector_state.remote(), "the rollout worker")
+        return state
+
+    def load_state(self, ckpt: dict) -> None:
+        if "learner" not in ckpt:  # a checkpoint of the in-process loop: its collector knows the episodes
+            col = ckpt["collector"]
+            ckpt = {**ckpt, "learner": {"decisions": col["decisions"], "deferred": 0,
+                                        "episode_ids": list(range(int(col["episode_index"])))}}
+        _get(self.learner.load_state.remote(ckpt), "the learner (resuming)")
+        if self.cfg.sync:
+            _get(self.workers[0].load_collector_state.remote(ckpt["collector"]), "the rollout worker")
+        extra = ckpt["learner"]
+        self.decisions = int(extra["decisions"])
+        self.num_updates = int(ckpt["num_updates"])
+        ids = set(int(i) for i in extra["episode_ids"])
+        self.next_id = max(ids) + 1 if ids else 0
+        self.retry_ids.extend(sorted(set(range(self.next_id)) - ids))  # lost in flight when the job stopped
+        self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
+
+    def agent_weights(self) -> dict:
+        return _get(self.learner.agent_weights.remote(), "the learner")
+
+    def close(self) -> None:
+        for actor in [*self.workers, self.learner]:
+            ray.kill(actor, no_restart=True)
+        self.workers = []
+
+    # ------------------------------------------------------------------ lockstep
+    def _advance_sync(self, total_decisions: int) -> list:
+        worker = self.workers[0]
+        episode, self.decisions = _get(worker.sync_step.remote(self.version, self.weights_box), "the rollout worker")
+        metrics = _get(self.learner.sync_step.remote(episode, self.decisions), "the learner")
+        if metrics:
+            self.num_updates += 1
+            self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
+            self._sync_count += 1
+            for k, v in metrics.items():
+                self._sync_sums[k] = self._sync_sums.get(k, 0.0) + v
+        if episode is None and self.decisions < total_decisions:
+            return []
+        means = {k: v / self._sync_count for k, v in self._sync_sums.items()} if self._sync_count else {}
+        self._sync_sums, self._sync_count = {}, 0
+        if episode is None:
+            _get(worker.drop_partial_episode.remote(), "the rollout worker")
+            return []
+        self.num_updates = _get(self.learner.stats.remote(), "the learner")["updates"]
+        return [(EpisodeSummary(episode.episode_id, len(episode), episode.total_reward), means)]
+
+    # ------------------------------------------------------------------ asynchronous
+    def _random_end(self) -> int:
+        """Ids below this are seed-phase episodes, played with random actions."""
+        return math.ceil(self.seed_steps / self.spec.episode_length)
+
+    def _pending_episodes(self) -> int:
+        return sum(len(ids) for _, ids in self.in_flight.values()) + sum(n for _, n in self.ingests)
+
+    def _next_batch(self, total_decisions: int):
+        """(ids, random_actions) for the next idle worker, or None when nothing should start now."""
+        envs, random_end = self.cfg.num_envs, self._random_end()
+        waiting_for_weights = self.version == 0 and bool(self.in_flight or self.ingests)
+        if self.retry_ids:
+            random_actions = self.retry_ids[0] < random_end
+            if not random_actions and waiting_for_weights:
+                return None
+            ids = []
+            while self.retry_ids and len(ids) < envs and (self.retry_ids[0] < random_end) == random_actions:
+                ids.append(self.retry_ids.popleft())
+            return ids, random_actions
+        room = math.ceil((total_decisions - self.decisions) / self.spec.episode_length) - self._pending_episodes()
+        if room <= 0:
+            return None
+        random_actions = self.next_id < random_end
+        if random_actions:
+            n = min(envs, random_end - self.next_id, room)
+        elif waiting_for_weights:  # the seed phase is collected: wait for weights that learned from it
+            return None
+        else:
+            n = min(envs, room)
+        ids = list(range(self.next_id, self.next_id + n))
+        self.next_id += n
+        return ids, random_actions
+
+    def _dispatch(self, total_decisions: int) -> None:
+        while self.idle:
+            batch = self._next_batch(total_decisions)
+            if batch is None:
+                return
+            ids, random_actions = batch
+            w = self.idle.pop(0)
+            ref = self.workers[w].run_episodes.remote(self.version, self.weights_box, ids, random_actions)
+            self.in_flight[ref] = (w, ids)
+
+    def _collect_ingests(self, block: bool) -> list:
+        """Results of finished learner ingests, oldest first (waiting for the oldest if `block`)."""
+        events = []
+        while self.ingests:
+            ref, _ = self.ingests[0]
+            if not block and not ray.wait([ref], timeout=0)[0]:
+                break
+            result = _get(ref, "the learner")
+            self.ingests.popleft()
+            block = False
+            self.decisions, self.num_updates = result["decisions"], result["updates"]
+            self.version, self.weights_box = result["version"], result["weights"]
+            events += [(EpisodeSummary(*s), result["metrics"]) for s in result["episodes"]]
+        return events
+
+    def _advance_async(self, total_decisions: int) -> list:
+        self._dispatch(total_decisions)
+        events = self._collect_ingests(block=False)
+        if events:
+            return events
+        if not self.in_flight or len(self.ingests) > len(self.workers):  # nothing else to wait for, or backpressure
+            if not self.ingests:
+                raise TrainingActorError("no episode is being collected or learned from, yet the run is not done")
+            return self._collect_ingests(block=True)
+        done, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_SECONDS)
+        if not done:
+            raise TrainingActorError(f"no rollout worker finished its episodes within {WAIT_SECONDS} s")
+        ref = done[0]
+        w, ids = self.in_flight.pop(ref)
+        self.idle.append(w)
+        try:
+            ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker died before finishing
+        except RayActorError:
+            self.restarts += 1
+            if self.restarts > WORKER_RESTARTS * len(self.workers):
+                raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
+            self.retry_ids.extendleft(sorted(ids, reverse=True))  # same ids, same starts, on a restarted worker
+            return []
+        self.ingests.append((self.learner.ingest.remote([ref]), len(ids)))  # the learner fetches the episodes
+        return []

@@ -1,0 +1,162 @@
+"""Training with Ray actors: lockstep equals the in-process loop, asynchronous workers survive being killed,
+a killed job resumes, impossible resource requests fail fast. Real Ray on this machine (127.0.0.1)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_TASK, tiny_train_config
+from test_cli import GYM_QWEN, _assert_user_error, _main_in
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for this module: 4 logical CPUs so that 2 workers and a learner fit on any machine."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def _train(tmp_path, monkeypatch, *overrides, backend=None):
+    from gym_qwen.platform.trainer import train
+    from gym_qwen.platform.training import InProcessBackend
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", *overrides)
+    return cfg, train(cfg, backend or InProcessBackend)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["agent"]
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for part in a:
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
+def test_one_worker_in_lockstep_equals_the_in_process_loop(ray_local, tmp_path, monkeypatch):
+    from gym_qwen.actors.training_backend import RayTrainingBackend
+
+    common = ("steps=2000", "eval_freq=1000", "eval_episodes=1")
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    _, local = _train(tmp_path / "a", monkeypatch, *common)
+    _, remote = _train(tmp_path / "b", monkeypatch, *common, "num_workers=1", "sync=true", "worker_cpus=1",
+                       backend=RayTrainingBackend)
+    assert remote["updates"] == local["updates"] > 0
+    assert remote["eval_history"] == local["eval_history"]
+    assert remote["last_episode_return"] == local["last_episode_return"]
+    _assert_same_weights(_weights(remote["checkpoint"]), _weights(local["checkpoint"]))
+
+
+def _episode_ids(train_state_path) -> list[int]:
+    state = torch.load(train_state_path, weights_only=True)
+    return sorted(int(e["episode_id"]) for e in state["buffer"]["episodes"])
+
+
+def _run_async(cfg):
+    import ray
+
+    from gym_qwen.actors.training_backend import RayTrainingBackend
+    from gym_qwen.platform.training import LoopState, run_training
+
+    backend = RayTrainingBackend(cfg)
+    try:
+        state = run_training(cfg, backend.spec, backend, LoopState())
+        stats = ray.get(backend.learner.stats.remote(), timeout=60)
+        buffer = ray.get(backend.learner.state.remote(), timeout=60)["buffer"]
+    finally:
+        backend.close()
+    return backend, state, stats, sorted(int(e["episode_id"]) for e in buffer["episodes"])
+
+
+def test_crashed_rollout_worker_is_restarted_and_no_episode_is_lost_or_doubled(ray_local, tmp_path, monkeypatch):
+    import json
+
+    from gym_qwen.actors.rollout_worker import FAULTS_ENV
+
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"crash_at_decision": 250, "marker": str(marker)}))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=6000", "eval_freq=0", "num_workers=2",
+                            "worker_cpus=1")
+    backend, state, stats, buffer_ids = _run_async(cfg)
+    n = 6000 // 2 // 500  # episodes of 500 decisions
+    assert marker.exists(), "no worker crashed"
+    assert backend.restarts == 1
+    assert stats["episode_ids"] == list(range(n)) == buffer_ids  # each finished episode exactly once
+    assert stats["decisions"] == 3000 and len(state.episode_returns) == n
+
+
+def test_two_workers_with_two_envs_each(ray_local, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=8000", "eval_freq=0", "num_workers=2",
+                            "num_envs=2", "worker_cpus=1")
+    backend, state, stats, buffer_ids = _run_async(cfg)
+    assert backend.restarts == 0
+    assert stats["episode_ids"] == list(range(8)) == buffer_ids
+    # one update per decision after the 300 seed decisions, plus the 300-update burst
+    assert stats["updates"] == 4000 and len(state.episode_returns) == 8
+
+
+def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
+    args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "mlflow=false", "steps=8000",
+            "eval_freq=0", "checkpoint_freq=2000", "num_workers=2", "worker_cpus=0.5", "learner_cpus=0.5"]
+    state = tmp_path / "runs" / TINY_TASK / "default" / "seed1" / "train_state.pt"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    first = subprocess.Popen([GYM_QWEN, "train", *args], cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    assert state.exists(), first.communicate(timeout=30)[1].decode()[-2000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the whole job: driver, Ray and its actors
+    first.wait(timeout=60)
+    saved = torch.load(state, weights_only=True)
+    before = saved["learner"]["decisions"]
+    assert 0 < before < 4000
+    done = subprocess.run([GYM_QWEN, "train", *args, "resume=true"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "8,000 env steps" in done.stdout
+    final = torch.load(state, weights_only=True)
+    assert final["learner"]["decisions"] == 4000
+    assert _episode_ids(state) == list(range(8))
+    assert final["num_updates"] > saved["num_updates"]
+
+
+def test_impossible_resource_request_fails_fast(ray_local, tmp_path, capsys, monkeypatch):
+    args = ["train", *TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "num_workers=9",
+            "worker_cpus=1", "mlflow=false"]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    line = _assert_user_error(*_main_in(cwd, args, capsys, monkeypatch), cwd,
+                              ["asked for 10 CPUs", "rollout worker 9 x (1 CPU)", "has 4 CPUs"])
+    assert "lower num_workers=" in line
+
+
+def test_sync_needs_one_worker(tmp_path, capsys, monkeypatch):
+    _assert_user_error(*_main_in(tmp_path, ["train", "num_workers=2", "sync=true"], capsys, monkeypatch), tmp_path,
+                       ["sync=true needs num_workers=1"])
+
+
+def test_platform_never_imports_ray():
+    code = ("import sys, gym_qwen.platform.trainer, gym_qwen.platform.teachers, gym_qwen.platform.curves, "
+            "gym_qwen.platform.rollouts, gym_qwen.jobs.train, gym_qwen.jobs.evaluate; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
