@@ -57,3 +57,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the test session, on 127.0.0.1 with 4 logical CPUs (2 workers and a learner fit on
+    any machine). Tests that need a cluster of their own start one in a subprocess."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    yield ray
+    ray.shutdown()

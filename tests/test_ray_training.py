@@ -17,17 +17,6 @@ from test_cli import GYM_QWEN, _assert_user_error, _main_in
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray for this module: 4 logical CPUs so that 2 workers and a learner fit on any machine."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
 def _train(tmp_path, monkeypatch, *overrides, backend=None):
     from gym_qwen.platform.trainer import train
     from gym_qwen.platform.training import InProcessBackend

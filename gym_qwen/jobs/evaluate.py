@@ -26,8 +26,15 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     if cfg.video:
         task = cfg.task or load_checkpoint(cfg.checkpoint)["task"]
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
-    res, ckpt = evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides, device=cfg.device,
-                                    task=cfg.task, video_path=video_path, show_progress=cfg.progress, mode=cfg.mode)
+    if cfg.num_workers > 0:  # Ray only when asked for
+        from gym_qwen.actors.evaluators import evaluate_with_actors
+        res, ckpt = evaluate_with_actors(cfg.checkpoint, cfg.episodes, cfg.seed, num_workers=cfg.num_workers,
+                                         cpus=cfg.worker_cpus, overrides=overrides, task=cfg.task,
+                                         ray_address=cfg.ray_address, show_progress=cfg.progress, mode=cfg.mode)
+    else:
+        res, ckpt = evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides,
+                                        device=cfg.device, task=cfg.task, video_path=video_path,
+                                        show_progress=cfg.progress, mode=cfg.mode)
     task = res.task
     print(table([(task, cfg.mode, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
                   f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],

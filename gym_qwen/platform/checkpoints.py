@@ -120,8 +120,13 @@ def code_version() -> str:
 
 
 def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None = None):
-    """Build the agent a checkpoint describes. `overrides`: agent keys the user set explicitly (planner
-    settings may change; architecture keys must match the checkpoint)."""
+    """Build the agent a checkpoint file describes. `overrides`: agent keys the user set explicitly (planner
+    settings may change; architecture keys must match the checkpoint). Returns (agent, config, checkpoint)."""
+    return agent_from_checkpoint(load_checkpoint(checkpoint), overrides, device, task, path=str(checkpoint))
+
+
+def agent_from_checkpoint(ckpt: dict, overrides: dict, device: str, task: str | None = None, path: str = ""):
+    """load_agent for a checkpoint already in memory (e.g. handed to a Ray actor)."""
     import dataclasses
 
     from .config import TrainConfig, config_from_dict
@@ -130,13 +135,12 @@ def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None =
     from .tdmpc2.agent import TDMPC2Agent
     from .trainer import model_signature
 
-    ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(TrainConfig, ckpt["config"])
     asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
     if asked:
         mine = config_from_dict(TrainConfig, {**ckpt["config"], **asked})
-        check_compatible(ckpt, arch=model_signature(mine), path=checkpoint)
-    check_compatible(ckpt, task=task, path=checkpoint)
+        check_compatible(ckpt, arch=model_signature(mine), path=path)
+    check_compatible(ckpt, task=task, path=path)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
     spec = TaskSpec(**ckpt["task_spec"])
     agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)

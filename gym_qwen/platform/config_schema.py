@@ -215,6 +215,8 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given."""
         super().validate()
         _require(bool(self.checkpoint), "checkpoint= is required")
+        _require(not (self.video and self.num_workers > 0),
+                 "video=true records on this machine: use it with num_workers=0")
         if self.task is not None:
             check_task(self.task)
 

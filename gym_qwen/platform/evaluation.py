@@ -91,6 +91,19 @@ def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult
     return result
 
 
+def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int) -> dict:
+    """What an evaluator needs, built once: the checkpoint's agent and an environment of its task."""
+    from .checkpoints import agent_from_checkpoint
+
+    agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
+    return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed}
+
+
+def evaluation_episode(state: dict, index: int) -> list[dict]:
+    """Per-episode function of evaluator actors: the one record of evaluation episode `index`."""
+    return [evaluate_episode(state["agent"], state["env"], state["seed"], index)]
+
+
 def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | None = None,
              show_progress: bool = False, mode: str = "baseline") -> EvalResult:
     """Evaluate `agent` (eval mode, replanning each step) on `episodes` episodes (see evaluate_episode).

@@ -1,0 +1,118 @@
+"""EpisodeFarm: a pool of Ray actors running a per-episode function, merged into one Arrow dataset.
+
+Each actor builds its state once (`setup(*setup_args)`: load an agent, make an environment), then runs
+`episode_fn(state, index)` for the episode indices it is handed; the function returns records (a list of
+dicts, or an Arrow table). The farm tags every record with its episode index, restarts actors that die and
+hands their episodes out again, keeps each episode once, and stops handing out episodes when a global cap on
+records is reached. The merged table is ordered by episode (then by record), so it equals what one process
+running the episodes in order would produce, whatever the number of actors. Evaluation runs on it; corrector
+data collection (which records many rows per episode) will too.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+import ray
+from ray.exceptions import RayActorError
+
+from .cluster import check_resources, threads_for
+from .rollout_worker import FAULTS_ENV, fault_runtime_env
+
+EPISODE_COLUMN = "episode"
+MAX_RESTARTS = 8
+WAIT_SECONDS = 3600
+
+
+class EpisodeFarmError(RuntimeError):
+    """The farm could not finish (one-line message)."""
+
+
+def records_to_table(records: Any, index: int) -> pa.Table:
+    table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(list(records))
+    if EPISODE_COLUMN in table.column_names:
+        table = table.drop_columns([EPISODE_COLUMN])
+    return table.append_column(EPISODE_COLUMN, pa.array([index] * table.num_rows, pa.int64()))
+
+
+class FarmWorker:
+    """Ray actor: the state of `setup`, and `run(index)` -> Arrow table of that episode's records."""
+
+    def __init__(self, setup: Callable, episode_fn: Callable, threads: int, *setup_args):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.state = setup(*setup_args)
+        self.episode_fn = episode_fn
+        self.plan = json.loads(os.environ[FAULTS_ENV]) if os.environ.get(FAULTS_ENV) else {}
+
+    def run(self, index: int) -> pa.Table:
+        table = records_to_table(self.episode_fn(self.state, index), index)
+        if self.plan.get("crash_at_episode") == index and not os.path.exists(self.plan["marker"]):
+            with open(self.plan["marker"], "w") as f:  # injected fault: die with the episode's result unsent
+                f.write(str(os.getpid()))
+            os._exit(1)
+        return table
+
+
+def merge(tables: Iterable[pa.Table], max_records: int | None = None) -> pa.Table:
+    """One table ordered by episode (stable within an episode), cut to `max_records` rows."""
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pa.table({EPISODE_COLUMN: pa.array([], pa.int64())})
+    merged = pa.concat_tables(sorted(tables, key=lambda t: t[EPISODE_COLUMN][0].as_py()), promote_options="default")
+    return merged.slice(0, max_records) if max_records is not None else merged
+
+
+class EpisodeFarm:
+    """A pool of `num_workers` FarmWorker actors (`cpus` each). `run(indices)` returns the merged table."""
+
+    def __init__(self, setup: Callable, episode_fn: Callable, num_workers: int, *, setup_args: tuple = (),
+                 cpus: float = 1.0, max_records: int | None = None, what: str = "episode worker"):
+        check_resources([(what, num_workers, cpus, 0)])
+        cls = ray.remote(FarmWorker).options(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
+                                             **fault_runtime_env())
+        self.workers = [cls.remote(setup, episode_fn, threads_for(cpus), *setup_args) for _ in range(num_workers)]
+        self.max_records = max_records
+        self.restarts = 0
+
+    def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None) -> pa.Table:
+        todo = list(indices)
+        todo.reverse()  # pop() hands out the smallest index first
+        retry: list[int] = []  # episodes lost with a dead actor: always run again, cap or not
+        done: dict[int, pa.Table] = {}
+        in_flight: dict = {}
+        idle = list(range(len(self.workers)))
+        records = 0
+        while todo or retry or in_flight:
+            while idle and (retry or (todo and (self.max_records is None or records < self.max_records))):
+                w, index = idle.pop(0), (retry.pop() if retry else todo.pop())
+                in_flight[self.workers[w].run.remote(index)] = (w, index)
+            if not in_flight:
+                break  # the cap is reached: the rest is not needed
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_SECONDS)
+            if not ready:
+                raise EpisodeFarmError(f"no episode finished within {WAIT_SECONDS} s")
+            w, index = in_flight.pop(ready[0])
+            idle.append(w)
+            try:
+                table = ray.get(ready[0], timeout=WAIT_SECONDS)
+            except RayActorError:
+                self.restarts += 1
+                if self.restarts > MAX_RESTARTS * len(self.workers):
+                    raise EpisodeFarmError(f"episode workers died {self.restarts} times; giving up") from None
+                retry.append(index)  # run it again on the restarted actor
+                continue
+            if index not in done:
+                done[index] = table
+                records += table.num_rows
+                if on_episode is not None:
+                    on_episode(index, table)
+        return merge(done.values(), self.max_records)
+
+    def close(self) -> None:
+        for actor in self.workers:
+            ray.kill(actor, no_restart=True)
+        self.workers = []

@@ -1,0 +1,32 @@
+"""Evaluation spread over evaluator actors (an EpisodeFarm); equal to the sequential run for the same seeds."""
+from __future__ import annotations
+
+import ray
+
+from .cluster import connect
+from .episode_farm import EpisodeFarm
+
+
+def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_workers: int, cpus: float = 1.0,
+                         overrides: dict | None = None, task: str | None = None, ray_address: str | None = None,
+                         show_progress: bool = False, mode: str = "baseline"):
+    """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 over N CPU evaluator actors, each holding
+    the checkpoint's agent (the checkpoint travels once through the object store). Returns (EvalResult, ckpt)."""
+    from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
+    from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup, result_from_records
+    from gym_qwen.platform.progress import progress_bar
+
+    if mode != "baseline":
+        raise ValueError(f"evaluation mode {mode!r} is not available yet; choose baseline")
+    ckpt = load_checkpoint(checkpoint)
+    check_compatible(ckpt, task=task, path=checkpoint)
+    connect(ray_address)
+    farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
+                       setup_args=(ray.put(ckpt), overrides or {}, "cpu", seed), what="evaluator")
+    try:
+        with progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} ({num_workers} actors)", unit="ep",
+                          enabled=show_progress) as bar:
+            table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
+    finally:
+        farm.close()
+    return result_from_records(ckpt["task"], mode, table.to_pylist()), ckpt
