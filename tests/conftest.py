@@ -59,10 +59,10 @@ def single_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray for the test session, on 127.0.0.1 with 4 logical CPUs (2 workers and a learner fit on
-    any machine). Tests that need a cluster of their own start one in a subprocess."""
+    """A local Ray for one test module, on 127.0.0.1 with 4 logical CPUs (2 workers and a learner fit on any
+    machine). Shut down after the module, so that the cluster test's `ray stop` finds nothing of it."""
     import ray
 
     if not ray.is_initialized():

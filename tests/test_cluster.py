@@ -1,0 +1,156 @@
+"""Cluster files (they parse, name real entry points, match the installed Ray) and job submission to a real
+local cluster started with `ray start --head` on 127.0.0.1, with token authentication set explicitly."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY, TINY_TASK
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _ray_version() -> str:
+    import ray
+    return ray.__version__
+
+
+def _check_command(command: str) -> None:
+    """A `gym-qwen CMD k=v ...` or `python -m gym_qwen.jobs.CMD k=v ...` line names a real command and its
+    keys parse under that command's schema."""
+    import importlib
+
+    from gym_qwen.jobs.cli import COMMANDS
+    from gym_qwen.platform.config import parse_config
+
+    words = shlex.split(command.replace("$PWD", "/abs"))
+    if words[0] == "gym-qwen":
+        name, args = words[1], words[2:]
+        assert name in COMMANDS, command
+        module = COMMANDS[name][0]
+    else:
+        assert words[:2] == ["python", "-m"] and words[2].startswith("gym_qwen.jobs."), command
+        module, args = words[2], words[3:]
+        name = module.rsplit(".", 1)[1]
+        assert (name, module) in {(k, v[0]) for k, v in COMMANDS.items()}, command
+    schema = {"train": "TrainConfig", "evaluate": "EvaluateConfig", "info": "InfoConfig", "demo": "DemoConfig",
+              "teacher": "TeacherConfig", "curves": "CurvesConfig"}[name]
+    importlib.import_module(module)
+    import gym_qwen.platform.config as config
+    parse_config(getattr(config, schema), [a for a in args if "=" in a])
+
+
+def test_cluster_files_parse_and_match_the_installed_ray():
+    version = _ray_version()
+    launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    assert launcher["docker"]["image"] == f"rayproject/ray:{version}-py311-gpu"
+    assert launcher["docker"]["head_image"] == f"rayproject/ray:{version}-py311-cpu"
+    assert set(launcher["available_node_types"]) == {"head_cpu", "gpu_worker"}
+    assert launcher["head_node_type"] == "head_cpu"
+    assert any("pip install" in c and "gym-qwen" in c for c in launcher["setup_commands"])
+    assert all("RAY_AUTH_MODE=token" in c for c in launcher["head_start_ray_commands"] + launcher[
+        "worker_start_ray_commands"] if "ray start" in c)
+    cluster = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())
+    job = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
+    assert (cluster["kind"], job["kind"]) == ("RayCluster", "RayJob")
+    assert cluster["spec"]["rayVersion"] == job["spec"]["rayClusterSpec"]["rayVersion"] == version
+    gpu_groups = [g for g in cluster["spec"]["workerGroupSpecs"]
+                  if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    assert gpu_groups
+    _check_command(job["spec"]["entrypoint"])
+    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
+        for c in [spec["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  *[g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]]:
+            assert {"name": "RAY_AUTH_MODE", "value": "token"} in c["env"]
+    assert f"FROM rayproject/ray:{version}-py311-gpu" in (CLUSTER / "Dockerfile").read_text()
+    runtime_env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
+    assert ".venv/" in runtime_env["excludes"] and "runs/" in runtime_env["excludes"]
+
+
+def test_documented_commands_are_real():
+    lines = []
+    for doc in (CLUSTER / "README.md", ROOT / "README.md"):
+        text = doc.read_text().replace("\\\n", " ")
+        lines += re.findall(r"-- ((?:gym-qwen|python -m gym_qwen\.jobs\.)[^\n`]*)", text)
+    assert len(lines) >= 3
+    for line in lines:
+        _check_command(line.strip())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def local_cluster(tmp_path):
+    """`ray start --head` on 127.0.0.1 with token auth; yields (dashboard address, env); `ray stop` after."""
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("RAY_ADDRESS", None)
+    dash = _free_port()
+    start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+                            f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                            "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        yield f"http://127.0.0.1:{dash}", env, token
+    finally:
+        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _runtime_env(env: dict) -> dict:
+    spec = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
+    return {"working_dir": str(ROOT), "excludes": spec["excludes"],
+            "env_vars": {**spec["env_vars"], "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}}
+
+
+@pytest.mark.ray
+def test_jobs_submitted_to_a_local_cluster(local_cluster, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    address, env, token = local_cluster
+    runs = tmp_path / "runs"
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    train = " ".join(["gym-qwen", "train", *TINY, f"task={TINY_TASK}", "steps=2000", "eval_freq=0",
+                      "num_workers=1", f"output_dir={runs}"])
+    job_id = client.submit_job(entrypoint=train, runtime_env=_runtime_env(env))
+    deadline = time.time() + 400
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                              JobStatus.STOPPED} and time.time() < deadline:
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "trained cartpole-balance for 2,000 env steps" in logs
+    agent = runs / TINY_TASK / "default" / "seed1" / "agent.pt"
+    assert agent.is_file() and (agent.parent / "summary.json").is_file()
+
+    # The same through the `ray job submit` command line, with the python -m form of a command.
+    out = subprocess.run([str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--runtime-env",
+                          str(CLUSTER / "runtime_env.yaml"), "--working-dir", str(ROOT), "--",
+                          "python", "-m", "gym_qwen.jobs.evaluate", f"checkpoint={agent}", "episodes=2",
+                          "num_workers=2", "progress=false", f"output={tmp_path / 'ev.json'}"],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "baseline" in out.stdout and (tmp_path / "ev.json").is_file()
+    # Without the token the job server refuses.
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+    refused = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", address], env={
+        **no_token, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
