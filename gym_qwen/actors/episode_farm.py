@@ -43,7 +43,10 @@ class FarmWorker:
     def __init__(self, setup: Callable, episode_fn: Callable, threads: int, *setup_args):
         import torch
 
+        from gym_qwen.platform.envs import quiet_library_logs
+
         torch.set_num_threads(threads)
+        quiet_library_logs()
         self.state = setup(*setup_args)
         self.episode_fn = episode_fn
         self.plan = json.loads(os.environ[FAULTS_ENV]) if os.environ.get(FAULTS_ENV) else {}

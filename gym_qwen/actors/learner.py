@@ -12,10 +12,13 @@ class LearnerActor:
     def __init__(self, config: dict, threads: int, device: str):
         import torch
 
+        from gym_qwen.platform.envs import quiet_library_logs
+
         from gym_qwen.platform.config import TrainConfig, config_from_dict
         from gym_qwen.platform.training import build_learning
 
         torch.set_num_threads(threads)
+        quiet_library_logs()
         self.cfg = config_from_dict(TrainConfig, config)
         self.spec, self.agent, self.learner = build_learning(self.cfg, device)
         self.decisions = 0
@@ -80,6 +83,16 @@ class LearnerActor:
         if metrics:
             self._updated()
         return metrics
+
+    def update(self, n: int) -> dict:
+        """n updates on what the buffer holds, outside the update-to-data schedule (benchmarks). Returns the
+        mean metrics and the seconds they took."""
+        import time
+        start = time.perf_counter()
+        metrics = self.learner.update(n)
+        if metrics:
+            self._updated()
+        return {**metrics, "seconds": time.perf_counter() - start}
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self, episodes: int, seed: int, version: int | None = None, weights_box: list | None = None):

@@ -42,6 +42,8 @@ class RolloutWorker:
     def __init__(self, config: dict, worker_index: int, threads: int):
         import torch
 
+        from gym_qwen.platform.envs import quiet_library_logs
+
         from gym_qwen.platform.config import TrainConfig, config_from_dict
         from gym_qwen.platform.envs import task_spec
         from gym_qwen.platform.rollouts import EpisodeRunner
@@ -49,6 +51,7 @@ class RolloutWorker:
         from gym_qwen.platform.training import Collector, resolve_seed_steps
 
         torch.set_num_threads(threads)
+        quiet_library_logs()
         self.cfg = cfg = config_from_dict(TrainConfig, config)
         spec = task_spec(cfg.task)
         self.agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, "cpu")

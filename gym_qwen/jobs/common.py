@@ -6,19 +6,9 @@ from typing import Callable
 
 from gym_qwen.platform.checkpoints import CheckpointError
 from gym_qwen.platform.config import ConfigError, describe, parse_config
-from gym_qwen.platform.envs import UnknownTaskError
+from gym_qwen.platform.envs import UnknownTaskError, quiet_library_logs
 
 USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError)
-
-
-def _quiet_library_logs() -> None:
-    """dm_control reports MuJoCo XML deprecation notices through absl at WARNING level (e.g. for cheetah-run);
-    a CLI user can do nothing about them, so keep them off stderr (absl errors still show)."""
-    try:
-        from absl import logging as absl_logging
-    except ImportError:
-        return
-    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_errors: tuple = ()) -> int:
@@ -27,7 +17,7 @@ def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: gym-qwen {command} [config=preset.yaml] [key=value ...]\n\n{describe(schema)}")
         return 0
-    _quiet_library_logs()
+    quiet_library_logs()
     try:
         cfg = parse_config(schema, argv)
         result = body(cfg)

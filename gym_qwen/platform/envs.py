@@ -288,6 +288,17 @@ def _spec_of(env: _PlatformEnv, suite: str) -> TaskSpec:
     )
 
 
+def quiet_library_logs() -> None:
+    """dm_control reports MuJoCo XML deprecation notices through absl at WARNING level (e.g. for cheetah-run);
+    a user can do nothing about them, so keep them off stderr (absl errors still show). Commands and actors
+    call this once per process."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
 def make_env(task: str, seed: int, *, render_size: int = DEFAULT_RENDER_SIZE) -> gymnasium.Env:
     """Build ``task`` seeded with ``seed``; the first ``reset()`` without a seed uses it.
 
