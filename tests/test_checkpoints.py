@@ -55,7 +55,7 @@ def test_agent_checkpoint_round_trip(tiny_agent, tmp_path):
     from gym_qwen.platform.trainer import agent_payload, model_signature
 
     cfg, spec, agent = tiny_agent
-    path = save_checkpoint(tmp_path / "agent.pt", agent_payload(cfg, spec, agent, env_steps=1234))
+    path = save_checkpoint(tmp_path / "agent.pt", agent_payload(cfg, spec, agent.state_dict(with_optim=False), env_steps=1234))
     assert _entries(tmp_path) == ["agent.pt"]
     ckpt = load_checkpoint(path)
     assert ckpt["format"] == FORMAT and ckpt["version"] == VERSION and ckpt["kind"] == "agent"

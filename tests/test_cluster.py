@@ -104,15 +104,31 @@ def local_cluster(tmp_path):
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop("RAY_ADDRESS", None)
     dash = _free_port()
+    temp_dir = f"/tmp/gq{secrets.token_hex(4)}"  # short: Ray's socket paths live under it
     start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                             f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                            "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-2000:]
+                            "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
+                            f"--temp-dir={temp_dir}"], env=env, capture_output=True, text=True, timeout=180)
     try:
+        assert start.returncode == 0, start.stderr[-2000:]
         yield f"http://127.0.0.1:{dash}", env, token
     finally:
-        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        # Stop this cluster only (`ray stop` would stop every Ray on the machine): its processes name its dir.
+        subprocess.run(["pkill", "-KILL", "-f", temp_dir], capture_output=True, timeout=60)
+        time.sleep(1)
+        subprocess.run(["rm", "-rf", temp_dir], capture_output=True, timeout=60)
+
+
+def _submit(client, **kwargs) -> str:
+    """submit_job, retried while the fresh head's job agent is still starting ("No available agent")."""
+    deadline = time.time() + 180
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _runtime_env(env: dict) -> dict:
@@ -130,8 +146,8 @@ def test_jobs_submitted_to_a_local_cluster(local_cluster, tmp_path):
     client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
     train = " ".join(["gym-qwen", "train", *TINY, f"task={TINY_TASK}", "steps=2000", "eval_freq=0",
                       "num_workers=1", f"output_dir={runs}"])
-    job_id = client.submit_job(entrypoint=train, runtime_env=_runtime_env(env))
-    deadline = time.time() + 400
+    job_id = _submit(client, entrypoint=train, runtime_env=_runtime_env(env))
+    deadline = time.time() + 900
     while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
                                                               JobStatus.STOPPED} and time.time() < deadline:
         time.sleep(2)

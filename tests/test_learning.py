@@ -1,8 +1,9 @@
 """Learning smoke test: a short TD-MPC2 run on cartpole-balance beats a random policy clearly.
 
-This is the slowest test (a few minutes on 2 cores): it trains a small network for 10k env steps
-(5k decisions) and evaluates it. Random actions score 336 +- 20 on these evaluation seeds; the agent
-reached 505 at 10k steps and 735 at 16k in the run recorded in BENCHMARKS.md.
+This is the slowest test (a few minutes on 2 cores): it trains a small network for 12k env steps
+(6k decisions) and evaluates it. Random actions score 336 +- 20 on these evaluation seeds. With acting on its
+own random stream (since the Ray stage) the same run gave 310, 350, 378, 464, 394, 642, 727 at 2k..14k env
+steps: a small network's curve is noisy at 10k, clearly above random from 12k.
 """
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def test_short_training_beats_random_policy(tmp_path, monkeypatch):
     from gym_qwen.platform.trainer import train
 
     monkeypatch.chdir(tmp_path)
-    cfg = parse_config(TrainConfig, ["task=cartpole-balance", "steps=10000", "seed=1", "eval_freq=10000",
+    cfg = parse_config(TrainConfig, ["task=cartpole-balance", "steps=12000", "seed=1", "eval_freq=12000",
                                      "eval_episodes=3", "mlflow=false", "progress=false",
                                      f"output_dir={tmp_path}", *SMALL])
     summary = train(cfg)

@@ -81,29 +81,29 @@ def test_crashed_rollout_worker_is_restarted_and_no_episode_is_lost_or_doubled(r
     marker = tmp_path / "crashed"
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"crash_at_decision": 250, "marker": str(marker)}))
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=6000", "eval_freq=0", "num_workers=2",
+    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=4000", "eval_freq=0", "num_workers=2",
                             "worker_cpus=1")
     backend, state, stats, buffer_ids = _run_async(cfg)
-    n = 6000 // 2 // 500  # episodes of 500 decisions
+    n = 4000 // 2 // 500  # episodes of 500 decisions
     assert marker.exists(), "no worker crashed"
     assert backend.restarts == 1
     assert stats["episode_ids"] == list(range(n)) == buffer_ids  # each finished episode exactly once
-    assert stats["decisions"] == 3000 and len(state.episode_returns) == n
+    assert stats["decisions"] == 2000 and len(state.episode_returns) == n
 
 
 def test_two_workers_with_two_envs_each(ray_local, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=8000", "eval_freq=0", "num_workers=2",
+    cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", "steps=5000", "eval_freq=0", "num_workers=2",
                             "num_envs=2", "worker_cpus=1")
     backend, state, stats, buffer_ids = _run_async(cfg)
     assert backend.restarts == 0
-    assert stats["episode_ids"] == list(range(8)) == buffer_ids
+    assert stats["episode_ids"] == list(range(5)) == buffer_ids
     # one update per decision after the 300 seed decisions, plus the 300-update burst
-    assert stats["updates"] == 4000 and len(state.episode_returns) == 8
+    assert stats["updates"] == 2500 and len(state.episode_returns) == 5
 
 
 def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
-    args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "mlflow=false", "steps=8000",
+    args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "mlflow=false", "steps=6000",
             "eval_freq=0", "checkpoint_freq=2000", "num_workers=2", "worker_cpus=0.5", "learner_cpus=0.5"]
     state = tmp_path / "runs" / TINY_TASK / "default" / "seed1" / "train_state.pt"
     env = {**os.environ, "RAY_ADDRESS": ""}
@@ -117,14 +117,14 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     first.wait(timeout=60)
     saved = torch.load(state, weights_only=True)
     before = saved["learner"]["decisions"]
-    assert 0 < before < 4000
+    assert 0 < before < 3000
     done = subprocess.run([GYM_QWEN, "train", *args, "resume=true"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "8,000 env steps" in done.stdout
+    assert "6,000 env steps" in done.stdout
     final = torch.load(state, weights_only=True)
-    assert final["learner"]["decisions"] == 4000
-    assert _episode_ids(state) == list(range(8))
+    assert final["learner"]["decisions"] == 3000
+    assert _episode_ids(state) == list(range(6))
     assert final["num_updates"] > saved["num_updates"]
 
 

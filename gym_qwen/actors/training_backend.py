@@ -56,7 +56,6 @@ class RayTrainingBackend:
 
     def __init__(self, cfg):
         from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.tdmpc2.agent import resolve_device
         from gym_qwen.platform.config import config_to_dict
         from gym_qwen.platform.training import resolve_seed_steps
 
@@ -64,8 +63,12 @@ class RayTrainingBackend:
         self.spec = task_spec(cfg.task)
         self.seed_steps = resolve_seed_steps(cfg, self.spec.episode_length)
         connect(cfg.ray_address)
-        device = str(resolve_device(cfg.device))
-        gpus = 1 if device.startswith("cuda") else 0
+        # The learner may land on another node than this driver: "auto" asks the cluster, not this machine.
+        if cfg.device == "auto":
+            device = "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+        else:
+            device = cfg.device
+        gpus = 1 if device == "cuda" else 0
         check_resources([("rollout worker", cfg.num_workers, cfg.worker_cpus, 0),
                          ("learner", 1, cfg.learner_cpus, gpus)])
         config = config_to_dict(cfg)
