@@ -88,7 +88,8 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="ERROR")
     rows = [collection_rate(args.task, args.model_size, int(n), args.episodes, args.num_envs)
             for n in args.workers.split(",")]
     base = rows[0]["env_steps_per_s"] / rows[0]["workers"]

@@ -108,15 +108,49 @@ def local_cluster(tmp_path):
     start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                             f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                             "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
-                            f"--temp-dir={temp_dir}"], env=env, capture_output=True, text=True, timeout=180)
+                            f"--temp-dir={temp_dir}",
+                            # free ports, not Ray's fixed defaults (10001, 52365): another Ray on this machine,
+                            # or one left over from a killed job, must not stop this one's job agent
+                            *(f"--{name}={_free_port()}" for name in (
+                                "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                "runtime-env-agent-port", "metrics-export-port"))],
+                           env=env, capture_output=True, text=True, timeout=180)
     try:
         assert start.returncode == 0, start.stderr[-2000:]
         yield f"http://127.0.0.1:{dash}", env, token
     finally:
-        # Stop this cluster only (`ray stop` would stop every Ray on the machine): its processes name its dir.
-        subprocess.run(["pkill", "-KILL", "-f", temp_dir], capture_output=True, timeout=60)
-        time.sleep(1)
-        subprocess.run(["rm", "-rf", temp_dir], capture_output=True, timeout=60)
+        _stop_cluster(temp_dir)
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Stop this cluster only (`ray stop` would stop every Ray on the machine): the processes whose command
+    line names its temp dir (GCS, raylet, dashboard) and all their descendants (agents, workers)."""
+    import signal
+
+    cmdline, children = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    todo = [pid for pid, cmd in cmdline.items() if temp_dir in cmd]
+    doomed = set()
+    while todo:
+        pid = todo.pop()
+        if pid not in doomed:
+            doomed.add(pid)
+            todo += children.get(pid, [])
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(1)
+    subprocess.run(["rm", "-rf", temp_dir], capture_output=True, timeout=60)
 
 
 def _submit(client, **kwargs) -> str:

@@ -22,7 +22,8 @@ def connect(address: str | None = None) -> None:
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        # address="local": a new Ray of this process's own, never a stale cluster recorded on this machine
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 
 def threads_for(cpus: float) -> int:
