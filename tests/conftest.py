@@ -65,8 +65,9 @@ def ray_local():
     machine). Shut down after the module, so that the cluster test's `ray stop` finds nothing of it."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level="ERROR")
+    if ray.is_initialized():  # whatever an earlier test left behind is not the 4-CPU Ray these tests count on
+        ray.shutdown()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="ERROR")
     yield ray
     ray.shutdown()

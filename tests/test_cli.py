@@ -140,6 +140,8 @@ def test_more_user_errors(case, tmp_path, capsys, monkeypatch):
     if args[0] == "train":
         args = [*args, f"output_dir={tmp_path / 'runs'}"]
     _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, words)
+    if "ray" in sys.modules:  # a refused job leaves no Ray of its own behind in this process
+        assert not sys.modules["ray"].is_initialized()
 
 
 def test_evaluate_with_other_task(tiny_checkpoint, tmp_path, capsys, monkeypatch):

@@ -248,3 +248,14 @@ def test_updates_due_while_buffer_is_empty_are_deferred_not_dropped():
                         np.zeros(T, bool), 0))
     assert learner.take_due_updates(500) == 300 + 2 + 1  # the burst, the two deferred singles, this decision
     assert learner.take_due_updates(501) == 1
+
+
+def test_metric_means_weigh_every_update_the_same():
+    from gym_qwen.platform.training import MetricMeans
+
+    means = MetricMeans()
+    means.add({"loss": 1.0}, 1)
+    means.add({"loss": 4.0}, 3)  # a burst of 3 updates counts three times
+    means.add({}, 5)  # no update ran: nothing to count
+    assert means.take() == {"loss": 3.25}
+    assert means.take() == {}

@@ -10,13 +10,14 @@ class ResourceRequestError(ConfigError):
     """The actors asked for more CPUs or GPUs than the whole cluster has (one-line message)."""
 
 
-def connect(address: str | None = None) -> None:
+def connect(address: str | None = None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else start Ray on this machine
-    bound to 127.0.0.1. A second call does nothing."""
+    bound to 127.0.0.1. A second call does nothing. Returns whether this call connected, so that the caller
+    (and only it) calls `disconnect` when done."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = {"logging_level": "ERROR", "configure_logging": True, "log_to_driver": True}
     if address:
@@ -24,6 +25,16 @@ def connect(address: str | None = None) -> None:
     else:
         # address="local": a new Ray of this process's own, never a stale cluster recorded on this machine
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+    return True
+
+
+def disconnect(connected: bool) -> None:
+    """Leave Ray if `connect` returned True: a job run inside a longer-lived process (a notebook, a test) must not
+    leave its Ray behind for the next caller, who would find this machine's CPU count instead of its own."""
+    if connected:
+        import ray
+
+        ray.shutdown()
 
 
 def threads_for(cpus: float) -> int:

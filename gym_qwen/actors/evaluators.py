@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ray
 
-from .cluster import connect
+from .cluster import connect, disconnect
 from .episode_farm import EpisodeFarm
 
 
@@ -20,13 +20,16 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
         raise ValueError(f"evaluation mode {mode!r} is not available yet; choose baseline")
     ckpt = load_checkpoint(checkpoint)
     check_compatible(ckpt, task=task, path=checkpoint)
-    connect(ray_address)
-    farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
-                       setup_args=(ray.put(ckpt), overrides or {}, "cpu", seed), what="evaluator")
+    connected = connect(ray_address)
     try:
-        with progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} ({num_workers} actors)", unit="ep",
-                          enabled=show_progress) as bar:
-            table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
+        farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
+                           setup_args=(ray.put(ckpt), overrides or {}, "cpu", seed), what="evaluator")
+        try:
+            with progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} ({num_workers} actors)", unit="ep",
+                              enabled=show_progress) as bar:
+                table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
+        finally:
+            farm.close()
     finally:
-        farm.close()
+        disconnect(connected)
     return result_from_records(ckpt["task"], mode, table.to_pylist()), ckpt

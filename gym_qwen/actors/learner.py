@@ -45,11 +45,13 @@ class LearnerActor:
         """Fetch finished episodes (refs to lists of Episodes, as rollout workers return them), add each id at
         most once and run the updates their decisions make due. Returns counters, mean update metrics, the
         episodes' (id, length, return) and the current weights version with its boxed ref."""
+        from gym_qwen.platform.training import MetricMeans
+
         episodes = [e for batch in ray.get(list(episode_refs), timeout=600) for e in batch]
         added = dupes = 0
         summaries = []
-        totals: dict[str, float] = {}
-        n_updates = 0
+        means = MetricMeans()
+        before = self.learner.num_updates
         for episode in episodes:
             if episode.episode_id in self.episode_ids:
                 dupes += 1
@@ -62,27 +64,26 @@ class LearnerActor:
             for d in range(self.decisions + 1, self.decisions + len(episode) + 1):
                 due += self.learner.take_due_updates(d)
             self.decisions += len(episode)
-            metrics = self.learner.update(due)
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v * due
-            n_updates += due if metrics else 0
-        if n_updates:
+            means.add(self.learner.update(due), due)
+        if self.learner.num_updates > before:
             self._updated()
         version, box = self.weights()
         return {"added": added, "duplicates": dupes, "decisions": self.decisions, "updates": self.learner.num_updates,
-                "metrics": {k: v / n_updates for k, v in totals.items()} if n_updates else {},
-                "episodes": summaries, "version": version, "weights": box}
+                "metrics": means.take(), "episodes": summaries, "version": version, "weights": box}
 
     def sync_step(self, episode, decisions: int) -> dict:
-        """Lockstep: the in-process loop's learning half of one decision."""
+        """Lockstep: the in-process loop's learning half of one decision. Returns its mean update metrics, how
+        many updates it ran and the total so far."""
         if episode is not None:
             self.episode_ids.add(episode.episode_id)
             self.learner.add(episode)
         self.decisions = decisions
+        before = self.learner.num_updates
         metrics = self.learner.update(self.learner.take_due_updates(decisions))
-        if metrics:
+        ran = self.learner.num_updates - before
+        if ran:
             self._updated()
-        return metrics
+        return {"metrics": metrics, "ran": ran, "num_updates": self.learner.num_updates}
 
     def update(self, n: int) -> dict:
         """n updates on what the buffer holds, outside the update-to-data schedule (benchmarks). Returns the

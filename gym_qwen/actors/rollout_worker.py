@@ -80,7 +80,7 @@ class RolloutWorker:
         return self.collector.step(), self.collector.decisions
 
     def drop_partial_episode(self) -> None:
-        self.collector._episode = None
+        self.collector.drop_partial_episode()
 
     def collector_state(self) -> dict:
         return self.collector.state()

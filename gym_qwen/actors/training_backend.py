@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from gym_qwen.platform.training import TrainingBackendError
+from gym_qwen.platform.training import MetricMeans, TrainingBackendError
 
-from .cluster import check_resources, connect, threads_for
+from .cluster import check_resources, connect, disconnect, threads_for
 from .learner import LearnerActor
 from .rollout_worker import RolloutWorker, fault_runtime_env
 
@@ -56,13 +56,31 @@ class RayTrainingBackend:
 
     def __init__(self, cfg):
         from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.config import config_to_dict
         from gym_qwen.platform.training import resolve_seed_steps
 
         self.cfg = cfg
         self.spec = task_spec(cfg.task)
         self.seed_steps = resolve_seed_steps(cfg, self.spec.episode_length)
-        connect(cfg.ray_address)
+        self._connected = connect(cfg.ray_address)
+        try:
+            self._start_actors(cfg)
+        except BaseException:
+            disconnect(self._connected)
+            raise
+        self.decisions = 0
+        self.num_updates = 0
+        self.restarts = 0
+        # async bookkeeping
+        self.next_id = 0
+        self.retry_ids: collections.deque[int] = collections.deque()
+        self.in_flight: dict = {}  # worker task ref -> (worker index, ids)
+        self.idle = list(range(cfg.num_workers))
+        self.ingests: collections.deque = collections.deque()  # (ref, n episodes) in submission order
+        self._sync_means = MetricMeans()
+
+    def _start_actors(self, cfg) -> None:
+        from gym_qwen.platform.config import config_to_dict
+
         # The learner may land on another node than this driver: "auto" asks the cluster, not this machine.
         if cfg.device == "auto":
             device = "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
@@ -78,17 +96,6 @@ class RayTrainingBackend:
                                                        max_task_retries=0, **fault_runtime_env())
         self.workers = [worker_cls.remote(config, i, threads_for(cfg.worker_cpus)) for i in range(cfg.num_workers)]
         self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
-        self.decisions = 0
-        self.num_updates = 0
-        self.restarts = 0
-        # async bookkeeping
-        self.next_id = 0
-        self.retry_ids: collections.deque[int] = collections.deque()
-        self.in_flight: dict = {}  # worker task ref -> (worker index, ids)
-        self.idle = list(range(cfg.num_workers))
-        self.ingests: collections.deque = collections.deque()  # (ref, n episodes) in submission order
-        self._sync_sums: dict[str, float] = {}
-        self._sync_count = 0
 
     # ------------------------------------------------------------------ the backend interface
     def advance(self, total_decisions: int) -> list:
@@ -127,27 +134,24 @@ class RayTrainingBackend:
         for actor in [*self.workers, self.learner]:
             ray.kill(actor, no_restart=True)
         self.workers = []
+        disconnect(self._connected)
+        self._connected = False
 
     # ------------------------------------------------------------------ lockstep
     def _advance_sync(self, total_decisions: int) -> list:
         worker = self.workers[0]
         episode, self.decisions = _get(worker.sync_step.remote(self.version, self.weights_box), "the rollout worker")
-        metrics = _get(self.learner.sync_step.remote(episode, self.decisions), "the learner")
-        if metrics:
-            self.num_updates += 1
+        learned = _get(self.learner.sync_step.remote(episode, self.decisions), "the learner")
+        self.num_updates = learned["num_updates"]
+        if learned["ran"]:
             self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
-            self._sync_count += 1
-            for k, v in metrics.items():
-                self._sync_sums[k] = self._sync_sums.get(k, 0.0) + v
+            self._sync_means.add(learned["metrics"], learned["ran"])
         if episode is None and self.decisions < total_decisions:
             return []
-        means = {k: v / self._sync_count for k, v in self._sync_sums.items()} if self._sync_count else {}
-        self._sync_sums, self._sync_count = {}, 0
-        if episode is None:
+        if episode is None:  # stopped mid-episode at the step budget
             _get(worker.drop_partial_episode.remote(), "the rollout worker")
             return []
-        self.num_updates = _get(self.learner.stats.remote(), "the learner")["updates"]
-        return [(EpisodeSummary(episode.episode_id, len(episode), episode.total_reward), means)]
+        return [(EpisodeSummary(episode.episode_id, len(episode), episode.total_reward), self._sync_means.take())]
 
     # ------------------------------------------------------------------ asynchronous
     def _random_end(self) -> int:

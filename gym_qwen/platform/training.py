@@ -66,6 +66,10 @@ class Collector:
         self._episode = None
         return episode
 
+    def drop_partial_episode(self) -> None:
+        """Forget the episode under way (training stopped at its step budget mid-episode)."""
+        self._episode = None
+
     def state(self) -> dict:
         assert self._episode is None, "collector state is only saved between episodes"
         return {"rng": self.rng.bit_generator.state, "episode_index": self.episode_index,
@@ -121,6 +125,27 @@ class Learner:
         return {k: v / n for k, v in totals.items()}
 
 
+class MetricMeans:
+    """Means of update metrics over every update since the last `take`, each update weighing the same (a call
+    that ran the seed-phase burst of updates counts for all of them)."""
+
+    def __init__(self):
+        self._sums: dict[str, float] = {}
+        self._updates = 0
+
+    def add(self, metrics: dict, updates: int) -> None:
+        if not metrics or updates <= 0:
+            return
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v * updates
+        self._updates += updates
+
+    def take(self) -> dict:
+        means = {k: v / self._updates for k, v in self._sums.items()} if self._updates else {}
+        self._sums, self._updates = {}, 0
+        return means
+
+
 @dataclass
 class LoopState:
     """Counters and history that a resumed run needs besides weights, buffer and RNGs."""
@@ -170,8 +195,7 @@ class InProcessBackend:
     def __init__(self, cfg):
         self.cfg = cfg
         self.spec, self.agent, self.collector, self.learner = build(cfg)
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        self._means = MetricMeans()
 
     @property
     def decisions(self) -> int:
@@ -186,17 +210,14 @@ class InProcessBackend:
         episode = self.collector.step()
         if episode is not None:  # into the buffer before this decision's updates, as TD-MPC2 does
             self.learner.add(episode)
-        metrics = self.learner.update(self.learner.take_due_updates(self.collector.decisions))
-        if metrics:
-            self._count += 1
-            for k, v in metrics.items():
-                self._sums[k] = self._sums.get(k, 0.0) + v
+        due = self.learner.take_due_updates(self.collector.decisions)
+        self._means.add(self.learner.update(due), due)
         if episode is None and self.collector.decisions < total_decisions:
             return []
-        means = {k: v / self._count for k, v in self._sums.items()} if self._count else {}
-        self._sums, self._count = {}, 0
-        self.collector._episode = None  # stopped mid-episode at the step budget: the partial episode is dropped
-        return [(episode, means)] if episode is not None else []
+        if episode is None:  # stopped mid-episode at the step budget
+            self.collector.drop_partial_episode()
+            return []
+        return [(episode, self._means.take())]
 
     def evaluate(self, episodes: int, seed: int):
         from .evaluation import evaluate
