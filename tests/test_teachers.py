@@ -31,6 +31,37 @@ def test_shipped_teacher_matches_its_card(model_file):
     assert card["evaluation"]["episodes"] >= 10
 
 
+def _reward_over(task: str, decisions: int, act) -> float:
+    from gym_qwen.platform.envs import make_env
+
+    env = make_env(task, 7)
+    obs, _ = env.reset(seed=7)
+    total = 0.0
+    for t in range(decisions):
+        obs, r, terminated, truncated, _ = env.step(act(obs, t, env.action_space.shape))
+        total += r
+        if terminated or truncated:
+            break
+    env.close()
+    return total
+
+
+@pytest.mark.parametrize("model_file", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_teacher_controls_far_better_than_random_actions(model_file):
+    """100 decisions from one start: a teacher that learned earns several times what random actions do."""
+    import numpy as np
+    import torch
+
+    from gym_qwen.platform.checkpoints import load_agent
+
+    agent, _, ckpt = load_agent(str(model_file), {}, "cpu")
+    torch.manual_seed(0)
+    taught = _reward_over(ckpt["task"], 100, lambda obs, t, shape: agent.act(obs, t0=t == 0, eval_mode=True))
+    rng = np.random.default_rng(0)
+    rand = _reward_over(ckpt["task"], 100, lambda obs, t, shape: rng.uniform(-1, 1, shape).astype(np.float32))
+    assert taught > 3 * rand + 10, (taught, rand)
+
+
 def test_models_index_lists_every_teacher():
     cards = sorted(MODELS.glob("*.json"))
     assert sorted(p.stem for p in cards) == [p.stem for p in SHIPPED], "every teacher needs a card and vice versa"
@@ -134,3 +165,24 @@ def test_teacher_user_errors(case, tmp_path, capsys, monkeypatch):
     _assert_user_error(*_main_in(cwd, [*args, f"output_dir={tmp_path / 'models'}"], capsys, monkeypatch), cwd,
                        words)
     assert not (tmp_path / "models").exists()
+
+
+def test_demo_trains_then_shows_a_teacher_beside_random_actions(exported, tmp_path, capsys, monkeypatch):
+    model_file, card = exported
+    args = ["demo", "steps=1000", "seed_steps=250", "episodes=1", "seed=3", "mlflow=false", f"teacher={model_file}",
+            "teacher_episodes=1", "torch_threads=1", f"output_dir={tmp_path / 'runs'}"]
+    rc, out, err = _main_in(tmp_path, args, capsys, monkeypatch)
+    assert rc == 0, err
+    assert "TD-MPC2 after 1,000 steps" in out
+    teacher_part = out[out.index("Shipped teacher"):]
+    assert f"trained for {card['env_steps']:,} env steps on {card['task']}" in teacher_part
+    rows = {line.split("  ")[0].strip(): line.split() for line in teacher_part.splitlines()
+            if line.startswith(("random actions", "shipped teacher"))}
+    assert set(rows) == {"random actions", "shipped teacher"}
+    # the demo evaluates the card's first episode (same seed): the same return as the card's first
+    assert float(rows["shipped teacher"][3]) == pytest.approx(card["evaluation"]["returns"][0], abs=0.05)
+
+
+def test_demo_refuses_a_teacher_that_is_not_a_file(tmp_path, capsys, monkeypatch):
+    _assert_user_error(*_main_in(tmp_path, ["demo", "teacher=models/nope.pt"], capsys, monkeypatch), tmp_path,
+                       ["teacher='models/nope.pt' is not a file", "auto, none"])

@@ -26,6 +26,37 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+def _teacher_file(cfg: DemoConfig) -> str | None:
+    if cfg.teacher == "none":
+        return None
+    if cfg.teacher != "auto":
+        return cfg.teacher
+    from gym_qwen.platform.teachers import shipped_teacher
+
+    found = shipped_teacher("walker-walk")
+    return str(found) if found else None
+
+
+def _show_teacher(path: str, cfg: DemoConfig) -> None:
+    """A shipped teacher (trained for ~100k env steps) beside random actions on its own task."""
+    import numpy as np
+
+    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.teachers import load_teacher_card
+
+    card = load_teacher_card(path)
+    ev = card["evaluation"]
+    print(f"\nShipped teacher {path}: TD-MPC2 model size {card['model_size']} trained for {card['env_steps']:,} env "
+          f"steps on {card['task']} (its card: {ev['return_mean']:.1f} ± {ev['return_std']:.1f} over "
+          f"{ev['episodes']} episodes).")
+    res, _ = evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu", show_progress=True)
+    rand = random_policy_returns(card["task"], cfg.teacher_episodes, cfg.seed)
+    print(table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
+                 ("shipped teacher", len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
+                  f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
+                ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision")))
+
+
 def _demo(cfg: DemoConfig) -> None:
     import numpy as np
 
@@ -62,6 +93,9 @@ def _demo(cfg: DemoConfig) -> None:
 
         print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri "
               f"{default_tracking_uri()})")
+    teacher = _teacher_file(cfg)
+    if teacher:
+        _show_teacher(teacher, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from typing import Any, ClassVar, Optional
 
 __all__ = [
@@ -249,6 +250,9 @@ class DemoConfig:
     seed: int = option(1, "Random seed", min=0)
     episodes: int = option(3, "Evaluation episodes after training", min=1)
     seed_steps: int = option(1000, "Decisions of random actions before learning starts", min=1)
+    teacher: str = option("auto", "A trained teacher to show beside random actions afterwards: auto = the shipped "
+                                  "walker-walk teacher when models/ holds it, none = skip, or a teacher file")
+    teacher_episodes: int = option(2, "Evaluation episodes of the teacher", min=1)
     output_dir: str = option("runs", "Root directory of run directories")
     mlflow: bool = option(True, "Log the demo run to MLflow")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
@@ -257,6 +261,9 @@ class DemoConfig:
         """``task`` must be known."""
         _require(bool(self.output_dir), "output_dir= must not be empty")
         check_task(self.task)
+        _require(self.teacher in ("auto", "none") or os.path.isfile(self.teacher),
+                 f"teacher={self.teacher!r} is not a file; use auto, none or a teacher file such as "
+                 "models/walker-walk-size1-seed1.pt")
 
 
 @dataclasses.dataclass

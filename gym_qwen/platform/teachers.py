@@ -25,6 +25,16 @@ BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "m
                     "checkpoint_freq", "ray_address", "worker_cpus", "learner_cpus")
 
 
+# The source tree's models/ (an editable install, as `make` does); a wheel install ships no teachers.
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def shipped_teacher(task: str, model_size: int = 1, seed: int = 1, directory: Path = SHIPPED_DIR) -> Path | None:
+    """The shipped teacher file for (task, model_size, seed), or None when there is none."""
+    path = Path(directory) / f"{task}-size{model_size}-seed{seed}.pt"
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
+
+
 class TeacherError(ValueError):
     """A teacher cannot be made or checked as asked (one-line message)."""
 
@@ -241,5 +251,5 @@ def write_index(output_dir: str | os.PathLike) -> Path:
     return atomic_write_bytes(output_dir / "README.md", lambda f: f.write(text.encode()))
 
 
-__all__ = ["TeacherError", "export_teacher", "build_card", "check_card", "load_teacher_card", "train_command",
+__all__ = ["TeacherError", "SHIPPED_DIR", "shipped_teacher", "export_teacher", "build_card", "check_card", "load_teacher_card", "train_command",
            "planning_settings", "write_index", "sha256_of"]
