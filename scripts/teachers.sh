@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The teacher trainings (walker-walk and cheetah-run, model size 1, seed 1, 100k env steps, paper planning
+# settings) run in the background for hours and across sessions. This starts or resumes them with the same keys
+# every time (a resumed run must match the original's), and pauses them while tests or benchmarks need the CPU.
+#   scripts/teachers.sh start     start, or resume from the last checkpoint (every 2000 env steps)
+#   scripts/teachers.sh status    running or not, last evaluations
+#   scripts/teachers.sh pause     SIGSTOP (e.g. during `make test` or a benchmark)
+#   scripts/teachers.sh continue  SIGCONT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASKS=${TASKS:-"walker-walk cheetah-run"}
+KEYS="model_size=1 steps=100000 seed=1 compile=true torch_threads=1 eval_freq=10000 eval_episodes=2 \
+checkpoint_freq=2000 exp_name=teacher"
+
+pids() { pgrep -f "gym-qwen train task=$1 .*exp_name=teacher" || true; }
+
+case "${1:-status}" in
+  start)
+    mkdir -p logs
+    for t in $TASKS; do
+      if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
+      # shellcheck disable=SC2086
+      setsid nohup .venv/bin/gym-qwen train task="$t" $KEYS resume=true >> "logs/teacher-$t.log" 2>&1 < /dev/null &
+      echo "$t: started (log: logs/teacher-$t.log)"
+      sleep 5  # one at a time into the MLflow store
+    done ;;
+  status)
+    for t in $TASKS; do
+      p=$(pids "$t" | tr '\n' ' ')
+      if [ -n "$p" ]; then echo "$t: running (pid ${p% })"; else echo "$t: not running"; fi
+      csv="runs/$t/teacher/seed1/eval.csv"
+      if [ -f "$csv" ]; then
+        tail -n +2 "$csv" | awk -F, '{printf "  eval @ %6d env steps: %7.1f ± %.1f\n", $1, $2, $3}'
+      fi
+      if [ -f "runs/$t/teacher/seed1/agent.pt" ]; then echo "  finished: runs/$t/teacher/seed1/agent.pt"; fi
+    done ;;
+  pause|continue)
+    sig=$([ "$1" = pause ] && echo STOP || echo CONT)
+    for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
+  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+esac
