@@ -6,6 +6,8 @@
 #   scripts/teachers.sh status    running or not, last evaluations
 #   scripts/teachers.sh pause     SIGSTOP (e.g. during `make test` or a benchmark)
 #   scripts/teachers.sh continue  SIGCONT
+#   scripts/teachers.sh ship      when both are finished: gym-qwen teacher for each (models/ and its cards), then
+#                                 gym-qwen curves (docs/learning-curves.png and .json, logged to MLflow)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-"walker-walk cheetah-run"}
@@ -37,5 +39,14 @@ case "${1:-status}" in
   pause|continue)
     sig=$([ "$1" = pause ] && echo STOP || echo CONT)
     for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
-  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+  ship)
+    runs=()
+    for t in $TASKS; do
+      run="runs/$t/teacher/seed1"
+      if [ ! -f "$run/agent.pt" ]; then echo "$t: not finished yet ($run holds no agent.pt)" >&2; exit 1; fi
+      runs+=("$run")
+    done
+    for run in "${runs[@]}"; do .venv/bin/gym-qwen teacher run="$run" episodes=10; done
+    .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${runs[*]}")" output=docs/learning-curves.png ;;
+  *) echo "usage: $0 start|status|pause|continue|ship" >&2; exit 2 ;;
 esac
