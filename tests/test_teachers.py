@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from test_cli import _assert_user_error, _main_in
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+from gym_qwen.platform.teachers import SHIPPED_DIR as MODELS
 SHIPPED = sorted(MODELS.glob("*.pt"))
 
 

@@ -26,6 +26,16 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+def _against_random(label: str, res, rand: list[float]) -> str:
+    """The demo's table: random actions, then the evaluated agent `res` (an EvalResult)."""
+    import numpy as np
+
+    return table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
+                  (label, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}", f"{res.planner_calls_per_step:.2f}",
+                   f"{res.ms_per_decision:.1f}")],
+                 ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision"))
+
+
 def _teacher_file(cfg: DemoConfig) -> str | None:
     if cfg.teacher == "none":
         return None
@@ -39,8 +49,6 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
 
 def _show_teacher(path: str, cfg: DemoConfig) -> None:
     """A shipped teacher (trained for ~100k env steps) beside random actions on its own task."""
-    import numpy as np
-
     from gym_qwen.platform.evaluation import evaluate_checkpoint
     from gym_qwen.platform.teachers import load_teacher_card
 
@@ -51,15 +59,10 @@ def _show_teacher(path: str, cfg: DemoConfig) -> None:
           f"{ev['episodes']} episodes).")
     res, _ = evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu", show_progress=True)
     rand = random_policy_returns(card["task"], cfg.teacher_episodes, cfg.seed)
-    print(table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
-                 ("shipped teacher", len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
-                  f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
-                ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision")))
+    print(_against_random("shipped teacher", res, rand))
 
 
 def _demo(cfg: DemoConfig) -> None:
-    import numpy as np
-
     from gym_qwen.platform.evaluation import evaluate
     from gym_qwen.platform.trainer import train
 
@@ -82,10 +85,7 @@ def _demo(cfg: DemoConfig) -> None:
     res = evaluate(agent, cfg.task, cfg.episodes, cfg.seed, show_progress=True)
     rand = random_policy_returns(cfg.task, cfg.episodes, cfg.seed)
     print()
-    print(table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
-                 (f"TD-MPC2 after {summary['env_steps']:,} steps", len(res.returns), f"{res.mean:.1f}",
-                  f"{res.std:.1f}", f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
-                ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision")))
+    print(_against_random(f"TD-MPC2 after {summary['env_steps']:,} steps", res, rand))
     print(f"\ntrained in {minutes:.1f} min ({summary['env_steps_per_second']:.1f} env steps/s); "
           f"checkpoint {summary['checkpoint']}")
     if summary["mlflow_run_id"]:

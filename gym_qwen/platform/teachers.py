@@ -251,5 +251,5 @@ def write_index(output_dir: str | os.PathLike) -> Path:
     return atomic_write_bytes(output_dir / "README.md", lambda f: f.write(text.encode()))
 
 
-__all__ = ["TeacherError", "SHIPPED_DIR", "shipped_teacher", "export_teacher", "build_card", "check_card", "load_teacher_card", "train_command",
-           "planning_settings", "write_index", "sha256_of"]
+__all__ = ["TeacherError", "SHIPPED_DIR", "shipped_teacher", "export_teacher", "build_card", "check_card",
+           "load_teacher_card", "train_command", "planning_settings", "write_index", "sha256_of"]

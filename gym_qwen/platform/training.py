@@ -117,12 +117,11 @@ class Learner:
         """Run n updates (none while the buffer holds no full-length sample); returns mean metrics."""
         if n <= 0 or self.buffer.num_samples_available == 0:
             return {}
-        totals: dict[str, float] = {}
+        means = MetricMeans()
         for _ in range(n):
-            for k, v in self.agent.update(self.buffer.sample(self.batch_size)).items():
-                totals[k] = totals.get(k, 0.0) + v
+            means.add(self.agent.update(self.buffer.sample(self.batch_size)), 1)
         self.num_updates += n
-        return {k: v / n for k, v in totals.items()}
+        return means.take()
 
 
 class MetricMeans:
