@@ -41,12 +41,24 @@ case "${1:-status}" in
     for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
   ship)
     runs=()
+    mkdir -p logs
     for t in $TASKS; do
       run="runs/$t/teacher/seed1"
       if [ ! -f "$run/agent.pt" ]; then echo "$t: not finished yet ($run holds no agent.pt)" >&2; exit 1; fi
       runs+=("$run")
     done
-    for run in "${runs[@]}"; do .venv/bin/gym-qwen teacher run="$run" episodes=10; done
+    # One teacher per core, side by side; the index is rebuilt once both cards are written.
+    pids_=()
+    for run in "${runs[@]}"; do
+      t=$(basename "$(dirname "$(dirname "$run")")")
+      .venv/bin/gym-qwen teacher run="$run" episodes=10 torch_threads=1 progress=false \
+        > "logs/ship-$t.log" 2>&1 &
+      pids_+=($!); echo "$t: evaluating 10 episodes for its card (log: logs/ship-$t.log)"
+    done
+    fail=0; for p in "${pids_[@]}"; do wait "$p" || fail=1; done
+    for run in "${runs[@]}"; do t=$(basename "$(dirname "$(dirname "$run")")"); tail -n 8 "logs/ship-$t.log"; done
+    [ "$fail" = 0 ] || { echo "a teacher failed to ship (see logs/ship-*.log)" >&2; exit 1; }
+    .venv/bin/python -c 'from gym_qwen.platform.teachers import write_index; print(write_index("models"))'
     .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${runs[*]}")" output=docs/learning-curves.png ;;
   *) echo "usage: $0 start|status|pause|continue|ship" >&2; exit 2 ;;
 esac
