@@ -98,6 +98,7 @@ def test_export_writes_teacher_card_and_index(exported, tiny_run):
     assert cmd.startswith(f"gym-qwen train task={tiny_run.cfg.task} model_size=1 steps=2000 seed=")
     assert "num_samples=32" in cmd and "output_dir" not in cmd and "progress" not in cmd
     assert card["training"]["gpu_command"] == cmd + " device=cuda"
+    assert card["note"] == ""
     index = (model_file.parent / "README.md").read_text()
     assert f"`{model_file.name}`" in index and "lowered" in index
     assert sorted(os.listdir(model_file.parent)) == sorted(["README.md", model_file.name,
@@ -148,6 +149,17 @@ def test_teacher_refuses_to_replace_an_existing_teacher(exported, tiny_run, tmp_
                             capsys, monkeypatch)
     _assert_user_error(rc, out, err, cwd, ["already exists", "force=true"])
     assert {p.name: p.read_bytes() for p in models.iterdir()} == before
+
+
+def test_teacher_command_keeps_a_note_on_the_card(tiny_run, tmp_path, capsys, monkeypatch):
+    """`note=` travels from the command line to the card, verbatim, spaces and commas included."""
+    note = "recovered run directory: eval.csv restored from the record, summary.json lost"
+    models = tmp_path / "models"
+    rc, out, err = _main_in(tmp_path, ["teacher", f"run={tiny_run.run_dir}", f"output_dir={models}", "episodes=1",
+                                       "name=noted", f"note={note}", "progress=false"], capsys, monkeypatch)
+    assert rc == 0, err
+    card = json.loads((models / "noted.json").read_text())
+    assert card["note"] == note and card["name"] == "noted" and card["evaluation"]["episodes"] == 1
 
 
 @pytest.mark.parametrize("case", ["missing-run", "not-a-run", "bad-name"])

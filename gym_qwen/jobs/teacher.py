@@ -18,7 +18,7 @@ def _teacher(cfg: TeacherConfig) -> None:
 
     torch.set_num_threads(cfg.torch_threads)
     model_file, card = export_teacher(cfg.run, cfg.output_dir, cfg.name, cfg.episodes, cfg.seed, cfg.force,
-                                      show_progress=cfg.progress)
+                                      show_progress=cfg.progress, note=cfg.note)
     ev, tr = card["evaluation"], card["training"]
     print(table([(card["name"], card["task"], card["model_size"], f"{card['env_steps']:,}", card["seed"],
                   f"{ev['return_mean']:.1f} ± {ev['return_std']:.1f}", ev["episodes"])],

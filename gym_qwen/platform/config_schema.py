@@ -278,6 +278,7 @@ class TeacherConfig:
     episodes: int = option(10, "Evaluation episodes for the card", min=1)
     seed: int = option(1, "Evaluation seed (the card records it)", min=0)
     force: bool = option(False, "Replace a teacher of the same name")
+    note: str = option("", "A remark kept on the card (e.g. how the run directory was recovered)")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
 

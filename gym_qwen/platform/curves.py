@@ -93,6 +93,7 @@ def plot_curves(curves: list[RunCurve], output: str | os.PathLike, algorithm: st
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     tasks = list(dict.fromkeys(c.task for c in curves))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4), squeeze=False)
@@ -118,6 +119,7 @@ def plot_curves(curves: list[RunCurve], output: str | os.PathLike, algorithm: st
                     marker="D", ms=6, label=f"published {algorithm} 5M, mean")
         ax.set_title(task)
         ax.set_xlabel("environment steps (incl. action repeat)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
         ax.set_ylabel("evaluation return")
         if task in DMC_TASKS:  # DMControl returns lie in [0, 1000]
             ax.set_ylim(0, 1000)

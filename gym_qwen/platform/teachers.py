@@ -102,7 +102,7 @@ def _read_curve(path: Path) -> list[list[float]]:
 
 
 def build_card(name: str, model_file: Path, ckpt: dict, eval_summary: dict, eval_seed: int,
-               run_dir: Path, hardware: str, parameters: int) -> dict:
+               run_dir: Path, hardware: str, parameters: int, note: str = "") -> dict:
     """The card of a teacher: everything :func:`check_card` verifies plus how it was made."""
     cfg = ckpt["config"]
     summary = _read_json(run_dir / "summary.json") or {}
@@ -141,6 +141,7 @@ def build_card(name: str, model_file: Path, ckpt: dict, eval_summary: dict, eval
             "hardware": hardware,
             "learning_curve": _read_curve(run_dir / "eval.csv"),
         },
+        "note": note,
     }
 
 
@@ -187,7 +188,7 @@ def load_teacher_card(model_file: str | os.PathLike) -> dict:
 
 def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "models", name: str | None = None,
                    episodes: int = 10, seed: int = 1, force: bool = False,
-                   show_progress: bool = False) -> tuple[Path, dict]:
+                   show_progress: bool = False, note: str = "") -> tuple[Path, dict]:
     """Copy a finished run's agent to `output_dir/<name>.pt`, evaluate it as `gym-qwen evaluate` would, and
     write its card `<name>.json` and the folder's README index. Nothing is replaced unless `force`."""
     from .evaluation import evaluate_checkpoint
@@ -217,7 +218,7 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
             staged.unlink()
     agent, _, _ = load_agent(str(model_file), {}, "cpu")
     card = build_card(name, model_file, ckpt, result.summary(), seed, run_dir, hardware_description(),
-                      agent.model.parameter_counts()["total"])
+                      agent.model.parameter_counts()["total"], note)
     atomic_write_bytes(card_file, lambda f: f.write((json.dumps(card, indent=2) + "\n").encode()))
     write_index(output_dir)
     return model_file, card
