@@ -251,3 +251,40 @@ def test_evaluation_is_repeatable(tiny_checkpoint, tmp_path, capsys):
     assert results[0]["returns"] == results[1]["returns"]
     assert results[0]["returns"][0] != 0.0  # cartpole's reward depends on the actions
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------ device
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """This machine has no CUDA, whatever it really has."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def untrained_checkpoint(path: Path) -> Path:
+    """An agent checkpoint of the tiny agent with fresh weights (no training: built in about a second)."""
+    from conftest import tiny_train_config
+    from gym_qwen.platform.checkpoints import save_checkpoint
+    from gym_qwen.platform.trainer import agent_payload
+    from gym_qwen.platform.training import build_learning
+
+    cfg = tiny_train_config(path.parent / "runs", "steps=2000")
+    spec, agent, _ = build_learning(cfg)
+    return save_checkpoint(path, agent_payload(cfg, spec, agent.state_dict(with_optim=False), 0))
+
+
+def test_train_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys, monkeypatch):
+    args = ["train", *[a for a in TINY if not a.startswith("device=")], "device=cuda", f"task={TINY_TASK}",
+            f"output_dir={tmp_path / 'runs'}"]
+    _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, ["device=cuda", "no CUDA device"])
+
+
+def test_evaluate_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys, monkeypatch):
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    args = ["evaluate", f"checkpoint={ckpt}", "device=cuda", "episodes=1", "progress=false", "torch_threads=1",
+            f"output={cwd / 'out.json'}"]
+    _assert_user_error(*_main_in(cwd, args, capsys, monkeypatch), cwd, ["device=cuda", "no CUDA device"])
+    assert os.listdir(ckpt.parent) == ["agent.pt"]

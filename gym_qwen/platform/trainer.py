@@ -52,6 +52,9 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
     """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput).
     `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors."""
     torch.set_num_threads(cfg.torch_threads)
+    preflight = getattr(backend_factory, "preflight", None)  # e.g. device=cuda on a machine without CUDA
+    if preflight is not None:
+        preflight(cfg)
     out = run_dir(cfg)
     state_path = out / STATE_FILE
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):

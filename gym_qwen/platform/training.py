@@ -14,7 +14,7 @@ import torch
 
 from .envs import make_env, task_spec
 from .rng import TorchRngStream, derive_seed
-from .tdmpc2.agent import TDMPC2Agent
+from .tdmpc2.agent import TDMPC2Agent, resolve_device
 from .tdmpc2.buffer import Episode, EpisodeBuffer
 
 TRAIN_SEED_STRIDE = 100_003  # training episode i of seed s resets with seed s * stride + i
@@ -195,6 +195,11 @@ class InProcessBackend:
         self.cfg = cfg
         self.spec, self.agent, self.collector, self.learner = build(cfg)
         self._means = MetricMeans()
+
+    @staticmethod
+    def preflight(cfg) -> None:
+        """What can be refused before anything is built or written: the device must exist on this machine."""
+        resolve_device(cfg.device)
 
     @property
     def decisions(self) -> int:

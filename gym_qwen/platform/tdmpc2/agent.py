@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config_schema import ConfigError
 from .compiled import CompiledOrEager
 from .functional import discount_for
 from .planner import MPPIPlanner, Plan, PlannerSettings
@@ -12,12 +13,18 @@ from .scale import RunningScale
 from .world_model import ModelDims, WorldModel
 
 
+class DeviceUnavailableError(ConfigError):
+    """The device asked for does not exist on this machine: a user error (one line, exit 2), not a crash."""
+
+
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu. Asking for cuda without one is an error, not a fallback."""
+    """"auto" -> cuda when available, else cpu. Asking for cuda without one is a DeviceUnavailableError, not a
+    fallback. Commands call this before they write anything."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but no CUDA device is available (use device=auto or cpu)")
+        raise DeviceUnavailableError(f"device={device} was asked for but this machine has no CUDA device "
+                                     "(use device=auto or device=cpu)")
     return torch.device(device)
 
 
