@@ -1,0 +1,38 @@
+"""`gym-qwen distill data=corr.parquet tdmpc_ckpt=models/x.pt save_path=models/x`: train learned correctors."""
+from __future__ import annotations
+
+import sys
+
+from gym_qwen.jobs.common import run_job, table
+from gym_qwen.platform.config import DistillConfig
+from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
+from gym_qwen.platform.speculative.correctors import CorrectorError
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _distill(cfg: DistillConfig) -> None:
+    from gym_qwen.platform.speculative.distillation import distill
+
+    results = distill(cfg, show_progress=cfg.progress)
+    first = next(iter(results.values()))
+    print(f"data {cfg.data}: {first['rows']['train']} train rows ({first['episodes']['train']} episodes), "
+          f"{first['rows']['val']} validation rows ({first['episodes']['val']} episodes)")
+    rows = []
+    for kind, r in results.items():
+        rows.append((kind, r["rows"]["val"], _fmt(r["mse"]), _fmt(r["plan_mse"]), _fmt(r["ratio"]),
+                     r["best_epoch"]))
+        rows += [(f"  step {s['step_in_chunk']}", s["rows"], _fmt(s["mse"]), _fmt(s["plan_mse"]), _fmt(s["ratio"]),
+                  "") for s in r["per_step"]]
+    print(table(rows, ("corrector", "val rows", "val MSE", "plan's val MSE", "ratio", "best epoch")))
+    print("wrote " + ", ".join(f"{r['checkpoint']} (card {r['card']})" for r in results.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("distill", DistillConfig, _distill, argv, extra_errors=(CorrectorDataError, CorrectorError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
