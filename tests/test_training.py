@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gym_qwen.platform.checkpoints import CheckpointError, load_checkpoint
-from gym_qwen.platform.config import TrainConfig, config_to_dict, load_config
+from gym_qwen.platform.config import ConfigError, TrainConfig, config_to_dict, load_config
 from gym_qwen.platform.trainer import RunDirectoryError, train
 
 from conftest import TINY, TINY_TASK, tiny_train_config
@@ -134,7 +134,7 @@ def test_resume_with_different_model_size_fails(tiny_run, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     runs = _copy_run(tiny_run, tmp_path / "runs")
     before = _snapshot(runs)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(ConfigError) as e:
         train(tiny_train_config(runs, "steps=3000", "resume=true", "model_size=5"))
     msg = str(e.value)
     assert "\n" not in msg and "model_size=1" in msg and "5" in msg
@@ -149,11 +149,144 @@ def test_resume_with_different_task_fails(tiny_run, tmp_path, monkeypatch):
     other = tmp_path / "runs" / "pendulum-swingup" / "default" / "seed1"
     other.mkdir(parents=True)
     shutil.copy(tiny_run.run_dir / "train_state.pt", other)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(ConfigError) as e:  # no config.yaml there: the checkpoint's own config is compared
         train(tiny_train_config(tmp_path / "runs", "task=pendulum-swingup", "steps=3000", "resume=true"))
     msg = str(e.value)
     assert "\n" not in msg and TINY_TASK in msg and "pendulum-swingup" in msg
     assert [p.name for p in other.iterdir()] == ["train_state.pt"]
+
+
+# ------------------------------------------------------------------------------------------ resume: same run only
+def _tiny_args(**changes) -> list[str]:
+    """TINY with some keys replaced (a key given twice on the command line is an error)."""
+    values = dict(a.split("=", 1) for a in TINY)
+    values.update({k: str(v) for k, v in changes.items()})
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _saved_run(runs: Path, *overrides: str) -> Path:
+    """The run directory that a tiny run killed right after a checkpoint at 0 env steps leaves behind
+    (config.yaml and train_state.pt), made in about a second without training. Returns the run directory."""
+    from dataclasses import asdict
+
+    from gym_qwen.platform.checkpoints import save_checkpoint
+    from gym_qwen.platform.config import save_config
+    from gym_qwen.platform.trainer import STATE_FILE, agent_payload, run_dir
+    from gym_qwen.platform.training import InProcessBackend, LoopState
+
+    cfg = tiny_train_config(runs, "steps=2000", *overrides)
+    backend = InProcessBackend(cfg)
+    try:
+        out = run_dir(cfg)
+        save_config(cfg, out / "config.yaml")
+        save_checkpoint(out / STATE_FILE, {**agent_payload(cfg, backend.spec, None, 0), "kind": "train_state",
+                                           **backend.state(), "loop": asdict(LoopState()), "mlflow_run_id": None})
+    finally:
+        backend.close()
+    return out
+
+
+def test_resume_with_changed_hyperparameters_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    from test_cli import _assert_user_error, _main_in
+
+    runs = tmp_path / "runs"
+    _saved_run(runs)
+    before = _snapshot(runs)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    args = ["train", *_tiny_args(horizon=5, lr=0.001), f"task={TINY_TASK}", f"output_dir={runs}", "resume=true",
+            "steps=4", "eval_freq=0"]  # steps and eval_freq may change; horizon and lr may not
+    line = _assert_user_error(*_main_in(cwd, args, capsys, monkeypatch), cwd,
+                              ["resume=true would change the run", "horizon=1 (asked 5)", "lr=0.0003 (asked 0.001)"])
+    assert "steps=" not in line.split(";")[0] and "eval_freq=" not in line.split(";")[0]
+    assert _snapshot(runs) == before  # config.yaml untouched, nothing else written
+
+
+def test_resume_may_change_length_frequencies_logging_threads_and_place(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _saved_run(tmp_path / "runs")
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "runs", moved)  # output_dir only says where the run directory is
+    cfg = tiny_train_config(moved, "resume=true", "steps=4", "eval_freq=0", "eval_episodes=3", "checkpoint_freq=0",
+                            "mlflow=false", "mlflow_experiment=other", "compile=false", "progress=false")
+    summary = train(cfg)
+    assert summary["env_steps"] == 4
+    assert load_config(TrainConfig, moved / out.relative_to(tmp_path / "runs") / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("saved, asked, refused", [
+    ({"num_workers": 2, "num_envs": 1}, {"num_workers": 4, "num_envs": 2}, []),  # asynchronous stays asynchronous
+    ({}, {"num_workers": 2}, []),  # the Ray backend continues an in-process checkpoint
+    ({"num_workers": 2}, {}, ["num_workers=2 (asked 0; asynchronous collection cannot continue as in-process)"]),
+    ({"num_workers": 1, "sync": True}, {"num_workers": 1},
+     ["sync=true (asked false; lockstep collection cannot continue as asynchronous)"]),
+    ({"worker_cpus": 1.0, "learner_cpus": 1.0, "torch_threads": 2, "device": "cuda"},
+     {"worker_cpus": 0.5, "learner_cpus": 2.0, "torch_threads": 1, "device": "cpu"}, []),
+    ({"batch_size": 256, "seed_steps": None}, {"batch_size": 128, "seed_steps": 500},
+     ["batch_size=256 (asked 128)", "seed_steps=none (asked 500)"]),
+])
+def test_resume_differences(saved, asked, refused):
+    from gym_qwen.platform.trainer import resume_differences
+
+    base = config_to_dict(TrainConfig())
+    assert resume_differences({**base, **saved}, {**base, **asked}) == refused
+
+
+# ------------------------------------------------------------------------------------------ nothing left running
+class _RecordingBackend:
+    """An in-process backend factory that remembers the backends it made and whether each was closed."""
+
+    def __init__(self):
+        self.made = []
+
+    def __call__(self, cfg):
+        from gym_qwen.platform.training import InProcessBackend
+
+        backend = InProcessBackend(cfg)
+        backend.closed = False
+        close = backend.close
+
+        def recording_close():
+            close()
+            backend.closed = True
+        backend.close = recording_close
+        self.made.append(backend)
+        return backend
+
+
+def test_backend_is_closed_when_mlflow_fails(tmp_path, monkeypatch):
+    from gym_qwen.platform import trainer
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the MLflow store does not answer")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer.Tracker, "start", unreachable)
+    factory = _RecordingBackend()
+    with pytest.raises(ConnectionError):
+        train(tiny_train_config(tmp_path / "runs", "steps=4", "mlflow=true"), factory)
+    assert len(factory.made) == 1 and factory.made[0].closed
+
+
+def test_backend_is_closed_when_resuming_fails(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _saved_run(tmp_path / "runs")
+    factory = _RecordingBackend()
+
+    def broken(*args, **kwargs):
+        def load_state(ckpt):
+            raise CheckpointError("the replay buffer in train_state.pt is damaged")
+        backend = _RecordingBackend.__call__(factory, *args, **kwargs)
+        backend.load_state = load_state
+        return backend
+
+    with pytest.raises(CheckpointError):
+        train(tiny_train_config(tmp_path / "runs", "resume=true", "steps=4", "mlflow=false"), broken)
+    assert len(factory.made) == 1 and factory.made[0].closed
+    # a refused resume builds no backend at all
+    with pytest.raises(ConfigError):
+        train(tiny_train_config(tmp_path / "runs", "resume=true", "steps=4", "mlflow=false", "batch_size=8"), factory)
+    assert len(factory.made) == 1
 
 
 # ------------------------------------------------------------------------------------------ resume equality

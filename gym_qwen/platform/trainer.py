@@ -11,7 +11,7 @@ import torch
 
 from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, load_checkpoint,
                           save_checkpoint)
-from .config import config_to_dict, save_config
+from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, save_config
 from .progress import progress_bar
 from .tracking import Tracker
 from .training import InProcessBackend, LoopState, run_training
@@ -48,9 +48,85 @@ def _write_eval_csv(path: Path, history: list) -> None:
     atomic_write_bytes(path, lambda f: f.write(buf.getvalue().encode()))
 
 
+# Keys a resumed run may change: how long it goes on, how often it evaluates and checkpoints, what it logs, and
+# where and how fast the same maths runs (output_dir only says where the run directory is found; device and
+# compile change the arithmetic's speed, not what is learned; Ray placement). Every other key is the run's own:
+# changing it on resume is refused. docs/architecture.md ("Resuming a run") has the reasons.
+RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
+                  "mlflow_experiment", "torch_threads", "output_dir", "device", "compile", "ray_address",
+                  "worker_cpus", "learner_cpus")
+# How episodes are collected. num_workers and num_envs may change while collection stays asynchronous, and an
+# in-process run may continue asynchronously (the Ray backend reads in-process checkpoints); nothing else.
+COLLECTION_KEYS = ("num_workers", "num_envs", "sync")
+
+
+class ResumeConfigError(ConfigError):
+    """resume=true asked for a config that differs from the saved run's in keys that may not change."""
+
+
+def _collection(c: dict) -> str:
+    if c["num_workers"] == 0:
+        return "in-process"
+    return "lockstep" if c["sync"] else "asynchronous"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def resume_differences(saved: dict, asked: dict) -> list[str]:
+    """`key=saved (asked new)` for every key of `asked` (a config_to_dict) that a resume may not change."""
+    diffs = [f"{k}={_fmt(saved.get(k))} (asked {_fmt(v)})" for k, v in asked.items()
+             if k not in RESUMABLE_KEYS and k not in COLLECTION_KEYS and saved.get(k) != v]
+    before, after = _collection(saved), _collection(asked)
+    if before != after and not (before == "in-process" and after == "asynchronous"):
+        diffs += [f"{k}={_fmt(saved[k])} (asked {_fmt(asked[k])}; {before} collection cannot continue as {after})"
+                  for k in COLLECTION_KEYS if saved[k] != asked[k]]
+    return diffs
+
+
+def _resume_checkpoint(cfg, out: Path) -> dict | None:
+    """resume=true: refuse a config that changes the saved run, then load and check its training checkpoint
+    (None when the run directory holds none yet: training starts afresh). Reads only; writes nothing."""
+    state_path, config_path = out / STATE_FILE, out / "config.yaml"
+    ckpt = None
+    try:
+        if config_path.exists():
+            saved = load_config(TrainConfig, config_path)
+        elif state_path.exists():
+            ckpt = load_checkpoint(state_path)
+            saved = config_from_dict(TrainConfig, ckpt["config"])
+        else:
+            return None
+    except ConfigError as e:
+        raise ConfigError(f"cannot resume the run in {out}: its saved config does not load here: {e}") from None
+    diffs = resume_differences(config_to_dict(saved), config_to_dict(cfg))
+    if diffs:
+        raise ResumeConfigError(
+            f"resume=true would change the run in {out}: {', '.join(diffs)}; on resume only "
+            f"{', '.join(k for k in RESUMABLE_KEYS if k != 'resume')} may change (and num_workers, num_envs while "
+            "collection stays asynchronous); start a new run with another exp_name= instead")
+    if ckpt is None and state_path.exists():
+        ckpt = load_checkpoint(state_path)
+    if ckpt is None:
+        return None
+    check_compatible(ckpt, task=cfg.task, arch=model_signature(cfg), path=str(state_path))
+    if ckpt["config"]["seed"] != cfg.seed:
+        raise CheckpointError(f"{state_path} was trained with seed={ckpt['config']['seed']}, not {cfg.seed}")
+    return ckpt
+
+
 def train(cfg, backend_factory=InProcessBackend) -> dict:
     """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput).
-    `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors."""
+    `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors.
+
+    Everything that can refuse the run (device, run directory, a resume that changes the run's config or does not
+    fit its checkpoint) is checked before anything is built or written; the backend and the MLflow run are made
+    inside the try whose finally closes them, so no failure leaves actors (or Ray) behind."""
     torch.set_num_threads(cfg.torch_threads)
     preflight = getattr(backend_factory, "preflight", None)  # e.g. device=cuda on a machine without CUDA
     if preflight is not None:
@@ -60,48 +136,47 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
         raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
                                 f"exp_name= or output_dir=")
-    backend = backend_factory(cfg)
-    spec = backend.spec
-    state = LoopState()
+    ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
     tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
-    run_id = None
-    if cfg.resume and state_path.exists():
-        ckpt = load_checkpoint(state_path)
-        check_compatible(ckpt, task=cfg.task, arch=model_signature(cfg), path=str(state_path))
-        if ckpt["config"]["seed"] != cfg.seed:
-            raise CheckpointError(f"{state_path} was trained with seed={ckpt['config']['seed']}, not {cfg.seed}")
-        backend.load_state(ckpt)
-        state = LoopState(**ckpt["loop"])
-        run_id = ckpt.get("mlflow_run_id")
-    save_config(cfg, out / "config.yaml")
-    run_id = tracker.start(f"{cfg.task}-{cfg.exp_name}-seed{cfg.seed}", config_to_dict(cfg),
-                           tags={"task": cfg.task, "model_size": str(cfg.model_size), "command": "train"},
-                           run_id=run_id) if cfg.mlflow else None
-    tracker.log_artifact(out / "config.yaml")
-
-    def on_episode(episode, metrics, env_steps):
-        tracker.log_metrics({"train/episode_return": episode.total_reward, "train/episode_length": len(episode),
-                             **{f"train/{k}": v for k, v in metrics.items()}}, env_steps)
-        bar.set_postfix(ret=f"{episode.total_reward:.1f}", updates=backend.num_updates)
-
-    def on_eval(env_steps):
-        res = backend.evaluate(cfg.eval_episodes, cfg.seed)
-        record = {"env_steps": env_steps, "return_mean": res.mean, "return_std": res.std,
-                  "episodes": len(res.returns)}
-        tracker.log_metrics({"eval/return_mean": res.mean, "eval/return_std": res.std,
-                             "eval/ms_per_decision": res.ms_per_decision}, env_steps)
-        _write_eval_csv(out / "eval.csv", state.eval_history + [record])
-        bar.write(f"eval @ {env_steps:>8,} env steps: return {res.mean:8.1f} ± {res.std:.1f}")
-        return record
-
-    def on_checkpoint(env_steps):
-        save_checkpoint(state_path, {
-            **agent_payload(cfg, spec, None, env_steps), "kind": "train_state", **backend.state(),
-            "loop": asdict(state), "mlflow_run_id": run_id})
-
-    initial = backend.decisions * spec.action_repeat
+    backend = None
     status = "FAILED"
     try:
+        backend = backend_factory(cfg)
+        spec = backend.spec
+        state = LoopState()
+        run_id = None
+        if ckpt is not None:
+            backend.load_state(ckpt)
+            state = LoopState(**ckpt["loop"])
+            run_id = ckpt.get("mlflow_run_id")
+            ckpt = None  # the replay buffer now lives in the backend; do not hold a second copy
+        save_config(cfg, out / "config.yaml")
+        run_id = tracker.start(f"{cfg.task}-{cfg.exp_name}-seed{cfg.seed}", config_to_dict(cfg),
+                               tags={"task": cfg.task, "model_size": str(cfg.model_size), "command": "train"},
+                               run_id=run_id) if cfg.mlflow else None
+        tracker.log_artifact(out / "config.yaml")
+
+        def on_episode(episode, metrics, env_steps):
+            tracker.log_metrics({"train/episode_return": episode.total_reward, "train/episode_length": len(episode),
+                                 **{f"train/{k}": v for k, v in metrics.items()}}, env_steps)
+            bar.set_postfix(ret=f"{episode.total_reward:.1f}", updates=backend.num_updates)
+
+        def on_eval(env_steps):
+            res = backend.evaluate(cfg.eval_episodes, cfg.seed)
+            record = {"env_steps": env_steps, "return_mean": res.mean, "return_std": res.std,
+                      "episodes": len(res.returns)}
+            tracker.log_metrics({"eval/return_mean": res.mean, "eval/return_std": res.std,
+                                 "eval/ms_per_decision": res.ms_per_decision}, env_steps)
+            _write_eval_csv(out / "eval.csv", state.eval_history + [record])
+            bar.write(f"eval @ {env_steps:>8,} env steps: return {res.mean:8.1f} ± {res.std:.1f}")
+            return record
+
+        def on_checkpoint(env_steps):
+            save_checkpoint(state_path, {
+                **agent_payload(cfg, spec, None, env_steps), "kind": "train_state", **backend.state(),
+                "loop": asdict(state), "mlflow_run_id": run_id})
+
+        initial = backend.decisions * spec.action_repeat
         with progress_bar(total=cfg.steps, desc=f"train {cfg.task}", unit="step", enabled=cfg.progress,
                           initial=initial) as bar:
             run_training(cfg, spec, backend, state, on_episode=on_episode, on_eval=on_eval,
@@ -122,5 +197,8 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
         status = "FINISHED"
         return summary
     finally:
-        backend.close()
-        tracker.end(status)
+        try:
+            if backend is not None:
+                backend.close()
+        finally:
+            tracker.end(status)
