@@ -149,3 +149,36 @@ def test_platform_never_imports_ray():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.slow  # starting Ray and two actors: ~40 s on a busy 2-core machine
+def test_failure_after_the_actors_started_leaves_no_ray_behind(tmp_path, monkeypatch):
+    """An MLflow store that does not answer, after the Ray backend started its actors: the run fails, and the Ray
+    it started (with the actors) is gone."""
+    import ray
+
+    from gym_qwen.actors.training_backend import RayTrainingBackend
+    from gym_qwen.platform import trainer
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the MLflow store does not answer")
+
+    if ray.is_initialized():  # not this test's Ray: the backend must start (and stop) its own
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trainer.Tracker, "start", unreachable)
+    started = []
+    real_start = RayTrainingBackend._start_actors
+
+    def start_actors(self, cfg):
+        real_start(self, cfg)
+        started.append(ray.is_initialized() and self.learner is not None)
+
+    monkeypatch.setattr(RayTrainingBackend, "_start_actors", start_actors)
+    cfg = tiny_train_config(tmp_path / "runs", "steps=4", "mlflow=true", "num_workers=1", "worker_cpus=0.5",
+                            "learner_cpus=0.5")
+    with pytest.raises(ConnectionError):
+        trainer.train(cfg, RayTrainingBackend)
+    assert started == [True]
+    assert not ray.is_initialized()

@@ -61,11 +61,12 @@ class RayTrainingBackend:
         self.cfg = cfg
         self.spec = task_spec(cfg.task)
         self.seed_steps = resolve_seed_steps(cfg, self.spec.episode_length)
+        self.learner, self.workers = None, []
         self._connected = connect(cfg.ray_address)
         try:
             self._start_actors(cfg)
         except BaseException:
-            disconnect(self._connected)
+            self.close()  # the actors started so far, then Ray if this call started it
             raise
         self.decisions = 0
         self.num_updates = 0
@@ -131,11 +132,15 @@ class RayTrainingBackend:
         return _get(self.learner.agent_weights.remote(), "the learner")
 
     def close(self) -> None:
-        for actor in [*self.workers, self.learner]:
-            ray.kill(actor, no_restart=True)
-        self.workers = []
-        disconnect(self._connected)
-        self._connected = False
+        """Kill the actors and leave Ray (if this backend started it). Safe to call twice."""
+        try:
+            for actor in [*self.workers, self.learner]:
+                if actor is not None:
+                    ray.kill(actor, no_restart=True)
+        finally:
+            self.workers, self.learner = [], None
+            disconnect(self._connected)
+            self._connected = False
 
     # ------------------------------------------------------------------ lockstep
     def _advance_sync(self, total_decisions: int) -> list:
