@@ -1,5 +1,5 @@
-"""The compiled planner and update compute the same mathematics as the eager ones (DESIGN: keep an eager
-fallback and check that both give the same actions)."""
+"""The compiled planner and update compute the same mathematics as the eager ones (docs/architecture.md: an eager
+fallback for compiler failures only, and a check that both give the same actions)."""
 import numpy as np
 import pytest
 import torch
@@ -53,22 +53,63 @@ def test_compiled_planner_and_update_match_eager():
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_compile_failure_falls_back_to_eager():
-    calls = []
+def _failing(error: BaseException) -> CompiledOrEager:
+    """A CompiledOrEager of x -> x + 1 whose compiled function raises `error`."""
+    def raise_error(*args):
+        raise error
 
-    def fn(x):
-        calls.append(x)
-        return x + 1
+    wrapped = CompiledOrEager(lambda x: x + 1, enabled=False, name="f")
+    wrapped.compiled = raise_error
+    return wrapped
 
-    wrapped = CompiledOrEager(fn, enabled=False, name="f")
+
+def test_compile_disabled_calls_eager():
+    wrapped = CompiledOrEager(lambda x: x + 1, enabled=False, name="f")
     assert not wrapped.active and wrapped(1) == 2
 
-    class Broken:
-        def __call__(self, *a):
-            raise RuntimeError("backend exploded")
 
-    wrapped = CompiledOrEager(fn, enabled=False, name="f")
-    wrapped.compiled = Broken()
-    with pytest.warns(UserWarning, match="continuing in eager mode"):
+@pytest.mark.parametrize("error, named", [
+    (torch._dynamo.exc.BackendCompilerFailed(lambda gm, inputs: None, ValueError("backend exploded"), None),
+     "BackendCompilerFailed (ValueError: backend exploded)"),
+    (torch._dynamo.exc.Unsupported("cannot trace this"), "Unsupported: cannot trace this"),
+    (torch._dynamo.exc.InternalTorchDynamoError("dynamo broke"), "InternalTorchDynamoError: dynamo broke"),
+    (torch._dynamo.exc.TorchRuntimeError("fake tensors disagree"), "TorchRuntimeError: fake tensors disagree"),
+])
+def test_compiler_error_falls_back_to_eager_and_says_which(error, named):
+    wrapped = _failing(error)
+    with pytest.warns(UserWarning, match="continuing in eager mode") as record:
         assert wrapped(2) == 3
-    assert not wrapped.active and wrapped(3) == 4
+    assert named in str(record[0].message)
+    assert not wrapped.active and wrapped(3) == 4  # eager for good
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("mat1 and mat2 shapes cannot be multiplied"),  # the compiled code's own run-time error
+    KeyboardInterrupt(),
+])
+def test_other_errors_propagate_and_compilation_stays_on(error):
+    wrapped = _failing(error)
+    with pytest.raises(type(error)):
+        wrapped(2)
+    assert wrapped.active
+
+
+def test_out_of_memory_while_compiling_propagates():
+    oom = torch.OutOfMemoryError("CUDA out of memory while autotuning")
+    wrapped = _failing(torch._dynamo.exc.BackendCompilerFailed(lambda gm, inputs: None, oom, None))
+    with pytest.raises(torch.OutOfMemoryError):
+        wrapped(2)
+    assert wrapped.active
+
+
+def test_error_in_the_maths_propagates_from_eager_and_compilation_stays_on():
+    """A shape error shows up while tracing (TorchRuntimeError); eager fails the same way, so it is the maths."""
+    def bad_maths(x):
+        return x @ torch.ones(3, 4)
+
+    wrapped = CompiledOrEager(bad_maths, enabled=False, name="f")
+    wrapped.compiled = _failing(torch._dynamo.exc.TorchRuntimeError("mm: shapes [2, 5] x [3, 4]")).compiled
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        wrapped(torch.ones(2, 5))
+    assert wrapped.active
