@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Optional
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
     "TDMPC2Config", "TrainConfig", "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig",
+    "DistillConfig",
 ]
 
 
@@ -309,3 +310,52 @@ class CurvesConfig:
         """At least one run; the output is a PNG."""
         _require(len(self.runs) > 0, "runs= is required: comma-separated training run directories")
         _require(self.output.lower().endswith(".png"), f"output={self.output!r} must end in .png")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Settings of ``gym-qwen distill``: train learned correctors on corrector data collected with a teacher."""
+
+    command: ClassVar[str] = "distill"
+
+    data: str = option("", "Corrector data file (Parquet, from gym-qwen collect) (required)")
+    tdmpc_ckpt: str = option("", "The teacher checkpoint the data was collected with (required; its sha256 must "
+                                 "match the data's)")
+    save_path: str = option("", "Output stem (required): writes <save_path>-<type>.pt and <save_path>-<type>.json "
+                                "per corrector type (a trailing .pt is dropped), e.g. models/walker-walk-size1-seed1 "
+                                "-> models/walker-walk-size1-seed1-two_tower.pt")
+    corrector_type: str = option("both", "Corrector(s) to train", choices=("two_tower", "temporal", "both"))
+    history_len: int = option(4, "Mismatch history length of the temporal corrector (must equal the data's)", min=1)
+    epochs: int = option(50, "Passes over the training rows", min=1)
+    batch_size: int = option(256, "Rows per gradient step", min=1)
+    lr: float = option(3e-4, "AdamW learning rate", min=0.0)
+    weight_decay: float = option(1e-4, "AdamW weight decay", min=0.0)
+    delta_penalty: float = option(1e-3, "Weight of the mean squared delta added to the MSE loss", min=0.0)
+    max_delta: float = option(1.0, "Bound of the correction: delta = max_delta * tanh(...)", min=0.0)
+    val_fraction: float = option(0.1, "Fraction of the episodes held out for validation (0 < f < 1)",
+                                 min=0.0, max=1.0)
+    seed: int = option(0, "Random seed (split, initialisation, batches)", min=0)
+    hidden: int = option(256, "Hidden width of the two-tower corrector", min=1)
+    d_model: int = option(128, "Model width of the temporal corrector", min=1)
+    max_step_in_chunk: Optional[int] = option(None, "Train only on rows with step_in_chunk <= this (none = all)",
+                                              min=1)
+    force: bool = option(False, "Replace existing corrector files")
+    device: str = option("auto", "Torch device (auto = cuda if available, else cpu)", choices=("auto", "cpu", "cuda"))
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+    mlflow: bool = option(True, "Log parameters and train/val curves to MLflow")
+    mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+
+    def validate(self) -> None:
+        """``data``, ``tdmpc_ckpt`` and ``save_path`` are required; 0 < val_fraction < 1; cuda must exist."""
+        _require(bool(self.data), "data= is required: a corrector data file from gym-qwen collect")
+        _require(bool(self.tdmpc_ckpt), "tdmpc_ckpt= is required: the teacher checkpoint the data was collected with")
+        _require(bool(self.save_path), "save_path= is required: the output stem, e.g. models/walker-walk-size1-seed1")
+        _require(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be > 0 and < 1")
+        _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _require(self.max_delta > 0, f"max_delta={self.max_delta} must be > 0")
+        if self.device == "cuda":
+            import torch
+
+            _require(torch.cuda.is_available(), "device=cuda was asked for but no CUDA device is available "
+                                                "(use device=auto or cpu)")

@@ -10,21 +10,35 @@ import numpy as np
 from .envs import make_env
 from .progress import progress_bar
 from .rng import seeded
+from .speculative.episodes import play_episodes
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
 
 @dataclass
 class EvalResult:
-    """Summary of evaluation episodes; `returns` holds one float per episode."""
+    """Summary of evaluation episodes; `returns` holds one float per episode, counts are summed over episodes
+    (each counted by the executor where the work happened), seconds too."""
 
     task: str
     mode: str
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
     planner_calls: int = 0
+    encoder_calls: int = 0
+    corrector_calls: int = 0
+    extensions: int = 0
+    misses: int = 0
+    speculative_steps: int = 0
     decisions: int = 0
     decision_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    correct_seconds: float = 0.0
+    extend_seconds: float = 0.0
+    teacher_sq_error: float = 0.0
+    teacher_steps: int = 0
+    episode_planner_calls: list = field(default_factory=list)
     video: str | None = None
 
     @property
@@ -36,47 +50,91 @@ class EvalResult:
         return float(np.std(self.returns)) if self.returns else float("nan")
 
     @property
+    def stderr(self) -> float:
+        n = len(self.returns)
+        return float(np.std(self.returns, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+    def per_step(self, count: int | float) -> float:
+        return count / max(self.decisions, 1)
+
+    @property
     def planner_calls_per_step(self) -> float:
-        return self.planner_calls / max(self.decisions, 1)
+        return self.per_step(self.planner_calls)
 
     @property
     def ms_per_decision(self) -> float:
-        return 1e3 * self.decision_seconds / max(self.decisions, 1)
+        return 1e3 * self.per_step(self.decision_seconds)
+
+    @property
+    def replan_rate(self) -> float:
+        """Misses over verified speculative steps (adaptive): how often a verification triggered a replan."""
+        verified = self.misses + self.speculative_steps
+        return self.misses / verified if verified else 0.0
+
+    @property
+    def teacher_action_mse(self) -> float | None:
+        return self.teacher_sq_error / self.teacher_steps if self.teacher_steps else None
 
     def summary(self) -> dict:
         d = asdict(self)
-        d.update(episodes=len(self.returns), return_mean=self.mean, return_std=self.std,
-                 planner_calls_per_step=self.planner_calls_per_step, ms_per_decision=self.ms_per_decision)
+        d.update(episodes=len(self.returns), return_mean=self.mean, return_std=self.std, return_stderr=self.stderr,
+                 planner_calls_per_step=self.planner_calls_per_step, ms_per_decision=self.ms_per_decision,
+                 corrector_calls_per_step=self.per_step(self.corrector_calls),
+                 encoder_calls_per_step=self.per_step(self.encoder_calls), replan_rate=self.replan_rate,
+                 teacher_action_mse=self.teacher_action_mse,
+                 **{f"{k}_ms_per_step": 1e3 * self.per_step(getattr(self, f"{k}_seconds"))
+                    for k in ("plan", "encode", "correct", "extend")})
         return d
 
 
-def run_episode(agent, env, seed: int, frames: list | None = None):
-    """One evaluation episode with replanning at every step. Returns (return, length, decision seconds)."""
-    obs, _ = env.reset(seed=seed)
-    total, steps, seconds, done = 0.0, 0, 0.0, False
-    if frames is not None:
-        frames.append(env.render())
-    while not done:
-        start = time.perf_counter()
-        action = agent.act(obs, t0=steps == 0, eval_mode=True)
-        seconds += time.perf_counter() - start
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total += float(reward)
-        steps += 1
-        done = terminated or truncated
-        if frames is not None:
-            frames.append(env.render())
-    return total, steps, seconds
+SUMMED = ("planner_calls", "encoder_calls", "corrector_calls", "extensions", "misses", "speculative_steps",
+          "plan_seconds", "encode_seconds", "correct_seconds", "extend_seconds", "teacher_sq_error", "teacher_steps")
 
 
-def evaluate_episode(agent, env, seed: int, index: int, frames: list | None = None) -> dict:
-    """Evaluation episode `index` of `seed`: env reset seed and torch stream both seed+10000+index, so the
-    record depends only on the weights, the seed and the index. Returns {episode, return, length, seconds,
-    planner_calls}."""
-    episode_seed = seed + EVAL_SEED_OFFSET + index
-    with seeded(episode_seed):
-        ret, length, seconds = run_episode(agent, env, episode_seed, frames)
-    return {"episode": index, "return": ret, "length": length, "seconds": seconds, "planner_calls": length}
+def episode_seed(seed: int, index: int) -> int:
+    return seed + EVAL_SEED_OFFSET + index
+
+
+def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0):
+    """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector."""
+    from .speculative.executor import SpeculativeExecutor
+    from .speculative.modes import ExecutionSpec
+
+    execution = execution or ExecutionSpec()
+    planner = None
+    if execution.planner_overrides:
+        from dataclasses import replace
+
+        from .tdmpc2.planner import MPPIPlanner
+
+        settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
+        planner = MPPIPlanner(agent.model, settings)
+    return SpeculativeExecutor(agent, execution.settings, batch=batch, corrector=corrector,
+                               teacher=execution.measure_teacher, teacher_seed=teacher_seed, planner=planner)
+
+
+def evaluate_episodes(agent, envs: list, seed: int, indices: list[int], execution=None, corrector=None,
+                      frames: list | None = None) -> list[dict]:
+    """Evaluation episodes `indices` of `seed`, one per environment, planned as one batch. Every mode's episode
+    i resets its environment with seed+10000+i, so it starts where baseline's episode i starts; the torch stream
+    is seeded from the first index, so a single episode's record depends only on the weights, the setting, the
+    seed and the index (evaluator actors reproduce the sequential run)."""
+    from .rng import derive_seed
+
+    first = episode_seed(seed, indices[0])
+    executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7))
+    with seeded(first):
+        records = play_episodes(executor, envs[:len(indices)], [episode_seed(seed, i) for i in indices], frames)
+    for index, rec in zip(indices, records):
+        rec["episode"] = index
+    return records
+
+
+def evaluate_episode(agent, env, seed: int, index: int, frames: list | None = None, execution=None,
+                     corrector=None) -> dict:
+    """One evaluation episode (see evaluate_episodes). Returns its record: episode, return, length, seconds and
+    the executor's counts (planner_calls, encoder_calls, ...)."""
+    return evaluate_episodes(agent, [env], seed, [index], execution, corrector, frames)[0]
 
 
 def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult:
@@ -86,53 +144,85 @@ def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult
         result.returns.append(float(r["return"]))
         result.lengths.append(int(r["length"]))
         result.decisions += int(r["length"])
-        result.planner_calls += int(r["planner_calls"])
         result.decision_seconds += float(r["seconds"])
+        result.episode_planner_calls.append(int(r["planner_calls"]))
+        for key in SUMMED:
+            setattr(result, key, getattr(result, key) + type(getattr(result, key))(r.get(key, 0)))
     return result
 
 
-def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int) -> dict:
-    """What an evaluator needs, built once: the checkpoint's agent and an environment of its task."""
+def load_execution_corrector(execution, agent, teacher_sha256: str | None):
+    """The corrector an ExecutionSpec names (None when it names none), checked against the teacher."""
+    if execution is None or execution.corrector_checkpoint is None:
+        return None
+    from .speculative.correctors import load_corrector
+
+    corrector, _ = load_corrector(execution.corrector_checkpoint, teacher_sha256=teacher_sha256,
+                                  latent_dim=agent.model.dims.latent_dim, device=agent.device)
+    return corrector
+
+
+def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int, execution=None,
+                     teacher_sha256: str | None = None) -> dict:
+    """What an evaluator needs, built once: the checkpoint's agent, its corrector and an environment."""
     from .checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
-    return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed}
+    return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed,
+            "execution": execution, "corrector": load_execution_corrector(execution, agent, teacher_sha256)}
 
 
 def evaluation_episode(state: dict, index: int) -> list[dict]:
     """Per-episode function of evaluator actors: the one record of evaluation episode `index`."""
-    return [evaluate_episode(state["agent"], state["env"], state["seed"], index)]
+    return [evaluate_episode(state["agent"], state["env"], state["seed"], index, execution=state["execution"],
+                             corrector=state["corrector"])]
 
 
 def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | None = None,
-             show_progress: bool = False, mode: str = "baseline") -> EvalResult:
-    """Evaluate `agent` (eval mode, replanning each step) on `episodes` episodes (see evaluate_episode).
+             show_progress: bool = False, execution=None, corrector=None, num_envs: int = 1,
+             desc: str | None = None) -> EvalResult:
+    """Evaluate `agent` (eval mode) on `episodes` episodes under `execution` (an ExecutionSpec; None = baseline,
+    replanning each step). num_envs > 1 plans that many episodes as one batch (one executor row each); their
+    records then share a random stream, so they differ from the num_envs=1 run's, which evaluator actors equal.
 
-    Each episode seeds its own torch stream, so an episode's return does not depend on which episodes ran
-    before it (evaluator actors reproduce the sequential run) and evaluating never moves the caller's stream."""
-    if mode != "baseline":
-        raise ValueError(f"evaluation mode {mode!r} is not available yet; choose baseline")
-    env = make_env(task, seed + EVAL_SEED_OFFSET)
+    Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
+    from .speculative.modes import ExecutionSpec
+
+    execution = execution or ExecutionSpec()
+    envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(min(num_envs, episodes))]
     records, video = [], None
     try:
-        with progress_bar(total=episodes, desc=f"evaluate {task}", unit="ep", enabled=show_progress) as bar:
-            for i in range(episodes):
-                frames = [] if (video_path and i == 0) else None
-                records.append(evaluate_episode(agent, env, seed, i, frames))
+        with progress_bar(total=episodes, desc=desc or f"evaluate {task} {execution.label}", unit="ep",
+                          enabled=show_progress) as bar:
+            for first in range(0, episodes, len(envs)):
+                indices = list(range(first, min(first + len(envs), episodes)))
+                frames = [] if (video_path and first == 0) else None
+                records += evaluate_episodes(agent, envs, seed, indices, execution, corrector, frames)
                 if frames:
                     video = str(write_video(frames, video_path))
-                bar.update(1)
+                bar.update(len(indices))
                 bar.set_postfix(ret=f"{records[-1]['return']:.1f}")
     finally:
-        env.close()
-    result = result_from_records(task, mode, records)
+        for env in envs:
+            env.close()
+    result = result_from_records(task, execution.settings.mode, records)
     result.video = video
     return result
 
 
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides: dict | None = None,
                         device: str = "auto", task: str | None = None, video_path: str | None = None,
-                        show_progress: bool = False, mode: str = "baseline"):
+                        show_progress: bool = False, execution=None, num_envs: int = 1):
     """Load an agent checkpoint and evaluate it the way `gym-qwen evaluate` does (the same seeds give the same
     returns). `overrides`: agent keys to change, e.g. planner settings. Returns (EvalResult, checkpoint dict)."""
     import torch
@@ -140,9 +230,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     from .checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
+    corrector = load_execution_corrector(execution, agent, file_sha256(checkpoint))
     torch.manual_seed(seed)
     result = evaluate(agent, ckpt["task"], episodes, seed, video_path=video_path, show_progress=show_progress,
-                      mode=mode)
+                      execution=execution, corrector=corrector, num_envs=num_envs)
     return result, ckpt
 
 

@@ -45,6 +45,17 @@ class Plan:
         return self.actions[:, 0]
 
 
+def warm_start(prev_mean: torch.Tensor | None, shift, B: int, H: int, A: int, device) -> torch.Tensor:
+    """The initial MPPI mean (B, H, A): row b is prev_mean[b] moved `shift[b]` steps earlier, zero-filled."""
+    if prev_mean is None:
+        return torch.zeros(B, H, A, device=device)
+    prev = torch.nan_to_num(prev_mean, nan=0.0)
+    shifts = torch.as_tensor(shift, device=device).long().expand(B)
+    padded = torch.cat([prev, torch.zeros_like(prev)], dim=1)  # index >= H reads a zero
+    index = (torch.arange(H, device=device)[None, :] + shifts[:, None]).clamp(max=2 * H - 1)
+    return torch.gather(padded, 1, index.unsqueeze(-1).expand(B, H, A))
+
+
 class MPPIPlanner:
     """Model predictive path integral control (call under inference mode).
 
@@ -54,6 +65,10 @@ class MPPIPlanner:
 
     def __init__(self, model, settings: PlannerSettings, compile: bool = False):
         self.model, self.s = model, settings
+        # Counted here, inside the call: one per environment row planned, and one per batched MPPI call.
+        self.calls = 0
+        self.batches = 0
+        self.extensions = 0
         # One graph per MPPI iteration: compiling it fuses the LayerNorm/Mish/SimNorm work between the matmuls.
         self._rollout = CompiledOrEager(self.rollout_value, compile, "the MPPI rollout")
 
@@ -87,16 +102,17 @@ class MPPIPlanner:
                 zp = m.step(zp, a)[1]
         return torch.stack(out).view(s.horizon, B, P, -1)
 
-    def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None) -> Plan:
-        """Plan from latents z (B, L). prev_mean (B, H, A): the previous plan's mean, shifted by one step to
-        warm-start (pass None, or rows of NaN, at the first step of an episode)."""
+    def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None, shift=1) -> Plan:
+        """Plan from latents z (B, L). prev_mean (B, H, A): the previous plan's mean, warm-starting this one
+        shifted by `shift` steps (an int, or one per row: the steps executed since that plan; pass None, or rows
+        of NaN, at the first step of an episode). Steps shifted in past the old plan's end start at zero."""
         s, m = self.s, self.model
         B, H, N, P, K = z.shape[0], s.horizon, s.num_samples, s.num_pi_trajs, s.num_elites
         A = m.action_dim
         dev = z.device
-        mean = torch.zeros(B, H, A, device=dev)
-        if prev_mean is not None:
-            mean[:, :-1] = torch.nan_to_num(prev_mean[:, 1:], nan=0.0)
+        self.calls += B
+        self.batches += 1
+        mean = warm_start(prev_mean, shift, B, H, A, dev)
         std = torch.full((B, H, A), s.max_std, device=dev)
         actions = torch.empty(H, B, N, A, device=dev)
         if P > 0:
@@ -124,6 +140,20 @@ class MPPIPlanner:
         return Plan(actions=chosen, latents=latents, rewards=rewards,
                     value=elite_value[torch.arange(B, device=dev), pick], mean=mean, std=std,
                     stats={"elite_value_mean": float(elite_value.mean()), "std_mean": float(std.mean())})
+
+    def extend(self, z: torch.Tensor, steps: int):
+        """Continue plans past their horizon with the policy prior's mean action, rolled through the dynamics
+        from the last predicted latents z (B, L): actions (B, steps, A) and the latents (B, steps, L) that follow
+        each of them (latent i comes after action i)."""
+        self.extensions += z.shape[0]
+        actions, latents = [], []
+        for _ in range(steps):
+            _, info = self.model.pi(z)
+            a = info["mean"]
+            z = self.model.step(z, a)[1]
+            actions.append(a)
+            latents.append(z)
+        return torch.stack(actions, 1), torch.stack(latents, 1)
 
     def imagine(self, z: torch.Tensor, actions: torch.Tensor):
         """Predicted latents (B, T, L) and rewards (B, T) of action sequences (B, T, A) from z (B, L)."""

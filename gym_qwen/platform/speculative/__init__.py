@@ -1,0 +1,1 @@
+"""Speculative execution of TD-MPC2 plans: execution modes, mismatch features, correctors, corrector data."""

@@ -1,0 +1,163 @@
+"""Corrector data on disk: one Parquet row per speculative step, with the file's provenance in its metadata.
+
+A row: episode, t (decision index), step_in_chunk j (1..k-1), extended (j >= plan horizon: an extension step),
+distance ||z_real - z_pred||, z_real and z_pred (L), a_plan, a_teacher (the full planner's action at the real
+state) and a_teacher_mean (its MPPI mean) (A), history (the last K mismatch features, flattened K*F, current
+step last, zero-padded at an episode's start) and history_valid (how many of the K are real).
+
+Rows are written as episodes finish, one shard file per episode under `<output>.parts/`; `finish()` merges the
+shards in episode order into the output (temp file + rename), cutting at `max_rows`, one shard in memory at a
+time. Reading checks the format and the latent size and fails with one line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "gym-qwen/corrector-data"
+VERSION = 1
+META_KEY = b"gym_qwen"
+LATENT_COLUMNS = ("z_real", "z_pred")
+ACTION_COLUMNS = ("a_plan", "a_teacher", "a_teacher_mean")
+
+
+class CorrectorDataError(ValueError):
+    """A corrector data file that cannot be used (one-line message)."""
+
+
+def schema(latent_dim: int, action_dim: int, history_len: int, feature: int, metadata: dict):
+    import pyarrow as pa
+
+    fields = [pa.field("episode", pa.int64()), pa.field("t", pa.int32()), pa.field("step_in_chunk", pa.int32()),
+              pa.field("extended", pa.bool_()), pa.field("distance", pa.float32())]
+    fields += [pa.field(c, pa.list_(pa.float32(), latent_dim)) for c in LATENT_COLUMNS]
+    fields += [pa.field(c, pa.list_(pa.float32(), action_dim)) for c in ACTION_COLUMNS]
+    fields += [pa.field("history", pa.list_(pa.float32(), history_len * feature)),
+               pa.field("history_valid", pa.int32())]
+    meta = {"format": FORMAT, "version": VERSION, **metadata, "latent_dim": latent_dim, "action_dim": action_dim,
+            "history_len": history_len, "feature_dim": feature}
+    return pa.schema(fields, metadata={META_KEY: json.dumps(meta).encode()})
+
+
+def rows_to_table(rows: dict, schema_):
+    """An Arrow table of `schema_` from column arrays: 1-D for scalars, (N, D) for vectors, (N, K, F) history."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema_:
+        values = np.asarray(rows[field.name])
+        if pa.types.is_fixed_size_list(field.type):
+            flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), field.type.list_size))
+        else:
+            columns.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(columns, schema=schema_)
+
+
+class ShardedParquetWriter:
+    """Episode shards beside the output while collecting, merged into one file at the end."""
+
+    def __init__(self, output: str | os.PathLike, schema_):
+        self.output = Path(output)
+        self.parts = self.output.with_name(self.output.name + ".parts")
+        self.schema = schema_
+        self.rows = 0
+
+    def start(self) -> None:
+        if self.parts.exists():
+            shutil.rmtree(self.parts)
+        self.parts.mkdir(parents=True)
+
+    def write_episode(self, index: int, table) -> None:
+        import pyarrow.parquet as pq
+
+        table = table.drop_columns([c for c in table.column_names if c not in self.schema.names])
+        table = table.select(self.schema.names).cast(self.schema)
+        tmp = self.parts / f".episode-{index:08d}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.parts / f"episode-{index:08d}.parquet")
+        self.rows += table.num_rows
+
+    def finish(self, max_rows: int | None = None) -> int:
+        """Merge the shards in episode order into the output (atomically); returns the rows written."""
+        import pyarrow.parquet as pq
+
+        shards = sorted(self.parts.glob("episode-*.parquet"))
+        tmp = self.output.with_name(f".{self.output.name}.tmp")
+        written = 0
+        try:
+            with pq.ParquetWriter(tmp, self.schema) as writer:
+                for shard in shards:
+                    table = pq.read_table(shard).cast(self.schema)
+                    if max_rows is not None:
+                        table = table.slice(0, max(0, max_rows - written))
+                    if table.num_rows:
+                        writer.write_table(table)
+                        written += table.num_rows
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.output)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return written
+
+    def abort(self) -> None:
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The provenance of a corrector data file; CorrectorDataError if it is missing, unreadable or foreign."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorrectorDataError(f"corrector data not found: {path}")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as e:
+        raise CorrectorDataError(f"cannot read {path} as Parquet: {' '.join(str(e).split())[:160]}") from None
+    try:
+        info = json.loads(meta[META_KEY])
+    except (KeyError, ValueError):
+        raise CorrectorDataError(f"{path} is a Parquet file but not Gym Qwen corrector data "
+                                 "(no gym_qwen metadata); make one with gym-qwen collect") from None
+    if info.get("format") != FORMAT or info.get("version") != VERSION:
+        raise CorrectorDataError(f"{path} has format {info.get('format')} v{info.get('version')}, "
+                                 f"this code reads {FORMAT} v{VERSION}")
+    return info
+
+
+def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) -> tuple[dict, dict]:
+    """(columns, metadata): numpy arrays z_real/z_pred (N, L), a_* (N, A), history (N, K, F),
+    history_mask (N, K) bool, and the scalar columns. `latent_dim`: the teacher's, checked against the file's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    info = read_metadata(path)
+    if latent_dim is not None and int(info["latent_dim"]) != int(latent_dim):
+        raise CorrectorDataError(f"{path} holds latents of size {info['latent_dim']} but the teacher's latent size "
+                                 f"is {latent_dim}: collect data with this teacher")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise CorrectorDataError(f"cannot read {path}: {' '.join(str(e).split())[:160]}") from None
+    n, K, F = table.num_rows, int(info["history_len"]), int(info["feature_dim"])
+    out = {}
+    for name in table.column_names:
+        col = table[name].combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    out["history"] = out["history"].reshape(n, K, F)
+    positions = np.arange(K)[None, :]
+    out["history_mask"] = positions >= (K - out["history_valid"][:, None])
+    return out, info

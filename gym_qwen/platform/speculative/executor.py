@@ -1,0 +1,220 @@
+"""The speculative executor: every execution mode of TD-MPC2 plans, on a batch of environments, counted exactly.
+
+Each of B environments is at its own point of its own chunk. A chunk is one planner call's actions a_0..a_{k-1}
+(past the plan horizon H continued by the policy prior through the dynamics) and the latents the plan predicts
+for the state each action is taken in: z^_0 = the encoded real observation the plan started from, z^_j the
+plan's latent after j actions. Step j of a chunk executes a_j, judged against z^_j (never one step off).
+
+Modes (see SpeculationSettings): baseline replans every step; naive executes k planned actions open loop;
+spec_corrector / spec_extended encode the real observation at each speculative step and let a corrector map
+(z_real, z^_j, a_j, mismatch history) to the action; adaptive accepts a speculative step while
+||z_real - z^_j|| <= threshold and replans at once on a miss (one planner call, counted), never running more
+than k steps of one chunk. Warm starts shift the previous MPPI mean by the steps actually executed.
+
+Counts are taken where the work happens (planner rows, encoder rows, corrector rows, extension rows) per
+environment row; the planner keeps its own tally too. An optional shadow planner (the teacher: the full
+planner at the real state, warm-started as a replan there would be) runs on its own random stream and is left
+out of every count and timing: it gives the teacher's action for corrector data and action-error measurement.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..rng import TorchRngStream
+from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
+
+MODES = ("baseline", "naive", "spec_corrector", "spec_extended", "adaptive")
+TIMERS = ("plan", "encode", "correct", "extend")
+COUNTERS = ("decisions", "planner_calls", "encoder_calls", "corrector_calls", "extensions", "misses",
+            "speculative_steps")
+
+
+@dataclass(frozen=True)
+class SpeculationSettings:
+    """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline)."""
+
+    mode: str = "baseline"
+    exec_horizon: int = 1
+    mismatch_threshold: float = 0.5
+    history_len: int = 4
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.exec_horizon < 1:
+            raise ValueError(f"spec_exec_horizon={self.exec_horizon} must be >= 1")
+        if self.mode == "baseline" and self.exec_horizon != 1:
+            raise ValueError("mode=baseline replans every step: spec_exec_horizon must be 1")
+
+    @property
+    def encodes_every_step(self) -> bool:
+        return self.mode in ("spec_corrector", "spec_extended", "adaptive")
+
+
+@dataclass
+class StepStats:
+    """Per-environment-row tallies: counters (ints) and seconds spent per kind of work."""
+
+    counts: dict = field(default_factory=lambda: {k: 0 for k in COUNTERS})
+    seconds: dict = field(default_factory=lambda: {k: 0.0 for k in TIMERS + ("total",)})
+    teacher_sq_error: float = 0.0
+    teacher_steps: int = 0
+
+
+class SpeculativeExecutor:
+    """Acts for B environments under `settings`. `agent`: a TDMPC2Agent (its model and planner are used);
+    `corrector`: an nn.Module mapping (z_real, z_pred, a_plan, history, mask) -> action, or None.
+    `planner`: plan with another MPPIPlanner over the same model (a cheaper one) instead of the agent's.
+    `teacher=True` runs the shadow planner at every speculative step (see module docstring); `on_step`
+    receives each speculative step's record (collection)."""
+
+    def __init__(self, agent, settings: SpeculationSettings, batch: int = 1, corrector=None,
+                 teacher: bool = False, teacher_seed: int = 0, on_step=None, planner=None):
+        self.agent, self.s, self.B = agent, settings, batch
+        self.model, self.planner = agent.model, planner if planner is not None else agent.planner
+        self.H = self.planner.s.horizon
+        self.k = settings.exec_horizon
+        self.corrector = corrector
+        self.A, self.L = self.model.dims.action_dim, self.model.dims.latent_dim
+        dev = self.device = agent.device
+        kmax = max(self.k, self.H)
+        self.chunk_actions = torch.zeros(batch, kmax, self.A, device=dev)
+        self.chunk_latents = torch.zeros(batch, kmax, self.L, device=dev)
+        self.prev_mean = torch.full((batch, self.H, self.A), float("nan"), device=dev)
+        self.pos = torch.full((batch,), self.k, dtype=torch.long, device=dev)  # k = "no chunk: plan next"
+        self.uses_history = corrector is not None or on_step is not None
+        self.history = HistoryWindow(batch, settings.history_len, feature_dim(self.L, self.A), dev)
+        self.teacher = teacher or on_step is not None
+        self.teacher_stream = TorchRngStream(teacher_seed) if self.teacher else None
+        self.teacher_planner = agent.planner  # always the full planner, whatever plans the chunks
+        self.on_step = on_step
+        self.stats = [StepStats() for _ in range(batch)]
+
+    # ------------------------------------------------------------------ bookkeeping
+    def reset(self, rows=None) -> None:
+        """A new episode starts in `rows` (all if None): no chunk, no warm start, empty history, fresh tallies."""
+        rows = range(self.B) if rows is None else rows
+        for b in rows:
+            self.pos[b] = self.k
+            self.prev_mean[b] = float("nan")
+            self.stats[b] = StepStats()
+        self.history.reset(torch.as_tensor(list(rows), dtype=torch.long, device=self.device))
+
+    def _count(self, rows, key: str, n: int = 1) -> None:
+        for b in rows:
+            self.stats[b].counts[key] += n
+
+    def _time(self, rows, key: str, seconds: float) -> None:
+        share = seconds / max(len(rows), 1)  # batched work: each row carries an equal share
+        for b in rows:
+            self.stats[b].seconds[key] += share
+
+    # ------------------------------------------------------------------ acting
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, rows: list[int] | None = None, t: int | list[int] = 0) -> np.ndarray:
+        """Actions (R, A) in [-1, 1] for observations obs (R, obs_dim) of environment rows `rows` (all if None).
+        `t`: each row's decision index in its episode (records only)."""
+        start = time.perf_counter()
+        rows = list(range(self.B)) if rows is None else list(rows)
+        R = len(rows)
+        ts = [t] * R if isinstance(t, int) else list(t)
+        row_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(R, -1)
+        need_plan = (self.pos[row_t] >= self.k).clone()
+        encode = torch.ones(R, dtype=torch.bool, device=self.device)
+        if not (self.s.encodes_every_step or self.uses_history or self.teacher):
+            encode = need_plan.clone()  # naive: open loop, nothing is looked at between plans
+        z = torch.zeros(R, self.L, device=self.device)
+        idx = encode.nonzero().squeeze(1)
+        if len(idx):
+            t0 = time.perf_counter()
+            z[idx] = self.model.encode(obs_t[idx])
+            self._time([rows[i] for i in idx.tolist()], "encode", time.perf_counter() - t0)
+            self._count([rows[i] for i in idx.tolist()], "encoder_calls")
+        spec = ~need_plan
+        pos = self.pos[row_t].clamp(max=self.chunk_actions.shape[1] - 1)
+        z_pred = self.chunk_latents[row_t, pos]
+        if self.s.mode == "adaptive":
+            miss = spec & (latent_distance(z, z_pred) > self.s.mismatch_threshold)
+            self._count([rows[i] for i in miss.nonzero().squeeze(1).tolist()], "misses")
+            need_plan |= miss
+            spec &= ~miss
+        plan_idx = need_plan.nonzero().squeeze(1)
+        if len(plan_idx):
+            self._plan([rows[i] for i in plan_idx.tolist()], z[plan_idx])
+        actions = self.chunk_actions[row_t, self.pos[row_t].clamp(max=self.chunk_actions.shape[1] - 1)].clone()
+        z_pred = torch.where(need_plan.unsqueeze(1), z, self.chunk_latents[row_t, self.pos[row_t].clamp(
+            max=self.chunk_latents.shape[1] - 1)])
+        spec_idx = spec.nonzero().squeeze(1)
+        if self.uses_history:
+            hist_rows = row_t[encode]
+            self.history.push(hist_rows, mismatch_feature(z[encode], z_pred[encode], actions[encode]))
+        if len(spec_idx):
+            spec_rows = [rows[i] for i in spec_idx.tolist()]
+            self._count(spec_rows, "speculative_steps")
+            a_plan = actions[spec_idx]
+            if self.corrector is not None:
+                t0 = time.perf_counter()
+                window, mask = self.history.window(row_t[spec_idx])
+                corrected = self.corrector(z[spec_idx], z_pred[spec_idx], a_plan, window, mask)
+                actions[spec_idx] = corrected.clamp(-1, 1)
+                self._time(spec_rows, "correct", time.perf_counter() - t0)
+                self._count(spec_rows, "corrector_calls")
+            if self.teacher:
+                self._shadow(spec_rows, spec_idx, z, z_pred, a_plan, actions, ts)
+        self.pos[row_t] += 1
+        self._count(rows, "decisions")
+        self._time(rows, "total", time.perf_counter() - start)
+        return actions.clamp(-1, 1).cpu().numpy()
+
+    def _plan(self, rows: list[int], z: torch.Tensor) -> None:
+        """One batched planner call for `rows` from their real latents z; fills their chunks."""
+        row_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        t0 = time.perf_counter()
+        plan = self.planner.plan(z, self.prev_mean[row_t], shift=self.pos[row_t])
+        self._time(rows, "plan", time.perf_counter() - t0)
+        self._count(rows, "planner_calls")
+        H = self.H
+        self.prev_mean[row_t] = plan.mean
+        self.chunk_actions[row_t, :H] = plan.actions
+        self.chunk_latents[row_t, 0] = z
+        self.chunk_latents[row_t, 1:H] = plan.latents[:, :H - 1]
+        if self.k > H:
+            t0 = time.perf_counter()
+            ext_actions, ext_latents = self.planner.extend(plan.latents[:, H - 1], self.k - H)
+            self.chunk_actions[row_t, H:self.k] = ext_actions
+            self.chunk_latents[row_t, H] = plan.latents[:, H - 1]
+            self.chunk_latents[row_t, H + 1:self.k] = ext_latents[:, :self.k - H - 1]
+            self._time(rows, "extend", time.perf_counter() - t0)
+            self._count(rows, "extensions")
+        self.pos[row_t] = 0
+
+    def _shadow(self, rows, idx, z, z_pred, a_plan, actions, ts) -> None:
+        """The teacher's action at the real state (a replan here, on its own stream; never counted or timed)."""
+        row_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        tp = self.teacher_planner
+        calls, batches = tp.calls, tp.batches
+        with self.teacher_stream:
+            plan = tp.plan(z[idx], self.prev_mean[row_t], shift=self.pos[row_t])
+        tp.calls, tp.batches = calls, batches
+        teacher = plan.actions[:, 0].clamp(-1, 1)
+        executed = actions[idx]
+        err = ((executed - teacher) ** 2).mean(1)
+        for i, b in enumerate(rows):
+            self.stats[b].teacher_sq_error += float(err[i])
+            self.stats[b].teacher_steps += 1
+        if self.on_step is not None:
+            window, mask = self.history.window(row_t)
+            dist = latent_distance(z[idx], z_pred[idx])
+            for i, b in enumerate(rows):
+                j = int(self.pos[b])
+                self.on_step({
+                    "row": b, "t": ts[int(idx[i])], "step_in_chunk": j, "extended": j >= self.H,
+                    "distance": float(dist[i]), "z_real": z[idx[i]].cpu().numpy(),
+                    "z_pred": z_pred[idx[i]].cpu().numpy(), "a_plan": a_plan[i].cpu().numpy(),
+                    "a_teacher": teacher[i].cpu().numpy(), "a_teacher_mean": plan.mean[i, 0].cpu().numpy(),
+                    "history": window[i].cpu().numpy(), "history_valid": int(mask[i].sum())})
