@@ -178,6 +178,113 @@ def test_teacher_user_errors(case, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "models").exists()
 
 
+# ------------------------------------------------------------------------------------------ publish both or neither
+def _listing(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def fresh_run(tmp_path):
+    """A run directory holding only an untrained tiny agent.pt (no training: a second to make)."""
+    from test_cli import untrained_checkpoint
+
+    return untrained_checkpoint(tmp_path / "run" / "agent.pt").parent
+
+
+@pytest.fixture
+def quick_evaluation(monkeypatch):
+    """export_teacher's evaluation replaced by a fixed result (these tests are about files, not returns)."""
+    from types import SimpleNamespace
+
+    from gym_qwen.platform import evaluation
+
+    def evaluate_checkpoint(checkpoint, episodes, seed, **kwargs):
+        assert os.path.isfile(checkpoint)
+        returns = [10.0 + i for i in range(episodes)]
+        summary = {"return_mean": sum(returns) / episodes, "return_std": 0.0 if episodes == 1 else 0.5,
+                   "episodes": episodes, "returns": returns}
+        return SimpleNamespace(summary=lambda: summary), None
+
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", evaluate_checkpoint)
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["new", "force-replace"])
+def test_teacher_and_card_are_published_together_or_not_at_all(previous, fresh_run, quick_evaluation, tmp_path,
+                                                               monkeypatch):
+    """The card cannot be made (first) or renamed into place (second): the folder is as it was, teacher and card."""
+    from gym_qwen.platform import checkpoints, teachers
+
+    models = tmp_path / "models"
+    models.mkdir()
+    if previous:
+        (models / "t.pt").write_bytes(b"the previous teacher")
+        (models / "t.json").write_bytes(b"{\"the previous\": \"card\"}")
+    before = _listing(models)
+
+    def no_card(*args, **kwargs):
+        raise RuntimeError("the card could not be made")
+
+    with monkeypatch.context() as m:
+        m.setattr(teachers, "build_card", no_card)
+        with pytest.raises(RuntimeError, match="card could not be made"):
+            teachers.export_teacher(fresh_run, models, name="t", episodes=1, force=True)
+    assert _listing(models) == before
+
+    real_replace = os.replace
+
+    def card_rename_fails(src, dst):
+        if str(src).endswith(".t.staged.json"):  # publishing the card (not the rollback, nor staging it)
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints.os, "replace", card_rename_fails)
+        with pytest.raises(OSError, match="No space left"):
+            teachers.export_teacher(fresh_run, models, name="t", episodes=1, force=True)
+    assert _listing(models) == before
+
+    model_file, card = teachers.export_teacher(fresh_run, models, name="t", episodes=1, force=True)  # and now it works
+    assert sorted(_listing(models)) == ["README.md", "t.json", "t.pt"]
+    assert model_file.read_bytes() == (fresh_run / "agent.pt").read_bytes()
+    assert card["sha256"] == teachers.sha256_of(model_file) and card["size_bytes"] == model_file.stat().st_size
+
+
+def test_publish_together_restores_the_previous_files(tmp_path, monkeypatch):
+    from gym_qwen.platform import checkpoints
+
+    old_a, old_b = tmp_path / "a", tmp_path / "b"
+    old_a.write_text("old a")
+    new_a, new_b = tmp_path / ".a.new", tmp_path / ".b.new"
+    new_a.write_text("new a")
+    new_b.write_text("new b")
+    synced = []
+    monkeypatch.setattr(checkpoints, "fsync_dir", lambda path: synced.append(path))
+    real_replace = os.replace
+    monkeypatch.setattr(checkpoints.os, "replace",
+                        lambda src, dst: (_ for _ in ()).throw(OSError("disk gone")) if dst == old_b
+                        else real_replace(src, dst))
+    with pytest.raises(OSError, match="disk gone"):
+        checkpoints.publish_together([(new_a, old_a), (new_b, old_b)])
+    assert old_a.read_text() == "old a" and not old_b.exists() and synced == [tmp_path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.new", "a"]  # a's staged file went in, then back
+    monkeypatch.setattr(checkpoints.os, "replace", real_replace)
+    new_a.write_text("new a")
+    checkpoints.publish_together([(new_a, old_a), (new_b, old_b)])
+    assert old_a.read_text() == "new a" and old_b.read_text() == "new b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_atomic_write_syncs_the_folder(tmp_path, monkeypatch):
+    from gym_qwen.platform import checkpoints
+
+    synced = []
+    monkeypatch.setattr(checkpoints, "fsync_dir", lambda path: synced.append(path))
+    checkpoints.atomic_write_bytes(tmp_path / "x" / "f.bin", lambda f: f.write(b"data"))
+    assert synced == [tmp_path / "x"] and (tmp_path / "x" / "f.bin").read_bytes() == b"data"
+    checkpoints.fsync_dir(tmp_path / "x")  # the real one: runs on a folder, quietly does nothing on a missing one
+    checkpoints.fsync_dir(tmp_path / "missing")
+
+
 def test_demo_trains_then_shows_a_teacher_beside_random_actions(exported, tmp_path, capsys, monkeypatch):
     model_file, card = exported
     args = ["demo", "steps=1000", "seed_steps=250", "episodes=1", "seed=3", "mlflow=false", f"teacher={model_file}",

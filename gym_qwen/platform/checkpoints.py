@@ -25,8 +25,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used here; the message is one line for the user."""
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the renames and new names in directory `path` durable: an atomic rename survives a crash only once
+    its directory is synced. A no-op where a directory cannot be opened or synced (some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
-    """Call write(file_object) on a temp file beside `path`, then rename it over `path`."""
+    """Call write(file_object) on a temp file beside `path`, fsync it, rename it over `path`, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,7 +56,50 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def publish_together(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each staged file over its target (same folder), all or none: if a rename fails, every target
+    replaced so far gets its previous content back (kept as a hard link, or a copy, until all are in place) and
+    targets that did not exist are removed again. Targets never go missing in between. The folders are synced.
+    Between two renames a crash can still leave the first published alone; a reader that must know checks a
+    digest (a teacher's card holds its file's sha256)."""
+    import shutil
+
+    done: list[tuple[Path, Path | None]] = []  # (target, backup of its previous content, or None if new)
+    try:
+        for staged, target in pairs:
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.previous")
+                if backup.exists():
+                    backup.unlink()
+                try:
+                    os.link(target, backup)
+                except OSError:  # a filesystem without hard links
+                    shutil.copy2(target, backup)
+            try:
+                os.replace(staged, target)
+            except BaseException:
+                if backup is not None:
+                    backup.unlink()  # the target still holds its previous content
+                raise
+            done.append((target, backup))
+    except BaseException:
+        for target, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, target)
+            elif target.exists():
+                target.unlink()
+        raise
+    finally:
+        for folder in {target.parent for _, target in pairs}:
+            fsync_dir(folder)
+    for _, backup in done:
+        if backup is not None:
+            backup.unlink()
 
 
 def _numpy_to_torch(x: Any) -> Any:

@@ -14,7 +14,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from .checkpoints import CheckpointError, atomic_write_bytes, load_agent, load_checkpoint
+from .checkpoints import CheckpointError, atomic_write_bytes, load_agent, load_checkpoint, publish_together
 from .config import TrainConfig, config_from_dict, config_to_dict
 
 CARD_VERSION = 1
@@ -102,9 +102,11 @@ def _read_curve(path: Path) -> list[list[float]]:
 
 
 def build_card(name: str, model_file: Path, ckpt: dict, eval_summary: dict, eval_seed: int,
-               run_dir: Path, hardware: str, parameters: int, note: str = "") -> dict:
-    """The card of a teacher: everything :func:`check_card` verifies plus how it was made."""
+               run_dir: Path, hardware: str, parameters: int, note: str = "", staged_file: Path | None = None) -> dict:
+    """The card of a teacher: everything :func:`check_card` verifies plus how it was made. `staged_file`: the
+    bytes that will become `model_file` (digest and size are taken from it), when they are not there yet."""
     cfg = ckpt["config"]
+    data_file = staged_file if staged_file is not None else model_file
     summary = _read_json(run_dir / "summary.json") or {}
     default_planning = planning_settings(config_to_dict(TrainConfig()), ckpt["task_spec"]["action_dim"])
     planning = planning_settings(cfg, ckpt["task_spec"]["action_dim"])
@@ -112,8 +114,8 @@ def build_card(name: str, model_file: Path, ckpt: dict, eval_summary: dict, eval
         "card_version": CARD_VERSION,
         "name": name,
         "file": model_file.name,
-        "sha256": sha256_of(model_file),
-        "size_bytes": model_file.stat().st_size,
+        "sha256": sha256_of(data_file),
+        "size_bytes": data_file.stat().st_size,
         "task": ckpt["task"],
         "model_size": cfg["model_size"],
         "parameters": parameters,
@@ -206,20 +208,23 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
     model_file, card_file = output_dir / f"{name}.pt", output_dir / f"{name}.json"
     if not force and (model_file.exists() or card_file.exists()):
         raise TeacherError(f"{model_file} already exists; pass force=true to replace it or choose name=")
-    # Evaluate a staged copy first: if evaluation fails or is interrupted, nothing under models/ has changed.
-    staged = output_dir / f".{name}.staged.pt"
+    # Stage the teacher and its card beside their targets, then publish both together: if evaluation, the card
+    # or a rename fails (or is interrupted), models/ holds what it held before, never a file without its card.
+    staged_model, staged_card = output_dir / f".{name}.staged.pt", output_dir / f".{name}.staged.json"
     output_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(agent_file, staged)
     try:
-        result, _ = evaluate_checkpoint(str(staged), episodes, seed, device="cpu", show_progress=show_progress)
-        os.replace(staged, model_file)
+        with open(agent_file, "rb") as src:
+            atomic_write_bytes(staged_model, lambda f: shutil.copyfileobj(src, f))
+        result, _ = evaluate_checkpoint(str(staged_model), episodes, seed, device="cpu", show_progress=show_progress)
+        agent, _, _ = load_agent(str(staged_model), {}, "cpu")
+        card = build_card(name, model_file, ckpt, result.summary(), seed, run_dir, hardware_description(),
+                          agent.model.parameter_counts()["total"], note, staged_file=staged_model)
+        atomic_write_bytes(staged_card, lambda f: f.write((json.dumps(card, indent=2) + "\n").encode()))
+        publish_together([(staged_model, model_file), (staged_card, card_file)])
     finally:
-        if staged.exists():
-            staged.unlink()
-    agent, _, _ = load_agent(str(model_file), {}, "cpu")
-    card = build_card(name, model_file, ckpt, result.summary(), seed, run_dir, hardware_description(),
-                      agent.model.parameter_counts()["total"], note)
-    atomic_write_bytes(card_file, lambda f: f.write((json.dumps(card, indent=2) + "\n").encode()))
+        for staged in (staged_model, staged_card):
+            if staged.exists():
+                staged.unlink()
     write_index(output_dir)
     return model_file, card
 
