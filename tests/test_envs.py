@@ -69,6 +69,39 @@ def test_task_spec_values():
     assert task_spec("cheetah-run") is cheetah  # cached
 
 
+@pytest.mark.parametrize("task, episodic", [("HalfCheetah-v5", False), ("Swimmer-v5", False), ("Hopper-v5", True),
+                                           ("Walker2d-v5", True), ("Ant-v5", True), ("Humanoid-v5", True)])
+def test_only_tasks_that_terminate_are_episodic(task, episodic):
+    from gym_qwen.platform.config import TrainConfig
+    from gym_qwen.platform.tdmpc2.agent import model_dims
+    from gym_qwen.platform.tdmpc2.world_model import WorldModel
+
+    spec = task_spec(task)
+    assert (spec.suite, spec.action_repeat, spec.episode_length, spec.episodic) == ("gym", 1, 1000, episodic)
+    small = TrainConfig(task=task, latent_dim=16, enc_dim=16, mlp_dim=16)
+    model = WorldModel(model_dims(small, spec.obs_dim, spec.action_dim, spec.episodic))
+    assert (model.termination_head is not None) == episodic
+
+
+@pytest.mark.parametrize("task", ["HalfCheetah-v5", "Swimmer-v5"])
+def test_never_terminating_tasks_run_to_the_time_limit(task):
+    """What makes them non-episodic: a whole episode of random actions ends by truncation only."""
+    env = make_env(task, seed=0)
+    try:
+        env.reset()
+        for i in range(1, 1001):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            assert not terminated
+            assert truncated == (i == 1000)
+    finally:
+        env.close()
+
+
+def test_swimmer_spec():
+    swimmer = task_spec("Swimmer-v5")
+    assert (swimmer.obs_dim, swimmer.action_dim) == (8, 2)
+
+
 def test_dmc_episode_truncates_at_500_decisions():
     env = make_env("pendulum-swingup", seed=0)
     try:

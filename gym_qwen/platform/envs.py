@@ -7,6 +7,8 @@ observations, actions in [-1, 1] (rescaled to the simulator's bounds), an
 DMControl tasks are named ``domain-task`` (``"walker-walk"``, ``"cup-catch"``)
 and run with action repeat 2 for 500 decisions; Gymnasium tasks keep their
 registered names (``"Hopper-v5"``), action repeat 1 and 1000-step time limit.
+A task is episodic (TD-MPC2 learns a termination head for it) only if its
+episodes really terminate: the Gymnasium tasks except HalfCheetah and Swimmer.
 """
 
 from __future__ import annotations
@@ -68,8 +70,12 @@ GYM_TASKS: tuple[str, ...] = (
     "Walker2d-v5",
     "Ant-v5",
     "Humanoid-v5",
+    "Swimmer-v5",
 )
 TASKS: tuple[str, ...] = DMC_TASKS + GYM_TASKS
+# Gymnasium tasks without an unhealthy-state termination: their episodes end only at the time limit, so they are
+# not episodic (no termination head, no termination loss), like every DMControl task.
+GYM_NEVER_TERMINATE: frozenset[str] = frozenset({"HalfCheetah-v5", "Swimmer-v5"})
 
 _DMC_DOMAINS = {"cup": "ball_in_cup"}
 _DMC_ACTION_REPEAT = 2
@@ -284,7 +290,7 @@ def _spec_of(env: _PlatformEnv, suite: str) -> TaskSpec:
         action_dim=int(env.action_space.shape[0]),
         episode_length=env.episode_length,
         action_repeat=env.action_repeat,
-        episodic=suite == "gym",
+        episodic=suite == "gym" and env.task not in GYM_NEVER_TERMINATE,
     )
 
 
