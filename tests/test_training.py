@@ -214,6 +214,20 @@ def test_resume_may_change_length_frequencies_logging_threads_and_place(tmp_path
     assert load_config(TrainConfig, moved / out.relative_to(tmp_path / "runs") / "config.yaml") == cfg
 
 
+def test_resume_refuses_a_checkpoint_whose_termination_head_this_code_would_not_build(tmp_path, monkeypatch):
+    """A Gymnasium HalfCheetah run trained when every Gymnasium task counted as episodic cannot be continued."""
+    from gym_qwen.platform.checkpoints import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    out = _saved_run(tmp_path / "runs")
+    ckpt = load_checkpoint(out / "train_state.pt")
+    save_checkpoint(out / "train_state.pt", {**ckpt, "task_spec": {**ckpt["task_spec"], "episodic": True}})
+    before = _snapshot(tmp_path / "runs")
+    with pytest.raises(CheckpointError, match="trained with a termination head"):
+        train(tiny_train_config(tmp_path / "runs", "resume=true", "mlflow=false"))
+    assert _snapshot(tmp_path / "runs") == before
+
+
 @pytest.mark.parametrize("saved, asked, refused", [
     ({"num_workers": 2, "num_envs": 1}, {"num_workers": 4, "num_envs": 2}, []),  # asynchronous stays asynchronous
     ({}, {"num_workers": 2}, []),  # the Ray backend continues an in-process checkpoint

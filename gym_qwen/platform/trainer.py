@@ -12,6 +12,7 @@ import torch
 from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, load_checkpoint,
                           save_checkpoint)
 from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from .envs import task_spec
 from .progress import progress_bar
 from .tracking import Tracker
 from .training import InProcessBackend, LoopState, run_training
@@ -117,6 +118,12 @@ def _resume_checkpoint(cfg, out: Path) -> dict | None:
     check_compatible(ckpt, task=cfg.task, arch=model_signature(cfg), path=str(state_path))
     if ckpt["config"]["seed"] != cfg.seed:
         raise CheckpointError(f"{state_path} was trained with seed={ckpt['config']['seed']}, not {cfg.seed}")
+    saved_episodic = ckpt.get("task_spec", {}).get("episodic")
+    if saved_episodic is not None and saved_episodic != task_spec(cfg.task).episodic:
+        raise CheckpointError(
+            f"{state_path} was trained {'with' if saved_episodic else 'without'} a termination head, but this "
+            f"code treats {cfg.task} as {'not ' if saved_episodic else ''}episodic; start a new run (another "
+            "exp_name=)")
     return ckpt
 
 
