@@ -15,7 +15,7 @@ def test_published_means_are_the_papers(task, steps, mean):
     from gym_qwen.platform.curves import published_curve, published_mean_at
 
     assert len(published_curve(task)[steps]) == 3  # three seeds
-    assert published_mean_at(task, steps) == pytest.approx(mean, abs=0.6)  # DESIGN §3's rounded figures
+    assert published_mean_at(task, steps) == pytest.approx(mean, abs=0.6)  # the rounded figures in docs/architecture.md
 
 
 def test_unpublished_task_has_no_curve():

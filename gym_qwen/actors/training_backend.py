@@ -1,6 +1,6 @@
 """RayTrainingBackend: rollout-worker actors feeding one learner actor, driven by the platform's training loop.
 
-Data flow (DESIGN §2): workers play whole episodes with the newest weights they were handed and return them
+Data flow (docs/architecture.md, "Data flow"): workers play whole episodes with the newest weights they were handed and return them
 as object refs; the driver passes the refs to the learner, which adds them to its buffer and runs the updates
 they make due; each new weights version is `ray.put` once and handed to the next episodes dispatched.
 Episodes are named by global ids that fix their reset seeds. A worker that dies is restarted by Ray and its
