@@ -215,10 +215,12 @@ def test_evaluate_table_json_and_gif(cli_runs):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     header, rule, row = proc.stdout.splitlines()[:3]
-    for column in ("task", "mode", "episodes", "return", "std", "planner calls/step", "ms/decision"):
+    for column in ("task", "setting", "episodes", "return", "std", "retained", "planner calls/step", "ms/step",
+                   "plan", "encode"):
         assert column in header
     cells = row.split()
-    assert cells[:3] == [TINY_TASK, "baseline", "2"] and cells[5] == "1.00" and float(cells[6]) > 0
+    assert cells[:3] == [TINY_TASK, "baseline", "2"] and cells[5] == "100.0%"  # baseline against itself
+    assert cells[6] == "1.000" and cells[7] == "0.000" and float(cells[8]) > 0
 
     out = cwd.parent / "video-out" / "eval.json"
     ckpt = cwd.parent / "video-ckpt" / "agent.pt"
@@ -228,6 +230,7 @@ def test_evaluate_table_json_and_gif(cli_runs):
     assert result["lengths"] == [500, 500] and result["decisions"] == 1000
     assert result["return_mean"] == pytest.approx(sum(result["returns"]) / 2)
     assert f"{result['return_mean']:.1f}" == cells[3]
+    assert result["planner_calls"] == result["encoder_calls"] == 1000 and result["corrector_calls"] == 0
     assert result["checkpoint"] == str(ckpt) and result["checkpoint_env_steps"] == 2000
 
     video = ckpt.parent / f"agent-{TINY_TASK}.gif"  # default: beside the checkpoint

@@ -81,7 +81,10 @@ class EpisodeFarm:
         self.max_records = max_records
         self.restarts = 0
 
-    def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None) -> pa.Table:
+    def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None,
+            keep: bool = True) -> pa.Table | None:
+        """Run the episodes; each finished one goes to `on_episode(index, table)` once. Returns the merged table,
+        or None with keep=False (the caller streamed the tables away: the farm then holds none of them)."""
         todo = list(indices)
         todo.reverse()  # pop() hands out the smallest index first
         retry: list[int] = []  # episodes lost with a dead actor: always run again, cap or not
@@ -109,11 +112,11 @@ class EpisodeFarm:
                 retry.append(index)  # run it again on the restarted actor
                 continue
             if index not in done:
-                done[index] = table
+                done[index] = table if keep else None
                 records += table.num_rows
                 if on_episode is not None:
                     on_episode(index, table)
-        return merge(done.values(), self.max_records)
+        return merge(done.values(), self.max_records) if keep else None
 
     def close(self) -> None:
         for actor in self.workers:

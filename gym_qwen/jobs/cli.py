@@ -10,6 +10,7 @@ COMMANDS = {
     "info": ("gym_qwen.jobs.info", "print the parameter count of each model component"),
     "teacher": ("gym_qwen.jobs.teacher", "ship a finished training run as a teacher (models/<name>.pt + card)"),
     "curves": ("gym_qwen.jobs.curves", "plot evaluation return vs env steps over the published curves"),
+    "collect": ("gym_qwen.jobs.collect", "collect corrector data from a teacher's speculative chunks (Parquet)"),
     "distill": ("gym_qwen.jobs.distill", "distill correctors from corrector data (two-tower, temporal)"),
     "demo": ("gym_qwen.jobs.demo", "train briefly on an easy task, evaluate, print a table"),
 }

@@ -7,8 +7,10 @@ from typing import Callable
 from gym_qwen.platform.checkpoints import CheckpointError
 from gym_qwen.platform.config import ConfigError, describe, parse_config
 from gym_qwen.platform.envs import UnknownTaskError, quiet_library_logs
+from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
+from gym_qwen.platform.speculative.correctors import CorrectorError
 
-USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError)
+USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError, CorrectorDataError, CorrectorError)
 
 
 def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_errors: tuple = ()) -> int:

@@ -1,4 +1,10 @@
-"""`gym-qwen evaluate checkpoint=runs/.../agent.pt episodes=10 mode=baseline [video=true]`."""
+"""`gym-qwen evaluate checkpoint=models/walker-walk-size1-seed1.pt episodes=10 mode=naive spec_exec_horizon=3`.
+
+One setting prints one row; `mode=all` evaluates every mode on the same seeds, prints the comparison and writes
+its plot. Every row: return, return retained vs baseline, planner / corrector calls per step, ms per step split
+into plan / encode / correct / extend, replan rate and misses (adaptive), and the action error to the teacher
+with measure_teacher=true.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,48 +16,110 @@ from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.checkpoints import load_checkpoint
 from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config
 
+PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
+                "temperature")
+
+
+def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> float | None:
+    """Baseline return of the same seeds from the teacher's card beside the checkpoint, if it has them."""
+    card = Path(checkpoint).with_suffix(".json")
+    if any(k in overrides for k in PLANNER_KEYS) or not card.is_file():
+        return None
+    try:
+        ev = json.loads(card.read_text())["evaluation"]
+    except (ValueError, KeyError):
+        return None
+    if ev.get("seed") != seed or len(ev.get("returns", [])) < episodes:
+        return None
+    return sum(ev["returns"][:episodes]) / episodes
+
+
+def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None):
+    from gym_qwen.platform.evaluation import evaluate_checkpoint
+
+    if cfg.num_workers > 0:  # Ray only when asked for
+        from gym_qwen.actors.evaluators import evaluate_with_actors
+
+        return evaluate_with_actors(cfg.checkpoint, cfg.episodes, cfg.seed, num_workers=cfg.num_workers,
+                                    cpus=cfg.worker_cpus, overrides=overrides, task=cfg.task,
+                                    ray_address=cfg.ray_address, show_progress=cfg.progress, execution=spec)
+    return evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides, device=cfg.device,
+                               task=cfg.task, video_path=video_path, show_progress=cfg.progress, execution=spec,
+                               num_envs=cfg.num_envs)
+
 
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
-    from gym_qwen.platform.tracking import Tracker
+    from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
+    from gym_qwen.platform.speculative.comparison import (
+        all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, single_spec, ROW_HEADER)
 
     torch.set_num_threads(cfg.torch_threads)
     agent_keys = {f.name for f in dataclasses.fields(TDMPC2Config)} - {"device"}
     overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
-    # default: beside the checkpoint (Path.with_suffix, not str.rsplit('.'), which cuts at a dot in a folder name)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
+    task = ckpt["task"]
+    resolved, note = resolve_mode(cfg)
+    if note:
+        print(note)
+    if resolved["plan"] is not None:
+        if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
+            from gym_qwen.platform.config import ConfigError
+
+            raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
+        overrides["horizon"] = resolved["plan"]
+    teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
+    if resolved["mode"] == "all":
+        specs, notes = all_specs(cfg, teacher_horizon)
+        for line in notes:
+            print(line)
+    else:
+        specs = [single_spec(cfg, resolved, teacher_horizon)]
     video_path = None
     if cfg.video:
-        task = cfg.task or load_checkpoint(cfg.checkpoint)["task"]
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
-    if cfg.num_workers > 0:  # Ray only when asked for
-        from gym_qwen.actors.evaluators import evaluate_with_actors
-        res, ckpt = evaluate_with_actors(cfg.checkpoint, cfg.episodes, cfg.seed, num_workers=cfg.num_workers,
-                                         cpus=cfg.worker_cpus, overrides=overrides, task=cfg.task,
-                                         ray_address=cfg.ray_address, show_progress=cfg.progress, mode=cfg.mode)
-    else:
-        res, ckpt = evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides,
-                                        device=cfg.device, task=cfg.task, video_path=video_path,
-                                        show_progress=cfg.progress, mode=cfg.mode)
-    task = res.task
-    print(table([(task, cfg.mode, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}",
-                  f"{res.planner_calls_per_step:.2f}", f"{res.ms_per_decision:.1f}")],
-                ("task", "mode", "episodes", "return", "std", "planner calls/step", "ms/decision")))
-    if res.video:
-        print(f"video: {res.video}")
-    summary = {**res.summary(), "checkpoint": cfg.checkpoint, "checkpoint_env_steps": ckpt["env_steps"]}
+    results = []
+    for spec in specs:
+        res, _ = _run_one(cfg, spec, overrides, video_path)
+        results.append((spec, res))
+    baseline = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
+    baseline = baseline if baseline is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
+    print(table(comparison_rows(task, results, baseline), ROW_HEADER))
+    if results[0][1].video:
+        print(f"video: {results[0][1].video}")
+    record = comparison_record(task, results, baseline)
+    record.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
+                  episodes=cfg.episodes)
+    if len(results) > 1:
+        plot = plot_comparison(record, cfg.plot or f"docs/speculation-{task}.png")
+        print(f"plot: {plot} (numbers: {plot.with_suffix('.json')})")
     if cfg.output:
-        atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        payload = record if len(results) > 1 else {**results[0][1].summary(), **record}
+        atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     if cfg.mlflow:
+        _log_mlflow(cfg, task, ckpt, results, baseline)
+
+
+def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | None) -> None:
+    from gym_qwen.platform.tracking import Tracker
+
+    for spec, res in results:
+        s = res.summary()
         tracker = Tracker(True, cfg.mlflow_experiment)
-        tracker.start(f"evaluate-{task}-{cfg.mode}", {"checkpoint": cfg.checkpoint, "episodes": cfg.episodes,
-                                                      "mode": cfg.mode, "seed": cfg.seed},
-                      tags={"task": task, "command": "evaluate"})
-        tracker.log_metrics({"return_mean": res.mean, "return_std": res.std,
-                             "planner_calls_per_step": res.planner_calls_per_step,
-                             "ms_per_decision": res.ms_per_decision}, step=ckpt["env_steps"])
+        tracker.start(f"evaluate-{task}-{spec.label}", {
+            "checkpoint": cfg.checkpoint, "episodes": cfg.episodes, "seed": cfg.seed, "mode": spec.settings.mode,
+            "spec_exec_horizon": spec.settings.exec_horizon, "corrector_type": spec.corrector_type,
+            "corrector_checkpoint": spec.corrector_checkpoint, "mismatch_threshold": spec.settings.mismatch_threshold,
+            "planner_overrides": dict(spec.planner_overrides)}, tags={"task": task, "command": "evaluate"})
+        metrics = {k: s[k] for k in ("return_mean", "return_std", "planner_calls_per_step", "corrector_calls_per_step",
+                                     "encoder_calls_per_step", "ms_per_decision", "plan_ms_per_step",
+                                     "encode_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate",
+                                     "misses", "teacher_action_mse")}
+        if baseline:
+            metrics["return_retained"] = res.mean / baseline
+        tracker.log_metrics(metrics, step=ckpt["env_steps"])
         if res.video:
             tracker.log_artifact(res.video)
         tracker.end()

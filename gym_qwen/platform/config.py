@@ -24,11 +24,11 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from gym_qwen.platform.config_schema import (  # noqa: F401  (re-exported)
-    ARCH_KEYS, MODEL_SIZES, ConfigError, CurvesConfig, DemoConfig, DistillConfig, EvaluateConfig, InfoConfig,
+    ARCH_KEYS, MODEL_SIZES, CollectConfig, ConfigError, CurvesConfig, DemoConfig, DistillConfig, EvaluateConfig, InfoConfig,
     TDMPC2Config, TeacherConfig, TrainConfig, check_task, option,
 )
 
-__all__ = ["ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
+__all__ = ["CollectConfig", "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
            "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig", "DistillConfig", "parse_config", "config_to_dict", "config_from_dict",
            "load_config", "save_config", "validate_config", "describe"]
 

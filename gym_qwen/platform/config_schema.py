@@ -13,9 +13,11 @@ import difflib
 import os
 from typing import Any, ClassVar, Optional
 
+from gym_qwen.platform.speculative.modes import ALIASES, CORRECTOR_TYPES, MODE_CHOICES
+
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
-    "TDMPC2Config", "TrainConfig", "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig",
+    "TDMPC2Config", "TrainConfig", "EvaluateConfig", "CollectConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig",
     "DistillConfig",
 ]
 
@@ -203,7 +205,30 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     task: Optional[str] = option(None, "Task to evaluate on (none = the checkpoint's task)")
     checkpoint: str = option("", "Checkpoint file to evaluate (required)")
     episodes: int = option(10, "Evaluation episodes", min=1)
-    mode: str = option("baseline", "Evaluation mode", choices=("baseline",))
+    mode: str = option("baseline", "Execution mode: baseline (plan every step), naive (k planned actions open loop), "
+                                   "spec_corrector (k <= H, corrected), spec_extended (k > H, plan extended by the "
+                                   "policy prior, corrected), adaptive (replan when ||z - z^|| > mismatch_threshold), "
+                                   "all (every mode, one comparison table and plot), or one of the original "
+                                   "project's names", choices=MODE_CHOICES)
+    spec_exec_horizon: Optional[int] = option(None, "k: steps executed per plan at most (none = the mode's default: "
+                                              "baseline 1, naive 3, spec_corrector 3, spec_extended 6, adaptive 3)",
+                                              min=1)
+    spec_plan_horizon: Optional[int] = option(None, "Planning horizon H (none = the teacher's)", min=1)
+    spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
+    corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended and adaptive",
+                                 choices=CORRECTOR_TYPES)
+    corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = <checkpoint stem>-<corrector_type>.pt "
+                                                       "beside the teacher)")
+    mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
+    history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
+    measure_teacher: bool = option(False, "Also run the full planner at every speculative step (a shadow, left out "
+                                          "of every count and timing) and report the action error to it")
+    num_envs: int = option(1, "Episodes played at once as one batch (B executor rows; >1 changes the random "
+                              "numbers, so returns differ from num_envs=1)", min=1)
+    cheap_num_samples: int = option(64, "mode=all: samples of the cheap planner row (replans every step)", min=1)
+    cheap_iterations: int = option(2, "mode=all: MPPI iterations of the cheap planner row", min=1)
+    plot: Optional[str] = option(None, "mode=all: PNG to write (none = docs/speculation-<task>.png; a JSON with the "
+                                       "numbers goes beside it)")
     seed: int = option(1, "Random seed", min=0)
     video: bool = option(False, "Record a video of the first episode")
     video_path: Optional[str] = option(None, "Video file (none = next to the checkpoint)")
@@ -214,13 +239,25 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     progress: bool = option(True, "Show a progress bar")
 
     def validate(self) -> None:
-        """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given."""
+        """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given; the speculation keys
+        must fit the mode."""
         super().validate()
         _require(bool(self.checkpoint), "checkpoint= is required")
         _require(not (self.video and self.num_workers > 0),
                  "video=true records on this machine: use it with num_workers=0")
+        _require(not (self.video and self.mode == "all"), "video=true records one setting: not with mode=all")
         if self.task is not None:
             check_task(self.task)
+        mode = ALIASES[self.mode][0] if self.mode in ALIASES else self.mode
+        _require(not (mode == "baseline" and self.spec_exec_horizon not in (None, 1)),
+                 f"mode=baseline replans every step: spec_exec_horizon={self.spec_exec_horizon} must be 1 or none")
+        _require(not (mode in ("spec_corrector", "spec_extended") and self.corrector_type == "none"
+                      and self.mode not in ALIASES),
+                 f"mode={mode} needs a corrector: set corrector_type=two_tower or temporal")
+        _require(not (mode in ("baseline", "naive") and self.corrector_type != "none"),
+                 f"mode={mode} runs no corrector (corrector_type={self.corrector_type}); use spec_corrector, "
+                 "spec_extended or adaptive")
+        _require(self.plot is None or self.plot.lower().endswith(".png"), f"plot={self.plot!r} must end in .png")
 
 
 @dataclasses.dataclass
@@ -359,3 +396,36 @@ class DistillConfig:
 
             _require(torch.cuda.is_available(), "device=cuda was asked for but no CUDA device is available "
                                                 "(use device=auto or cpu)")
+
+
+@dataclasses.dataclass
+class CollectConfig(RayOptions):
+    """Settings of ``gym-qwen collect``: corrector data from a teacher's speculative chunks (Parquet)."""
+
+    command: ClassVar[str] = "collect"
+
+    checkpoint: str = option("", "Teacher checkpoint (required), e.g. models/walker-walk-size1-seed1.pt")
+    task: Optional[str] = option(None, "Task (none = the checkpoint's; another task is refused)")
+    episodes: int = option(50, "Collection episodes", min=1)
+    output: str = option("", "Parquet file to write (required), e.g. data/walker-walk-corrector.parquet")
+    spec_exec_horizon: int = option(6, "Steps executed per chunk (k); rows at j = 1..k-1, past the plan horizon "
+                                       "by plan extension", min=2)
+    spec_plan_horizon: Optional[int] = option(None, "Planning horizon (none = the teacher's)", min=1)
+    history_len: int = option(4, "Mismatch features kept per row (the temporal corrector's window)", min=1)
+    min_distance: float = option(0.0, "Drop rows whose latent mismatch is below this", min=0.0)
+    max_samples: int = option(-1, "Keep at most this many rows, in episode order (-1 = all)", min=-1)
+    seed: int = option(1, "Random seed (episode i resets with seed + 20000 + i)", min=0)
+    force: bool = option(False, "Replace an existing output file")
+    device: str = option("cpu", "Torch device of the in-process collector", choices=("auto", "cpu", "cuda"))
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+
+    def validate(self) -> None:
+        """``checkpoint`` and ``output`` are required; max_samples is -1 or positive."""
+        _require(bool(self.checkpoint), "checkpoint= is required: a teacher checkpoint such as "
+                                        "models/walker-walk-size1-seed1.pt")
+        _require(bool(self.output), "output= is required: the Parquet file to write")
+        _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
+        if self.task is not None:
+            check_task(self.task)

@@ -210,16 +210,6 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     return result
 
 
-def file_sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides: dict | None = None,
                         device: str = "auto", task: str | None = None, video_path: str | None = None,
                         show_progress: bool = False, execution=None, num_envs: int = 1):
@@ -230,7 +220,9 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     from .checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
-    corrector = load_execution_corrector(execution, agent, file_sha256(checkpoint))
+    from .teachers import sha256_of
+
+    corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)
     result = evaluate(agent, ckpt["task"], episodes, seed, video_path=video_path, show_progress=show_progress,
                       execution=execution, corrector=corrector, num_envs=num_envs)

@@ -26,33 +26,11 @@ import torch
 
 from ..rng import TorchRngStream
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
+from .modes import SpeculationSettings
 
-MODES = ("baseline", "naive", "spec_corrector", "spec_extended", "adaptive")
 TIMERS = ("plan", "encode", "correct", "extend")
 COUNTERS = ("decisions", "planner_calls", "encoder_calls", "corrector_calls", "extensions", "misses",
             "speculative_steps")
-
-
-@dataclass(frozen=True)
-class SpeculationSettings:
-    """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline)."""
-
-    mode: str = "baseline"
-    exec_horizon: int = 1
-    mismatch_threshold: float = 0.5
-    history_len: int = 4
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
-        if self.exec_horizon < 1:
-            raise ValueError(f"spec_exec_horizon={self.exec_horizon} must be >= 1")
-        if self.mode == "baseline" and self.exec_horizon != 1:
-            raise ValueError("mode=baseline replans every step: spec_exec_horizon must be 1")
-
-    @property
-    def encodes_every_step(self) -> bool:
-        return self.mode in ("spec_corrector", "spec_extended", "adaptive")
 
 
 @dataclass

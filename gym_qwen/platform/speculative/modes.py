@@ -1,9 +1,10 @@
-"""What users name: execution modes, the original project's aliases, and one evaluation setting (ExecutionSpec)."""
+"""What users name: execution modes and their settings, the original project's aliases, and one evaluated setting
+(ExecutionSpec). Plain data, no torch: the config schema imports it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .executor import MODES, SpeculationSettings
+MODES = ("baseline", "naive", "spec_corrector", "spec_extended", "adaptive")
 
 CORRECTOR_TYPES = ("none", "two_tower", "temporal")
 DEFAULT_EXEC_HORIZON = {"baseline": 1, "naive": 3, "spec_corrector": 3, "spec_extended": 6, "adaptive": 3}
@@ -16,6 +17,28 @@ ALIASES = {
     "3_step_corrector_temporal": ("spec_corrector", 3, None, "temporal"),
 }
 MODE_CHOICES = MODES + ("all",) + tuple(ALIASES)
+
+
+@dataclass(frozen=True)
+class SpeculationSettings:
+    """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline)."""
+
+    mode: str = "baseline"
+    exec_horizon: int = 1
+    mismatch_threshold: float = 0.5
+    history_len: int = 4
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.exec_horizon < 1:
+            raise ValueError(f"spec_exec_horizon={self.exec_horizon} must be >= 1")
+        if self.mode == "baseline" and self.exec_horizon != 1:
+            raise ValueError("mode=baseline replans every step: spec_exec_horizon must be 1")
+
+    @property
+    def encodes_every_step(self) -> bool:
+        return self.mode in ("spec_corrector", "spec_extended", "adaptive")
 
 
 def alias_note(alias: str) -> str:

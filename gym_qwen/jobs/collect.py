@@ -1,0 +1,112 @@
+"""`gym-qwen collect checkpoint=models/walker-walk-size1-seed1.pt episodes=50 output=data/x.parquet num_workers=2`."""
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from gym_qwen.jobs.common import run_job, table
+from gym_qwen.platform.config import CollectConfig, ConfigError
+
+
+class ChunkStats:
+    """Per step-in-chunk sums streamed from each finished episode (the driver never holds the rows)."""
+
+    def __init__(self):
+        self.rows = defaultdict(int)
+        self.distance = defaultdict(float)
+        self.plan_sq = defaultdict(float)
+
+    def add(self, shard) -> None:
+        j = shard["step_in_chunk"].to_numpy()
+        d = shard["distance"].to_numpy()
+        n, A = shard.num_rows, shard.schema.field("a_plan").type.list_size
+        a_plan = shard["a_plan"].combine_chunks().flatten().to_numpy().reshape(n, A)
+        a_teacher = shard["a_teacher"].combine_chunks().flatten().to_numpy().reshape(n, A)
+        err = ((a_plan - a_teacher) ** 2).mean(1)
+        for step in np.unique(j):
+            sel = j == step
+            self.rows[int(step)] += int(sel.sum())
+            self.distance[int(step)] += float(d[sel].sum())
+            self.plan_sq[int(step)] += float(err[sel].sum())
+
+    def lines(self) -> list[tuple]:
+        return [(j, self.rows[j], f"{self.distance[j] / self.rows[j]:.3f}", f"{self.plan_sq[j] / self.rows[j]:.4f}")
+                for j in sorted(self.rows)]
+
+
+def _collect(cfg: CollectConfig) -> None:
+    import torch
+
+    from gym_qwen.platform.checkpoints import check_compatible, code_version, load_checkpoint
+    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.progress import progress_bar
+    from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema
+    from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
+
+    torch.set_num_threads(cfg.torch_threads)
+    output = Path(cfg.output)
+    if output.exists() and not cfg.force:
+        raise ConfigError(f"output {output} exists; use force=true to replace it")
+    ckpt = load_checkpoint(cfg.checkpoint)
+    check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
+    overrides = {} if cfg.spec_plan_horizon is None else {"horizon": cfg.spec_plan_horizon}
+    plan_horizon = cfg.spec_plan_horizon or int(ckpt["config"].get("horizon", 3))
+    metadata = {"task": ckpt["task"], "teacher_checkpoint": cfg.checkpoint, "teacher_sha256": sha256_of(cfg.checkpoint),
+                "plan_horizon": plan_horizon, "exec_horizon": cfg.spec_exec_horizon, "seed": cfg.seed,
+                "episodes": cfg.episodes, "min_distance": cfg.min_distance, "max_samples": cfg.max_samples,
+                "code_version": code_version()}
+    max_rows = None if cfg.max_samples < 0 else cfg.max_samples
+    setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
+                  cfg.history_len, cfg.min_distance, metadata)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe = output.with_name(f".{output.name}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to {output.parent}: {e.strerror or e}") from None
+    schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,
+                         metadata)
+    writer, stats = ShardedParquetWriter(output, schema), ChunkStats()
+    writer.start()
+    try:
+        with progress_bar(total=cfg.episodes, desc=f"collect {ckpt['task']}", unit="ep", enabled=cfg.progress) as bar:
+            def on_episode(index, shard):
+                writer.write_episode(index, shard)
+                stats.add(shard)
+                bar.update(1)
+                bar.set_postfix(rows=writer.rows)
+
+            if cfg.num_workers == 0:
+                state = collection_setup(ckpt, *setup_args)
+                try:
+                    for i in range(cfg.episodes):
+                        if max_rows is not None and writer.rows >= max_rows:
+                            break
+                        on_episode(i, collection_episode(state, i))
+                finally:
+                    state["env"].close()
+            else:
+                from gym_qwen.actors.collectors import collect_with_actors
+
+                collect_with_actors(ckpt, cfg.episodes, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
+                                    ray_address=cfg.ray_address, max_rows=max_rows, on_episode=on_episode)
+        rows = writer.finish(max_rows)
+    except BaseException:
+        writer.abort()
+        raise
+    print(table(stats.lines(), ("step in chunk", "rows", "mean ||z - z^||", "plan-teacher MSE")))
+    print(f"wrote {rows} rows to {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
+
+    return run_job("collect", CollectConfig, _collect, argv, extra_errors=(CorrectorDataError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Corrector data collection: roll out speculative chunks of a teacher and record the teacher at every step.
+
+Each episode executes the planned actions of chunks of k = exec_horizon steps (past the plan horizon the plan is
+extended by the policy prior), so the data covers the states speculation reaches; at every speculative step
+j = 1..k-1 the full planner also runs at the real state (on its own random stream) and its first action is the
+teacher's. Collection episodes reset with seed + 20000 + index: never an evaluation episode's start.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..envs import make_env
+from ..rng import derive_seed, seeded
+from .corrector_data import rows_to_table, schema
+from .episodes import play_episodes
+from .executor import SpeculationSettings, SpeculativeExecutor
+from .features import feature_dim
+
+COLLECT_SEED_OFFSET = 20_000
+ROW_KEYS = ("t", "step_in_chunk", "extended", "distance", "z_real", "z_pred", "a_plan", "a_teacher",
+            "a_teacher_mean", "history", "history_valid")
+
+
+def data_schema(latent_dim: int, action_dim: int, history_len: int, metadata: dict):
+    return schema(latent_dim, action_dim, history_len, feature_dim(latent_dim, action_dim), metadata)
+
+
+def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, history_len: int,
+                         min_distance: float, schema_):
+    """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return."""
+    rows = []
+    reset_seed = seed + COLLECT_SEED_OFFSET + index
+    executor = SpeculativeExecutor(agent, SpeculationSettings("naive", exec_horizon, history_len=history_len),
+                                   teacher_seed=derive_seed(reset_seed, 7), on_step=rows.append)
+    with seeded(reset_seed):
+        record = play_episodes(executor, [env], [reset_seed])[0]
+    kept = [r for r in rows if r["distance"] >= min_distance]
+    if kept:
+        columns = {k: np.stack([r[k] for r in kept]) for k in ROW_KEYS}
+        columns["episode"] = np.full(len(kept), index, dtype=np.int64)
+    else:
+        columns = {f.name: np.zeros((0,)) for f in schema_}
+    return rows_to_table(columns, schema_), record
+
+
+def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_horizon: int, history_len: int,
+                     min_distance: float, metadata: dict) -> dict:
+    """An episode worker's state: the teacher agent, an environment and the data schema."""
+    from ..checkpoints import agent_from_checkpoint
+
+    agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
+    return {"agent": agent, "env": make_env(ckpt["task"], seed), "seed": seed, "k": exec_horizon,
+            "history_len": history_len, "min_distance": min_distance,
+            "schema": data_schema(agent.model.dims.latent_dim, agent.model.dims.action_dim, history_len, metadata)}
+
+
+def collection_episode(state: dict, index: int):
+    """Per-episode function of the episode farm: the rows of collection episode `index`."""
+    table, _ = collect_episode_rows(state["agent"], state["env"], state["seed"], index, state["k"],
+                                    state["history_len"], state["min_distance"], state["schema"])
+    return table

@@ -1,0 +1,285 @@
+"""The speculative executor: accounting of every mode, warm-start shifts, plan extension alignment, correctors in
+the loop, history windows, batching; corrector data collection and its Parquet files."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gym_qwen.platform.speculative.executor import SpeculativeExecutor
+from gym_qwen.platform.speculative.modes import SpeculationSettings
+from gym_qwen.platform.tdmpc2.planner import warm_start
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+OBS, ACT = 5, 2
+
+
+class LineEnv:
+    """A deterministic toy environment of `length` decisions: obs drifts with the actions, reward = -|obs|."""
+
+    def __init__(self, length: int = 11):
+        self.length = length
+
+    def reset(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+        self.t = 0
+        self.obs = self.rng.normal(size=OBS).astype(np.float32)
+        return self.obs.copy(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.obs = (0.9 * self.obs + 0.3 * np.resize(action, OBS)).astype(np.float32)
+        return self.obs.copy(), -float(np.abs(self.obs).sum()), False, self.t >= self.length, {}
+
+    def render(self):
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def agent():
+    from gym_qwen.platform.config import TrainConfig, parse_config
+    from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+
+    cfg = parse_config(TrainConfig, ["latent_dim=16", "enc_dim=16", "mlp_dim=16", "num_samples=16", "num_elites=4",
+                                     "num_pi_trajs=2", "iterations=2", "horizon=3", "device=cpu"])
+    torch.manual_seed(0)
+    return TDMPC2Agent(cfg, OBS, ACT, episode_length=11, episodic=False, device="cpu")
+
+
+def play(agent, settings, length=11, corrector=None, teacher=False, seed=3, batch_lengths=None, on_step=None):
+    from gym_qwen.platform.speculative.episodes import play_episodes
+
+    lengths = batch_lengths or [length]
+    ex = SpeculativeExecutor(agent, settings, batch=len(lengths), corrector=corrector, teacher=teacher,
+                             on_step=on_step)
+    before = agent.planner.calls
+    torch.manual_seed(seed)
+    records = play_episodes(ex, [LineEnv(n) for n in lengths], [seed + i for i in range(len(lengths))])
+    return records, agent.planner.calls - before, ex
+
+
+def test_warm_start_shifts_each_row_by_its_own_steps():
+    prev = torch.arange(1, 4, dtype=torch.float32).view(1, 3, 1).repeat(4, 1, 1)  # rows of [1, 2, 3]
+    out = warm_start(prev, torch.tensor([1, 2, 3, 7]), 4, 3, 1, "cpu").squeeze(-1)
+    assert out.tolist() == [[2, 3, 0], [3, 0, 0], [0, 0, 0], [0, 0, 0]]
+    assert warm_start(prev, 1, 4, 3, 1, "cpu").squeeze(-1)[0].tolist() == [2, 3, 0]  # the old shift-by-one
+    nan = torch.full((1, 3, 1), float("nan"))
+    assert warm_start(nan, 1, 1, 3, 1, "cpu").abs().sum() == 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_naive_plans_once_per_chunk(agent, k):
+    (rec,), counted, _ = play(agent, SpeculationSettings("naive", k), length=11)
+    assert rec["planner_calls"] == math.ceil(11 / k) == counted
+    assert rec["encoder_calls"] == math.ceil(11 / k)  # open loop: nothing is encoded between plans
+    assert rec["speculative_steps"] == 11 - math.ceil(11 / k)
+    assert rec["extensions"] == (math.ceil(11 / k) if k > 3 else 0)
+
+
+def test_baseline_plans_every_step_and_equals_the_agents_own_acting(agent):
+    (rec,), counted, _ = play(agent, SpeculationSettings("baseline", 1), length=11)
+    assert rec["planner_calls"] == counted == rec["encoder_calls"] == 11
+    env = LineEnv(11)
+    obs, _ = env.reset(seed=3)
+    torch.manual_seed(3)
+    agent.reset_plans()
+    total, done, t = 0.0, False, 0
+    while not done:
+        obs, r, term, trunc, _ = env.step(agent.act(obs, t0=t == 0, eval_mode=True))
+        total, done, t = total + r, term or trunc, t + 1
+    assert rec["return"] == total
+
+
+def test_adaptive_threshold_zero_is_baseline_and_infinity_is_naive(agent):
+    (base,), _, _ = play(agent, SpeculationSettings("baseline", 1))
+    (zero,), calls, _ = play(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=0.0))
+    assert zero["return"] == base["return"] and zero["planner_calls"] == calls == 11
+    assert zero["misses"] == 10 and zero["speculative_steps"] == 0  # every verification after a plan misses
+    (naive,), _, _ = play(agent, SpeculationSettings("naive", 3))
+    (inf,), calls, _ = play(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=float("inf")))
+    assert inf["return"] == naive["return"] and inf["planner_calls"] == calls == 4 and inf["misses"] == 0
+    assert inf["encoder_calls"] == 11  # adaptive looks at every step
+
+
+def test_a_miss_costs_exactly_one_planner_call_and_warm_starts_shift_by_steps_executed(agent, monkeypatch):
+    calls = []
+    plan = agent.planner.plan
+
+    def logged(z, prev_mean=None, shift=1):
+        calls.append((len(log), torch.as_tensor(shift).clone().tolist()))
+        return plan(z, prev_mean, shift)
+
+    log = []
+    monkeypatch.setattr(agent.planner, "plan", logged)
+    # a threshold in the middle of the mismatches seen: some steps accepted, some missed
+    (probe,), _, _ = play(agent, SpeculationSettings("adaptive", 4, mismatch_threshold=float("inf")), length=30,
+                          teacher=False, on_step=lambda r: log.append(r["distance"]))
+    threshold = float(np.median(log))
+    calls.clear()
+    log.clear()
+    seen = []
+    (rec,), counted, ex = play(agent, SpeculationSettings("adaptive", 4, mismatch_threshold=threshold), length=30,
+                               on_step=lambda r: (log.append(r["t"]), seen.append(r["step_in_chunk"])))
+    # planner calls made by the executor (the shadow teacher of on_step restores the tally it moves)
+    own = [c for c in calls if True]
+    assert rec["planner_calls"] == counted
+    assert rec["misses"] > 0 and rec["speculative_steps"] > 0
+    # every chunk is either the first, ended by a miss, or ran its k = 4 steps: misses + exhausted + 1 = calls
+    assert rec["planner_calls"] == 1 + rec["misses"] + sum(1 for j in seen if j == 3)
+    assert max(seen) <= 3 and own
+
+
+def test_warm_start_shift_is_the_number_of_steps_executed(agent, monkeypatch):
+    shifts = []
+    plan = agent.planner.plan
+    monkeypatch.setattr(agent.planner, "plan", lambda z, prev_mean=None, shift=1: (
+        shifts.append(torch.as_tensor(shift).tolist()), plan(z, prev_mean, shift))[1])
+    play(agent, SpeculationSettings("naive", 2), length=6)
+    assert shifts[1:] == [[2], [2]]  # each new plan is two steps after the last one
+
+
+def test_extended_chunks_keep_latent_j_with_action_j(agent):
+    ex = SpeculativeExecutor(agent, SpeculationSettings("naive", 6))
+    ex.reset()
+    with torch.inference_mode():
+        ex.act(np.ones((1, OBS), np.float32))
+        z, a = ex.chunk_latents[0], ex.chunk_actions[0]
+        assert torch.allclose(z[0], agent.model.encode(torch.ones(1, OBS))[0])
+        for j in range(1, 6):  # latent j is where action j is taken: the dynamics of (latent j-1, action j-1)
+            expected = agent.model.next(z[j - 1:j], a[j - 1:j])[0]
+            assert torch.allclose(z[j], expected, atol=1e-5), j
+    assert ex.stats[0].counts["extensions"] == 1
+
+
+class ShiftCorrector(torch.nn.Module):
+    """Adds a fixed offset: a corrector whose effect is known."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+        self.calls = 0
+
+    def forward(self, z_real, z_pred, a_plan, history, mask):
+        self.calls += z_real.shape[0]
+        assert mask[:, -1].all()  # the current step's feature is always the last, real position
+        return a_plan + self.offset
+
+
+def test_identity_corrector_equals_naive_and_is_counted(agent):
+    from gym_qwen.platform.speculative.correctors import build_corrector
+
+    identity = build_corrector("two_tower", 16, ACT, history_len=4).eval()
+    (naive,), _, _ = play(agent, SpeculationSettings("naive", 3))
+    (spec,), _, _ = play(agent, SpeculationSettings("spec_corrector", 3), corrector=identity)
+    assert spec["return"] == naive["return"] and spec["planner_calls"] == naive["planner_calls"]
+    assert spec["corrector_calls"] == spec["speculative_steps"] == 11 - 4
+    shifted = ShiftCorrector(5.0)  # pushed out of bounds: clamped to 1
+    records, _, ex = play(agent, SpeculationSettings("spec_corrector", 3), corrector=shifted)
+    assert shifted.calls == records[0]["corrector_calls"] == 7
+
+
+def test_measuring_the_teacher_changes_no_return_and_no_count(agent):
+    (plain,), counted, _ = play(agent, SpeculationSettings("naive", 3))
+    (shadowed,), counted2, ex = play(agent, SpeculationSettings("naive", 3), teacher=True)
+    assert shadowed["return"] == plain["return"] and counted == counted2 == plain["planner_calls"]
+    assert {k: shadowed[k] for k in ("planner_calls", "encoder_calls")} == {"planner_calls": 4, "encoder_calls": 11}
+    assert shadowed["teacher_steps"] == 7 and shadowed["teacher_sq_error"] > 0
+
+
+def test_batched_rows_keep_their_own_chunks_and_counts(agent):
+    lengths = [11, 7, 4]
+    records, counted, ex = play(agent, SpeculationSettings("naive", 3), batch_lengths=lengths)
+    assert [r["length"] for r in records] == lengths
+    assert [r["planner_calls"] for r in records] == [math.ceil(n / 3) for n in lengths]
+    assert counted == sum(math.ceil(n / 3) for n in lengths)
+    records, counted, _ = play(agent, SpeculationSettings("baseline", 1), batch_lengths=lengths)
+    assert [r["planner_calls"] for r in records] == lengths
+
+
+def test_history_windows_cross_chunks_but_not_episodes(agent):
+    rows = []
+    ex = SpeculativeExecutor(agent, SpeculationSettings("naive", 3, history_len=4), on_step=rows.append)
+    from gym_qwen.platform.speculative.episodes import play_episodes
+
+    torch.manual_seed(0)
+    play_episodes(ex, [LineEnv(8)], [1])
+    # decision t has min(t + 1, 4) real features; the last one is the current step's [z_real, z_pred, dz, a_plan]
+    assert [r["history_valid"] for r in rows] == [min(r["t"] + 1, 4) for r in rows]
+    for r in rows:
+        L = 16
+        last = r["history"][-1]
+        assert np.allclose(last[:L], r["z_real"]) and np.allclose(last[L:2 * L], r["z_pred"])
+        assert np.allclose(last[3 * L:], r["a_plan"])
+        assert np.all(r["history"][:4 - r["history_valid"]] == 0)
+    first_rows = len(rows)
+    play_episodes(ex, [LineEnv(8)], [2])  # a new episode starts with an empty window
+    assert rows[first_rows]["history_valid"] == rows[first_rows]["t"] + 1 == 2
+
+
+# ---------------------------------------------------------------- corrector data
+def _collect_table(agent, k=3, length=11, min_distance=0.0, index=0):
+    from gym_qwen.platform.speculative.collection import collect_episode_rows, data_schema
+
+    schema = data_schema(16, ACT, 4, {"task": "line", "teacher_sha256": "ab" * 32})
+    return collect_episode_rows(agent, LineEnv(length), 5, index, k, 4, min_distance, schema)
+
+
+def test_collection_records_every_speculative_step_with_the_teachers_action(agent):
+    table, record = _collect_table(agent, k=3, length=11)
+    assert table.num_rows == 11 - math.ceil(11 / 3) == record["speculative_steps"]
+    assert table["step_in_chunk"].to_pylist() == [1, 2] * 3 + [1]
+    assert record["planner_calls"] == 4  # the teacher's calls are not the executor's
+    assert not any(table["extended"].to_pylist())
+    table6, _ = _collect_table(agent, k=6, length=12)
+    assert table6["step_in_chunk"].to_pylist() == [1, 2, 3, 4, 5] * 2
+    assert table6["extended"].to_pylist() == [False, False, True, True, True] * 2
+
+
+def test_parquet_round_trip_filters_cap_and_metadata(agent, tmp_path):
+    from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter, read_corrector_data
+
+    tables = [_collect_table(agent, index=i)[0] for i in range(3)]
+    writer = ShardedParquetWriter(tmp_path / "d.parquet", tables[0].schema)
+    writer.start()
+    for i in (2, 0, 1):  # episodes finish out of order
+        writer.write_episode(i, tables[i])
+    assert writer.finish(max_rows=12) == 12
+    cols, meta = read_corrector_data(tmp_path / "d.parquet", latent_dim=16)
+    assert meta["task"] == "line" and meta["latent_dim"] == 16 and meta["history_len"] == 4
+    assert cols["episode"].tolist() == [0] * 7 + [1] * 5
+    assert cols["history"].shape == (12, 4, 3 * 16 + ACT) and cols["history_mask"].shape == (12, 4)
+    assert np.allclose(cols["z_real"][:7], np.stack(tables[0]["z_real"].to_pylist()))
+    assert not (tmp_path / "d.parquet.parts").exists()
+    far, _ = _collect_table(agent, min_distance=1e9)
+    assert far.num_rows == 0
+
+
+def test_bad_corrector_data_files_say_one_line(agent, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gym_qwen.platform.speculative.corrector_data import (CorrectorDataError, ShardedParquetWriter,
+                                                              read_corrector_data)
+
+    table, _ = _collect_table(agent)
+    writer = ShardedParquetWriter(tmp_path / "good.parquet", table.schema)
+    writer.start()
+    writer.write_episode(0, table)
+    writer.finish()
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "foreign.parquet")
+    (tmp_path / "text.parquet").write_text("hello")
+    cases = {"missing.parquet": "not found", "cut.parquet": "cannot read", "foreign.parquet": "not Gym Qwen",
+             "text.parquet": "cannot read"}
+    for name, fragment in cases.items():
+        with pytest.raises(CorrectorDataError, match=fragment) as e:
+            read_corrector_data(tmp_path / name)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CorrectorDataError, match="latents of size 16"):
+        read_corrector_data(tmp_path / "good.parquet", latent_dim=128)
