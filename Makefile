@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gym-qwen-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,5 +25,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_agent.py
 	$(PY) benchmarks/bench_training.py
 
+# Regenerate constraints.txt from a fresh resolve of pyproject.toml (the newest versions it allows, plus the
+# deliberate torch and mujoco pins) in a throwaway venv; then `make test` installs and tests the new lock.
+LOCK_VENV ?= .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(LOCK_VENV)/bin/python scripts/lock.py --output constraints.txt
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) runs mlflow.db mlartifacts .pytest_cache

@@ -23,8 +23,14 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _ray_version() -> str:
+    """The Ray of the lock (constraints.txt), which the installed Ray must be."""
     import ray
-    return ray.__version__
+
+    from test_lock import lock
+
+    locked = lock()["ray"]
+    assert ray.__version__ == locked, f"installed Ray {ray.__version__}, locked {locked}: reinstall (make test)"
+    return locked
 
 
 def _check_command(command: str) -> None:
@@ -52,7 +58,7 @@ def _check_command(command: str) -> None:
     parse_config(getattr(config, schema), [a for a in args if "=" in a])
 
 
-def test_cluster_files_parse_and_match_the_installed_ray():
+def test_cluster_files_parse_and_match_the_locked_ray():
     version = _ray_version()
     launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
     assert launcher["docker"]["image"] == f"rayproject/ray:{version}-py311-gpu"
