@@ -283,6 +283,11 @@ def test_train_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys, m
     _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, ["device=cuda", "no CUDA device"])
 
 
+def test_info_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys, monkeypatch):
+    _assert_user_error(*_main_in(tmp_path, ["info", f"task={TINY_TASK}", "device=cuda"], capsys, monkeypatch),
+                       tmp_path, ["device=cuda", "no CUDA device"])
+
+
 def test_evaluate_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys, monkeypatch):
     ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
     cwd = tmp_path / "cwd"
