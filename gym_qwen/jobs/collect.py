@@ -48,7 +48,7 @@ def _collect(cfg: CollectConfig) -> None:
 
     torch.set_num_threads(cfg.torch_threads)
     output = Path(cfg.output)
-    if output.exists() and not cfg.force:
+    if output.exists() and not (cfg.force or cfg.resume):
         raise ConfigError(f"output {output} exists; use force=true to replace it")
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
@@ -71,32 +71,41 @@ def _collect(cfg: CollectConfig) -> None:
     schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,
                          metadata)
     writer, stats = ShardedParquetWriter(output, schema), ChunkStats()
-    writer.start()
+    done = writer.start(resume=cfg.resume)
+    todo = [i for i in range(cfg.episodes) if i not in done]
+    if max_rows is not None and writer.rows >= max_rows:
+        todo = []
+    if done:
+        print(f"resuming: {cfg.episodes - len(todo)} of {cfg.episodes} episodes already collected ({writer.rows} rows)")
+        for shard in writer.shards(cfg.episodes):
+            stats.add(shard)
     try:
-        with progress_bar(total=cfg.episodes, desc=f"collect {ckpt['task']}", unit="ep", enabled=cfg.progress) as bar:
+        with progress_bar(total=cfg.episodes, desc=f"collect {ckpt['task']}", unit="ep", enabled=cfg.progress,
+                          initial=cfg.episodes - len(todo)) as bar:
             def on_episode(index, shard):
                 writer.write_episode(index, shard)
                 stats.add(shard)
                 bar.update(1)
                 bar.set_postfix(rows=writer.rows)
 
-            if cfg.num_workers == 0:
+            if cfg.num_workers == 0 and todo:
                 state = collection_setup(ckpt, *setup_args)
                 try:
-                    for i in range(cfg.episodes):
+                    for i in todo:
                         if max_rows is not None and writer.rows >= max_rows:
                             break
                         on_episode(i, collection_episode(state, i))
                 finally:
                     state["env"].close()
-            else:
+            elif todo:
                 from gym_qwen.actors.collectors import collect_with_actors
 
-                collect_with_actors(ckpt, cfg.episodes, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
-                                    ray_address=cfg.ray_address, max_rows=max_rows, on_episode=on_episode)
-        rows = writer.finish(max_rows)
+                left = None if max_rows is None else max_rows - writer.rows
+                collect_with_actors(ckpt, todo, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
+                                    ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode)
+        rows = writer.finish(max_rows, cfg.episodes)
     except BaseException:
-        writer.abort()
+        writer.abort(keep_shards=True)  # the finished episodes stay: resume=true continues from them
         raise
     print(table(stats.lines(), ("step in chunk", "rows", "mean ||z - z^||", "plan-teacher MSE")))
     print(f"wrote {rows} rows to {output}")

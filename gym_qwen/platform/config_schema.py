@@ -416,6 +416,8 @@ class CollectConfig(RayOptions):
     max_samples: int = option(-1, "Keep at most this many rows, in episode order (-1 = all)", min=-1)
     seed: int = option(1, "Random seed (episode i resets with seed + 20000 + i)", min=0)
     force: bool = option(False, "Replace an existing output file")
+    resume: bool = option(False, "Continue an interrupted collection from the episode shards beside the output "
+                                 "(<output>.parts/); episodes already there are not run again")
     device: str = option("cpu", "Torch device of the in-process collector", choices=("auto", "cpu", "cuda"))
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")

@@ -108,7 +108,7 @@ def build_executor(agent, execution=None, batch: int = 1, corrector=None, teache
         from .tdmpc2.planner import MPPIPlanner
 
         settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
-        planner = MPPIPlanner(agent.model, settings)
+        planner = MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
     return SpeculativeExecutor(agent, execution.settings, batch=batch, corrector=corrector,
                                teacher=execution.measure_teacher, teacher_seed=teacher_seed, planner=planner)
 

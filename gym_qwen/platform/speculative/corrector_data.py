@@ -67,10 +67,28 @@ class ShardedParquetWriter:
         self.schema = schema_
         self.rows = 0
 
-    def start(self) -> None:
+    def start(self, resume: bool = False) -> set[int]:
+        """Begin writing; with `resume`, keep the shards of an interrupted run whose provenance matches (except
+        its episode count, cap and code version) and return their episode indices."""
+        if resume and self.parts.is_dir():
+            done = {int(p.stem.split("-")[1]): p for p in self.parts.glob("episode-*.parquet")}
+            if done:
+                import pyarrow.parquet as pq
+
+                theirs = json.loads(pq.read_schema(next(iter(done.values()))).metadata[META_KEY])
+                mine = json.loads(self.schema.metadata[META_KEY])
+                free = ("episodes", "max_samples", "code_version")
+                diff = [f"{k}={theirs.get(k)} (now {mine.get(k)})" for k in sorted(set(theirs) | set(mine))
+                        if k not in free and theirs.get(k) != mine.get(k)]
+                if diff:
+                    raise CorrectorDataError(f"cannot resume into {self.parts}: its shards were collected with "
+                                             + ", ".join(diff))
+                self.rows = sum(pq.ParquetFile(p).metadata.num_rows for p in done.values())
+            return set(done)
         if self.parts.exists():
             shutil.rmtree(self.parts)
         self.parts.mkdir(parents=True)
+        return set()
 
     def write_episode(self, index: int, table) -> None:
         import pyarrow.parquet as pq
@@ -82,11 +100,13 @@ class ShardedParquetWriter:
         os.replace(tmp, self.parts / f"episode-{index:08d}.parquet")
         self.rows += table.num_rows
 
-    def finish(self, max_rows: int | None = None) -> int:
-        """Merge the shards in episode order into the output (atomically); returns the rows written."""
+    def finish(self, max_rows: int | None = None, episodes: int | None = None) -> int:
+        """Merge the shards (of episodes < `episodes` if given) in episode order into the output (atomically);
+        returns the rows written."""
         import pyarrow.parquet as pq
 
-        shards = sorted(self.parts.glob("episode-*.parquet"))
+        shards = sorted(p for p in self.parts.glob("episode-*.parquet")
+                        if episodes is None or int(p.stem.split("-")[1]) < episodes)
         tmp = self.output.with_name(f".{self.output.name}.tmp")
         written = 0
         try:
@@ -108,8 +128,18 @@ class ShardedParquetWriter:
         shutil.rmtree(self.parts, ignore_errors=True)
         return written
 
-    def abort(self) -> None:
-        shutil.rmtree(self.parts, ignore_errors=True)
+    def shards(self, episodes: int | None = None):
+        """The shards written so far (episodes < `episodes`), as tables with the columns that summarise them."""
+        import pyarrow.parquet as pq
+
+        for p in sorted(self.parts.glob("episode-*.parquet")):
+            if episodes is None or int(p.stem.split("-")[1]) < episodes:
+                yield pq.read_table(p, columns=["step_in_chunk", "distance", "a_plan", "a_teacher"])
+
+    def abort(self, keep_shards: bool = False) -> None:
+        """Stop without an output: remove the shards, or keep them (if any) for a resumed run."""
+        if not keep_shards or not any(self.parts.glob("episode-*.parquet")):
+            shutil.rmtree(self.parts, ignore_errors=True)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -72,6 +72,10 @@ class MPPIPlanner:
         # One graph per MPPI iteration: compiling it fuses the LayerNorm/Mish/SimNorm work between the matmuls.
         self._rollout = CompiledOrEager(self.rollout_value, compile, "the MPPI rollout")
 
+    @property
+    def compiled(self) -> bool:
+        return self._rollout.active
+
     def rollout_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Value of action sequences (H, M, A) from latents z (M, L): discounted predicted rewards plus the
         discounted value of the last latent (mean of 2 random Q heads at the policy prior's action)."""

@@ -1,0 +1,104 @@
+"""`gym-qwen collect` and `gym-qwen evaluate mode=...` end to end on the tiny checkpoint: bad inputs give one line
+and exit 2; a real collection; collection over actors with a killed actor loses and duplicates nothing; evaluation
+of a speculative mode over actors equals the sequential run."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from test_cli import _assert_user_error, _main_in
+
+
+def _collect(tmp_path, ckpt, *extra):
+    return ["collect", f"checkpoint={ckpt}", f"output={tmp_path / 'out' / 'd.parquet'}", "progress=false",
+            "torch_threads=1", *extra]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["collect"], ["checkpoint= is required"]),
+    (["collect", "checkpoint=x.pt"], ["output= is required"]),
+    (["collect", "checkpoint=x.pt", "output=d.csv"], ["output='d.csv'", ".parquet"]),
+    (["collect", "checkpoint=missing.pt", "output=d.parquet"], ["checkpoint not found", "missing.pt"]),
+    (["collect", "checkpoint=x.pt", "output=d.parquet", "spec_exec_horizon=1"], ["spec_exec_horizon=1", ">= 2"]),
+    (["collect", "checkpoint=x.pt", "output=d.parquet", "max_samples=0"], ["max_samples=0"]),
+    (["evaluate", "checkpoint=x.pt", "mode=spec_corrector"], ["needs a corrector", "corrector_type"]),
+    (["evaluate", "checkpoint=x.pt", "mode=naive", "corrector_type=two_tower"], ["mode=naive runs no corrector"]),
+    (["evaluate", "checkpoint=x.pt", "mode=baseline", "spec_exec_horizon=3"], ["mode=baseline", "must be 1"]),
+    (["evaluate", "checkpoint=x.pt", "mode=all", "plot=x.jpg"], ["plot='x.jpg'", ".png"]),
+])
+def test_bad_speculation_inputs_one_line(tmp_path, capsys, monkeypatch, args, words):
+    _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, words)
+
+
+def test_speculation_settings_checked_against_the_teacher(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    # the tiny agent plans with horizon 1: k = 2 corrected steps need spec_extended; no corrector file exists
+    ck = f"checkpoint={tiny_checkpoint}"
+    _assert_user_error(*_main_in(tmp_path, ["evaluate", ck, "mode=spec_corrector", "corrector_type=two_tower",
+                                            "spec_exec_horizon=2"], capsys, monkeypatch), tmp_path,
+                       ["k <= H", "spec_exec_horizon=2", "spec_extended"])
+    _assert_user_error(*_main_in(tmp_path, ["evaluate", ck, "mode=spec_extended", "corrector_type=temporal"],
+                                 capsys, monkeypatch), tmp_path, ["corrector file", "temporal.pt", "not found"])
+    foreign = tmp_path.parent / "foreign-corrector.pt"
+    shutil.copy(tiny_checkpoint, foreign)  # a TD-MPC2 checkpoint is no corrector
+    _assert_user_error(*_main_in(tmp_path, ["evaluate", ck, "mode=adaptive", "corrector_type=two_tower",
+                                            f"corrector_checkpoint={foreign}"], capsys, monkeypatch), tmp_path,
+                       ["foreign-corrector.pt"])
+
+
+def test_collect_writes_parquet_and_refuses_to_overwrite(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    work = tmp_path / "work"
+    work.mkdir()
+    args = _collect(tmp_path, tiny_checkpoint, "episodes=3", "spec_exec_horizon=3", "max_samples=400")
+    rc, out, err = _main_in(work, args, capsys, monkeypatch)
+    assert rc == 0, err
+    cols, meta = read_corrector_data(tmp_path / "out" / "d.parquet", latent_dim=16)
+    # 500 decisions an episode in chunks of 3: 167 plans and 333 speculative steps; the cap of 400 rows is
+    # reached during the second episode, so the third never runs and the second is cut
+    assert cols["episode"].tolist() == [0] * 333 + [1] * 67
+    assert cols["step_in_chunk"].tolist()[:6] == [1, 2] * 3 and all(cols["extended"])  # H = 1: all extended
+    assert meta["exec_horizon"] == 3 and meta["plan_horizon"] == 1 and meta["task"] == "cartpole-balance"
+    assert "wrote" in out and "step in chunk" in out
+    before = (tmp_path / "out" / "d.parquet").read_bytes()
+    _assert_user_error(*_main_in(work, args, capsys, monkeypatch), work, ["exists", "force=true"])
+    assert (tmp_path / "out" / "d.parquet").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.parquet"]
+
+
+@pytest.mark.ray
+def test_collect_over_actors_with_a_killed_actor_equals_the_sequential_run(ray_local, tiny_checkpoint, tmp_path,
+                                                                           capsys, monkeypatch):
+    from gym_qwen.actors.rollout_worker import FAULTS_ENV
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    runs = {}
+    for name, extra in (("seq", []), ("farm", ["num_workers=2"])):
+        work = tmp_path / name
+        work.mkdir()
+        if name == "farm":
+            monkeypatch.setenv(FAULTS_ENV, json.dumps({"crash_at_episode": 1, "marker": str(tmp_path / "crashed")}))
+        args = ["collect", f"checkpoint={tiny_checkpoint}", f"output={tmp_path / (name + '.parquet')}", "episodes=3",
+                "spec_exec_horizon=2", "progress=false", "torch_threads=1", *extra]
+        rc, out, err = _main_in(work, args, capsys, monkeypatch)
+        assert rc == 0, err
+        runs[name], _ = read_corrector_data(tmp_path / (name + ".parquet"))
+    assert (tmp_path / "crashed").exists()  # an actor died with episode 1's rows unsent
+    for key in ("episode", "t", "step_in_chunk", "distance", "z_real", "a_teacher", "history"):
+        assert (runs["seq"][key] == runs["farm"][key]).all(), key
+
+
+@pytest.mark.ray
+def test_speculative_evaluation_over_actors_equals_sequential(ray_local, tiny_checkpoint):
+    from gym_qwen.actors.evaluators import evaluate_with_actors
+    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
+
+    spec = ExecutionSpec(SpeculationSettings("adaptive", 4, mismatch_threshold=0.2))
+    sequential, _ = evaluate_checkpoint(str(tiny_checkpoint), 2, seed=4, device="cpu", execution=spec)
+    spread, _ = evaluate_with_actors(str(tiny_checkpoint), 2, seed=4, num_workers=2, cpus=1, execution=spec)
+    assert spread.returns == sequential.returns
+    assert spread.planner_calls == sequential.planner_calls and spread.misses == sequential.misses
+    assert 250 < sequential.planner_calls < 1000  # some steps accepted, some missed
