@@ -10,18 +10,52 @@ class ResourceRequestError(ConfigError):
     """The actors asked for more CPUs or GPUs than the whole cluster has (one-line message)."""
 
 
+class ClusterAddressError(ConfigError):
+    """Nobody answers at the Ray address given (one-line message)."""
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_address(address: str, where: str = "ray_address") -> None:
+    """Raise ClusterAddressError unless something accepts a TCP connection at `address` (host:port,
+    ray://host:port or http(s)://host:port) within a few seconds: Ray's own client keeps retrying a dead address
+    for minutes. "auto", "local" and other forms are left to Ray."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return
+    if not host or port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ClusterAddressError(f"nobody answers at {where}={address} ({e.strerror or e}); start the cluster "
+                                  f"(ray start --head) or fix {where}") from None
+
+
 def connect(address: str | None = None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else start Ray on this machine
     bound to 127.0.0.1. A second call does nothing. Returns whether this call connected, so that the caller
-    (and only it) calls `disconnect` when done."""
+    (and only it) calls `disconnect` when done. An address nobody answers at is a ClusterAddressError."""
     import ray
 
     if ray.is_initialized():
         return False
+    where = "ray_address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     common = {"logging_level": "ERROR", "configure_logging": True, "log_to_driver": True}
     if address:
-        ray.init(address=address, **common)
+        check_address(address, where)
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError as e:  # e.g. address=auto with no cluster running on this machine
+            raise ClusterAddressError(f"cannot join the Ray cluster at {where}={address}: "
+                                      f"{(str(e).strip().splitlines() or [''])[0]}") from None
     else:
         # address="local": a new Ray of this process's own, never a stale cluster recorded on this machine
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **common)

@@ -8,8 +8,7 @@ from gym_qwen.platform.config import TrainConfig
 
 
 def _train(cfg: TrainConfig) -> None:
-    from gym_qwen.platform.config import ConfigError
-    from gym_qwen.platform.trainer import RunDirectoryError, train
+    from gym_qwen.platform.trainer import train
     from gym_qwen.platform.training import InProcessBackend, TrainingBackendError
 
     backend = InProcessBackend
@@ -18,8 +17,6 @@ def _train(cfg: TrainConfig) -> None:
         backend = RayTrainingBackend
     try:
         summary = train(cfg, backend)
-    except RunDirectoryError as e:
-        raise ConfigError(str(e)) from None
     except TrainingBackendError as e:
         print(f"gym-qwen train: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1

@@ -40,6 +40,20 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def directory_problem(path: str | os.PathLike) -> str | None:
+    """Why directory `path` cannot be created or written into (a file in the way, no permission), or None.
+    Creates nothing: commands ask this before they write anything."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def atomic_write_bytes(path: str | os.PathLike, write) -> Path:
     """Call write(file_object) on a temp file beside `path`, fsync it, rename it over `path`, fsync the folder."""
     path = Path(path)

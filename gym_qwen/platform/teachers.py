@@ -14,7 +14,8 @@ import platform
 import shutil
 from pathlib import Path
 
-from .checkpoints import CheckpointError, atomic_write_bytes, load_agent, load_checkpoint, publish_together
+from .checkpoints import (CheckpointError, atomic_write_bytes, directory_problem, load_agent, load_checkpoint,
+                          publish_together)
 from .config import TrainConfig, config_from_dict, config_to_dict
 
 CARD_VERSION = 1
@@ -205,6 +206,9 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
     cfg = ckpt["config"]
     name = name or f"{ckpt['task']}-size{cfg['model_size']}-seed{cfg['seed']}"
     output_dir = Path(output_dir)
+    problem = directory_problem(output_dir)
+    if problem:
+        raise TeacherError(f"cannot write teachers into output_dir={output_dir}: {problem}")
     model_file, card_file = output_dir / f"{name}.pt", output_dir / f"{name}.json"
     if not force and (model_file.exists() or card_file.exists()):
         raise TeacherError(f"{model_file} already exists; pass force=true to replace it or choose name=")

@@ -6,6 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from .config_schema import ConfigError
+
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').absolute()}"
@@ -39,12 +41,40 @@ def store_lock(uri: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class TrackingError(ConfigError):
+    """The MLflow store cannot be used (one-line message; a user error, exit 2)."""
+
+
+def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Raise TrackingError when an MLflow server named by an http(s) URI does not answer within `timeout` seconds
+    (MLflow's own client retries for minutes before it gives up). Local stores are not checked here."""
+    import urllib.error
+    import urllib.request
+
+    uri = uri or default_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered, if not with OK: MLflow's own calls will say more
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"the MLflow tracking server {uri} does not answer ({reason}); start it, point "
+                            "MLFLOW_TRACKING_URI elsewhere, or pass mlflow=false") from None
+
+
 class Tracker:
     """One MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a no-op."""
 
     def __init__(self, enabled: bool, experiment: str = "gym-qwen"):
         self.enabled, self.experiment, self.run_id = enabled, experiment, None
         self._client = None
+
+    def preflight(self) -> None:
+        """Refuse, before anything is written, a tracking server that does not answer (see check_tracking_uri)."""
+        if self.enabled:
+            check_tracking_uri()
 
     def start(self, run_name: str, params: dict, tags: dict | None = None, run_id: str | None = None) -> str | None:
         if not self.enabled:

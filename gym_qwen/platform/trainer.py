@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, load_checkpoint,
-                          save_checkpoint)
+from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, directory_problem,
+                          load_checkpoint, save_checkpoint)
 from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, save_config
 from .envs import task_spec
 from .progress import progress_bar
@@ -20,8 +20,8 @@ from .training import InProcessBackend, LoopState, run_training
 AGENT_FILE, STATE_FILE = "agent.pt", "train_state.pt"
 
 
-class RunDirectoryError(ValueError):
-    """The run directory cannot be used as asked (one-line message)."""
+class RunDirectoryError(ConfigError):
+    """The run directory cannot be used as asked (one-line message; a user error, exit 2)."""
 
 
 def run_dir(cfg) -> Path:
@@ -143,8 +143,12 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
         raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
                                 f"exp_name= or output_dir=")
+    problem = directory_problem(out)
+    if problem:
+        raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
     ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
     tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
     backend = None
     status = "FAILED"
     try:
