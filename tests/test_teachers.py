@@ -297,6 +297,8 @@ def test_demo_trains_then_shows_a_teacher_beside_random_actions(exported, tmp_pa
     rows = {line.split("  ")[0].strip(): line.split() for line in teacher_part.splitlines()
             if line.startswith(("random actions", "shipped teacher"))}
     assert set(rows) == {"random actions", "shipped teacher"}
+    spec = next(line.split() for line in teacher_part.splitlines() if line.startswith("open loop, 3 actions/plan"))
+    assert spec[-2] == "0.33"  # ceil(500 / 3) = 167 planner calls in 500 decisions
     # the demo evaluates the card's first episode (same seed): the same return as the card's first
     assert float(rows["shipped teacher"][3]) == pytest.approx(card["evaluation"]["returns"][0], abs=0.05)
 

@@ -1,6 +1,7 @@
 """`gym-qwen demo`: train TD-MPC2 briefly on an easy task, evaluate it against a random policy, print a table."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -26,14 +27,14 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
     return returns
 
 
-def _against_random(label: str, res, rand: list[float]) -> str:
-    """The demo's table: random actions, then the evaluated agent `res` (an EvalResult)."""
+def _against_random(label: str, res, rand: list[float], more: list[tuple] = ()) -> str:
+    """The demo's table: random actions, then the evaluated agent `res` (an EvalResult), then `more` (label, res)."""
     import numpy as np
 
-    return table([("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-"),
-                  (label, len(res.returns), f"{res.mean:.1f}", f"{res.std:.1f}", f"{res.planner_calls_per_step:.2f}",
-                   f"{res.ms_per_decision:.1f}")],
-                 ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision"))
+    rows = [("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-")]
+    rows += [(name, len(r.returns), f"{r.mean:.1f}", f"{r.std:.1f}", f"{r.planner_calls_per_step:.2f}",
+              f"{r.ms_per_decision:.1f}") for name, r in [(label, res), *more]]
+    return table(rows, ("policy", "episodes", "return", "std", "planner calls/step", "ms/decision"))
 
 
 def _teacher_file(cfg: DemoConfig) -> str | None:
@@ -58,8 +59,24 @@ def _show_teacher(path: str, cfg: DemoConfig) -> None:
           f"steps on {card['task']} (its card: {ev['return_mean']:.1f} ± {ev['return_std']:.1f} over "
           f"{ev['episodes']} episodes).")
     res, _ = evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu", show_progress=True)
+    more = []
+    if cfg.speculation:
+        from gym_qwen.platform.speculative.comparison import corrector_path
+        from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
+
+        specs = [("open loop, 3 actions/plan", ExecutionSpec(SpeculationSettings("naive", 3)))]
+        corrector = corrector_path(path, "two_tower")
+        if os.path.isfile(corrector):
+            specs.append(("two-tower corrector, k=3", ExecutionSpec(SpeculationSettings("spec_corrector", 3),
+                                                                    "two_tower", corrector)))
+        for label, spec in specs:
+            more.append((label, evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu",
+                                                    show_progress=True, execution=spec)[0]))
     rand = random_policy_returns(card["task"], cfg.teacher_episodes, cfg.seed)
-    print(_against_random("shipped teacher", res, rand))
+    print(_against_random("shipped teacher", res, rand, more))
+    if more:
+        print("Speculative execution runs 3 planned actions per planner call: open loop, or corrected by a network "
+              "distilled from the planner (gym-qwen evaluate mode=all compares every mode).")
 
 
 def _demo(cfg: DemoConfig) -> None:

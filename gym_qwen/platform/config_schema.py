@@ -291,6 +291,8 @@ class DemoConfig:
     teacher: str = option("auto", "A trained teacher to show beside random actions afterwards: auto = the shipped "
                                   "walker-walk teacher when models/ holds it, none = skip, or a teacher file")
     teacher_episodes: int = option(2, "Evaluation episodes of the teacher", min=1)
+    speculation: bool = option(True, "Also run the teacher with 3 planned actions per planner call: open loop, and "
+                                     "with its two-tower corrector when one is shipped beside it")
     output_dir: str = option("runs", "Root directory of run directories")
     mlflow: bool = option(True, "Log the demo run to MLflow")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
