@@ -1,0 +1,58 @@
+"""`gym-qwen make-dataset env=halfcheetah dataset=random seed=0 [format=hdf5|minari] [output=...]`: a D4RL-style
+dataset made on the Gymnasium v5 task (D4RL's HDF5 layout, or a local Minari dataset)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gym_qwen.jobs.common import run_job
+from gym_qwen.jobs.dataset_info import print_summary
+from gym_qwen.platform.config import ConfigError, MakeDatasetConfig
+from gym_qwen.platform.datasets import DatasetError
+
+
+def _command(cfg: MakeDatasetConfig) -> str:
+    keys = ["env", "dataset", "seed"] + [k for k in ("transitions", "format", "output", "minari_root")
+                                         if getattr(cfg, k) != getattr(MakeDatasetConfig(), k)]
+    return "gym-qwen make-dataset " + " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
+
+
+def _make(cfg: MakeDatasetConfig) -> None:
+    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.datasets import summarize, write_hdf5
+    from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset
+
+    check_inputs(cfg.env, cfg.dataset, cfg.models_dir)  # a missing behaviour policy: one line, nothing written
+    output = cfg.output or default_output(cfg.env, cfg.dataset, cfg.format)
+    if cfg.format == "hdf5":
+        if Path(output).exists() and not cfg.force:
+            raise ConfigError(f"{output} exists; pass force=true to replace it")
+        problem = directory_problem(Path(output).parent)
+        if problem:
+            raise ConfigError(f"cannot write {output}: {problem}")
+    else:
+        from gym_qwen.platform.datasets.minari_io import minari_path
+
+        if minari_path(output, cfg.minari_root).exists():
+            raise ConfigError(f"the Minari dataset {output} exists at {minari_path(output, cfg.minari_root)}; "
+                              "delete it or give another output= id")
+    data = make_dataset(cfg.env, cfg.dataset, cfg.seed, transitions=cfg.transitions, models_dir=cfg.models_dir,
+                        progress=cfg.progress, command=_command(cfg))
+    data.source = output
+    if cfg.format == "hdf5":
+        write_hdf5(output, data)
+        where = output
+    else:
+        from gym_qwen.platform.datasets.minari_io import export_minari
+
+        where = f"Minari dataset {output} at " + export_minari(data, output, root=cfg.minari_root)
+    print_summary(summarize(data))
+    print(f"wrote {where}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("make-dataset", MakeDatasetConfig, _make, argv, extra_errors=(DatasetError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
