@@ -406,3 +406,44 @@ def test_metric_means_weigh_every_update_the_same():
     means.add({}, 5)  # no update ran: nothing to count
     assert means.take() == {"loss": 3.25}
     assert means.take() == {}
+
+
+# ------------------------------------------------------------------------------------------ SIGTERM
+@pytest.mark.slow
+def test_sigterm_stops_at_an_episode_boundary_with_a_checkpoint_and_resume_finishes(tmp_path):
+    """`ray job stop` or `kill` sends SIGTERM: training checkpoints at the next episode boundary and exits with
+    one line (status 143); resume=true finishes the run, and MLflow holds each step once in one run."""
+    from mlflow.tracking import MlflowClient
+
+    args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "steps=3000", "eval_freq=0",
+            "checkpoint_freq=0"]
+    run = tmp_path / "runs" / TINY_TASK / "default" / "seed1"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "gym_qwen.jobs.train", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "config.yaml").exists():  # written once the handler is in place
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 143, err[-2000:]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "resume=true" in lines[0], err
+    stopped_at = load_checkpoint(run / "train_state.pt")["env_steps"]
+    assert stopped_at in (1000, 2000) and not (run / "agent.pt").exists()
+
+    done = subprocess.run(cmd + ["resume=true"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 3000
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("gym-qwen").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/episode_return")]
+    assert sorted(steps) == [1000, 2000, 3000]

@@ -1,6 +1,7 @@
 """`gym-qwen train task=walker-walk model_size=1 steps=100000 seed=1` (also `python -m gym_qwen.jobs.train`)."""
 from __future__ import annotations
 
+import signal
 import sys
 
 from gym_qwen.jobs.common import run_job
@@ -16,10 +17,14 @@ def _train(cfg: TrainConfig) -> None:
         from gym_qwen.actors.training_backend import RayTrainingBackend
         backend = RayTrainingBackend
     try:
-        summary = train(cfg, backend)
+        summary = train(cfg, backend, stop_on_sigterm=True)
     except TrainingBackendError as e:
         print(f"gym-qwen train: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+    if summary.get("stopped"):
+        print(f"gym-qwen train: stopped by SIGTERM at {summary['env_steps']:,} env steps with a checkpoint "
+              f"({summary['checkpoint']}); continue with resume=true", file=sys.stderr)
+        return 128 + signal.SIGTERM
     ev = summary["eval"]
     print(f"trained {summary['task']} for {summary['env_steps']:,} env steps ({summary['updates']:,} updates, "
           f"{summary['env_steps_per_second']:.1f} env steps/s)")

@@ -70,6 +70,7 @@ class Tracker:
     def __init__(self, enabled: bool, experiment: str = "gym-qwen"):
         self.enabled, self.experiment, self.run_id = enabled, experiment, None
         self._client = None
+        self._logged: dict[str, int] = {}  # a continued run's last logged step of each metric
 
     def preflight(self) -> None:
         """Refuse, before anything is written, a tracking server that does not answer (see check_tracking_uri)."""
@@ -102,6 +103,7 @@ class Tracker:
         if run_id is not None:  # resuming: continue the same run
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
+            self._logged = self._last_steps(run_id)
             return run_id
         run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
         self.run_id = run.info.run_id
@@ -112,15 +114,24 @@ class Tracker:
             self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[i:i + 100]])
         return self.run_id
 
+    def _last_steps(self, run_id: str) -> dict[str, int]:
+        """{metric: the last step logged} of a run: a resumed training replays the steps between its checkpoint
+        and the kill, and must not log them twice."""
+        keys = self._client.get_run(run_id).data.metrics
+        return {k: max((m.step for m in self._client.get_metric_history(run_id, k)), default=-1) for k in keys}
+
     def log_metrics(self, metrics: dict, step: int) -> None:
+        """Log at `step` (env steps); a metric the continued run already holds at this step or later is skipped."""
         if not self.enabled or self.run_id is None:
             return
         import time
 
         from mlflow.entities import Metric
         ts = int(time.time() * 1000)
-        ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if v is not None]
-        self._client.log_batch(self.run_id, metrics=ms)
+        ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()
+              if v is not None and int(step) > self._logged.get(k, -1)]
+        if ms:
+            self._client.log_batch(self.run_id, metrics=ms)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self.enabled and self.run_id is not None:

@@ -1,9 +1,12 @@
 """A training run end to end: run directory, resume, checkpoints, evaluation, MLflow, progress bar."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import signal
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -127,13 +130,30 @@ def _resume_checkpoint(cfg, out: Path) -> dict | None:
     return ckpt
 
 
-def train(cfg, backend_factory=InProcessBackend) -> dict:
+@contextlib.contextmanager
+def _sigterm_sets(flag: list):
+    """While inside, SIGTERM (`ray job stop`, `kill`) appends to `flag` instead of ending the process (main
+    thread only: elsewhere signals cannot be handled, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False) -> dict:
     """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput).
     `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors.
 
     Everything that can refuse the run (device, run directory, a resume that changes the run's config or does not
     fit its checkpoint) is checked before anything is built or written; the backend and the MLflow run are made
-    inside the try whose finally closes them, so no failure leaves actors (or Ray) behind."""
+    inside the try whose finally closes them, so no failure leaves actors (or Ray) behind.
+
+    With `stop_on_sigterm` (the train command), SIGTERM stops training at the next episode boundary, after a
+    checkpoint; the summary then has `stopped: True` and no agent.pt is written: resume=true continues."""
     torch.set_num_threads(cfg.torch_threads)
     preflight = getattr(backend_factory, "preflight", None)  # e.g. device=cuda on a machine without CUDA
     if preflight is not None:
@@ -151,8 +171,12 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
     tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
     backend = None
     status = "FAILED"
+    stop: list = []  # SIGTERM's mark: it stops training at the next episode boundary
+    signals = contextlib.ExitStack()
     try:
         backend = backend_factory(cfg)
+        if stop_on_sigterm:  # after the backend: ray.init installs a SIGTERM handler of its own
+            signals.enter_context(_sigterm_sets(stop))
         spec = backend.spec
         state = LoopState()
         run_id = None
@@ -191,8 +215,12 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
         with progress_bar(total=cfg.steps, desc=f"train {cfg.task}", unit="step", enabled=cfg.progress,
                           initial=initial) as bar:
             run_training(cfg, spec, backend, state, on_episode=on_episode, on_eval=on_eval,
-                         on_checkpoint=on_checkpoint, bar=bar)
+                         on_checkpoint=on_checkpoint, bar=bar, should_stop=lambda: bool(stop))
         env_steps = backend.decisions * spec.action_repeat
+        if stop and env_steps < cfg.steps:  # stopped at an episode boundary, just after a checkpoint
+            status = "KILLED"
+            return {"task": cfg.task, "stopped": True, "env_steps": env_steps, "run_dir": str(out),
+                    "checkpoint": str(state_path), "mlflow_run_id": run_id}
         agent_path = save_checkpoint(out / AGENT_FILE, agent_payload(cfg, spec, backend.agent_weights(), env_steps))
         tracker.log_artifact(agent_path, "checkpoints")
         if (out / "eval.csv").exists():
@@ -209,6 +237,7 @@ def train(cfg, backend_factory=InProcessBackend) -> dict:
         return summary
     finally:
         try:
+            signals.close()
             if backend is not None:
                 backend.close()
         finally:

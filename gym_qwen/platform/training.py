@@ -247,9 +247,10 @@ class InProcessBackend:
 
 
 def run_training(cfg, spec, backend, state: LoopState, *, on_episode=None, on_eval=None, on_checkpoint=None,
-                 bar=None) -> LoopState:
+                 bar=None, should_stop=None) -> LoopState:
     """Drive a training backend until `cfg.steps` env steps. Callbacks: on_episode(episode, metrics, env_steps),
-    on_eval(env_steps) -> record, on_checkpoint(env_steps), both at episode boundaries when due."""
+    on_eval(env_steps) -> record, on_checkpoint(env_steps), both at episode boundaries when due. When
+    `should_stop()` turns true (e.g. SIGTERM), training stops at the next episode boundary after a checkpoint."""
     total_decisions = math.ceil(cfg.steps / spec.action_repeat)
     started = time.perf_counter()
     while backend.decisions < total_decisions:
@@ -273,5 +274,10 @@ def run_training(cfg, spec, backend, state: LoopState, *, on_episode=None, on_ev
                                                        env_steps - state.last_ckpt_env_step >= cfg.checkpoint_freq)):
             state.last_ckpt_env_step = env_steps
             on_checkpoint(env_steps)
+        if should_stop is not None and not finished and should_stop():
+            if on_checkpoint is not None and state.last_ckpt_env_step != env_steps:
+                state.last_ckpt_env_step = env_steps
+                on_checkpoint(env_steps)
+            return state
         started = time.perf_counter()
     return state
