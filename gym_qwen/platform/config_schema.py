@@ -217,8 +217,8 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
     corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended and adaptive",
                                  choices=CORRECTOR_TYPES)
-    corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = <checkpoint stem>-<corrector_type>.pt "
-                                                       "beside the teacher)")
+    corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
+                                                       "<corrector_type>.pt in the teacher's folder)")
     mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
     history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
     measure_teacher: bool = option(False, "Also run the full planner at every speculative step (a shadow, left out "

@@ -11,8 +11,10 @@ from .modes import ALIASES, DEFAULT_EXEC_HORIZON, ExecutionSpec, SpeculationSett
 
 
 def corrector_path(checkpoint: str, corrector_type: str) -> str:
-    """Where a teacher's corrector of `corrector_type` lives by default: beside it, `<stem>-<type>.pt`."""
-    return str(Path(checkpoint).with_suffix("")) + f"-{corrector_type}.pt"
+    """Where a teacher's corrector of `corrector_type` lives by default: `correctors/<stem>-<type>.pt` in the
+    teacher's folder (models/correctors/ for the shipped teachers)."""
+    path = Path(checkpoint)
+    return str(path.parent / "correctors" / f"{path.stem}-{corrector_type}.pt")
 
 
 def resolve_mode(cfg) -> tuple[dict, str | None]:
