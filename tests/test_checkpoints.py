@@ -263,3 +263,58 @@ def test_check_compatible_task():
         check_compatible(_ckpt(task="cartpole-balance"), task="walker-walk", path="a.pt")
     msg = _one_line(e)
     assert "cartpole-balance" in msg and "walker-walk" in msg
+
+
+KEEP_SAVING = """
+import io, sys, time
+import torch
+from gym_qwen.platform import checkpoints
+
+real_save = torch.save
+
+def slow_save(obj, f):  # the bytes reach the file over ~0.3 s: a SIGKILL lands mid-write
+    buf = io.BytesIO()
+    real_save(obj, buf)
+    data = buf.getvalue()
+    for i in range(0, len(data), len(data) // 10 + 1):
+        f.write(data[i:i + len(data) // 10 + 1])
+        f.flush()
+        time.sleep(0.03)
+
+checkpoints.torch.save = slow_save
+generation = 0
+while True:
+    generation += 1
+    print(f"writing {generation}", flush=True)
+    checkpoints.save_checkpoint(sys.argv[1], {"generation": generation, "weights": torch.full((200_000,), float(generation))})
+"""
+
+
+def test_kill_9_during_checkpoint_writes_leaves_the_last_good_checkpoint(tmp_path):
+    """A process killed (SIGKILL) in the middle of writing a checkpoint: the file under the checkpoint's name is
+    the previous generation, whole; the half-written bytes sit in a temp file that nothing loads."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "train_state.pt"
+    for round_ in range(2):  # each writer starts at generation 1 and is killed writing generation 2 + round_
+        proc = subprocess.Popen([sys.executable, "-c", KEEP_SAVING, str(target)], stdout=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stdout:  # kill while generation 2 (or 3, 4) is being written
+                if line.strip() == f"writing {2 + round_}":
+                    time.sleep(0.1)
+                    break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        ckpt = load_checkpoint(target)
+        assert ckpt["generation"] == 1 + round_
+        assert torch.equal(ckpt["weights"], torch.full((200_000,), float(1 + round_)))
+        leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+        assert leftovers and all(n.startswith(".train_state.pt.") and n.endswith(".tmp") for n in leftovers)
+        for name in leftovers:
+            (tmp_path / name).unlink()
