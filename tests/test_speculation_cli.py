@@ -102,3 +102,32 @@ def test_speculative_evaluation_over_actors_equals_sequential(ray_local, tiny_ch
     assert spread.returns == sequential.returns
     assert spread.planner_calls == sequential.planner_calls and spread.misses == sequential.misses
     assert 250 < sequential.planner_calls < 1000  # some steps accepted, some missed
+
+
+def test_evaluate_validates_overrides_against_the_checkpoint_and_honours_presets(tiny_checkpoint, tmp_path, capsys,
+                                                                                  monkeypatch):
+    # the tiny checkpoint plans with 32 samples: 40 elites are valid for the schema's 512 but not for it
+    ck = f"checkpoint={tiny_checkpoint}"
+    _assert_user_error(*_main_in(tmp_path, ["evaluate", ck, "num_elites=40"], capsys, monkeypatch), tmp_path,
+                       ["num_elites=40", "num_samples=32"])
+    preset = tmp_path.parent / "preset.yaml"
+    preset.write_text("num_elites: 40\n")
+    _assert_user_error(*_main_in(tmp_path, ["evaluate", ck, f"config={preset}"], capsys, monkeypatch), tmp_path,
+                       ["num_elites=40", "num_samples=32"])
+
+
+@pytest.mark.ray
+def test_evaluator_actors_fail_fast_on_a_bad_override(ray_local, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    rc, out, err = _main_in(tmp_path, ["evaluate", f"checkpoint={tiny_checkpoint}", "num_elites=40", "num_workers=2",
+                                       "progress=false"], capsys, monkeypatch)
+    _assert_user_error(rc, out, err, tmp_path, ["num_elites=40"])
+
+
+
+def test_outputs_behind_a_file_are_refused_before_any_work(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path.parent / "a-file"
+    blocker.write_text("x")
+    ck = f"checkpoint={tiny_checkpoint}"
+    for args in (["evaluate", ck, f"output={blocker}/r.json"], ["evaluate", ck, "mode=all", f"plot={blocker}/p.png"],
+                 ["collect", ck, f"output={blocker}/d.parquet"]):
+        _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, [str(blocker), "is a file"])

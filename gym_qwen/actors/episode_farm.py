@@ -60,6 +60,13 @@ class FarmWorker:
         return table
 
 
+def _first_line(e: Exception) -> str:
+    """The last exception line of a Ray error text (its cause), shortened."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    causes = [line for line in lines if ("Error" in line or "Exception" in line) and ":" in line]
+    return (causes[-1] if causes else (lines[0] if lines else type(e).__name__))[:300]
+
+
 def merge(tables: Iterable[pa.Table], max_records: int | None = None) -> pa.Table:
     """One table ordered by episode (stable within an episode), cut to `max_records` rows."""
     tables = [t for t in tables if t.num_rows]
@@ -105,7 +112,9 @@ class EpisodeFarm:
             idle.append(w)
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
-            except RayActorError:
+            except RayActorError as e:
+                if getattr(e, "actor_init_failed", False):  # a deterministic setup error: retrying cannot help
+                    raise EpisodeFarmError(f"an episode worker could not start: {_first_line(e)}") from None
                 self.restarts += 1
                 if self.restarts > MAX_RESTARTS * len(self.workers):
                     raise EpisodeFarmError(f"episode workers died {self.restarts} times; giving up") from None

@@ -21,6 +21,14 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     execution = execution or ExecutionSpec()
     ckpt = load_checkpoint(checkpoint)
     check_compatible(ckpt, task=task, path=checkpoint)
+    # Everything an evaluator builds is built once here first: a bad checkpoint, override or corrector fails in
+    # one line like the sequential run, instead of in every actor's constructor.
+    from gym_qwen.platform.checkpoints import agent_from_checkpoint
+    from gym_qwen.platform.evaluation import load_execution_corrector
+
+    agent, _, _ = agent_from_checkpoint(ckpt, overrides or {}, "cpu", task, path=checkpoint)
+    load_execution_corrector(execution, agent, sha256_of(checkpoint))
+    del agent
     connected = connect(ray_address)
     try:
         farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,

@@ -40,7 +40,7 @@ class ChunkStats:
 def _collect(cfg: CollectConfig) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import check_compatible, code_version, load_checkpoint
+    from gym_qwen.platform.checkpoints import check_compatible, code_version, directory_problem, load_checkpoint
     from gym_qwen.platform.teachers import sha256_of
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema
@@ -61,13 +61,9 @@ def _collect(cfg: CollectConfig) -> None:
     max_rows = None if cfg.max_samples < 0 else cfg.max_samples
     setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
                   cfg.history_len, cfg.min_distance, metadata)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        probe = output.with_name(f".{output.name}.probe")
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to {output.parent}: {e.strerror or e}") from None
+    problem = directory_problem(output.parent)
+    if problem:
+        raise ConfigError(f"output={output}: cannot write there ({problem})")
     schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,
                          metadata)
     writer, stats = ShardedParquetWriter(output, schema), ChunkStats()

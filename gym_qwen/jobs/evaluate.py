@@ -55,6 +55,14 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, single_spec, ROW_HEADER)
 
+    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.config import ConfigError
+
+    for key in ("output", "plot", "video_path"):
+        target = getattr(cfg, key)
+        problem = target and directory_problem(Path(target).parent)
+        if problem:
+            raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
     agent_keys = {f.name for f in dataclasses.fields(TDMPC2Config)} - {"device"}
     overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
@@ -66,8 +74,6 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         print(note)
     if resolved["plan"] is not None:
         if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
-            from gym_qwen.platform.config import ConfigError
-
             raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
         overrides["horizon"] = resolved["plan"]
     teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
@@ -125,10 +131,20 @@ def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | Non
         tracker.end()
 
 
+def given_keys(argv: list[str]) -> set[str]:
+    """The keys a user set: on the command line or in the config= preset (those override the checkpoint's)."""
+    from gym_qwen.platform.config import PRESET_KEY, read_preset
+
+    pairs = dict(a.split("=", 1) for a in argv if "=" in a)
+    keys = set(pairs) - {PRESET_KEY}
+    if PRESET_KEY in pairs:
+        keys |= set(read_preset(pairs[PRESET_KEY]))
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    explicit = {a.split("=", 1)[0] for a in argv if "=" in a}
-    return run_job("evaluate", EvaluateConfig, lambda cfg: _evaluate(cfg, explicit), argv)
+    return run_job("evaluate", EvaluateConfig, lambda cfg: _evaluate(cfg, given_keys(argv)), argv)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def agent_from_checkpoint(ckpt: dict, overrides: dict, device: str, task: str | 
     """load_agent for a checkpoint already in memory (e.g. handed to a Ray actor)."""
     import dataclasses
 
-    from .config import TrainConfig, config_from_dict
+    from .config import TrainConfig, config_from_dict, validate_config
     from .config_schema import ARCH_KEYS
     from .envs import TaskSpec
     from .tdmpc2.agent import TDMPC2Agent
@@ -214,6 +214,7 @@ def agent_from_checkpoint(ckpt: dict, overrides: dict, device: str, task: str | 
         check_compatible(ckpt, arch=model_signature(mine), path=path)
     check_compatible(ckpt, task=task, path=path)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if k not in asked}, device=device)
+    validate_config(cfg)  # the overrides together with the checkpoint's own settings (e.g. num_elites <= num_samples)
     spec = TaskSpec(**ckpt["task_spec"])
     agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
     agent.load_state_dict(ckpt["agent"])

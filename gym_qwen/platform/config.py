@@ -245,6 +245,11 @@ def _load_preset(path: str) -> dict[str, Any]:
     return {str(key): value for key, value in data.items()}
 
 
+def read_preset(path: str) -> dict[str, Any]:
+    """The key: value mapping of a YAML preset (ConfigError, one line, if it cannot be read)."""
+    return _load_preset(path)
+
+
 def parse_config(schema: type[T], argv: list[str]) -> T:
     """Build a validated ``schema`` instance from ``["key=value", ...]`` (plus ``config=preset.yaml``).
 
