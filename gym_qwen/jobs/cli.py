@@ -13,6 +13,12 @@ COMMANDS = {
     "collect": ("gym_qwen.jobs.collect", "collect corrector data from a teacher's speculative chunks (Parquet)"),
     "distill": ("gym_qwen.jobs.distill", "distill correctors from corrector data (two-tower, temporal)"),
     "demo": ("gym_qwen.jobs.demo", "train briefly on an easy task, evaluate, print a table"),
+    "make-dataset": ("gym_qwen.jobs.make_dataset", "make a D4RL-style dataset on a MuJoCo v5 task (HDF5 or Minari)"),
+    "dataset-info": ("gym_qwen.jobs.dataset_info", "episodes, returns and D4RL normalised score of a dataset"),
+    "behaviour-policy": ("gym_qwen.jobs.behaviour_policy", "train the SAC behaviour policy of a dataset level"),
+    "dt-train": ("gym_qwen.jobs.dt_train", "train a Decision Transformer on an offline dataset"),
+    "dt-test": ("gym_qwen.jobs.dt_test", "evaluate a Decision Transformer checkpoint (D4RL normalised score)"),
+    "dt-plot": ("gym_qwen.jobs.dt_plot", "plot Decision Transformer training curves (loss, normalised score)"),
 }
 
 

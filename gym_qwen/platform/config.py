@@ -31,6 +31,11 @@ from gym_qwen.platform.config_schema import (  # noqa: F401  (re-exported)
 __all__ = ["CollectConfig", "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
            "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig", "DistillConfig", "parse_config", "config_to_dict", "config_from_dict",
            "load_config", "save_config", "validate_config", "describe"]
+from gym_qwen.platform.config_schema import (  # noqa: F401,E402  (re-exported: offline RL, issue 13)
+    BehaviourPolicyConfig, DatasetInfoConfig, DTPlotConfig, DTTestConfig, DTTrainConfig, MakeDatasetConfig,
+)
+__all__ += ["MakeDatasetConfig", "DatasetInfoConfig", "BehaviourPolicyConfig", "DTTrainConfig", "DTTestConfig",
+            "DTPlotConfig"]
 
 T = TypeVar("T")
 PRESET_KEY = "config"

@@ -433,3 +433,214 @@ class CollectConfig(RayOptions):
         _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
         if self.task is not None:
             check_task(self.task)
+
+
+# --- offline RL: D4RL-format datasets, SAC behaviour policies, Decision Transformer (issue 13) ---------------------
+DT_ENVS = ("halfcheetah", "hopper", "walker2d")
+DT_LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+def _check_cuda(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        _require(torch.cuda.is_available(), "device=cuda was asked for but no CUDA device is available "
+                                            "(use device=auto or cpu)")
+
+
+@dataclasses.dataclass
+class MakeDatasetConfig:
+    """Settings of ``gym-qwen make-dataset``: a D4RL-style dataset made on a Gymnasium MuJoCo v5 task."""
+
+    command: ClassVar[str] = "make-dataset"
+
+    env: str = option("halfcheetah", "Environment (HalfCheetah-v5, Hopper-v5, Walker2d-v5)", choices=DT_ENVS)
+    dataset: str = option("random", "D4RL level: random (uniform actions), medium / expert (the SAC behaviour "
+                                    "policy, sampled), medium-replay (the medium run's replay recipe), "
+                                    "medium-expert (medium then expert)", choices=DT_LEVELS)
+    seed: int = option(0, "Seed: episode i resets with seed*1000003+i; one generator draws every action", min=0)
+    transitions: int = option(1_000_000, "Rows to write (D4RL: 1M; medium-replay takes its recipe's count, "
+                                         "medium-expert writes twice this)", min=1)
+    format: str = option("hdf5", "hdf5 (D4RL's layout) or minari (a local Minari dataset)",
+                         choices=("hdf5", "minari"))
+    output: Optional[str] = option(None, "hdf5: the file (none = data/<env>-<dataset>-v5.hdf5); minari: the dataset "
+                                         "id (none = gym-qwen/<env>/<dataset>-v0)")
+    minari_root: Optional[str] = option(None, "minari: the datasets root (none = MINARI_DATASETS_PATH or "
+                                              "~/.minari/datasets)")
+    models_dir: str = option("models/behaviour", "Where the behaviour policies are (<env>-<level>.pt + .json)")
+    force: bool = option(False, "Replace an existing output file")
+    progress: bool = option(True, "Show a progress bar")
+
+    def validate(self) -> None:
+        """The output of hdf5 ends in .hdf5/.h5."""
+        if self.format == "hdf5" and self.output is not None:
+            _require(self.output.endswith((".hdf5", ".h5")), f"output={self.output!r} must end in .hdf5 or .h5")
+
+
+@dataclasses.dataclass
+class DatasetInfoConfig:
+    """Settings of ``gym-qwen dataset-info``: episodes, transitions, returns and normalised score of a dataset."""
+
+    command: ClassVar[str] = "dataset-info"
+
+    path: Optional[str] = option(None, "A D4RL-layout HDF5 file (ours or D4RL's)")
+    minari: Optional[str] = option(None, "Or a local Minari dataset id")
+    minari_root: Optional[str] = option(None, "Minari datasets root (none = MINARI_DATASETS_PATH or "
+                                              "~/.minari/datasets)")
+    env: Optional[str] = option(None, "Check that the dataset is of this env (none = as it says or is named)",
+                                choices=DT_ENVS)
+    json: bool = option(False, "Print the summary as JSON")
+
+    def validate(self) -> None:
+        """Exactly one of path= and minari=."""
+        _require((self.path is None) != (self.minari is None), "give exactly one of path=FILE.hdf5 or minari=ID")
+
+
+@dataclasses.dataclass
+class BehaviourPolicyConfig:
+    """Settings of ``gym-qwen behaviour-policy``: train the SAC policy a D4RL level is sampled from."""
+
+    command: ClassVar[str] = "behaviour-policy"
+
+    env: str = option("halfcheetah", "Environment", choices=DT_ENVS)
+    level: str = option("medium", "medium (stops at target_fraction of expert_return; also writes the "
+                                  "medium-replay recipe) or expert (trained for all steps)",
+                        choices=("medium", "expert"))
+    steps: int = option(1_000_000, "Environment steps at most (medium stops earlier at its target)", min=1)
+    seed: int = option(0, "Random seed", min=0)
+    expert_return: Optional[float] = option(
+        None, "The expert return a medium policy is a fraction of (none = D4RL's normalisation maximum, the "
+              "return of D4RL's own expert SAC policies on v2: halfcheetah 12135, hopper 3234.3, walker2d 4592.3; "
+              "chosen over the v0 reference policies and over our own expert so that a medium dataset means the "
+              "same normalised level as D4RL's, whatever our expert reaches)")
+    target_fraction: float = option(1 / 3, "medium: stop at the first evaluation whose mean return reaches this "
+                                           "fraction of expert_return (D4RL: about one third)", min=0.0, max=1.0)
+    learning_starts: int = option(10_000, "Uniform-random steps before learning (rl-zoo's MuJoCo setting)", min=1)
+    batch_size: int = option(256, "SAC minibatch", min=1)
+    learning_rate: float = option(3e-4, "SAC learning rate (actor, critic, entropy)", min=0.0)
+    buffer_size: int = option(1_000_000, "Replay buffer capacity", min=1)
+    eval_freq: int = option(10_000, "Evaluate the stochastic policy every this many steps", min=1)
+    eval_episodes: int = option(10, "Episodes per evaluation (and for the card)", min=1)
+    snapshot_freq: int = option(10_000, "medium: keep the actor every this many steps for the medium-replay recipe",
+                                min=1)
+    checkpoint_freq: int = option(50_000, "Write the resumable training state every this many steps", min=1)
+    resume: bool = option(False, "Continue the run in output_dir from its last checkpoint")
+    output_dir: str = option("runs/behaviour", "Root of the run directories (<env>-<level>/seed<seed>/)")
+    models_dir: str = option("models/behaviour", "Where the finished policy and its card are written")
+    force: bool = option(False, "Replace an existing behaviour policy in models_dir")
+    torch_threads: int = option(1, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+    mlflow: bool = option(True, "Log parameters and evaluations to MLflow")
+    mlflow_experiment: str = option("gym-qwen-behaviour", "MLflow experiment name")
+
+    def validate(self) -> None:
+        """learning_starts < steps; expert_return > 0."""
+        _require(self.learning_starts < self.steps, f"learning_starts={self.learning_starts} must be < "
+                                                    f"steps={self.steps}")
+        _require(self.expert_return is None or self.expert_return > 0,
+                 f"expert_return={self.expert_return} must be > 0")
+
+
+@dataclasses.dataclass
+class DTTrainConfig:
+    """Settings of ``gym-qwen dt-train``: a Decision Transformer on one offline dataset (min-decision-transformer's
+    options)."""
+
+    command: ClassVar[str] = "dt-train"
+
+    env: str = option("halfcheetah", "Environment (evaluation on its v5 task)", choices=DT_ENVS)
+    dataset: str = option("medium", "Level: reads <dataset_dir>/<env>-<dataset>-v5.hdf5 unless data= or minari=",
+                          choices=DT_LEVELS)
+    data: Optional[str] = option(None, "A D4RL-layout HDF5 file instead (ours or D4RL's own)")
+    minari: Optional[str] = option(None, "A local Minari dataset id instead")
+    minari_root: Optional[str] = option(None, "Minari datasets root (none = MINARI_DATASETS_PATH)")
+    dataset_dir: str = option("data", "Where <env>-<dataset>-v5.hdf5 is looked for")
+    rtg_scale: float = option(1000.0, "Returns-to-go are divided by this", min=1e-9)
+    rtg_target: Optional[float] = option(None, "Evaluation return-to-go target (none = the DT paper's: halfcheetah "
+                                               "6000, hopper 3600, walker2d 5000)")
+    max_eval_ep_len: int = option(1000, "Steps per evaluation episode at most", min=1)
+    num_eval_ep: int = option(10, "Evaluation episodes after each iteration", min=0)
+    log_dir: str = option("dt_runs", "Where checkpoints, the CSV log and the summary go")
+    context_len: int = option(20, "K: timesteps in the context", min=1)
+    n_blocks: int = option(3, "Transformer blocks", min=1)
+    embed_dim: int = option(128, "Embedding width", min=1)
+    n_heads: int = option(1, "Attention heads", min=1)
+    dropout_p: float = option(0.1, "Dropout probability", min=0.0, max=1.0)
+    batch_size: int = option(64, "Windows per update", min=1)
+    lr: float = option(1e-4, "AdamW learning rate", min=0.0)
+    wt_decay: float = option(1e-4, "AdamW weight decay", min=0.0)
+    warmup_steps: int = option(10_000, "Linear learning-rate warm-up, in updates", min=1)
+    max_train_iters: int = option(100, "Iterations (an evaluation and a checkpoint after each)", min=1)
+    num_updates_per_iter: int = option(1000, "Updates per iteration (default: 100 x 1000 = the DT paper's 100k)",
+                                       min=1)
+    grad_clip: float = option(0.25, "Gradient-norm clip", min=0.0)
+    seed: int = option(0, "Random seed (initialisation, batches, dropout; evaluation episode i resets with "
+                          "seed + 10000 + i)", min=0)
+    device: str = option("auto", "Torch device (auto = cuda if available, else cpu)", choices=("auto", "cpu", "cuda"))
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+    mlflow: bool = option(True, "Log parameters, the loss curve and the evaluation score by update to MLflow")
+    mlflow_experiment: str = option("gym-qwen-dt", "MLflow experiment name")
+
+    def validate(self) -> None:
+        """At most one of data= and minari=; heads divide the embedding; cuda must exist."""
+        _require(self.data is None or self.minari is None, "give data= or minari=, not both")
+        _require(self.embed_dim % self.n_heads == 0,
+                 f"embed_dim={self.embed_dim} must be a multiple of n_heads={self.n_heads}")
+        _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check_cuda(self.device)
+
+
+@dataclasses.dataclass
+class DTTestConfig:
+    """Settings of ``gym-qwen dt-test``: evaluate a Decision Transformer checkpoint on the v5 task."""
+
+    command: ClassVar[str] = "dt-test"
+
+    env: Optional[str] = option(None, "Environment (none = the checkpoint's; another is refused)", choices=DT_ENVS)
+    dataset: Optional[str] = option(None, "Level the checkpoint was trained on (none = the checkpoint's; only checked)",
+                                    choices=DT_LEVELS)
+    chk_pt_dir: str = option("dt_runs", "Directory of the checkpoint")
+    chk_pt_name: str = option("", "Checkpoint file in chk_pt_dir, or a path (required)")
+    num_eval_ep: int = option(10, "Evaluation episodes", min=1)
+    max_eval_ep_len: int = option(1000, "Steps per episode at most", min=1)
+    rtg_target: Optional[float] = option(None, "Return-to-go target (none = the checkpoint's)")
+    seed: int = option(0, "Episode i resets with seed + 10000 + i", min=0)
+    output: Optional[str] = option(None, "Write the results to this JSON file")
+    device: str = option("cpu", "Torch device", choices=("auto", "cpu", "cuda"))
+    torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
+    progress: bool = option(True, "Show a progress bar")
+
+    def validate(self) -> None:
+        """chk_pt_name is required; cuda must exist."""
+        _require(bool(self.chk_pt_name), "chk_pt_name= is required: a checkpoint written by gym-qwen dt-train")
+        _check_cuda(self.device)
+
+
+@dataclasses.dataclass
+class DTPlotConfig:
+    """Settings of ``gym-qwen dt-plot``: training curves of Decision Transformer runs (min-decision-transformer's
+    options)."""
+
+    command: ClassVar[str] = "dt-plot"
+
+    env_d4rl_name: str = option("halfcheetah-medium-v5", "Dataset name the runs trained on (their CSV logs are "
+                                                         "<log_dir>/dt_<env_d4rl_name>_log_*.csv)")
+    log_dir: str = option("dt_runs", "Where dt-train wrote its logs")
+    x_key: str = option("num_updates", "Column for the x axis")
+    y_key: str = option("eval_d4rl_score", "Column for the score panel (the loss panel is action_loss)")
+    smoothing_window: int = option(1, "Rolling mean over this many evaluations", min=1)
+    plot_avg: bool = option(False, "Draw the mean over runs (seeds) with its spread instead of each run")
+    save_fig: bool = option(False, "Write the PNG (<log_dir>/<env_d4rl_name>[_avg].png unless output=)")
+    output: Optional[str] = option(None, "PNG to write (implies save_fig=true)")
+    mlflow: bool = option(False, "Log the PNG to MLflow")
+    mlflow_experiment: str = option("gym-qwen-dt", "MLflow experiment name")
+
+    def validate(self) -> None:
+        """The output is a PNG."""
+        _require(self.output is None or self.output.lower().endswith(".png"), f"output={self.output!r} must end "
+                                                                            "in .png")
+
+
+__all__ += ["MakeDatasetConfig", "DatasetInfoConfig", "BehaviourPolicyConfig", "DTTrainConfig", "DTTestConfig",
+            "DTPlotConfig"]
