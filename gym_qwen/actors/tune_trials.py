@@ -1,0 +1,180 @@
+"""Sweeps on Ray Tune: the trainable (one trial = one evaluation setting, gym_qwen.platform.sweeps.trial), its
+resources (a placement group holding the trial and its evaluator actors), the tuner, and restoring an
+interrupted sweep (Tuner.restore when Tuner.can_restore: finished trials are not run again, unfinished and
+errored ones continue from their last finished episode).
+
+A trial reports after every episode with its records so far as its Tune checkpoint; a retried or restored trial
+starts from that checkpoint and continues its own MLflow run (found by the trial-id tag), so no episode is lost
+and no step is logged twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ray import tune
+
+from .cluster import threads_for
+
+RECORDS = "records.json"
+
+
+def _records_of(checkpoint) -> list[dict]:
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as d:
+        path = Path(d) / RECORDS
+        return json.loads(path.read_text()) if path.is_file() else []
+
+
+def actor_episodes(cpus: float):
+    """play_factory of a trial whose episodes run on `num_workers` evaluator actors (in the trial's placement
+    group: Tune captures the actors a trial starts into the trial's group)."""
+
+    def factory(ckpt, setting, cfg, sha256):
+        import ray
+
+        from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup
+
+        from .episode_farm import EpisodeFarm
+
+        farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(cfg.num_workers, cfg.episodes), cpus=cpus,
+                           setup_args=(ray.put(ckpt), setting.overrides, "cpu", cfg.seed, setting.spec, sha256),
+                           what="evaluator")
+
+        def play(indices, on_record):
+            try:
+                farm.run(indices, on_episode=lambda i, table: on_record(table.to_pylist()[0]), keep=False)
+            finally:
+                farm.close()
+        return play
+    return factory
+
+
+def sweep_trial(config: dict) -> None:
+    """The Tune trainable: config = {"trial": {family, values, swept, label, index}, "run": {uri, experiment_id,
+    parent_run_id, sweep_id, workdir, trial_cpus, faults}}."""
+    from gym_qwen.platform.config import EvaluateConfig, config_from_dict
+    from gym_qwen.platform.envs import quiet_library_logs
+    from gym_qwen.platform.sweeps.spec import SweepPoint
+    from gym_qwen.platform.sweeps.trial import run_trial
+
+    quiet_library_logs()
+    import logging
+
+    for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created at ..." after every episode
+        logging.getLogger(name).setLevel(logging.WARNING)
+    t, r = config["trial"], config["run"]
+    cfg = config_from_dict(EvaluateConfig, t["values"])
+    point = SweepPoint(t["family"], t["values"], t["swept"], cfg)
+
+    def report(metrics: dict, records: list) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / RECORDS).write_text(json.dumps(records))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    threads = cfg.torch_threads if "torch_threads" in t["values"] else threads_for(r["trial_cpus"])
+    run_trial(point, workdir=r["workdir"], uri=r["uri"], experiment_id=r["experiment_id"],
+              parent_run_id=r["parent_run_id"], sweep_id=r["sweep_id"], trial_id=tune.get_context().get_trial_id(),
+              records=_records_of(tune.get_checkpoint()), report=report,
+              play_factory=actor_episodes(cfg.worker_cpus) if cfg.num_workers > 0 else None,
+              faults=r.get("faults"), threads=threads)
+
+
+def trial_resources(config: dict) -> tune.PlacementGroupFactory:
+    """Bundle 0 holds the trial (trial_cpus); one bundle per evaluator actor (worker_cpus) when num_workers > 0."""
+    values, cpus = config["trial"]["values"], config["run"]["trial_cpus"]
+    workers = int(values.get("num_workers", 0) or 0)
+    return tune.PlacementGroupFactory([{"CPU": cpus}] + [{"CPU": float(values.get("worker_cpus", 1.0))}] * workers)
+
+
+def trainable():
+    return tune.with_resources(sweep_trial, trial_resources)
+
+
+def param_space(trials: list[dict], run: dict) -> dict:
+    return {"trial": tune.grid_search(trials), "run": run}
+
+
+class Progress(tune.Callback):
+    """One line per finished, errored or retried trial: what it got and how far the sweep is. (Tune pickles it
+    with the sweep's state and brings it back on restore: it holds no file and restarts its clock in setup.)"""
+
+    def __init__(self, total: int):
+        self.total, self.started = total, time.time()
+
+    def setup(self, **info):
+        self.started = time.time()
+
+    def _say(self, text: str) -> None:
+        print(text, file=sys.stdout, flush=True)
+
+    def _head(self, trials, trial) -> str:
+        done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
+        t = trial.config["trial"]
+        return f"[{done}/{self.total}] {t['label']} seed={t['seed']}"
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        m = trial.last_result or {}
+        ret = m.get("return_mean")
+        numbers = "no result" if ret is None else (
+            f"return {ret:.1f} ± {m.get('return_std', 0):.1f}, {m.get('planner_calls_per_step', 0):.3f} planner "
+            f"calls/step, {m.get('ms_per_decision', 0):.1f} ms/step")
+        self._say(f"{self._head(trials, trial)}: {numbers} ({time.time() - self.started:.0f} s)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(f"{self._head(trials, trial)}: failed ({_error_line(trial)})")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        t = trial.config["trial"]
+        self._say(f"  {t['label']} seed={t['seed']}: failed ({_error_line(trial)}); "
+                  "retrying from its last finished episode")
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    text = ""
+    try:
+        text = Path(path).read_text() if path and os.path.isfile(path) else ""
+    except OSError:
+        pass
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line for line in lines if ("Error" in line or "Exception" in line) and ":" in line]
+    return (causes[-1] if causes else (lines[-1] if lines else "see the trial's error.txt"))[:200]
+
+
+def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
+              resume: bool):
+    """Fit a new sweep in experiment_dir (storage/name), or restore the interrupted one there. Returns Tune's
+    ResultGrid."""
+    space = param_space(trials, run)
+    if resume:
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable(), resume_unfinished=True, resume_errored=True,
+                                   param_space=space)
+    else:
+        tuner = tune.Tuner(
+            trainable(), param_space=space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
+                                        trial_name_creator=lambda tr: f"trial-{tr.config['trial']['index']:03d}",
+                                        trial_dirname_creator=lambda tr: f"trial-{tr.config['trial']['index']:03d}"),
+            run_config=tune.RunConfig(name=experiment_dir.name, storage_path=str(experiment_dir.parent),
+                                      failure_config=tune.FailureConfig(max_failures=max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      verbose=0, callbacks=[Progress(len(trials))]))
+    quiet = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own tables stay out of the sweep's output (verbose=0)
+    try:
+        return tuner.fit()
+    finally:
+        if quiet is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = quiet
+
+
+def can_restore(experiment_dir: Path) -> bool:
+    return tune.Tuner.can_restore(str(experiment_dir))

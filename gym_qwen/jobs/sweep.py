@@ -1,0 +1,178 @@
+"""`gym-qwen sweep config=configs/sweeps/spec_exec_horizon.yaml [resume=true]`: a Ray Tune sweep of evaluation
+settings, every trial in MLflow.
+
+Before anything starts, the sweep file and every trial are checked (each trial's keys built into the evaluate
+command's config and resolved against the teacher: corrector files, planner overrides), the MLflow server (if
+remote) must answer and the sweep's folder must not hold another sweep. Then the driver makes the MLflow store,
+the experiment and the sweep's parent run (tags: sweep id, teacher sha256) and starts Tune; each trial logs to a
+nested run of its own. `resume=true` restores an interrupted sweep (finished trials are not run again).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from gym_qwen.jobs.common import run_job, table
+from gym_qwen.platform.config import ConfigError, SweepConfig
+
+MANIFEST = "gym-qwen-sweep.json"
+
+
+def _trial_rows(sweep, settings) -> list[tuple]:
+    return [(i, p.family, s.label, p.cfg.seed, p.cfg.episodes, Path(s.checkpoint).name)
+            for i, (p, s) in enumerate(zip(sweep.points, settings))]
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _experiment_dir(sweep) -> Path:
+    from gym_qwen.platform.checkpoints import directory_problem
+
+    storage = Path(sweep.settings.storage).absolute()
+    problem = directory_problem(storage)
+    if problem:
+        raise ConfigError(f"storage={sweep.settings.storage}: cannot keep the sweep there ({problem})")
+    return storage / sweep.experiment
+
+
+def _sweep(cfg: SweepConfig, command_line: dict) -> int:
+    from gym_qwen.platform.sweeps.setting import resolve_sweep
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    sweep = load_sweep(cfg.file, command_line)
+    s = sweep.settings
+    if s.search == "optuna":
+        raise ConfigError("search=optuna is not built yet; use search=grid")
+    workdir = os.getcwd()
+    settings, shas = resolve_sweep(sweep, workdir)
+    for line in sweep.notes:
+        print(f"note: {line}")
+    if s.dry_run:
+        print(table(_trial_rows(sweep, settings), ("trial", "family", "setting", "seed", "episodes", "teacher")))
+        print(f"{len(sweep.points)} trials; experiment {sweep.experiment}; nothing started (dry_run=true)")
+        return 0
+    from gym_qwen.platform.tracking import check_tracking_uri, default_tracking_uri
+
+    uri = default_tracking_uri()
+    check_tracking_uri(uri)
+    exp_dir = _experiment_dir(sweep)
+
+    from gym_qwen.actors.tune_trials import can_restore
+
+    manifest = _read_manifest(exp_dir / MANIFEST)
+    if s.resume:
+        if not can_restore(exp_dir) or manifest is None:
+            raise ConfigError(f"resume=true: there is no sweep to resume in {exp_dir}; run it without resume=true")
+        if manifest.get("fingerprint") != sweep.fingerprint:
+            raise ConfigError(f"resume=true: the trials of {cfg.file} differ from those the sweep in {exp_dir} "
+                              f"started with; restore the file, or start a new sweep with experiment=ANOTHER_NAME")
+        sweep_id = manifest["sweep_id"]
+    else:
+        if can_restore(exp_dir):
+            raise ConfigError(f"{exp_dir} already holds the sweep {(manifest or {}).get('sweep_id', '?')}: pass "
+                              "resume=true to continue it, or experiment=ANOTHER_NAME for a new one")
+        sweep_id = f"{sweep.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return _run(sweep, settings, shas, sweep_id, uri, exp_dir, workdir)
+
+
+def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:
+    from gym_qwen.actors.cluster import check_resources, connect, disconnect
+    from gym_qwen.actors.tune_trials import run_sweep
+    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, RunLog, prepare_experiment
+    from gym_qwen.platform.sweeps.trial import FAULTS_KEY
+
+    s = sweep.settings
+    connected = connect(s.ray_address)
+    parent, status = None, "KILLED"
+    try:
+        biggest = max(s.trial_cpus + p.cfg.num_workers * p.cfg.worker_cpus for p in sweep.points)
+        check_resources([("trial", 1, biggest, 0)])
+        # The store, the experiment and the parent run exist before any trial starts
+        exp_id = prepare_experiment(uri, sweep.experiment)
+        teachers = sorted(set(shas.values()))
+        parent = RunLog.open(
+            uri, exp_id, {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"}, sweep_id,
+            {"sweep_file": sweep.path, "trials": len(sweep.points), "search": s.search,
+             "max_concurrent": s.max_concurrent, "max_failures": s.max_failures, "trial_cpus": s.trial_cpus,
+             "fixed": sweep.fixed, "families": {k: json.dumps(v, default=str) for k, v in sweep.families.items()}},
+            {"command": "sweep", "teacher_sha256": teachers[0] if len(teachers) == 1 else ",".join(teachers),
+             "experiment_dir": str(exp_dir)})
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(exp_dir / MANIFEST, lambda f: f.write(json.dumps(
+            {"sweep_id": sweep_id, "experiment": sweep.experiment, "file": sweep.path, "workdir": workdir,
+             "fingerprint": sweep.fingerprint, "tracking_uri": uri, "parent_run_id": parent.run_id}, indent=1).encode()))
+        trials = [{"index": i, "family": p.family, "values": p.values, "swept": p.swept, "label": st.label,
+                   "seed": p.cfg.seed, "episodes": p.cfg.episodes} for i, (p, st) in enumerate(zip(sweep.points, settings))]
+        run = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent.run_id, "sweep_id": sweep_id,
+               "workdir": workdir, "trial_cpus": s.trial_cpus,
+               "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None}
+        verb = "resuming" if s.resume else "starting"
+        print(f"sweep {sweep_id}: {verb} {len(trials)} trials ({s.max_concurrent or 'as many as fit'} at once, "
+              f"{s.trial_cpus:g} CPU each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}",
+              flush=True)
+        started = time.perf_counter()
+        results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,
+                            resume=s.resume)
+        wall = time.perf_counter() - started
+        status, rc = _report(results, trials, parent, wall, sweep_id, uri)
+        return rc
+    finally:
+        if parent is not None:
+            parent.finish(status)
+        disconnect(connected)
+
+
+def _report(results, trials: list[dict], parent, wall: float, sweep_id: str, uri: str) -> tuple[str, int]:
+    rows, seconds = [], 0.0
+    by_index = {}
+    for res in results:
+        index = res.config["trial"]["index"] if res.config else None
+        by_index[index] = res
+    for t in trials:
+        res = by_index.get(t["index"])
+        m = (res.metrics or {}) if res is not None else {}
+        state = "error" if res is not None and res.error is not None else (
+            "done" if m.get("episodes_done") == t["episodes"] else "unfinished")
+        seconds += float(m.get("trial_seconds", 0.0))
+        num = lambda k, f: "-" if m.get(k) is None else format(m[k], f)  # noqa: E731
+        rows.append((t["index"], t["label"], t["seed"], num("return_mean", ".1f"),
+                     num("return_std", ".1f"), num("planner_calls_per_step", ".3f"), num("ms_per_decision", ".1f"),
+                     state))
+    print(table(rows, ("trial", "setting", "seed", "return", "± std", "planner calls/step", "ms/step", "state")))
+    errored = sum(1 for r in rows if r[-1] == "error")
+    unfinished = sum(1 for r in rows if r[-1] == "unfinished")
+    step = parent.last.get("wall_seconds", -1) + 1  # one step per driver session (a resume is the next)
+    parent.log_metrics({"trials_done": len(rows) - errored - unfinished, "trials_errored": errored,
+                        "trials_unfinished": unfinished, "wall_seconds": wall, "trial_seconds_sum": seconds}, step)
+    print(f"sweep {sweep_id}: {len(rows) - errored - unfinished} of {len(rows)} trials done in {wall:.0f} s "
+          f"(trials' own time {seconds:.0f} s)")
+    print(f"compare: gym-qwen compare sweep={sweep_id}    browse: mlflow ui --backend-store-uri {uri}")
+    if unfinished:
+        print(f"sweep {sweep_id}: interrupted; resume=true continues it", file=sys.stderr)
+        return "KILLED", 130
+    if errored:
+        print(f"sweep {sweep_id}: {errored} trials failed (their error.txt is in the sweep's folder); resume=true "
+              "runs them again", file=sys.stderr)
+        return "FAILED", 1
+    return "FINISHED", 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [("file=" + a.split("=", 1)[1]) if a.startswith("config=") else a for a in argv]
+    command_line = dict(a.split("=", 1) for a in argv if "=" in a)
+    command_line.pop("file", None)
+    return run_job("sweep", SweepConfig, lambda cfg: _sweep(cfg, command_line), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""One trial's setting: what `gym-qwen evaluate` would run for the same keys (the agent overrides, the
+ExecutionSpec, the corrector), resolved against the teacher checkpoint, and checked for every trial before the
+sweep starts anything."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..config_schema import ConfigError, TDMPC2Config
+
+# Agent keys that change only the planner: a trial that sets them is a planner setting (the cheap planner)
+PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
+                "temperature")
+AGENT_KEYS = frozenset(f.name for f in dataclasses.fields(TDMPC2Config)) - {"device"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSetting:
+    """What one trial runs: agent overrides, the ExecutionSpec, and the names it is logged and compared by."""
+
+    checkpoint: str  # absolute
+    overrides: dict
+    spec: object  # ExecutionSpec
+    planner: dict  # the planner keys the trial sets (the cheap planner's), {} for the teacher's own planner
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        from ..speculative.modes import ExecutionSpec
+
+        s = self.spec
+        return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items())).label
+
+
+def absolute(path: str | None, workdir: str | Path) -> str | None:
+    """`path` relative to the sweep's working directory (trials run in folders of their own)."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p if p.is_absolute() else Path(workdir) / p)
+
+
+def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSetting:
+    """The setting `gym-qwen evaluate` runs for `cfg` (an EvaluateConfig whose explicitly set keys are `given`)
+    on the checkpoint `ckpt`: agent overrides, alias resolution, spec_plan_horizon, the mode's default k, and the
+    corrector file (beside the teacher unless corrector_checkpoint= names one). ConfigError if it cannot run."""
+    from ..speculative.comparison import resolve_mode, single_spec
+
+    checkpoint = absolute(cfg.checkpoint, workdir)
+    cfg = dataclasses.replace(cfg, checkpoint=checkpoint,
+                              corrector_checkpoint=absolute(cfg.corrector_checkpoint, workdir))
+    overrides = {k: getattr(cfg, k) for k in sorted(given & AGENT_KEYS)}
+    resolved, note = resolve_mode(cfg)
+    if resolved["plan"] is not None:
+        if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
+            raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
+        overrides["horizon"] = resolved["plan"]
+    teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
+    spec = single_spec(cfg, resolved, teacher_horizon)
+    planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
+    return TrialSetting(checkpoint, overrides, spec, planner, note)
+
+
+def check_overrides(ckpt: dict, overrides: dict, path: str) -> None:
+    """The checks agent_from_checkpoint makes, without building the agent: architecture keys must match the
+    checkpoint's, and the overrides must hold together with its settings (num_elites <= num_samples, ...)."""
+    from ..checkpoints import check_compatible
+    from ..config import TrainConfig, config_from_dict
+    from ..config_schema import ARCH_KEYS
+    from ..trainer import model_signature
+
+    asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
+    if asked:
+        check_compatible(ckpt, arch=model_signature(config_from_dict(TrainConfig, {**ckpt["config"], **asked})),
+                         path=path)
+    config_from_dict(TrainConfig, {**ckpt["config"], **{k: v for k, v in overrides.items() if k not in asked}})
+
+
+def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]:
+    """Every trial's TrialSetting, each checkpoint read once and each corrector loaded once against its teacher:
+    a trial that could not run fails here, before the sweep starts. Returns (settings, {checkpoint: sha256})."""
+    from ..checkpoints import CheckpointError, check_compatible, load_checkpoint
+    from ..config import TrainConfig, config_from_dict
+    from ..speculative.correctors import CorrectorError, load_corrector
+    from ..teachers import sha256_of
+
+    ckpts, shas, correctors, settings = {}, {}, set(), []
+    for point in sweep.points:
+        where = f"sweep file {sweep.path!r}, family {point.family!r}, trial {point.name.split(': ', 1)[1]}"
+        try:
+            path = absolute(point.cfg.checkpoint, workdir)
+            if path not in ckpts:
+                ckpts[path] = load_checkpoint(path)
+                shas[path] = sha256_of(path)
+            ckpt = ckpts[path]
+            check_compatible(ckpt, task=point.cfg.task, path=point.cfg.checkpoint)
+            setting = resolve_setting(point.cfg, set(point.values), ckpt, workdir)
+            check_overrides(ckpt, setting.overrides, point.cfg.checkpoint)
+            spec = setting.spec
+            if spec.corrector_checkpoint and (spec.corrector_checkpoint, spec.settings.history_len) not in correctors:
+                latent = config_from_dict(TrainConfig, ckpt["config"]).arch()["latent_dim"]
+                corrector, _ = load_corrector(spec.corrector_checkpoint, teacher_sha256=shas[path], latent_dim=latent)
+                theirs = corrector.hyperparameters()["history_len"]
+                if corrector.kind == "temporal" and theirs != spec.settings.history_len:
+                    raise CorrectorError(f"corrector {spec.corrector_checkpoint} reads {theirs} mismatch features; "
+                                         f"use history_len={theirs}")
+                correctors.add((spec.corrector_checkpoint, spec.settings.history_len))
+        except (ConfigError, CorrectorError, CheckpointError) as e:
+            raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
+        settings.append(setting)
+    return settings, shas

@@ -1,0 +1,198 @@
+"""The sweep file: which command's keys a sweep sets, fixed for every trial or swept in grids, and how the sweep
+runs. Read and checked in full before anything starts: every trial's keys are built into the command's own config
+(EvaluateConfig), so a sweep refuses exactly what the command refuses, in one line that names the place.
+
+    # configs/sweeps/NAME.yaml
+    trial_command: evaluate    # the command each trial runs (evaluate)
+    experiment: NAME           # the MLflow experiment and the sweep's folder under storage (none = the file's stem)
+    search: grid               # grid (every point) or optuna (not built yet)
+    max_concurrent: 2          # trials at once (0 = as many as the cluster holds)
+    max_failures: 2            # retries of a trial that errors
+    trial_cpus: 1              # CPUs each trial holds (its evaluator actors hold worker_cpus each on top)
+    fixed:                     # keys every trial shares
+      checkpoint: models/walker-walk-size1-seed1.pt
+      episodes: 4
+    families:                  # the trials: the union of these grids (a list is swept, a scalar is fixed)
+      speculation: {mode: naive, spec_exec_horizon: [3, 6], seed: [1, 2]}
+      cheap_planner: {mode: baseline, num_samples: [64, 128], iterations: [1, 2]}
+
+`grid:` (one mapping) is shorthand for a single family named `grid`. Points equal after defaults are run once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config_schema import ConfigError
+
+MAPPING_KEYS = ("fixed", "grid", "families")
+# Keys of evaluate that a trial cannot take: the sweep logs to MLflow itself, writes no files of its own, and
+# compares settings across trials (mode=all is a comparison inside one process).
+NOT_SWEPT = {
+    "mlflow": "the sweep logs every trial to MLflow itself",
+    "mlflow_experiment": "the sweep's experiment= names the MLflow experiment",
+    "output": "the trial's numbers are in MLflow (and its per-episode table)",
+    "plot": "gym-qwen compare draws the plot",
+    "video": "a trial records no video",
+    "video_path": "a trial records no video",
+    "spec_exec_horizons": "it belongs to mode=all; sweep spec_exec_horizon instead",
+    "cheap_num_samples": "it belongs to mode=all; sweep num_samples with mode=baseline instead",
+    "cheap_iterations": "it belongs to mode=all; sweep iterations with mode=baseline instead",
+    "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
+    "progress": "trials show no progress bars; the sweep prints a line per trial",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One trial: its family, the keys it sets (fixed + its grid values, as the file gives them) and the
+    command's config built from them."""
+
+    family: str
+    values: dict
+    swept: dict
+    cfg: Any
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}: " + (" ".join(f"{k}={v}" for k, v in self.swept.items()) or "(fixed keys)")
+
+
+@dataclasses.dataclass
+class Sweep:
+    """A checked sweep file with its command-line overrides applied."""
+
+    path: str
+    settings: Any  # SweepConfig
+    fixed: dict
+    families: dict
+    points: list
+    notes: list
+
+    @property
+    def experiment(self) -> str:
+        return self.settings.experiment or Path(self.path).stem
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the trials (family and keys of each): a resumed sweep must run the same trials."""
+        canon = json.dumps([[p.family, p.values] for p in self.points], sort_keys=True, default=str)
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _where(path: str, family: str | None = None) -> str:
+    return f"sweep file {path!r}" + (f", family {family!r}" if family else "")
+
+
+def _unknown(key: str, valid, where: str, what: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; valid {what}: {', '.join(valid)}")
+
+
+def _mapping(value: Any, where: str, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key}: must be a mapping of key: value, not {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _check_keys(keys, schema, where: str) -> None:
+    from ..config import _fields  # noqa: PLC2701 (the schema's field table, shared with the parser)
+
+    valid = list(_fields(schema))
+    for key in keys:
+        if key in NOT_SWEPT:
+            raise ConfigError(f"{where}: {key} cannot be set in a sweep: {NOT_SWEPT[key]}")
+        if key not in valid:
+            raise _unknown(key, [k for k in valid if k not in NOT_SWEPT], where, f"{schema.command} keys")
+
+
+def expand_family(name: str, grid: dict, where: str) -> list[dict]:
+    """The points of one grid: the product of its lists (a scalar is one value), in file order."""
+    if not grid:
+        raise ConfigError(f"{where}: family {name!r} is empty: give it at least one key")
+    axes = []
+    for key, value in grid.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ConfigError(f"{where}, family {name!r}: {key}: [] is an empty grid; give it at least one value")
+        if isinstance(value, (list, tuple)) and len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{where}, family {name!r}: {key}: {value} lists a value twice")
+        axes.append([(key, v) for v in values])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def _short(values: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def load_sweep(path: str, command_line: dict | None = None) -> Sweep:
+    """Read and check the sweep file at `path`; `command_line` holds the SweepConfig keys given on the command
+    line (they win over the file's). ConfigError (one line naming the file, family and key) on any problem."""
+    from ..config import config_from_dict, config_to_dict, read_preset
+    from ..config_schema import SweepConfig
+
+    if not path:
+        raise ConfigError("config=SWEEP.yaml is required: the sweep file (see configs/sweeps/)")
+    data = read_preset(path)
+    where = _where(path)
+    from ..config import _fields  # noqa: PLC2701
+
+    top = [k for k in _fields(SweepConfig) if k not in ("file", "resume", "dry_run")]
+    for key in data:
+        if key not in MAPPING_KEYS and key not in top:
+            raise _unknown(key, [*top, *MAPPING_KEYS], where, "sweep file keys")
+    scalars = {k: v for k, v in data.items() if k not in MAPPING_KEYS}
+    try:
+        settings = config_from_dict(SweepConfig, {**scalars, **(command_line or {}), "file": path})
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    schema = _command_schema(settings.trial_command)
+    fixed = _mapping(data.get("fixed"), where, "fixed")
+    _check_keys(fixed, schema, f"{where}, fixed")
+    if "grid" in data and "families" in data:
+        raise ConfigError(f"{where}: give grid: (one family) or families: (several), not both")
+    if "families" in data:
+        families = _mapping(data["families"], where, "families")
+        if not families:
+            raise ConfigError(f"{where}: families: is empty; give at least one family of grid keys")
+    elif "grid" in data:
+        families = {"grid": _mapping(data["grid"], where, "grid")}
+    else:
+        raise ConfigError(f"{where}: no trials: give grid: (key: [values]) or families: (name: grid)")
+    points, seen, notes = [], {}, []
+    for name, grid in families.items():
+        fwhere = _where(path, name)
+        grid = _mapping(grid, where, f"families: {name}")
+        _check_keys(grid, schema, fwhere)
+        clash = sorted(set(grid) & set(fixed))
+        if clash:
+            raise ConfigError(f"{fwhere}: {clash[0]} is both fixed and swept; keep it in one place")
+        for swept in expand_family(name, grid, where):
+            values = {**fixed, **swept}
+            try:
+                cfg = config_from_dict(schema, values)
+            except ConfigError as e:
+                raise ConfigError(f"{fwhere}, trial {_short(swept) or '(fixed keys)'}: {e}") from None
+            if getattr(cfg, "mode", None) == "all":
+                raise ConfigError(f"{fwhere}: mode=all compares inside one process; list the modes in the grid")
+            canon = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
+            if canon in seen:
+                notes.append(f"{name}: {_short(swept)} is the same trial as {seen[canon]}: run once")
+                continue
+            seen[canon] = f"{name}: {_short(swept)}"
+            points.append(SweepPoint(name, values, swept, cfg))
+    return Sweep(path, settings, fixed, families, points, notes)
+
+
+def _command_schema(command: str):
+    from ..config_schema import EvaluateConfig
+
+    return {"evaluate": EvaluateConfig}[command]
