@@ -270,11 +270,17 @@ def test_behaviour_policy_resume(tmp_path):
     with pytest.raises(ConfigError, match="batch_size=16 \\(asked 32\\)"):
         train_behaviour(parse_config(BehaviourPolicyConfig, [k for k in keys if "batch" not in k]
                                      + ["steps=250", "resume=true", "force=true", "batch_size=32"]))
+    run = tmp_path / "runs" / "hopper-expert" / "seed0"
+    with h5py.File(run / "replay_buffer-150.hdf5") as h5:
+        first_rows = h5["observations"][()]
     second = train_behaviour(parse_config(BehaviourPolicyConfig, keys + ["steps=250", "resume=true", "force=true"]),
                              show_progress=False)
     assert second["steps"] == 250 and [e["steps"] for e in second["evals"]] == [100, 200]
-    run = tmp_path / "runs" / "hopper-expert" / "seed0"
     assert [p.name for p in run.glob("replay_buffer-*.hdf5")] == ["replay_buffer-250.hdf5"]
+    with h5py.File(run / "replay_buffer-250.hdf5") as h5:  # the buffer went on from where it was
+        assert h5.attrs["pos"] == 250 and not h5.attrs["full"] and len(h5["observations"]) == 250
+        np.testing.assert_array_equal(h5["observations"][:150], first_rows)
+        assert np.abs(h5["observations"][150:]).sum() > 0
 
 
 # ------------------------------------------------------------------------------------------------ commands

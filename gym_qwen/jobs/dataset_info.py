@@ -15,7 +15,8 @@ def _f(x, digits: int = 1) -> str:
 
 
 def print_summary(s: dict) -> None:
-    print(f"{s['source']}: env {s['env'] or 'unknown'}, observations {s['obs_dim']}, actions {s['action_dim']}")
+    env = s["env"] or "unknown (neither its metadata nor its name says; pass env= for the normalised score)"
+    print(f"{s['source']}: env {env}, observations {s['obs_dim']}, actions {s['action_dim']}")
     print(f"{s['transitions']:,} transitions, {s['episodes']:,} episodes ({s['terminals']:,} ended by a terminal, "
           f"{s['timeouts']:,} by a timeout); {s['dropped_partial']:,} transitions of a final partial episode left out")
     if s["episodes"]:

@@ -79,9 +79,8 @@ def rollout(env: str, policy: Callable, transitions: int, seed: int, *, progress
                 if (t + 1) % 1000 == 0:
                     bar.update(1000)
             bar.update(n % 1000)
-        out.metadata.update(seed=int(seed), transitions=n, episodes_started=episode + (0 if out.terminals[-1] or
-                                                                                       out.timeouts[-1] else 1),
-                            env_id=ENV_IDS[env], seconds=round(time.perf_counter() - started, 1))
+        out.metadata.update(seed=int(seed), transitions=n, env_id=ENV_IDS[env],
+                            seconds=round(time.perf_counter() - started, 1))
         return out
     finally:
         e.close()

@@ -300,7 +300,7 @@ def train_behaviour(cfg, show_progress: bool = True) -> dict:
     tracker.preflight()
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)
-    model = _sb3_model(cfg, min(cfg.buffer_size, cfg.steps))
+    model = _sb3_model(cfg, cfg.buffer_size)  # never smaller: a resumed run restores the buffer's pos and full flag
     start_steps = 0
     status = "FAILED"
     try:
