@@ -73,6 +73,22 @@ def test_boundaries_from_terminals_and_timeouts():
     assert list(zip(eps.starts, eps.ends)) == [(0, 3)] and eps.dropped == 0
 
 
+def test_a_d4rl_v0_file_without_timeouts(tmp_path):
+    """D4RL's v0 files have no timeouts: episodes are cut every 1000 steps without a terminal, as d4rl does."""
+    n = 2500
+    with h5py.File(tmp_path / "halfcheetah_random.hdf5", "w") as h5:
+        h5["observations"] = np.zeros((n, 17), np.float32)
+        h5["actions"] = np.zeros((n, 6), np.float32)
+        h5["rewards"] = np.ones(n, np.float32)
+        terminals = np.zeros(n, bool)
+        terminals[1499] = True
+        h5["terminals"] = terminals
+    data = read_hdf5(tmp_path / "halfcheetah_random.hdf5")
+    eps = data.episodes()
+    assert eps.ends.tolist() == [1000, 1500, 2500] and eps.dropped == 0
+    assert data.env == "halfcheetah" and "timeouts_inferred" in data.metadata
+
+
 def test_d4rl_normalised_score():
     for env in ("halfcheetah", "hopper", "walker2d"):
         assert normalized_score(env, REF_MIN_SCORE[env]) == pytest.approx(0.0)

@@ -37,6 +37,7 @@ REF_MAX_SCORE = {"halfcheetah": 12135.0, "hopper": 3234.3, "walker2d": 4592.3}
 # its name when it has them.
 DIMS = {"halfcheetah": (17, 6), "hopper": (11, 3), "walker2d": (17, 6)}
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+MAX_EPISODE_STEPS = 1000  # the gym-mujoco time limit, for D4RL files without timeouts (v0, some v1)
 
 
 class DatasetError(ValueError):
@@ -80,6 +81,21 @@ def split_episodes(terminals: np.ndarray, timeouts: np.ndarray) -> Episodes:
     starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
     last = int(ends[-1]) if len(ends) else 0
     return Episodes(starts=starts, ends=ends.astype(np.int64), dropped=len(done) - last)
+
+
+def infer_timeouts(terminals: np.ndarray, max_steps: int = MAX_EPISODE_STEPS) -> np.ndarray:
+    """Timeouts of a file that has none (D4RL's v0 files): every max_steps-th row of an episode without a terminal,
+    as d4rl's own qlearning_dataset falls back to."""
+    timeouts = np.zeros(len(terminals), dtype=bool)
+    step = 0
+    for i, terminal in enumerate(np.asarray(terminals, dtype=bool)):
+        step += 1
+        if terminal:
+            step = 0
+        elif step == max_steps:
+            timeouts[i] = True
+            step = 0
+    return timeouts
 
 
 def returns_to_go(rewards: np.ndarray, episodes: Episodes) -> np.ndarray:
@@ -263,11 +279,11 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
     try:
         with h5:
             missing = [k for k in REQUIRED if not isinstance(h5.get(k), h5py.Dataset)]
-            if missing:
+            if missing and missing != ["timeouts"]:
                 keys = ", ".join(sorted(h5.keys())[:8]) or "none"
                 raise DatasetError(f"{path} is not a D4RL-layout dataset: it has no {', '.join(missing)} "
                                    f"(top-level keys: {keys})")
-            arrays = {k: h5[k][()] for k in REQUIRED}
+            arrays = {k: h5[k][()] for k in REQUIRED if k not in missing}
             nxt = h5["next_observations"][()] if isinstance(h5.get("next_observations"), h5py.Dataset) else None
             infos: dict[str, np.ndarray] = {}
             if load_infos and isinstance(h5.get("infos"), h5py.Group):
@@ -290,7 +306,8 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
         actions = np.asarray(arrays["actions"], dtype=np.float32)
         rewards = np.asarray(arrays["rewards"], dtype=np.float32).reshape(-1)
         terminals = np.asarray(arrays["terminals"]).reshape(-1).astype(bool)
-        timeouts = np.asarray(arrays["timeouts"]).reshape(-1).astype(bool)
+        timeouts = (np.asarray(arrays["timeouts"]).reshape(-1).astype(bool) if "timeouts" in arrays
+                    else infer_timeouts(terminals))
         nxt = None if nxt is None else np.asarray(nxt, dtype=np.float32)
     except (ValueError, TypeError) as e:
         raise DatasetError(f"{path} is not a D4RL-layout dataset: {e}") from None
@@ -298,6 +315,8 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
         obs = obs[:, None]
     if actions.ndim == 1:
         actions = actions[:, None]
+    if "timeouts" not in arrays:
+        metadata["timeouts_inferred"] = f"every {MAX_EPISODE_STEPS}th step of an episode (the file has no timeouts)"
     named = metadata.get("env") or None
     if named is not None and named not in ENV_IDS:
         raise DatasetError(f"{path} is a dataset of env {named!r}; this code knows {', '.join(ENVS)}")

@@ -60,7 +60,7 @@ def plot_runs(files: list[str], name: str, x_key: str, y_key: str, window: int, 
             x = logs[0][x_key][:n]
             ys = np.stack([smooth(log[key][:n], window) for log in logs])
             mean = ys.mean(axis=0)
-            ax.plot(x, mean, label=f"mean of {len(logs)} runs")
+            ax.plot(x, mean, label=f"mean of {len(logs)} run" + ("s" if len(logs) > 1 else ""))
             if len(logs) > 1:
                 ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), alpha=0.25, label="min-max of runs")
             drawn[key] = {"x": x.tolist(), "mean": mean.tolist()}
