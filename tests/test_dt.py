@@ -275,3 +275,42 @@ def test_dt_command_errors_are_one_line(tmp_path, hopper_file, capsys, monkeypat
     _one_line_error(*_cli(["dt-plot", "env_d4rl_name=nothing-here", "log_dir=runs"], capsys), "no logs")
     _one_line_error(*_cli(["dt-train", "embed_dim=30", "n_heads=4"], capsys), "multiple of n_heads")
     assert sorted(os.listdir(tmp_path)) == ["hopper-test-v5.hdf5", "junk.pt"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_dt_test_on_evaluator_actors_equals_one_episode_at_a_time(tmp_path, capsys, ray_local):
+    """num_workers=2: episodes on two evaluator actors give exactly the numbers of eval_batch=1 in this process."""
+    from gym_qwen.platform.dt.train import save_dt_checkpoint
+
+    dims = DTDims(state_dim=11, act_dim=3, n_blocks=1, h_dim=16, context_len=4, n_heads=1, drop_p=0.1)
+    data = _learnable_data(n_eps=2, length=20, S=11, A=3)
+    w = TrajectoryWindows(data, context_len=4, rtg_scale=1000.0)
+    path = save_dt_checkpoint(tmp_path / "m.pt", _model(dims), {}, "hopper", {"name": "t", "sha256": "0"}, w,
+                              3600.0, 1000.0, 0, None)
+    common = ["dt-test", f"chk_pt_name={path}", "num_eval_ep=3", "max_eval_ep_len=12", "progress=false"]
+    results = {}
+    # one torch thread on both sides: a matmul split over more threads may round differently
+    for extra in (["eval_batch=1", "torch_threads=1"], ["num_workers=2", "worker_cpus=1"]):
+        out_file = tmp_path / f"{extra[0]}.json"
+        rc, out, err = _cli(common + extra + [f"output={out_file}"], capsys)
+        assert rc == 0, err
+        results[extra[0]] = json.loads(out_file.read_text())
+    one, actors = results["eval_batch=1"], results["num_workers=2"]
+    assert actors["returns"] == one["returns"] and actors["lengths"] == one["lengths"] and actors["batch"] == 1
+
+
+def test_dt_train_reads_a_local_minari_dataset(tmp_path):
+    pytest.importorskip("minari")
+    from gym_qwen.platform.config import DTTrainConfig, parse_config
+    from gym_qwen.platform.datasets.minari_io import export_minari
+    from gym_qwen.platform.dt.train import load_training_data
+
+    data = _learnable_data(n_eps=2, length=25, S=11, A=3)
+    data.next_observations = np.roll(data.observations, -1, axis=0)
+    export_minari(data, "gym-qwen/hopper/unit-v0", root=tmp_path)
+    cfg = parse_config(DTTrainConfig, ["env=hopper", "minari=gym-qwen/hopper/unit-v0", f"minari_root={tmp_path}"])
+    loaded, ident = load_training_data(cfg)
+    assert ident["name"] == "gym-qwen-hopper-unit-v0" and len(ident["sha256"]) == 64 and len(loaded) == 50
+    np.testing.assert_array_equal(loaded.actions, data.actions)
+    assert TrajectoryWindows(loaded, 4, 1000.0).n_episodes == 2

@@ -37,9 +37,12 @@ def _test(cfg: DTTestConfig) -> None:
         raise CheckpointError(f"{path} was trained on the {level} dataset ({ckpt['dataset']['name']}), not "
                               f"dataset={cfg.dataset}")
     target = cfg.rtg_target if cfg.rtg_target is not None else ckpt["rtg_target"]
-    r = evaluate_dt(model, ckpt["env"], cfg.num_eval_ep, cfg.seed, rtg_target=target, rtg_scale=ckpt["rtg_scale"],
-                    state_mean=ckpt["state_mean"].numpy(), state_std=ckpt["state_std"].numpy(),
-                    max_ep_len=cfg.max_eval_ep_len, device=device, progress=cfg.progress)
+    if cfg.num_workers > 0:
+        r = _with_actors(cfg, ckpt, target)
+    else:
+        r = evaluate_dt(model, ckpt["env"], cfg.num_eval_ep, cfg.seed, rtg_target=target, rtg_scale=ckpt["rtg_scale"],
+                        state_mean=ckpt["state_mean"].numpy(), state_std=ckpt["state_std"].numpy(),
+                        max_ep_len=cfg.max_eval_ep_len, batch=cfg.eval_batch, device=device, progress=cfg.progress)
     print(f"checkpoint {path}: {ckpt['env']}, trained {ckpt['updates']:,} updates on {ckpt['dataset']['name']} "
           f"(sha256 {ckpt['dataset']['sha256'][:12]})")
     print(f"{r['episodes']} episodes, target {target:.0f}: return {r['return_mean']:.1f} ± {r['return_std']:.1f}, "
@@ -49,6 +52,31 @@ def _test(cfg: DTTestConfig) -> None:
         text = json.dumps({**r, "checkpoint": str(path), "dataset": ckpt["dataset"]}, indent=2)
         atomic_write_bytes(cfg.output, lambda f: f.write(text.encode()))
         print(f"wrote {cfg.output}")
+
+
+def _with_actors(cfg: DTTestConfig, ckpt: dict, target: float) -> dict:
+    """The episodes over `num_workers` evaluator actors (one episode per call, batch 1): equal to eval_batch=1."""
+    import ray
+
+    from gym_qwen.actors.cluster import connect, disconnect
+    from gym_qwen.actors.episode_farm import EpisodeFarm
+    from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
+    from gym_qwen.platform.progress import progress_bar
+
+    connected = connect(cfg.ray_address)
+    try:
+        farm = EpisodeFarm(dt_eval_setup, dt_eval_episode, min(cfg.num_workers, cfg.num_eval_ep), cpus=cfg.worker_cpus,
+                           setup_args=(ray.put(ckpt), cfg.seed, target, cfg.max_eval_ep_len), what="evaluator")
+        try:
+            with progress_bar(total=cfg.num_eval_ep, desc=f"evaluate DT ({cfg.num_workers} actors)", unit="ep",
+                              enabled=cfg.progress) as bar:
+                rows = farm.run(range(cfg.num_eval_ep), on_episode=lambda i, t: bar.update(1)).to_pylist()
+        finally:
+            farm.close()
+    finally:
+        disconnect(connected)
+    ms = 1000 * sum(r["forward_s"] for r in rows) / max(sum(r["actions"] for r in rows), 1)
+    return result_of(ckpt["env"], cfg.seed, target, [r["return"] for r in rows], [r["length"] for r in rows], ms, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ hopper 3600, walker2d 5000) divided by rtg_scale, and each reward received is su
 normalised with the training data's mean and std; the model sees the last `context_len` steps (all steps so far
 while fewer) and acts with the action predicted at the last state token (deterministic: no dropout in eval).
 Episode i resets with seed + 10000 + i (the platform's evaluation seeds). The episodes run in lockstep, one
-batched forward pass per step for all those still running; `batch=1` plays them one at a time instead.
+batched forward pass per step for all those still running; `batch=1` plays them one at a time instead (a batched
+matmul may round differently in the last bit, so returns can differ slightly between the two; evaluator actors
+play one episode at a time and equal batch=1).
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ def evaluate_dt(model, env: str, episodes: int, seed: int, *, rtg_target: float,
                 state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int = 1000, batch: int | None = None,
                 first_episode: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Returns {returns, lengths, return_mean, return_std, normalized_mean, normalized_std, ms_per_action, ...}."""
-    from gym_qwen.platform.datasets.generate import make_gym_env
     from gym_qwen.platform.progress import progress_bar
 
     batch = episodes if batch is None else max(1, int(batch))
@@ -49,16 +50,39 @@ def evaluate_dt(model, env: str, episodes: int, seed: int, *, rtg_target: float,
                 bar.update(len(ids))
     finally:
         model.train(was_training)
+    return result_of(env, seed, rtg_target, returns, lengths, 1000.0 * forward_s / max(actions_taken, 1), batch)
+
+
+def result_of(env: str, seed: int, rtg_target: float, returns, lengths, ms_per_action: float, batch: int) -> dict:
     rets = np.asarray(returns, dtype=np.float64)
     norm = normalized_score(env, rets)
-    return {"env": env, "episodes": episodes, "seed": seed, "rtg_target": rtg_target,
+    return {"env": env, "episodes": len(rets), "seed": seed, "rtg_target": rtg_target,
             "returns": [float(x) for x in rets], "lengths": [int(x) for x in lengths],
             "return_mean": float(rets.mean()), "return_std": float(rets.std()),
             "normalized_mean": float(norm.mean()), "normalized_std": float(norm.std()),
-            "length_mean": float(np.mean(lengths)), "ms_per_action": 1000.0 * forward_s / max(actions_taken, 1),
-            "batch": batch}
+            "length_mean": float(np.mean(lengths)), "ms_per_action": ms_per_action, "batch": batch}
 
 
+# Evaluator actors (gym_qwen/actors/episode_farm.py) run one episode per call with batch 1: the same numbers as
+# evaluate_dt(..., batch=1) in one process.
+def dt_eval_setup(ckpt: dict, seed: int, rtg_target: float, max_ep_len: int) -> dict:
+    from .model import DecisionTransformer, DTDims
+
+    model = DecisionTransformer(DTDims(**ckpt["dims"]))
+    model.load_state_dict(ckpt["model"])
+    return {"model": model.eval(), "env": ckpt["env"], "seed": seed, "rtg_target": rtg_target,
+            "rtg_scale": ckpt["rtg_scale"], "state_mean": ckpt["state_mean"].numpy(),
+            "state_std": ckpt["state_std"].numpy(), "max_ep_len": max_ep_len}
+
+
+def dt_eval_episode(state: dict, index: int) -> list[dict]:
+    returns, lengths, seconds, steps = _play(state["model"], state["env"], [index], state["seed"],
+                                             state["rtg_target"], state["rtg_scale"], state["state_mean"],
+                                             state["state_std"], state["max_ep_len"], torch.device("cpu"))
+    return [{"return": returns[0], "length": lengths[0], "forward_s": seconds, "actions": steps}]
+
+
+@torch.no_grad()
 def _play(model, env, ids, seed, rtg_target, rtg_scale, state_mean, state_std, max_ep_len, device):
     from gym_qwen.platform.datasets.generate import make_gym_env
 
