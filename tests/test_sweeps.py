@@ -1,0 +1,445 @@
+"""gym-qwen sweep: the sweep file (every bad one is one line, exit 2, nothing started), grid expansion, MLflow run
+bookkeeping (continued runs, no step twice, concurrent trials on one SQLite store), a trial continued after an
+interruption, and real Tune sweeps (ray + slow): end to end with a retried trial, an interrupted sweep resumed,
+and a remote tracking server."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cli import _assert_user_error, _main_in, untrained_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """An untrained tiny cartpole-balance checkpoint (horizon 1, 32 samples, 4 elites)."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("sweep_ckpt") / "ckpt" / "agent.pt")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _sweep_file(path: Path, ckpt: Path, families: str, head: str = "", fixed: str = "") -> Path:
+    return _write(path, f"experiment: t\n{head}fixed:\n  checkpoint: {ckpt}\n  episodes: 1\n{fixed}"
+                        f"families:\n{families}")
+
+
+# ---------------------------------------------------------------------------------------------- the sweep file
+FIXED = "fixed: {checkpoint: CKPT, episodes: 1}\n"
+BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
+    "unknown-top-key": (FIXED + "experimnet: x\ngrid: {mode: naive}\n",
+                        ["unknown key 'experimnet'", "did you mean 'experiment'"]),
+    "unknown-family-key": (FIXED + "families: {a: {mdoe: [naive]}}\n", ["family 'a'", "unknown key 'mdoe'", "'mode'"]),
+    "unknown-fixed-key": ("fixed: {checkpoint: CKPT, episodez: 2}\ngrid: {mode: naive}\n",
+                          ["fixed", "unknown key 'episodez'"]),
+    "empty-grid": (FIXED + "families: {a: {spec_exec_horizon: []}}\n",
+                   ["family 'a'", "spec_exec_horizon: [] is an empty grid"]),
+    "empty-family": (FIXED + "families: {a: {}}\n", ["family 'a' is empty"]),
+    "no-families": (FIXED + "families: {}\n", ["families: is empty"]),
+    "no-trials": (FIXED, ["no trials"]),
+    "out-of-range": (FIXED + "families: {a: {mode: naive, spec_exec_horizon: [0, 3]}}\n",
+                     ["family 'a'", "spec_exec_horizon=0 is out of range: must be >= 1"]),
+    "bad-choice": (FIXED + "grid: {mode: [naive, speculate]}\n", ["mode='speculate' is not one of the valid choices"]),
+    "bad-type": (FIXED + "grid: {mode: naive, spec_exec_horizon: [three]}\n",
+                 ["spec_exec_horizon='three' is not an int"]),
+    "top-out-of-range": (FIXED + "max_failures: -1\ngrid: {mode: naive}\n", ["max_failures=-1 is out of range"]),
+    "search-choice": (FIXED + "search: random\ngrid: {mode: naive}\n", ["search='random' is not one of"]),
+    "optuna-not-built": (FIXED + "search: optuna\ngrid: {mode: naive}\n", ["search=optuna is not built yet"]),
+    "not-swept": (FIXED + "grid: {mode: naive, plot: x.png}\n", ["plot cannot be set in a sweep"]),
+    "mode-all": (FIXED + "grid: {mode: all}\n", ["mode=all compares inside one process"]),
+    "cross-field": (FIXED + "grid: {mode: naive, corrector_type: [two_tower]}\n", ["mode=naive runs no corrector"]),
+    "fixed-and-swept": (FIXED + "grid: {episodes: [1, 2]}\n", ["episodes is both fixed and swept"]),
+    "value-twice": (FIXED + "grid: {mode: naive, seed: [1, 1]}\n", ["seed: [1, 1] lists a value twice"]),
+    "grid-and-families": (FIXED + "grid: {mode: naive}\nfamilies: {a: {mode: naive}}\n", ["not both"]),
+    "family-not-mapping": (FIXED + "families: {a: [1, 2]}\n", ["families: a: must be a mapping"]),
+    "no-corrector-file": (FIXED + "families: {a: {mode: spec_corrector, spec_exec_horizon: 1, "
+                                  "corrector_type: two_tower}}\n", ["family 'a'", "corrector file", "not found"]),
+    "k-past-plan": (FIXED + "grid: {mode: spec_corrector, spec_exec_horizon: 3, corrector_type: two_tower}\n",
+                    ["spec_exec_horizon=3 > plan horizon 1"]),
+    "elites-vs-checkpoint": (FIXED + "grid: {mode: baseline, num_elites: 40}\n",
+                             ["num_elites=40 must be <= num_samples=32"]),
+    "arch-vs-checkpoint": (FIXED + "grid: {mode: baseline, latent_dim: 64}\n", ["latent_dim"]),
+    "missing-checkpoint": ("fixed: {checkpoint: nope.pt}\ngrid: {mode: naive}\n", ["checkpoint not found"]),
+    "no-checkpoint": ("grid: {mode: naive}\n", ["checkpoint= is required"]),
+    "list-file": ("- mode\n- seed\n", ["must contain a mapping"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_sweep_file_is_one_line_and_starts_nothing(name, ckpt, tmp_path, capsys, monkeypatch):
+    import ray
+
+    text, words = BAD[name]
+    path = _write(tmp_path / "files" / f"{name}.yaml", text.replace("CKPT", str(ckpt)))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
+    _assert_user_error(rc, out, err, cwd, words)
+    assert not ray.is_initialized()
+
+
+def test_command_line_keys_and_the_usual_refusals(ckpt, tmp_path, capsys, monkeypatch):
+    path = _sweep_file(tmp_path / "s.yaml", ckpt, "  a: {mode: naive}\n")
+    cases = [
+        (["sweep"], ["config=SWEEP.yaml is required"]),
+        (["sweep", f"config={tmp_path / 'missing.yaml'}"], ["not found"]),
+        (["sweep", f"config={path}", "max_concurrent=-2"], ["max_concurrent=-2 is out of range"]),
+        (["sweep", f"config={path}", "resume=maybe"], ["resume='maybe' is not a bool"]),
+        (["sweep", f"config={path}", "resume=true"], ["no sweep to resume"]),
+        (["sweep", f"config={path}", f"storage={path}"], ["cannot keep the sweep there"]),
+        (["sweep", f"config={path}", "speed=3"], ["unknown key 'speed'"]),
+    ]
+    for i, (args, words) in enumerate(cases):
+        cwd = tmp_path / f"cwd{i}"
+        cwd.mkdir()
+        _assert_user_error(*_main_in(cwd, args, capsys, monkeypatch), cwd, words)
+
+
+def test_families_expand_to_the_union_of_their_grids_and_equal_trials_run_once(ckpt, tmp_path):
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    path = _sweep_file(tmp_path / "s.yaml", ckpt,
+                       "  base: {mode: baseline, seed: [1, 2]}\n"
+                       "  again: {mode: baseline, mismatch_threshold: 0.5, seed: 2}\n"
+                       "  naive: {mode: naive, spec_exec_horizon: [2, 3], seed: [1, 2]}\n"
+                       "  cheap: {mode: baseline, num_samples: [16, 32], num_elites: 4, num_pi_trajs: 2}\n")
+    sweep = load_sweep(str(path), {"max_failures": "5"})
+    names = [p.name for p in sweep.points]
+    assert [n.replace("mode=", "") for n in names] == [
+        "base: baseline seed=1", "base: baseline seed=2",
+        "naive: naive spec_exec_horizon=2 seed=1", "naive: naive spec_exec_horizon=2 seed=2",
+        "naive: naive spec_exec_horizon=3 seed=1", "naive: naive spec_exec_horizon=3 seed=2",
+        "cheap: baseline num_samples=16 num_elites=4 num_pi_trajs=2",
+        "cheap: baseline num_samples=32 num_elites=4 num_pi_trajs=2"]
+    assert sweep.notes == ["again: mode=baseline mismatch_threshold=0.5 seed=2 is the same trial as base: "
+                           "mode=baseline seed=2: run once"]
+    assert sweep.settings.max_failures == 5 and sweep.experiment == "t"
+    assert all(p.values["episodes"] == 1 and p.values["checkpoint"] == str(ckpt) for p in sweep.points)
+    # the fingerprint follows the trials, not the file's layout
+    moved = _sweep_file(tmp_path / "m.yaml", ckpt, "  base: {seed: [1, 2], mode: baseline}\n")
+    assert load_sweep(str(moved)).fingerprint != sweep.fingerprint
+
+
+def test_trial_settings_resolve_like_evaluate(ckpt, tmp_path):
+    from gym_qwen.platform.sweeps.setting import resolve_sweep
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    path = _sweep_file(tmp_path / "s.yaml", ckpt,
+                       "  a: {mode: [naive3, adaptive], mismatch_threshold: 0.3}\n"
+                       "  cheap: {mode: baseline, num_samples: 16, iterations: 2, num_elites: 4, num_pi_trajs: 2}\n")
+    sweep = load_sweep(str(path))
+    settings, shas = resolve_sweep(sweep, tmp_path)
+    assert [s.label for s in settings] == ["naive k=3", "adaptive k=3 thr=0.3",
+                                           "baseline (iterations=2 num_elites=4 num_pi_trajs=2 num_samples=16)"]
+    assert settings[2].overrides == {"iterations": 2, "num_elites": 4, "num_pi_trajs": 2, "num_samples": 16}
+    assert settings[0].note.startswith("mode=naive3 is the original project's name")
+    assert list(shas) == [str(ckpt)]
+
+
+def test_the_presets_are_valid(tmp_path):
+    from gym_qwen.platform.sweeps.setting import resolve_sweep
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    sweep = load_sweep(str(REPO / "configs/sweeps/spec_exec_horizon.yaml"))
+    settings, shas = resolve_sweep(sweep, REPO)  # the shipped teacher and its correctors
+    families = {p.family for p in sweep.points}
+    assert {"baseline", "naive", "corrected", "extended", "adaptive", "cheap_planner"} <= families
+    assert {s.spec.settings.mismatch_threshold for s in settings if s.spec.settings.mode == "adaptive"} == \
+        {0.3, 0.5, 0.8}
+    assert {s.spec.corrector_type for s in settings} == {"none", "two_tower", "temporal"}
+    assert all(s.planner and s.spec.settings.mode == "baseline" for s, p in zip(settings, sweep.points)
+               if p.family == "cheap_planner")
+    assert len(shas) == 1
+    tiny = load_sweep(str(REPO / "configs/sweeps/tiny.yaml"))
+    assert len(tiny.points) == 2 and tiny.settings.max_concurrent == 2
+
+
+# ------------------------------------------------------------------------------------------------ MLflow runs
+def test_a_run_found_by_its_tags_is_continued_and_never_logs_a_step_twice(tmp_path):
+    from gym_qwen.platform.sweeps.runs import RunLog, prepare_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = prepare_experiment(uri, "e")
+    assert prepare_experiment(uri, "e") == exp
+    tags = {"sweep_id": "s1", "trial_id": "t1"}
+    first = RunLog.open(uri, exp, tags, "trial", {"mode": "naive", "planner_overrides": {"num_samples": 64}},
+                        {"mlflow.parentRunId": "p"})
+    assert first.log_metrics({"return_mean": 1.0, "x": 2.0}, 1) == 2
+    assert first.log_metrics({"return_mean": 5.0}, 1) == 0  # the same step again: skipped
+    again = RunLog.open(uri, exp, tags, "trial", {"mode": "naive", "extra": 1})
+    assert again.run_id == first.run_id and again.last == {"return_mean": 1, "x": 1}
+    assert again.log_metrics({"return_mean": 9.0, "x": 9.0}, 1) == 0
+    assert again.log_metrics({"return_mean": 3.0}, 2) == 1
+    other = RunLog.open(uri, exp, {"sweep_id": "s1", "trial_id": "t2"}, "trial")
+    assert other.run_id != first.run_id
+    hist = again.client.get_metric_history(first.run_id, "return_mean")
+    assert [(m.step, m.value) for m in hist] == [(1, 1.0), (2, 3.0)]
+    params = again.client.get_run(first.run_id).data.params
+    assert params["planner_overrides.num_samples"] == "64" and params["extra"] == "1"
+
+
+_CONCURRENT = """
+import sys, time
+from gym_qwen.platform.sweeps.runs import RunLog
+uri, exp, i = sys.argv[1], sys.argv[2], sys.argv[3]
+for attempt in range(2):  # a retried trial: the second attempt finds its run again and logs the rest
+    run = RunLog.open(uri, exp, {"sweep_id": "s", "trial_id": i}, f"trial {i}", {"i": i, "mode": "naive"})
+    for step in range(1, 16):
+        run.log_metrics({"return_mean": float(step), "ms_per_decision": 1.0, "episodes_done": step}, step)
+    run.set_tags({"attempt": attempt})
+    run.finish()
+print("ok", run.run_id)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_trials_share_one_sqlite_store(tmp_path):
+    """Four processes (trials) open, continue and log to one SQLite store the driver made: no "database is locked",
+    one run per trial, each step once."""
+    from gym_qwen.platform.sweeps.runs import client, prepare_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = prepare_experiment(uri, "concurrent")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(["nice", "-n", "19", PY, "-c", _CONCURRENT, uri, exp, str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and out.startswith("ok"), err[-2000:]
+        assert "locked" not in err
+    c = client(uri)
+    runs = c.search_runs([exp])
+    assert len(runs) == 4
+    for run in runs:
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "return_mean")] == list(range(1, 16))
+
+
+# ------------------------------------------------------------------------------------------ one trial, no Ray
+@pytest.mark.slow
+def test_an_interrupted_trial_continues_its_run_and_ends_with_the_uninterrupted_numbers(ckpt, tmp_path):
+    """A trial killed after logging episode 1 but before reporting it runs episode 1 again when retried from its
+    last report: its MLflow run (the same one) holds each step once, and the numbers equal evaluate's."""
+    from gym_qwen.platform.config import EvaluateConfig, config_from_dict
+    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
+    from gym_qwen.platform.sweeps.runs import RunLog, prepare_experiment
+    from gym_qwen.platform.sweeps.spec import SweepPoint
+    from gym_qwen.platform.sweeps.trial import run_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = prepare_experiment(uri, "e")
+    values = {"checkpoint": str(ckpt), "episodes": 2, "mode": "naive", "spec_exec_horizon": 3, "device": "cpu"}
+    point = SweepPoint("naive", values, {"mode": "naive"}, config_from_dict(EvaluateConfig, values))
+    reports = []
+
+    class Killed(Exception):
+        pass
+
+    def report_then_die(metrics, records):
+        if len(records) == 2:
+            raise Killed  # the machine is lost after MLflow got episode 1 and before Tune did
+        reports.append((metrics, records))
+
+    kw = dict(workdir=str(tmp_path), uri=uri, experiment_id=exp, parent_run_id="p", sweep_id="s", trial_id="t1")
+    with pytest.raises(Killed):
+        run_trial(point, records=[], report=report_then_die, **kw)
+    assert len(reports) == 1
+    final = run_trial(point, records=reports[-1][1], report=lambda m, r: reports.append((m, r)), **kw)
+    run = RunLog.open(uri, exp, {"sweep_id": "s", "trial_id": "t1"}, "x")
+    assert run.client.get_run(run.run_id).info.status == "RUNNING"  # (open continued it again)
+    hist = run.client.get_metric_history(run.run_id, "return_mean")
+    assert [m.step for m in hist] == [1, 2]
+    assert [a.path for a in run.client.list_artifacts(run.run_id)] == ["episodes.csv", "metrics.json"]
+    res, _ = evaluate_checkpoint(str(ckpt), 2, 1, execution=ExecutionSpec(SpeculationSettings("naive", 3)))
+    assert final["return_mean"] == pytest.approx(res.mean)
+    assert final["planner_calls_per_step"] == pytest.approx(res.planner_calls_per_step)
+    assert hist[-1].value == pytest.approx(res.mean)
+
+
+# -------------------------------------------------------------------------------------------- real Tune sweeps
+def _tiny_sweep(path: Path, ckpt: Path, episodes: int = 2, head: str = "", families: str | None = None) -> Path:
+    families = families or "  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: 3}\n"
+    return _write(path, f"experiment: tiny\nmax_concurrent: 2\nmax_failures: 1\ntrial_cpus: 1\n{head}fixed:\n"
+                        f"  checkpoint: {ckpt}\n  episodes: {episodes}\n  torch_threads: 1\n  device: cpu\n"
+                        f"families:\n{families}")
+
+
+def _runs(uri: str):
+    from gym_qwen.platform.sweeps.runs import client
+
+    c = client(uri)
+    exps = [e.experiment_id for e in c.search_experiments()]
+    return c, c.search_runs(exps)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_local, ckpt, tmp_path, capsys,
+                                                                        monkeypatch):
+    """Tune + MLflow SQLite: the driver's parent run (sweep id, teacher sha256), one nested run per trial with its
+    params, per-episode metrics (each step once, though one trial died after logging episode 0 and was retried
+    from scratch) and its episode table; then compare on it: rows, Pareto marks, PNG + CSV, logged to the parent."""
+    from gym_qwen.platform.teachers import sha256_of
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("GYM_QWEN_SWEEP_FAULTS", json.dumps({"crash_at_episode": 0, "marker": str(marker)}))
+    path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=2)
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
+    assert rc == 0, err[-3000:]
+    assert marker.exists()  # a trial did die once
+    assert "retrying from its last finished episode" in out
+    assert "[2/2]" in out and "compare: gym-qwen compare sweep=tiny-" in out
+    sweep_id = out.split("compare sweep=")[1].split()[0]
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    c, runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    parent = parents[0]
+    assert parent.data.tags["sweep_id"] == sweep_id and parent.data.tags["teacher_sha256"] == sha256_of(ckpt)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_done"] == 2
+    for run in trials:
+        tags, params = run.data.tags, run.data.params
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["sweep_id"] == sweep_id
+        assert tags["trial_id"] and tags["teacher_sha256"] == sha256_of(ckpt)
+        assert run.info.status == "FINISHED"
+        assert params["episodes"] == "2" and params["mode"] in ("baseline", "naive")
+        for key in ("return_mean", "planner_calls_per_step", "ms_per_decision", "episodes_done"):
+            assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2], key
+        assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"episodes.csv", "metrics.json"}
+    calls = {r.data.params["mode"]: r.data.metrics["planner_calls_per_step"] for r in trials}
+    assert calls["baseline"] == 1.0 and calls["naive"] == pytest.approx(1 / 3, abs=0.01)
+    assert len({r.data.tags["trial_id"] for r in trials}) == 2
+
+    rc, out, err = _main_in(cwd, ["compare", f"sweep={sweep_id}"], capsys, monkeypatch)
+    assert rc == 0, err
+    lines = [line for line in out.splitlines() if line.lstrip().startswith(("baseline", "naive"))]
+    assert len(lines) == 2
+    naive = next(line for line in lines if line.lstrip().startswith("naive"))
+    assert naive.rstrip().endswith(("*", "*+"))  # fewer planner calls: on the front whatever its return
+    png, csv = cwd / f"compare-{sweep_id}.png", cwd / f"compare-{sweep_id}.csv"
+    assert png.stat().st_size > 10_000 and len(csv.read_text().splitlines()) == 3
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "compare")} == \
+        {f"compare/{png.name}", f"compare/{csv.name}"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt, tmp_path):
+    """SIGINT to a running `gym-qwen sweep` (one trial at a time) after its first trial finished: exit 130, the
+    sweep resumable; resume=true runs the rest; every trial has one MLflow run, each step once, and the first
+    trial's run was not touched again."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3]}\n")
+    path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1, head="", families=families)
+    path.write_text(path.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    cmd = ["nice", "-n", "19", PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}"]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # the first trial's run finished
+            time.sleep(2)
+            if proc.poll() is not None or not (cwd / "mlflow.db").exists():
+                continue
+            _, runs = _runs(uri)
+            if any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs):
+                break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(1)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "resume=true continues it" in err
+    c, runs = _runs(uri)
+    done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
+                   and r.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 3
+    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming 3 trials" in res.stdout
+    c, runs = _runs(uri)
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 3 and len({r.data.tags["trial_id"] for r in trials}) == 3
+    assert all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "return_mean")] == [1]
+    for run_id, before in done_before.items():  # a finished trial was not run again
+        assert c.get_run(run_id).info.end_time == before.info.end_time
+    parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_sweep_logs_to_a_remote_tracking_server(ray_local, ckpt, tmp_path, capsys, monkeypatch):
+    """MLFLOW_TRACKING_URI=http://127.0.0.1:PORT (an `mlflow server` with a SQLite backend): the same runs,
+    artifacts through the server, and compare reads them back."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(PY).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import urllib.request
+
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(1)
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1,
+                           families="  naive: {mode: naive, spec_exec_horizon: 3}\n")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.chdir(cwd)
+        from gym_qwen.jobs.cli import main
+
+        capsys.readouterr()
+        assert main(["sweep", f"config={path}"]) == 0, capsys.readouterr().err[-3000:]
+        out = capsys.readouterr().out
+        sweep_id = out.split("compare sweep=")[1].split()[0]
+        c, runs = _runs(uri)
+        assert {r.data.tags.get("gym_qwen.role") for r in runs} == {"sweep", "trial"}
+        trial = next(r for r in runs if r.data.tags.get("gym_qwen.role") == "trial")
+        assert {a.path for a in c.list_artifacts(trial.info.run_id)} == {"episodes.csv", "metrics.json"}
+        assert main(["compare", f"sweep={sweep_id}"]) == 0
+        assert "naive" in capsys.readouterr().out
+        assert not (cwd / "mlflow.db").exists()  # nothing went to a local store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
