@@ -31,7 +31,7 @@ def se_diff(a: dict, b: dict) -> float:
 def check_targets(record: dict) -> list[dict]:
     """The issue's targets on one mode=all record (each: name, value, target, met)."""
     s = record["settings"]
-    base = pick(s, mode="baseline")[0]
+    base = pick(s, mode="baseline")[0]  # the run's own baseline (always its first setting)
     out = []
 
     def add(name, value, target, met):
@@ -75,6 +75,8 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=0.45, help="planner calls per step the threshold aims at")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--extra", nargs="*", default=[], help="more evaluate key=value pairs")
+    p.add_argument("--check-only", action="store_true", help="do not evaluate: check the targets on the comparison "
+                   "JSON an earlier (possibly interrupted) run wrote, and draw its plot")
     args = p.parse_args()
 
     from gym_qwen.jobs.evaluate import main as evaluate
@@ -84,6 +86,7 @@ def main() -> int:
 
     columns, _ = read_corrector_data(args.data)
     threshold, estimate = choose_threshold(columns, args.adaptive_k, args.budget)
+    threshold = round(threshold, 4)
     print(f"adaptive threshold {threshold:.4f} (estimated {estimate:.3f} planner calls/step at k={args.adaptive_k} "
           f"on {len(set(columns['episode'].tolist()))} collection episodes)", flush=True)
     task = load_checkpoint(args.teacher)["task"]
@@ -98,10 +101,16 @@ def main() -> int:
     if args.num_workers == 0:
         argv = [a for a in argv if not a.startswith(("num_workers", "worker_cpus"))]
     print("gym-qwen evaluate " + " ".join(argv), flush=True)
-    rc = evaluate(argv)
-    if rc:
-        return rc
+    if not args.check_only:
+        rc = evaluate(argv)
+        if rc:
+            return rc
     record = json.loads(out.read_text())
+    if record.get("settings_done", 0) < record.get("settings_planned", 0):
+        from gym_qwen.platform.speculative.comparison import plot_comparison
+
+        print(f"the comparison was interrupted: {record['settings_done']} of {record['settings_planned']} settings")
+        plot_comparison(record, ROOT / "docs" / f"speculation-{task}.png")
     targets = check_targets(record)
     for t in targets:
         print(f"{'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['value']} (goal {t['goal']})")

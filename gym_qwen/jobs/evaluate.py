@@ -87,17 +87,28 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     if cfg.video:
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
     results = []
+
+    def record_so_far():
+        base = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
+        base = base if base is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
+        rec = comparison_record(task, results, base)
+        rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
+                   episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs))
+        return rec, base
+
     for spec in specs:
         res, _ = _run_one(cfg, spec, overrides, video_path)
         results.append((spec, res))
-    baseline = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
-    baseline = baseline if baseline is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
+        if len(specs) > 1:  # a long comparison keeps what it has: the numbers so far after every setting
+            print(f"[{len(results)}/{len(specs)}] {spec.label}: return {res.mean:.1f} ± {res.std:.1f}, "
+                  f"{res.planner_calls_per_step:.3f} planner calls/step, {res.ms_per_decision:.1f} ms/step", flush=True)
+            if cfg.output:
+                partial = record_so_far()[0]
+                atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(partial, indent=2).encode()))
+    record, baseline = record_so_far()
     print(table(comparison_rows(task, results, baseline), ROW_HEADER))
     if results[0][1].video:
         print(f"video: {results[0][1].video}")
-    record = comparison_record(task, results, baseline)
-    record.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
-                  episodes=cfg.episodes)
     if len(results) > 1:
         plot = plot_comparison(record, cfg.plot or f"docs/speculation-{task}.png")
         print(f"plot: {plot} (numbers: {plot.with_suffix('.json')})")

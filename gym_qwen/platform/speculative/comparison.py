@@ -57,8 +57,10 @@ def single_spec(cfg, resolved: dict, teacher_horizon: int) -> ExecutionSpec:
 
 def all_specs(cfg, teacher_horizon: int) -> tuple[list[ExecutionSpec], list[str]]:
     """mode=all: baseline, the cheap planner, naive at each k > 1, each available corrector at each k > 1
-    (spec_corrector up to H, spec_extended past it), adaptive at the largest k with and without each corrector,
-    and the cheap planner speculating with the first corrector at k = H. Returns (specs, notes)."""
+    (spec_corrector up to H, spec_extended past it), adaptive at the largest k with each corrector and without,
+    and the cheap planner speculating with the first corrector at k = H. Ordered so that the settings the
+    comparison needs most come first (baseline, then naive and the first corrector at each k, then adaptive):
+    an interrupted run has already written those. Returns (specs, notes)."""
     H = cfg.spec_plan_horizon or teacher_horizon
     ks = sorted({k for k in cfg.spec_exec_horizons if k > 1})
     thr, hist, teach = cfg.mismatch_threshold, cfg.history_len, cfg.measure_teacher
@@ -75,15 +77,22 @@ def all_specs(cfg, teacher_horizon: int) -> tuple[list[ExecutionSpec], list[str]
             notes.append(f"no {kind} corrector at {path}: its rows are left out")
     spec = lambda mode, k, kind="none", overrides=(): ExecutionSpec(  # noqa: E731
         SpeculationSettings(mode, k, thr, hist), kind, correctors.get(kind), overrides, teach)
-    specs = [spec("baseline", 1), spec("baseline", 1, overrides=cheap)]
-    specs += [spec("naive", k) for k in ks]
-    for kind in correctors:
-        specs += [spec("spec_corrector" if k <= H else "spec_extended", k, kind) for k in ks]
+    kinds = list(correctors)
+    corrected = lambda k, kind: spec("spec_corrector" if k <= H else "spec_extended", k, kind)  # noqa: E731
+    specs = [spec("baseline", 1)]
+    for k in ks:
+        specs.append(spec("naive", k))
+        specs += [corrected(k, kind) for kind in kinds[:1]]
+    if ks:
+        specs += [spec("adaptive", ks[-1], kind) for kind in kinds[:1]]
+    specs.append(spec("baseline", 1, overrides=cheap))
+    if kinds and H in ks:
+        specs.append(spec("spec_corrector", H, kinds[0], cheap))
+    for kind in kinds[1:]:
+        specs += [corrected(k, kind) for k in ks]
     if ks:
         specs.append(spec("adaptive", ks[-1]))
-        specs += [spec("adaptive", ks[-1], kind) for kind in correctors]
-    if correctors and H in ks:
-        specs.append(spec("spec_corrector", H, next(iter(correctors)), cheap))
+        specs += [spec("adaptive", ks[-1], kind) for kind in kinds[1:]]
     return specs, notes
 
 
