@@ -54,6 +54,9 @@ def inputs(tmp_path_factory) -> Path:
     (fx / "broken.yaml").write_text("steps: [1, 2\n")
     (fx / "list.yaml").write_text("- steps\n- seed\n")
     (fx / "unknown-key.yaml").write_text("stepz: 10\n")
+    (fx / "sweep-empty-grid.yaml").write_text("grid: {spec_exec_horizon: []}\n")  # bad sweep files
+    (fx / "sweep-out-of-range.yaml").write_text("grid: {mode: naive, spec_exec_horizon: [0, 3]}\n")
+    (fx / "sweep-unknown-key.yaml").write_text("fixed: {episodes: 2}\nfamilies: {a: {mdoe: [naive]}}\n")
     (fx / "afile").write_text("a plain file\n")
     (fx / "empty").mkdir()
     run = fx / "runs" / "cartpole-balance" / "default" / "seed1"
