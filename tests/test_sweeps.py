@@ -60,6 +60,7 @@ BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
     "search-choice": (FIXED + "search: random\ngrid: {mode: naive}\n", ["search='random' is not one of"]),
     "optuna-not-built": (FIXED + "search: optuna\ngrid: {mode: naive}\n", ["search=optuna is not built yet"]),
     "not-swept": (FIXED + "grid: {mode: naive, plot: x.png}\n", ["plot cannot be set in a sweep"]),
+    "num-envs": (FIXED + "grid: {mode: naive, num_envs: 4}\n", ["num_envs cannot be set in a sweep"]),
     "mode-all": (FIXED + "grid: {mode: all}\n", ["mode=all compares inside one process"]),
     "cross-field": (FIXED + "grid: {mode: naive, corrector_type: [two_tower]}\n", ["mode=naive runs no corrector"]),
     "fixed-and-swept": (FIXED + "grid: {episodes: [1, 2]}\n", ["episodes is both fixed and swept"]),
@@ -164,6 +165,9 @@ def test_the_presets_are_valid(tmp_path):
     assert all(s.planner and s.spec.settings.mode == "baseline" for s, p in zip(settings, sweep.points)
                if p.family == "cheap_planner")
     assert len(shas) == 1
+    demo = load_sweep(str(REPO / "configs/sweeps/demo.yaml"))
+    settings, _ = resolve_sweep(demo, REPO)
+    assert len(settings) == 10 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
     tiny = load_sweep(str(REPO / "configs/sweeps/tiny.yaml"))
     assert len(tiny.points) == 2 and tiny.settings.max_concurrent == 2
 
@@ -443,3 +447,15 @@ def test_a_sweep_logs_to_a_remote_tracking_server(ray_local, ckpt, tmp_path, cap
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_a_trial_holds_its_evaluator_actors_and_its_gpu_share():
+    from gym_qwen.actors.tune_trials import trial_resources
+
+    run = {"trial_cpus": 1.0, "trial_gpus": 0.0}
+    alone = trial_resources({"trial": {"values": {"mode": "naive"}}, "run": run})
+    assert alone.bundles == [{"CPU": 1.0}]
+    farm = trial_resources({"trial": {"values": {"num_workers": 2, "worker_cpus": 0.5}}, "run": run})
+    assert farm.bundles == [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 0.5}]
+    shared = trial_resources({"trial": {"values": {}}, "run": {"trial_cpus": 2.0, "trial_gpus": 0.25}})
+    assert shared.bundles == [{"CPU": 2.0, "GPU": 0.25}]

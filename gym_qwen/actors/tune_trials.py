@@ -86,10 +86,12 @@ def sweep_trial(config: dict) -> None:
 
 
 def trial_resources(config: dict) -> tune.PlacementGroupFactory:
-    """Bundle 0 holds the trial (trial_cpus); one bundle per evaluator actor (worker_cpus) when num_workers > 0."""
-    values, cpus = config["trial"]["values"], config["run"]["trial_cpus"]
+    """Bundle 0 holds the trial (trial_cpus, and trial_gpus if any: a fraction lets trials share a GPU); one bundle
+    per evaluator actor (worker_cpus) when num_workers > 0."""
+    values, cpus, gpus = config["trial"]["values"], config["run"]["trial_cpus"], config["run"].get("trial_gpus", 0)
     workers = int(values.get("num_workers", 0) or 0)
-    return tune.PlacementGroupFactory([{"CPU": cpus}] + [{"CPU": float(values.get("worker_cpus", 1.0))}] * workers)
+    head = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return tune.PlacementGroupFactory([head] + [{"CPU": float(values.get("worker_cpus", 1.0))}] * workers)
 
 
 def trainable():

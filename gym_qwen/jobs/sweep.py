@@ -95,7 +95,7 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
     parent, status = None, "KILLED"
     try:
         biggest = max(s.trial_cpus + p.cfg.num_workers * p.cfg.worker_cpus for p in sweep.points)
-        check_resources([("trial", 1, biggest, 0)])
+        check_resources([("trial", 1, biggest, s.trial_gpus)])
         # The store, the experiment and the parent run exist before any trial starts
         exp_id = prepare_experiment(uri, sweep.experiment)
         teachers = sorted(set(shas.values()))
@@ -113,15 +113,19 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
         trials = [{"index": i, "family": p.family, "values": p.values, "swept": p.swept, "label": st.label,
                    "seed": p.cfg.seed, "episodes": p.cfg.episodes} for i, (p, st) in enumerate(zip(sweep.points, settings))]
         run = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent.run_id, "sweep_id": sweep_id,
-               "workdir": workdir, "trial_cpus": s.trial_cpus,
+               "workdir": workdir, "trial_cpus": s.trial_cpus, "trial_gpus": s.trial_gpus,
                "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None}
         verb = "resuming" if s.resume else "starting"
+        held = f"{s.trial_cpus:g} CPU" + (f" + {s.trial_gpus:g} GPU" if s.trial_gpus else "")
         print(f"sweep {sweep_id}: {verb} {len(trials)} trials ({s.max_concurrent or 'as many as fit'} at once, "
-              f"{s.trial_cpus:g} CPU each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}",
-              flush=True)
-        started = time.perf_counter()
-        results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,
-                            resume=s.resume)
+              f"{held} each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}", flush=True)
+        started, status = time.perf_counter(), "FAILED"
+        try:
+            results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,
+                                resume=s.resume)
+        except KeyboardInterrupt:  # a second Ctrl-C (Tune stops gracefully on the first)
+            status = "KILLED"
+            raise
         wall = time.perf_counter() - started
         status, rc = _report(results, trials, parent, wall, sweep_id, uri)
         return rc

@@ -45,6 +45,8 @@ NOT_SWEPT = {
     "cheap_iterations": "it belongs to mode=all; sweep iterations with mode=baseline instead",
     "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
     "progress": "trials show no progress bars; the sweep prints a line per trial",
+    "num_envs": "a trial plays one episode at a time, so that an interrupted trial continues with the same records "
+                "(num_workers= spreads them over evaluator actors)",
 }
 
 
