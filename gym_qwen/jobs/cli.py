@@ -19,6 +19,8 @@ COMMANDS = {
     "dt-train": ("gym_qwen.jobs.dt_train", "train a Decision Transformer on an offline dataset"),
     "dt-test": ("gym_qwen.jobs.dt_test", "evaluate a Decision Transformer checkpoint (D4RL normalised score)"),
     "dt-plot": ("gym_qwen.jobs.dt_plot", "plot Decision Transformer training curves (loss, normalised score)"),
+    "sweep": ("gym_qwen.jobs.sweep", "a Ray Tune sweep of evaluation settings, every trial logged to MLflow"),
+    "compare": ("gym_qwen.jobs.compare", "compare evaluation runs in MLflow: table, Pareto front, plot"),
 }
 
 

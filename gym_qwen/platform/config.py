@@ -36,6 +36,8 @@ from gym_qwen.platform.config_schema import (  # noqa: F401,E402  (re-exported: 
 )
 __all__ += ["MakeDatasetConfig", "DatasetInfoConfig", "BehaviourPolicyConfig", "DTTrainConfig", "DTTestConfig",
             "DTPlotConfig"]
+from gym_qwen.platform.config_schema import CompareConfig, SweepConfig  # noqa: F401,E402  (re-exported: issue 14)
+__all__ += ["SweepConfig", "CompareConfig"]
 
 T = TypeVar("T")
 PRESET_KEY = "config"

@@ -592,7 +592,7 @@ class DTTrainConfig:
 
 
 @dataclasses.dataclass
-class DTTestConfig:
+class DTTestConfig(RayOptions):
     """Settings of ``gym-qwen dt-test``: evaluate a Decision Transformer checkpoint on the v5 task."""
 
     command: ClassVar[str] = "dt-test"
@@ -606,14 +606,19 @@ class DTTestConfig:
     max_eval_ep_len: int = option(1000, "Steps per episode at most", min=1)
     rtg_target: Optional[float] = option(None, "Return-to-go target (none = the checkpoint's)")
     seed: int = option(0, "Episode i resets with seed + 10000 + i", min=0)
+    eval_batch: Optional[int] = option(None, "Episodes played at once in one batched forward pass (none = all; 1 = "
+                                             "one at a time, which num_workers>0 equals exactly when torch_threads matches the "
+                                             "actors' worker_cpus)", min=1)
     output: Optional[str] = option(None, "Write the results to this JSON file")
     device: str = option("cpu", "Torch device", choices=("auto", "cpu", "cuda"))
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
 
     def validate(self) -> None:
-        """chk_pt_name is required; cuda must exist."""
+        """chk_pt_name is required; cuda must exist; actors evaluate on CPUs one episode at a time."""
         _require(bool(self.chk_pt_name), "chk_pt_name= is required: a checkpoint written by gym-qwen dt-train")
+        _require(not (self.num_workers > 0 and self.eval_batch not in (None, 1)),
+                 f"num_workers={self.num_workers} plays one episode at a time per actor: eval_batch must be 1 or none")
         _check_cuda(self.device)
 
 
@@ -644,3 +649,65 @@ class DTPlotConfig:
 
 __all__ += ["MakeDatasetConfig", "DatasetInfoConfig", "BehaviourPolicyConfig", "DTTrainConfig", "DTTestConfig",
             "DTPlotConfig"]
+
+
+# --- sweeps over evaluation settings and their comparison (issue 14) -----------------------------------------------
+@dataclasses.dataclass
+class SweepConfig:
+    """Settings of ``gym-qwen sweep``: a Ray Tune sweep of one command's trials, each logged to MLflow. The sweep
+    file (``config=FILE``) gives these keys and the trials (``fixed:``, ``grid:`` or ``families:``); keys given
+    on the command line win over the file's."""
+
+    command: ClassVar[str] = "sweep"
+
+    file: str = option("", "The sweep file (YAML; `config=FILE` says the same): see configs/sweeps/")
+    experiment: Optional[str] = option(None, "MLflow experiment and the sweep's folder under storage (none = the "
+                                             "sweep file's name)")
+    trial_command: str = option("evaluate", "The command each trial runs", choices=("evaluate",))
+    search: str = option("grid", "grid: every point of the grids; optuna: a multi-objective search (not built yet)",
+                         choices=("grid", "optuna"))
+    max_concurrent: int = option(0, "Trials running at once (0 = as many as the cluster holds)", min=0)
+    max_failures: int = option(2, "Retries of a trial that errors (it continues from its last finished episode)",
+                               min=0)
+    trial_cpus: float = option(1.0, "CPUs each trial holds (evaluator actors of num_workers= hold worker_cpus "
+                                    "each on top)", min=0.01)
+    trial_gpus: float = option(0.0, "GPUs each trial holds (fractions share one GPU between trials; its "
+                                    "evaluation runs there with device=auto)", min=0.0)
+    storage: str = option("runs/sweeps", "Where Tune keeps the sweep's state: <storage>/<experiment>/")
+    resume: bool = option(False, "Continue the interrupted sweep in <storage>/<experiment>/ (finished trials are "
+                                 "not run again; errored ones are retried)")
+    dry_run: bool = option(False, "Check the sweep file, list its trials and stop")
+    ray_address: Optional[str] = option(None, "Ray cluster to join (none = RAY_ADDRESS if set, else start Ray on "
+                                              "this machine)")
+
+    def validate(self) -> None:
+        """The sweep file is required; names are not empty."""
+        _require(bool(self.file), "config=SWEEP.yaml is required: the sweep file (see configs/sweeps/)")
+        _require(self.experiment is None or bool(self.experiment.strip()), "experiment= must not be empty")
+        _require(bool(self.storage), "storage= must not be empty")
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """Settings of ``gym-qwen compare``: the table, Pareto front and plot of evaluation runs in MLflow (a sweep's
+    trials or `gym-qwen evaluate ... mlflow=true` runs)."""
+
+    command: ClassVar[str] = "compare"
+
+    experiment: list[str] = option([], "MLflow experiments to compare (comma-separated)")
+    sweep: list[str] = option([], "Or sweep ids (printed by gym-qwen sweep; comma-separated)")
+    task: Optional[str] = option(None, "Only this task (none = one table per task)")
+    output: Optional[str] = option(None, "The plot (PNG; a CSV of the table goes beside it; none = "
+                                         "compare-<first experiment or sweep>.png)")
+    unfinished: bool = option(False, "Also show runs that have not finished (their numbers cover fewer episodes)")
+    log: bool = option(True, "Log the PNG and CSV to the sweep's parent MLflow run")
+
+    def validate(self) -> None:
+        """An experiment or a sweep; a PNG."""
+        _require(bool(self.experiment or self.sweep), "give experiment=NAME or sweep=ID (comma-separated for "
+                                                      "several)")
+        _require(self.output is None or self.output.lower().endswith(".png"),
+                 f"output={self.output!r} must end in .png")
+
+
+__all__ += ["SweepConfig", "CompareConfig"]
