@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gym-qwen-installed
-PYTEST_ARGS ?=
+# The default suite leaves out the tests marked slow (learning, resume equality, compile, signal drills); make
+# test-all runs them too.
+PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: venv demo test bench lock clean
+.PHONY: venv demo test test-all bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_agent.py
