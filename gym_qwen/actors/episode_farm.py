@@ -84,6 +84,9 @@ class EpisodeFarm:
         check_resources([(what, num_workers, cpus, 0)])
         cls = ray.remote(FarmWorker).options(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                                              **fault_runtime_env())
+        # Held for the farm's life: a restarted actor is rebuilt from these arguments, and an object ref among them
+        # (the checkpoint) that went out of scope would make every restart fail.
+        self.setup_args = setup_args
         self.workers = [cls.remote(setup, episode_fn, threads_for(cpus), *setup_args) for _ in range(num_workers)]
         self.max_records = max_records
         self.restarts = 0
