@@ -11,13 +11,20 @@ from pathlib import Path
 ROLE_TAG, SWEEP_TAG, TRIAL_TAG, PARENT_TAG = "gym_qwen.role", "sweep_id", "trial_id", "mlflow.parentRunId"
 
 
-def client(uri: str):
-    """An MlflowClient of `uri`, MLflow's and alembic's chatter quieted."""
+def client(uri: str, lock: bool = True):
+    """An MlflowClient of `uri`, MLflow's and alembic's chatter quieted. Made under the store's file lock: opening
+    a SQLite store migrates it when its tables are missing or old, and a second process opening it in the middle
+    of the driver's migration fails ("duplicate column name")."""
     from mlflow.tracking import MlflowClient
+
+    from ..tracking import store_lock
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(uri)
+    if not lock:
+        return MlflowClient(uri)
+    with store_lock(uri):
+        return MlflowClient(uri)
 
 
 def prepare_experiment(uri: str, name: str) -> str:
@@ -26,7 +33,7 @@ def prepare_experiment(uri: str, name: str) -> str:
     from ..tracking import store_lock
 
     with store_lock(uri):
-        c = client(uri)
+        c = client(uri, lock=False)  # (a second flock of the same file would wait for this one)
         exp = c.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
