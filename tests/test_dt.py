@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from test_datasets import _cli, _one_line_error
+
 from gym_qwen.platform.datasets.d4rl import OfflineData, write_hdf5
 from gym_qwen.platform.dt.data import TrajectoryWindows
 from gym_qwen.platform.dt.model import DecisionTransformer, DTDims, effective_p, fast_dropout
@@ -212,22 +214,6 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
 TINY_DT = ["n_blocks=1", "embed_dim=16", "context_len=4", "batch_size=8", "max_train_iters=2",
            "num_updates_per_iter=3", "num_eval_ep=1", "max_eval_ep_len=8", "warmup_steps=2", "torch_threads=1",
            "progress=false"]
-
-
-def _cli(argv, capsys):
-    from gym_qwen.jobs.cli import main
-
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_line_error(rc, out, err, *words):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2 and len(lines) == 1 and out == "", (rc, out, err)
-    assert ": error: " in lines[0] and "Traceback" not in err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     the checkpoint's agent (the checkpoint travels once through the object store). Returns (EvalResult, ckpt)."""
     from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
     from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup, result_from_records
-    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.checkpoints import sha256_of
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.speculative.modes import ExecutionSpec
 

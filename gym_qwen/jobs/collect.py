@@ -41,7 +41,7 @@ def _collect(cfg: CollectConfig) -> None:
     import torch
 
     from gym_qwen.platform.checkpoints import check_compatible, code_version, directory_problem, load_checkpoint
-    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.checkpoints import sha256_of
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema
     from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter

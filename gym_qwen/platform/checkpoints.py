@@ -7,6 +7,7 @@ counters; what `resume=true` continues from).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -145,15 +146,30 @@ def _load_error_reason(e: Exception) -> str:
     return type(e).__name__ + (f": {first}" if first else "")
 
 
+def read_torch_file(path: str | os.PathLike, error: type[Exception], what: str = ""):
+    """torch.load(weights_only=True) onto the CPU. Any failure (truncated, corrupt, not a torch file, pickled code)
+    raises `error` with one line: 'cannot read <what> <path>: <reason>'."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch raises, the user gets one line
+        raise error(f"cannot read {what + ' ' if what else ''}{path}: {_load_error_reason(e)}") from None
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load safely (weights_only=True, onto the CPU). Raises CheckpointError with a one-line reason."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupted, truncated or not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {_load_error_reason(e)}") from None
+    data = read_torch_file(path, CheckpointError, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a Gym Qwen TD-MPC2 checkpoint")
     if data.get("version") != VERSION:

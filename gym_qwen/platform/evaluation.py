@@ -224,7 +224,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     from .checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
-    from .teachers import sha256_of
+    from .checkpoints import sha256_of
 
     corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)

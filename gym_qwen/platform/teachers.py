@@ -7,7 +7,6 @@ against the checkpoint's own config, so a card cannot silently drift from the we
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -15,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .checkpoints import (CheckpointError, atomic_write_bytes, directory_problem, load_agent, load_checkpoint,
-                          publish_together)
+                          publish_together, sha256_of)
 from .config import TrainConfig, config_from_dict, config_to_dict
 
 CARD_VERSION = 1
@@ -38,14 +37,6 @@ def shipped_teacher(task: str, model_size: int = 1, seed: int = 1, directory: Pa
 
 class TeacherError(ValueError):
     """A teacher cannot be made or checked as asked (one-line message)."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train_command(config: dict) -> str:

@@ -17,13 +17,14 @@ DatasetError with a one-line reason. HDF5 only: nothing here unpickles anything.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gym_qwen.platform.checkpoints import sha256_of  # noqa: F401  (re-exported: datasets name their source)
 
 FORMAT = "gym-qwen/d4rl"
 # env -> Gymnasium task the datasets are made and evaluated on.
@@ -328,9 +329,3 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
     return check_env(data, env)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

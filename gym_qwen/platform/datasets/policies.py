@@ -110,16 +110,11 @@ def behaviour_paths(models_dir: str | os.PathLike, env: str, level: str) -> tupl
 
 
 def _load(path: Path, fmt: str, what: str, command: str) -> dict:
-    import torch
+    from gym_qwen.platform.checkpoints import read_torch_file
 
     if not path.is_file():
         raise BehaviourPolicyError(f"no {what} at {path}; train it first with: {command}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, pickled code
-        from gym_qwen.platform.checkpoints import _load_error_reason
-
-        raise BehaviourPolicyError(f"cannot read {what} {path}: {_load_error_reason(e)}") from None
+    data = read_torch_file(path, BehaviourPolicyError, what)
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise BehaviourPolicyError(f"{path} is not a Gym Qwen {what} file")
     if data.get("version") != VERSION:

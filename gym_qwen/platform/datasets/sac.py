@@ -219,12 +219,9 @@ def _check_resume(cfg, out: Path) -> dict | None:
                           f"{', '.join(k for k in RESUMABLE if k != 'resume')} may change")
     if not state_path.exists():
         return None
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        from gym_qwen.platform.checkpoints import _load_error_reason
+    from gym_qwen.platform.checkpoints import read_torch_file
 
-        raise DatasetError(f"cannot read {state_path}: {_load_error_reason(e)}") from None
+    state = read_torch_file(state_path, DatasetError)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise DatasetError(f"{state_path} is not a behaviour-policy training state")
     return state

@@ -84,15 +84,12 @@ def save_dt_checkpoint(path: Path, model, cfg_dict: dict, env: str, dataset: dic
 
 def load_dt_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint dict). Raises CheckpointError in one line."""
-    from gym_qwen.platform.checkpoints import _load_error_reason
+    from gym_qwen.platform.checkpoints import read_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  corrupt, truncated, pickled code
-        raise CheckpointError(f"cannot read checkpoint {path}: {_load_error_reason(e)}") from None
+    ckpt = read_torch_file(path, CheckpointError, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a Gym Qwen Decision Transformer checkpoint")
     if ckpt.get("version") != VERSION:

@@ -29,6 +29,11 @@ class CorrectorDataError(ValueError):
     """A corrector data file that cannot be used (one-line message)."""
 
 
+def _episode_of(shard: Path) -> int:
+    """The episode index in a shard's name, episode-<index>.parquet."""
+    return int(shard.stem.split("-")[1])
+
+
 def schema(latent_dim: int, action_dim: int, history_len: int, feature: int, metadata: dict):
     import pyarrow as pa
 
@@ -71,7 +76,7 @@ class ShardedParquetWriter:
         """Begin writing; with `resume`, keep the shards of an interrupted run whose provenance matches (except
         its episode count, cap and code version) and return their episode indices."""
         if resume and self.parts.is_dir():
-            done = {int(p.stem.split("-")[1]): p for p in self.parts.glob("episode-*.parquet")}
+            done = {_episode_of(p): p for p in self.parts.glob("episode-*.parquet")}
             if done:
                 import pyarrow.parquet as pq
 
@@ -106,7 +111,7 @@ class ShardedParquetWriter:
         import pyarrow.parquet as pq
 
         shards = sorted(p for p in self.parts.glob("episode-*.parquet")
-                        if episodes is None or int(p.stem.split("-")[1]) < episodes)
+                        if episodes is None or _episode_of(p) < episodes)
         tmp = self.output.with_name(f".{self.output.name}.tmp")
         written = 0
         try:
@@ -133,7 +138,7 @@ class ShardedParquetWriter:
         import pyarrow.parquet as pq
 
         for p in sorted(self.parts.glob("episode-*.parquet")):
-            if episodes is None or int(p.stem.split("-")[1]) < episodes:
+            if episodes is None or _episode_of(p) < episodes:
                 yield pq.read_table(p, columns=["step_in_chunk", "distance", "a_plan", "a_teacher"])
 
     def abort(self, keep_shards: bool = False) -> None:

@@ -140,14 +140,11 @@ def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) ->
 
 
 def _read(path: Path) -> dict:
-    from gym_qwen.platform.checkpoints import FORMAT as AGENT_FORMAT, _load_error_reason
+    from gym_qwen.platform.checkpoints import FORMAT as AGENT_FORMAT, read_torch_file
 
     if not path.is_file():
         raise CorrectorError(f"corrector not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupted or not a torch file
-        raise CorrectorError(f"cannot read corrector {path}: {_load_error_reason(e)}") from None
+    data = read_torch_file(path, CorrectorError, "corrector")
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt == AGENT_FORMAT:
         raise CorrectorError(f"{path} is a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher")

@@ -68,7 +68,7 @@ def _resolve_device(device: str) -> torch.device:
 
 def _load_inputs(cfg):
     """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done."""
-    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.checkpoints import sha256_of
 
     ckpt = load_checkpoint(cfg.tdmpc_ckpt)
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])

@@ -82,7 +82,7 @@ def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]
     from ..checkpoints import CheckpointError, check_compatible, load_checkpoint
     from ..config import TrainConfig, config_from_dict
     from ..speculative.correctors import CorrectorError, load_corrector
-    from ..teachers import sha256_of
+    from ..checkpoints import sha256_of
 
     ckpts, shas, correctors, settings = {}, {}, set(), []
     for point in sweep.points:

@@ -90,7 +90,7 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     import torch
 
     from ..checkpoints import load_checkpoint
-    from ..teachers import sha256_of
+    from ..checkpoints import sha256_of
     from .setting import absolute, resolve_setting
 
     started = time.perf_counter()
