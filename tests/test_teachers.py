@@ -283,26 +283,3 @@ def test_atomic_write_syncs_the_folder(tmp_path, monkeypatch):
     assert synced == [tmp_path / "x"] and (tmp_path / "x" / "f.bin").read_bytes() == b"data"
     checkpoints.fsync_dir(tmp_path / "x")  # the real one: runs on a folder, quietly does nothing on a missing one
     checkpoints.fsync_dir(tmp_path / "missing")
-
-
-def test_demo_trains_then_shows_a_teacher_beside_random_actions(exported, tmp_path, capsys, monkeypatch):
-    model_file, card = exported
-    args = ["demo", "steps=1000", "seed_steps=250", "episodes=1", "seed=3", "mlflow=false", f"teacher={model_file}",
-            "teacher_episodes=1", "torch_threads=1", f"output_dir={tmp_path / 'runs'}"]
-    rc, out, err = _main_in(tmp_path, args, capsys, monkeypatch)
-    assert rc == 0, err
-    assert "TD-MPC2 after 1,000 steps" in out
-    teacher_part = out[out.index("Shipped teacher"):]
-    assert f"trained for {card['env_steps']:,} env steps on {card['task']}" in teacher_part
-    rows = {line.split("  ")[0].strip(): line.split() for line in teacher_part.splitlines()
-            if line.startswith(("random actions", "shipped teacher"))}
-    assert set(rows) == {"random actions", "shipped teacher"}
-    spec = next(line.split() for line in teacher_part.splitlines() if line.startswith("open loop, 3 actions/plan"))
-    assert spec[-2] == "0.33"  # ceil(500 / 3) = 167 planner calls in 500 decisions
-    # the demo evaluates the card's first episode (same seed): the same return as the card's first
-    assert float(rows["shipped teacher"][3]) == pytest.approx(card["evaluation"]["returns"][0], abs=0.05)
-
-
-def test_demo_refuses_a_teacher_that_is_not_a_file(tmp_path, capsys, monkeypatch):
-    _assert_user_error(*_main_in(tmp_path, ["demo", "teacher=models/nope.pt"], capsys, monkeypatch), tmp_path,
-                       ["teacher='models/nope.pt' is not a file", "auto, none"])

@@ -14,6 +14,11 @@ from gym_qwen.platform.config import CompareConfig, ConfigError
 
 
 def _compare(cfg: CompareConfig) -> None:
+    compare_runs(cfg)
+
+
+def compare_runs(cfg: CompareConfig) -> list:
+    """Print the tables, write the plot and CSV (and log them); returns the compared settings."""
     from gym_qwen.platform.checkpoints import directory_problem
     from gym_qwen.platform.sweeps.compare import (
         CompareError, by_task, check_store, load_runs, plot, pool, table_header, table_rows, write_csv)
@@ -49,6 +54,7 @@ def _compare(cfg: CompareConfig) -> None:
             c.log_artifact(run_id, str(png), "compare")
             c.log_artifact(run_id, str(csv_path), "compare")
         print(f"logged to the sweep's parent run{'s' if len(parents) > 1 else ''} {', '.join(parents)} (compare/)")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:

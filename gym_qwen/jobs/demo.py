@@ -1,12 +1,17 @@
-"""`gym-qwen demo`: train TD-MPC2 briefly on an easy task, evaluate it against a random policy, print a table."""
+"""`gym-qwen demo`: the main job end to end on local Ray and local MLflow. A Tune sweep of speculative execution
+settings (configs/sweeps/demo.yaml: k = 1, 3, 6 with no corrector, the two-tower and the temporal corrector,
+adaptive, and the cheap planner) on the shipped walker-walk teacher and its shipped correctors, then `compare`:
+the table, the Pareto plot, what it says in words. `full=true` collects and distills its own correctors first;
+`train=true` first trains a small TD-MPC2 briefly (the first demo)."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
+from pathlib import Path
+
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.config import DemoConfig, TrainConfig
+from gym_qwen.platform.config import ConfigError, DemoConfig, TrainConfig
 
 
 def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
@@ -45,59 +50,30 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
     from gym_qwen.platform.teachers import shipped_teacher
 
     found = shipped_teacher("walker-walk")
-    return str(found) if found else None
+    if found is None:
+        raise ConfigError("teacher=auto: the shipped walker-walk teacher (models/walker-walk-size1-seed1.pt and its "
+                          "card) is missing; give teacher=FILE")
+    return str(found)
 
 
-def _show_teacher(path: str, cfg: DemoConfig) -> None:
-    """A shipped teacher (trained for ~100k env steps) beside random actions on its own task."""
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
-    from gym_qwen.platform.teachers import load_teacher_card
-
-    card = load_teacher_card(path)
-    ev = card["evaluation"]
-    print(f"\nShipped teacher {path}: TD-MPC2 model size {card['model_size']} trained for {card['env_steps']:,} env "
-          f"steps on {card['task']} (its card: {ev['return_mean']:.1f} ± {ev['return_std']:.1f} over "
-          f"{ev['episodes']} episodes).")
-    res, _ = evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu", show_progress=True)
-    more = []
-    if cfg.speculation:
-        from gym_qwen.platform.speculative.comparison import corrector_path
-        from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
-
-        specs = [("open loop, 3 actions/plan", ExecutionSpec(SpeculationSettings("naive", 3)))]
-        corrector = corrector_path(path, "two_tower")
-        if os.path.isfile(corrector):
-            specs.append(("two-tower corrector, k=3", ExecutionSpec(SpeculationSettings("spec_corrector", 3),
-                                                                    "two_tower", corrector)))
-        for label, spec in specs:
-            more.append((label, evaluate_checkpoint(path, cfg.teacher_episodes, cfg.seed, device="cpu",
-                                                    show_progress=True, execution=spec)[0]))
-    rand = random_policy_returns(card["task"], cfg.teacher_episodes, cfg.seed)
-    print(_against_random("shipped teacher", res, rand, more))
-    if more:
-        print("Speculative execution runs 3 planned actions per planner call: open loop, or corrected by a network "
-              "distilled from the planner (gym-qwen evaluate mode=all compares every mode).")
-
-
-def _demo(cfg: DemoConfig) -> None:
+def _train_part(cfg: DemoConfig, root: Path) -> None:
+    """The first demo: a small TD-MPC2 trained briefly on `cfg.task`, against random actions."""
+    from gym_qwen.platform.checkpoints import load_agent
     from gym_qwen.platform.evaluation import evaluate
     from gym_qwen.platform.trainer import train
 
-    exp = time.strftime("demo-%Y%m%d-%H%M%S")
     small = dict(latent_dim=64, enc_dim=64, mlp_dim=128, num_samples=128, num_elites=16, num_pi_trajs=8,
                  iterations=3, batch_size=128) if cfg.small else {}
     train_cfg = TrainConfig(task=cfg.task, steps=cfg.steps, model_size=cfg.model_size, seed=cfg.seed,
-                            seed_steps=cfg.seed_steps, eval_freq=0, output_dir=cfg.output_dir, exp_name=exp,
+                            seed_steps=cfg.seed_steps, eval_freq=0, output_dir=str(root), exp_name="train",
                             mlflow=cfg.mlflow, torch_threads=cfg.torch_threads, **small)
     network = ("a small network (latent 64, MLP 128; 128 MPPI samples, 3 iterations)" if cfg.small
                else f"model size {cfg.model_size}")
-    print(f"Gym Qwen demo: TD-MPC2 with {network} on {cfg.task} for {cfg.steps:,} env steps, then "
-          f"{cfg.episodes} evaluation episodes against a random policy.")
+    _stage(f"TD-MPC2 with {network} trained on {cfg.task} for {cfg.steps:,} env steps, then {cfg.episodes} "
+           "evaluation episodes against a random policy")
     started = time.perf_counter()
     summary = train(train_cfg)
     minutes = (time.perf_counter() - started) / 60
-    from gym_qwen.platform.checkpoints import load_agent
-
     agent, _, _ = load_agent(summary["checkpoint"], {}, "auto")
     res = evaluate(agent, cfg.task, cfg.episodes, cfg.seed, show_progress=True)
     rand = random_policy_returns(cfg.task, cfg.episodes, cfg.seed)
@@ -110,9 +86,135 @@ def _demo(cfg: DemoConfig) -> None:
 
         print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri "
               f"{default_tracking_uri()})")
+
+
+def _stage(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _own_correctors(cfg: DemoConfig, teacher: str, root: Path) -> str:
+    """full=true: a copy of the teacher in <root>/teacher/ with correctors distilled here beside it, in
+    correctors/ (where evaluate and the sweep look for them). Returns the copy's path."""
+    import shutil
+
+    from gym_qwen.jobs import collect, distill
+
+    src = Path(teacher)
+    folder = root / "teacher"
+    (folder / "correctors").mkdir(parents=True, exist_ok=True)
+    copy = folder / src.name
+    shutil.copyfile(src, copy)
+    if src.with_suffix(".json").is_file():
+        shutil.copyfile(src.with_suffix(".json"), copy.with_suffix(".json"))
+    data = root / "corrector-data.parquet"
+    _stage(f"collecting corrector data: {cfg.collect_episodes} episodes of the teacher executing 6 planned actions "
+           "per plan, the full planner's action recorded at every speculative step")
+    rc = collect.main([f"checkpoint={copy}", f"episodes={cfg.collect_episodes}", f"output={data}",
+                       f"num_workers={cfg.num_workers}", f"seed={cfg.seed}", f"torch_threads={cfg.torch_threads}"])
+    if rc:
+        raise DemoStageError(f"the collection failed (exit {rc}; its message is above)")
+    _stage(f"distilling the two-tower and the temporal corrector from it ({cfg.distill_epochs} epochs each)")
+    rc = distill.main([f"data={data}", f"tdmpc_ckpt={copy}", f"save_path={folder / 'correctors' / copy.stem}",
+                       "corrector_type=both", f"epochs={cfg.distill_epochs}", f"seed={cfg.seed}", "device=cpu",
+                       f"torch_threads={cfg.torch_threads}"])
+    if rc:
+        raise DemoStageError(f"the distillation failed (exit {rc}; its message is above)")
+    return str(copy)
+
+
+class DemoStageError(RuntimeError):
+    """A stage of the demo (collect, distill, sweep) failed; it has printed why."""
+
+
+def _conclusion(settings: list, trial_episodes: int) -> list[str]:
+    """What the comparison says, in words: the baseline, and the setting with the fewest planner calls per step
+    that keeps 95% of its return."""
+    base = next((s for s in settings if s.mode == "baseline" and not s.planner), None)
+    if base is None:
+        return []
+    lines = [f"The full planner at every step scored {base.return_mean:.1f} at {base.ms_per_step:.0f} ms per step."]
+    kept = [s for s in settings if s is not base and s.retained is not None and s.retained >= 0.95]
+    fewest = min((s for s in kept if s.mode != "baseline"), key=lambda s: s.planner_calls_per_step, default=None)
+    if fewest is not None:
+        lines.append(f"Fewest planner calls keeping 95% of it: {fewest.label}: {fewest.return_mean:.1f} "
+                     f"({100 * fewest.retained:.1f}%) at {fewest.planner_calls_per_step:.3f} planner calls per step "
+                     f"(one plan per {1 / fewest.planner_calls_per_step:.1f} steps), {fewest.ms_per_step:.0f} ms per "
+                     "step.")
+    fastest = min(kept, key=lambda s: s.ms_per_step, default=None)
+    if fastest is not None and fastest is not fewest:
+        lines.append(f"Fastest keeping 95%: {fastest.label}: {fastest.return_mean:.1f} "
+                     f"({100 * fastest.retained:.1f}%) at {fastest.ms_per_step:.0f} ms per step.")
+    if trial_episodes < 5:
+        lines.append(f"Each setting ran {trial_episodes} episode{'s' if trial_episodes > 1 else ''} (same seeds): "
+                     "differences of a few percent are noise here; BENCHMARKS.md has 10-episode figures, and "
+                     "trial_episodes=10 measures them yourself.")
+    return lines
+
+
+def _sweep_overrides(cfg: DemoConfig, teacher: str) -> tuple[dict, dict]:
+    """The sweep keys and the trial keys the demo sets over its sweep file's."""
+    return ({"max_concurrent": cfg.max_concurrent, "storage": str(Path(cfg.output_dir) / "demo")},
+            {"checkpoint": teacher, "episodes": cfg.trial_episodes, "seed": cfg.seed})
+
+
+def _check_sweep(cfg: DemoConfig, teacher: str) -> None:
+    """The sweep file and its trials are checked before anything runs (with full=true the correctors do not exist
+    yet: then only the file and the keys)."""
+    from gym_qwen.platform.sweeps.setting import resolve_sweep
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    sweep = load_sweep(cfg.sweep, *_sweep_overrides(cfg, teacher))
+    if not cfg.full:
+        resolve_sweep(sweep, ".")
+
+
+def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path) -> int:
+    from gym_qwen.jobs.compare import compare_runs
+    from gym_qwen.jobs.sweep import run_sweep_file
+    from gym_qwen.platform.config import CompareConfig, SweepConfig, config_from_dict
+    from gym_qwen.platform.tracking import default_tracking_uri
+
+    _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "
+           f"{cfg.max_concurrent} trials at once)")
+    sweep_cfg = config_from_dict(SweepConfig, {"file": cfg.sweep})
+    command_line, fixed = _sweep_overrides(cfg, teacher)
+    rc, sweep_id = run_sweep_file(sweep_cfg, {**command_line, "storage": str(root / "sweep")}, fixed)
+    if rc or sweep_id is None:
+        raise DemoStageError(f"the sweep did not finish (exit {rc}; see above)")
+    _stage(f"comparing the sweep's settings (gym-qwen compare sweep={sweep_id})")
+    settings = compare_runs(config_from_dict(CompareConfig, {"sweep": [sweep_id],
+                                                              "output": str(root / "compare-demo.png")}))
+    print()
+    for line in _conclusion(settings, cfg.trial_episodes):
+        print(line)
+    experiment = settings[0].experiment if settings else "?"
+    print(f"Browse every trial: mlflow ui --backend-store-uri {default_tracking_uri()}   (experiment {experiment}, "
+          f"sweep {sweep_id}: a parent run with one nested run per trial)")
+    return 0
+
+
+def _demo(cfg: DemoConfig) -> int:
+    started = time.perf_counter()
+    root = Path(cfg.output_dir) / "demo" / time.strftime("%Y%m%d-%H%M%S")
     teacher = _teacher_file(cfg)
     if teacher:
-        _show_teacher(teacher, cfg)
+        _check_sweep(cfg, teacher)
+    print("Gym Qwen demo: how much replanning does a TD-MPC2 agent need? "
+          + (f"A sweep of speculative execution settings on {teacher}, then their comparison; " if teacher else "")
+          + f"everything under {root}.", flush=True)
+    if cfg.train:
+        _train_part(cfg, root)
+    if teacher is None:
+        return 0
+    try:
+        if cfg.full:
+            teacher = _own_correctors(cfg, teacher, root)
+        rc = _sweep_and_compare(cfg, teacher, root)
+    except DemoStageError as e:
+        print(f"gym-qwen demo: {e}", file=sys.stderr)
+        return 1
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:

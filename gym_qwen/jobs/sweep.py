@@ -44,10 +44,17 @@ def _experiment_dir(sweep) -> Path:
 
 
 def _sweep(cfg: SweepConfig, command_line: dict) -> int:
+    return run_sweep_file(cfg, command_line)[0]
+
+
+def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = None) -> tuple[int, str | None]:
+    """Check and run the sweep of `cfg.file` (`command_line`: its SweepConfig keys given on the command line;
+    `fixed`: trial keys set over the file's `fixed:`). Returns the exit status and the sweep id (None when
+    nothing ran)."""
     from gym_qwen.platform.sweeps.setting import resolve_sweep
     from gym_qwen.platform.sweeps.spec import load_sweep
 
-    sweep = load_sweep(cfg.file, command_line)
+    sweep = load_sweep(cfg.file, command_line, fixed)
     s = sweep.settings
     if s.search == "optuna":
         raise ConfigError("search=optuna is not built yet; use search=grid")
@@ -58,7 +65,7 @@ def _sweep(cfg: SweepConfig, command_line: dict) -> int:
     if s.dry_run:
         print(table(_trial_rows(sweep, settings), ("trial", "family", "setting", "seed", "episodes", "teacher")))
         print(f"{len(sweep.points)} trials; experiment {sweep.experiment}; nothing started (dry_run=true)")
-        return 0
+        return 0, None
     from gym_qwen.platform.tracking import check_tracking_uri, default_tracking_uri
 
     uri = default_tracking_uri()
@@ -80,7 +87,7 @@ def _sweep(cfg: SweepConfig, command_line: dict) -> int:
             raise ConfigError(f"{exp_dir} already holds the sweep {(manifest or {}).get('sweep_id', '?')}: pass "
                               "resume=true to continue it, or experiment=ANOTHER_NAME for a new one")
         sweep_id = f"{sweep.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return _run(sweep, settings, shas, sweep_id, uri, exp_dir, workdir)
+    return _run(sweep, settings, shas, sweep_id, uri, exp_dir, workdir), sweep_id
 
 
 def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:

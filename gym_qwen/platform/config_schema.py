@@ -276,34 +276,49 @@ class InfoConfig(TDMPC2Config):
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Settings of ``gym-qwen demo``: a short end-to-end train-and-evaluate run."""
+    """Settings of ``gym-qwen demo``: the main job end to end on this machine (local Ray, local MLflow): a sweep
+    of speculation settings on a shipped teacher with its shipped correctors, then their comparison."""
 
     command: ClassVar[str] = "demo"
 
-    task: str = option("cartpole-balance", "Task to train on")
-    steps: int = option(12000, "Total environment steps, including action repeat", min=1)
-    small: bool = option(True, "Train a small network (latent 64, MLP 128, 128 MPPI samples, 3 iterations) so "
-                               "the demo takes minutes on a CPU; small=false trains the model_size network")
-    model_size: int = option(1, "Model size in millions of parameters (with small=false)", choices=SIZE_CHOICES)
+    teacher: str = option("auto", "The teacher the sweep runs: auto = the shipped walker-walk teacher, a teacher file "
+                                  "(its correctors in <its folder>/correctors/, or full=true makes them), or none "
+                                  "(train=true only)")
+    sweep: str = option("configs/sweeps/demo.yaml", "The sweep file (its checkpoint is replaced by the teacher)")
+    trial_episodes: int = option(1, "Episodes of each sweep trial (same seeds in every trial)", min=1)
+    max_concurrent: int = option(2, "Sweep trials at once (one CPU and one torch thread each)", min=1)
+    full: bool = option(False, "First collect corrector data with the teacher and distill both correctors from "
+                               "it (instead of the shipped ones)")
+    collect_episodes: int = option(4, "With full=true: collection episodes", min=2)
+    distill_epochs: int = option(50, "With full=true: passes of each corrector over its training rows", min=1)
+    num_workers: int = option(2, "With full=true: collection actors (0 = in this process)", min=0)
+    train: bool = option(False, "First train a small TD-MPC2 on `task` and evaluate it against random actions "
+                                "(the first demo; about 3.5 minutes more)")
+    task: str = option("cartpole-balance", "With train=true: the task to train on")
+    steps: int = option(12000, "With train=true: environment steps, including action repeat", min=1)
+    small: bool = option(True, "With train=true: a small network (latent 64, MLP 128, 128 MPPI samples, 3 "
+                               "iterations); small=false trains the model_size network")
+    model_size: int = option(1, "With train=true and small=false: model size in millions of parameters",
+                             choices=SIZE_CHOICES)
     seed: int = option(1, "Random seed", min=0)
-    episodes: int = option(3, "Evaluation episodes after training", min=1)
-    seed_steps: int = option(1000, "Decisions of random actions before learning starts", min=1)
-    teacher: str = option("auto", "A trained teacher to show beside random actions afterwards: auto = the shipped "
-                                  "walker-walk teacher when models/ holds it, none = skip, or a teacher file")
-    teacher_episodes: int = option(2, "Evaluation episodes of the teacher", min=1)
-    speculation: bool = option(True, "Also run the teacher with 3 planned actions per planner call: open loop, and "
-                                     "with its two-tower corrector when one is shipped beside it")
-    output_dir: str = option("runs", "Root directory of run directories")
-    mlflow: bool = option(True, "Log the demo run to MLflow")
+    episodes: int = option(3, "With train=true: evaluation episodes after training", min=1)
+    seed_steps: int = option(1000, "With train=true: decisions of random actions before learning starts", min=1)
+    output_dir: str = option("runs", "Root directory: the demo writes under <output_dir>/demo/<time>/")
+    mlflow: bool = option(True, "Log the training to MLflow (train=true; the sweep always logs)")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
 
     def validate(self) -> None:
-        """``task`` must be known."""
+        """``task`` must be known; the teacher and the sweep file must exist; something must run."""
         _require(bool(self.output_dir), "output_dir= must not be empty")
         check_task(self.task)
         _require(self.teacher in ("auto", "none") or os.path.isfile(self.teacher),
                  f"teacher={self.teacher!r} is not a file; use auto, none or a teacher file such as "
                  "models/walker-walk-size1-seed1.pt")
+        _require(self.teacher != "none" or self.train, "teacher=none with train=false runs nothing; give "
+                                                        "train=true, or a teacher")
+        _require(self.teacher == "none" or os.path.isfile(self.sweep),
+                 f"sweep={self.sweep!r} is not a file; the demo's sweep is configs/sweeps/demo.yaml (run the demo "
+                 "from the project's folder)")
 
 
 @dataclasses.dataclass

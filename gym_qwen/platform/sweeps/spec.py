@@ -135,9 +135,10 @@ def _short(values: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 
-def load_sweep(path: str, command_line: dict | None = None) -> Sweep:
+def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | None = None) -> Sweep:
     """Read and check the sweep file at `path`; `command_line` holds the SweepConfig keys given on the command
-    line (they win over the file's). ConfigError (one line naming the file, family and key) on any problem."""
+    line (they win over the file's); `fixed_over`, trial keys set over the file's `fixed:` (the demo's teacher).
+    ConfigError (one line naming the file, family and key) on any problem."""
     from ..config import config_from_dict, config_to_dict, read_preset
     from ..config_schema import SweepConfig
 
@@ -157,7 +158,7 @@ def load_sweep(path: str, command_line: dict | None = None) -> Sweep:
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     schema = _command_schema(settings.trial_command)
-    fixed = _mapping(data.get("fixed"), where, "fixed")
+    fixed = {**_mapping(data.get("fixed"), where, "fixed"), **(fixed_over or {})}
     _check_keys(fixed, schema, f"{where}, fixed")
     if "grid" in data and "families" in data:
         raise ConfigError(f"{where}: give grid: (one family) or families: (several), not both")
