@@ -51,11 +51,13 @@ def _check_command(command: str) -> None:
         module, args = words[2], words[3:]
         name = module.rsplit(".", 1)[1]
         assert (name, module) in {(k, v[0]) for k, v in COMMANDS.items()}, command
-    schema = {"train": "TrainConfig", "evaluate": "EvaluateConfig", "info": "InfoConfig", "demo": "DemoConfig",
-              "teacher": "TeacherConfig", "curves": "CurvesConfig"}[name]
     importlib.import_module(module)
-    import gym_qwen.platform.config as config
-    parse_config(getattr(config, schema), [a for a in args if "=" in a])
+    import gym_qwen.platform.config_schema as schemas
+
+    (schema,) = [v for v in vars(schemas).values() if isinstance(v, type) and getattr(v, "command", None) == name]
+    if name == "sweep":  # config= names the sweep file, not a preset of the sweep's keys
+        args = [("file=" + a.split("=", 1)[1]) if a.startswith("config=") else a for a in args]
+    parse_config(schema, [a for a in args if "=" in a])
 
 
 def test_cluster_files_parse_and_match_the_locked_ray():
@@ -210,3 +212,27 @@ def test_jobs_submitted_to_a_local_cluster(local_cluster, tmp_path):
     refused = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", address], env={
         **no_token, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_sweep_submitted_to_a_local_cluster(local_cluster, tmp_path):
+    """`ray job submit -- gym-qwen sweep ...` on the real head: the trials run as Tune trials on the cluster and
+    log to the MLflow store the job was given; the sweep's state lands where `storage=` says."""
+    from test_cli import untrained_checkpoint
+    from test_sweeps import _runs, _tiny_sweep
+
+    address, env, _ = local_cluster
+    agent = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    sweep = _tiny_sweep(tmp_path / "tiny.yaml", agent, episodes=1, head=f"storage: {tmp_path / 'sweeps'}\n")
+    out = subprocess.run([str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--runtime-env",
+                          str(CLUSTER / "runtime_env.yaml"), "--working-dir", str(ROOT), "--",
+                          "gym-qwen", "sweep", f"config={sweep}"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "2 of 2 trials done" in out.stdout
+    assert (tmp_path / "sweeps" / "tiny" / "gym-qwen-sweep.json").is_file()
+    _, runs = _runs(env["MLFLOW_TRACKING_URI"])
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert sorted(r.data.params["mode"] for r in trials) == ["baseline", "naive"]
+    assert all(r.info.status == "FINISHED" for r in trials)

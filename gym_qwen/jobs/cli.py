@@ -12,7 +12,7 @@ COMMANDS = {
     "curves": ("gym_qwen.jobs.curves", "plot evaluation return vs env steps over the published curves"),
     "collect": ("gym_qwen.jobs.collect", "collect corrector data from a teacher's speculative chunks (Parquet)"),
     "distill": ("gym_qwen.jobs.distill", "distill correctors from corrector data (two-tower, temporal)"),
-    "demo": ("gym_qwen.jobs.demo", "train briefly on an easy task, evaluate, print a table"),
+    "demo": ("gym_qwen.jobs.demo", "the main job: a sweep of speculation settings on a shipped teacher, then compare"),
     "make-dataset": ("gym_qwen.jobs.make_dataset", "make a D4RL-style dataset on a MuJoCo v5 task (HDF5 or Minari)"),
     "dataset-info": ("gym_qwen.jobs.dataset_info", "episodes, returns and D4RL normalised score of a dataset"),
     "behaviour-policy": ("gym_qwen.jobs.behaviour_policy", "train the SAC behaviour policy of a dataset level"),
