@@ -204,3 +204,22 @@ def test_compare_on_a_real_evaluate_mode_all_run(tmp_path, capsys, monkeypatch):
     assert len(rows) == len(ran) == 4  # baseline, the cheap planner, naive k=2, adaptive k=2
     assert any("samples=64 iters=2" in r or "iters=2" in r for r in rows)
     assert (cwd / "compare-all.png").is_file()
+
+
+def test_planner_keys_given_to_evaluate_make_its_run_a_cheap_planner_setting(tmp_path, capsys, monkeypatch):
+    """`gym-qwen evaluate ... num_samples=16 mlflow=true`: the run says which planner it used, so compare shows it
+    as a cheap-planner setting, not as the teacher's own planner."""
+    from test_cli import untrained_checkpoint
+
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for extra in ([], ["num_samples=16"]):
+        rc, out, err = _main_in(cwd, ["evaluate", f"checkpoint={ckpt}", "mode=naive", "spec_exec_horizon=2",
+                                      "episodes=1", "mlflow=true", "mlflow_experiment=cheap", "torch_threads=1",
+                                      "progress=false", *extra], capsys, monkeypatch)
+        assert rc == 0, err
+    rc, out, err = _main_in(cwd, ["compare", "experiment=cheap"], capsys, monkeypatch)
+    assert rc == 0, err
+    rows = [line.split() for line in out.splitlines() if line.startswith("naive")]
+    assert sorted(r[4] for r in rows) == ["full", "samples=16"]

@@ -7,17 +7,14 @@ with measure_teacher=true.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.checkpoints import load_checkpoint
-from gym_qwen.platform.config import EvaluateConfig, TDMPC2Config
-
-PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
-                "temperature")
+from gym_qwen.platform.config import EvaluateConfig
+from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 
 
 def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> float | None:
@@ -53,7 +50,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
 
     from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
     from gym_qwen.platform.speculative.comparison import (
-        all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, single_spec, ROW_HEADER)
+        all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
+    from gym_qwen.platform.sweeps.setting import agent_overrides, resolve_setting
 
     from gym_qwen.platform.checkpoints import directory_problem
     from gym_qwen.platform.config import ConfigError
@@ -64,25 +62,25 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if problem:
             raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
-    agent_keys = {f.name for f in dataclasses.fields(TDMPC2Config)} - {"device"}
-    overrides = {k: getattr(cfg, k) for k in explicit & agent_keys}
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     task = ckpt["task"]
     resolved, note = resolve_mode(cfg)
-    if note:
-        print(note)
-    if resolved["plan"] is not None:
-        if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
-            raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
-        overrides["horizon"] = resolved["plan"]
-    teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
     if resolved["mode"] == "all":
-        specs, notes = all_specs(cfg, teacher_horizon)
+        overrides = agent_overrides(cfg, explicit, resolved)
+        if note:
+            print(note)
+        specs, notes = all_specs(cfg, int(overrides.get("horizon", ckpt["config"].get("horizon", 3))))
         for line in notes:
             print(line)
-    else:
-        specs = [single_spec(cfg, resolved, teacher_horizon)]
+    else:  # the setting a sweep trial with the same keys runs
+        setting = resolve_setting(cfg, explicit, ckpt, Path.cwd())
+        if setting.note:
+            print(setting.note)
+        overrides = setting.overrides
+        specs = [setting.spec]
+    # planner keys given for every setting (num_samples=64 ...) make each a cheap-planner setting in MLflow
+    planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     video_path = None
     if cfg.video:
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
@@ -116,10 +114,10 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         payload = record if len(results) > 1 else {**results[0][1].summary(), **record}
         atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     if cfg.mlflow:
-        _log_mlflow(cfg, task, ckpt, results, baseline)
+        _log_mlflow(cfg, task, ckpt, results, baseline, planner)
 
 
-def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | None) -> None:
+def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | None, planner: dict) -> None:
     from gym_qwen.platform.tracking import Tracker
 
     for spec, res in results:
@@ -129,7 +127,7 @@ def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | Non
             "checkpoint": cfg.checkpoint, "episodes": cfg.episodes, "seed": cfg.seed, "mode": spec.settings.mode,
             "spec_exec_horizon": spec.settings.exec_horizon, "corrector_type": spec.corrector_type,
             "corrector_checkpoint": spec.corrector_checkpoint, "mismatch_threshold": spec.settings.mismatch_threshold,
-            "planner_overrides": dict(spec.planner_overrides)}, tags={"task": task, "command": "evaluate"})
+            "planner_overrides": {**planner, **dict(spec.planner_overrides)}}, tags={"task": task, "command": "evaluate"})
         metrics = {k: s[k] for k in ("return_mean", "return_std", "planner_calls_per_step", "corrector_calls_per_step",
                                      "encoder_calls_per_step", "ms_per_decision", "plan_ms_per_step",
                                      "encode_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate",

@@ -40,6 +40,17 @@ def absolute(path: str | None, workdir: str | Path) -> str | None:
     return str(p if p.is_absolute() else Path(workdir) / p)
 
 
+def agent_overrides(cfg, given: set, resolved: dict) -> dict:
+    """The agent keys the user set (`given`), which override the checkpoint's, with spec_plan_horizon as the
+    planner's horizon (`resolved`: resolve_mode's answer). ConfigError when horizon= says otherwise."""
+    overrides = {k: getattr(cfg, k) for k in sorted(given & AGENT_KEYS)}
+    if resolved["plan"] is not None:
+        if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
+            raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
+        overrides["horizon"] = resolved["plan"]
+    return overrides
+
+
 def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSetting:
     """The setting `gym-qwen evaluate` runs for `cfg` (an EvaluateConfig whose explicitly set keys are `given`)
     on the checkpoint `ckpt`: agent overrides, alias resolution, spec_plan_horizon, the mode's default k, and the
@@ -49,12 +60,8 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
     checkpoint = absolute(cfg.checkpoint, workdir)
     cfg = dataclasses.replace(cfg, checkpoint=checkpoint,
                               corrector_checkpoint=absolute(cfg.corrector_checkpoint, workdir))
-    overrides = {k: getattr(cfg, k) for k in sorted(given & AGENT_KEYS)}
     resolved, note = resolve_mode(cfg)
-    if resolved["plan"] is not None:
-        if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
-            raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")
-        overrides["horizon"] = resolved["plan"]
+    overrides = agent_overrides(cfg, given, resolved)
     teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
     spec = single_spec(cfg, resolved, teacher_horizon)
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
