@@ -49,7 +49,7 @@ def _log_like_evaluate(experiment: str, seed: int, names, returns_of=None) -> No
                          mlflow_experiment=experiment)
     results = [(_spec(n), _result((returns_of or {}).get(n, SETTINGS[n][0]), *SETTINGS[n][1:])) for n in names]
     base = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
-    _log_mlflow(cfg, "walker-walk", {"env_steps": 1_000_000}, results, base)
+    _log_mlflow(cfg, "walker-walk", {"env_steps": 1_000_000}, results, base, {})
 
 
 @pytest.fixture

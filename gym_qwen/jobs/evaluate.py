@@ -51,7 +51,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
-    from gym_qwen.platform.sweeps.setting import agent_overrides, resolve_setting
+    from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, resolve_setting
 
     from gym_qwen.platform.checkpoints import directory_problem
     from gym_qwen.platform.config import ConfigError
@@ -79,6 +79,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
             print(setting.note)
         overrides = setting.overrides
         specs = [setting.spec]
+    check_overrides(ckpt, overrides, cfg.checkpoint)
     # planner keys given for every setting (num_samples=64 ...) make each a cheap-planner setting in MLflow
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     video_path = None

@@ -239,9 +239,10 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     progress: bool = option(True, "Show a progress bar")
 
     def validate(self) -> None:
-        """Agent rules plus: ``checkpoint`` is required; ``task`` must be known if given; the speculation keys
-        must fit the mode."""
-        super().validate()
+        """``checkpoint`` is required; ``task`` must be known if given; the speculation keys must fit the mode.
+        The agent's cross-field rules (num_elites <= num_samples, ...) are not checked here: the keys given
+        override the checkpoint's settings, so they are checked merged with those (evaluate does that before
+        anything runs), never against this schema's defaults."""
         _require(bool(self.checkpoint), "checkpoint= is required")
         _require(not (self.video and self.num_workers > 0),
                  "video=true records on this machine: use it with num_workers=0")
