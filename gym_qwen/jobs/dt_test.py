@@ -24,7 +24,8 @@ def _test(cfg: DTTestConfig) -> None:
 
     from gym_qwen.platform.checkpoints import atomic_write_bytes
     from gym_qwen.platform.dt.evaluate import evaluate_dt
-    from gym_qwen.platform.dt.train import load_dt_checkpoint, resolve_device
+    from gym_qwen.platform.devices import resolve_device
+    from gym_qwen.platform.dt.train import load_dt_checkpoint
 
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)

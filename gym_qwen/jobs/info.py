@@ -9,7 +9,8 @@ from gym_qwen.platform.config import InfoConfig
 
 def _info(cfg: InfoConfig) -> None:
     from gym_qwen.platform.envs import task_spec
-    from gym_qwen.platform.tdmpc2.agent import model_dims, resolve_device
+    from gym_qwen.platform.devices import resolve_device
+    from gym_qwen.platform.tdmpc2.agent import model_dims
     from gym_qwen.platform.tdmpc2.world_model import WorldModel
 
     resolve_device(cfg.device)  # the counts do not depend on it, but device=cuda without CUDA is still refused

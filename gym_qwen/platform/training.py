@@ -14,7 +14,8 @@ import torch
 
 from .envs import make_env, task_spec
 from .rng import TorchRngStream, derive_seed
-from .tdmpc2.agent import TDMPC2Agent, resolve_device
+from .devices import resolve_device
+from .tdmpc2.agent import TDMPC2Agent
 from .tdmpc2.buffer import Episode, EpisodeBuffer
 
 TRAIN_SEED_STRIDE = 100_003  # training episode i of seed s resets with seed s * stride + i

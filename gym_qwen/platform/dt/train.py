@@ -25,6 +25,7 @@ import torch
 
 from gym_qwen.platform.checkpoints import CheckpointError, atomic_write_bytes, code_version, directory_problem
 from gym_qwen.platform.config_schema import ConfigError
+from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_name, sha256_of
 
 from .data import TrajectoryWindows
@@ -34,14 +35,6 @@ from .model import DecisionTransformer, DTDims, effective_p
 FORMAT, VERSION = "gym-qwen/decision-transformer", 1
 CSV_COLUMNS = ("duration", "num_updates", "action_loss", "eval_avg_reward", "eval_avg_ep_len", "eval_d4rl_score",
                "eval_d4rl_score_std", "updates_per_s")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda was asked for but no CUDA device is available (use device=auto or cpu)")
-    return torch.device(device)
 
 
 def dataset_path(cfg) -> str:

@@ -5,27 +5,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config_schema import ConfigError
+from ..devices import resolve_device
 from .compiled import CompiledOrEager
 from .functional import discount_for
 from .planner import MPPIPlanner, Plan, PlannerSettings
 from .scale import RunningScale
 from .world_model import ModelDims, WorldModel
-
-
-class DeviceUnavailableError(ConfigError):
-    """The device asked for does not exist on this machine: a user error (one line, exit 2), not a crash."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu. Asking for cuda without one is a DeviceUnavailableError, not a
-    fallback. Commands call this before they write anything."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"device={device} was asked for but this machine has no CUDA device "
-                                     "(use device=auto or device=cpu)")
-    return torch.device(device)
 
 
 def model_dims(cfg, obs_dim: int, action_dim: int, episodic: bool) -> ModelDims:
