@@ -12,6 +12,7 @@ from gym_qwen.platform.speculative.correctors import (
     CorrectorError, TemporalCorrector, TwoTowerCorrector, build_corrector, load_corrector, save_corrector,
 )
 from gym_qwen.platform.speculative.features import feature_dim, mismatch_feature
+from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 
 L, A, K = 16, 2, 3
 SMALL = {"two_tower": {"hidden": 32}, "temporal": {"d_model": 32, "heads": 2, "layers": 2, "ff": 64}}
@@ -311,3 +312,17 @@ def test_cli_distills_and_logs_to_mlflow(teacher, data, tmp_path, capsys, monkey
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "two_tower/ratio" in run.data.metrics
     assert run.data.params["corrector_type"] == "both"
+
+
+def test_distill_reads_several_files_as_one_keeping_their_episodes_apart(teacher, tmp_path):
+    from gym_qwen.platform.speculative.distillation import distill
+
+    first = synthetic_data(tmp_path / "a.parquet", teacher[1], episodes=4, seed=0)
+    second = synthetic_data(tmp_path / "b.parquet", teacher[1], episodes=4, seed=1)  # episodes 0..3 again
+    r = distill(distill_config(f"{first},{second}", teacher[0], tmp_path / "c", "corrector_type=two_tower",
+                               "epochs=1"), show_progress=False)["two_tower"]
+    assert r["episodes"] == {"train": 6, "val": 2} and r["rows"] == {"train": 240, "val": 80}
+    other = synthetic_data(tmp_path / "other.parquet", "0" * 64, episodes=2)
+    with pytest.raises(CorrectorDataError, match="other.parquet was collected with teacher sha256 000000"):
+        distill(distill_config(f"{first},{other}", teacher[0], tmp_path / "d", "corrector_type=two_tower",
+                               "epochs=1"), show_progress=False)

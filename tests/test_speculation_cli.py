@@ -131,3 +131,53 @@ def test_outputs_behind_a_file_are_refused_before_any_work(tiny_checkpoint, tmp_
     for args in (["evaluate", ck, f"output={blocker}/r.json"], ["evaluate", ck, "mode=all", f"plot={blocker}/p.png"],
                  ["collect", ck, f"output={blocker}/d.parquet"]):
         _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path, [str(blocker), "is a file"])
+
+
+def test_dagger_collection_executes_the_corrector_and_records_the_plan(tiny_checkpoint, tmp_path, capsys,
+                                                                       monkeypatch):
+    """collect corrector_type=...: the chunks execute the corrector's actions (so the states differ from the
+    open-loop collection of the same seeds after the first corrected step), the rows keep the plan's action as
+    the corrector's input, and the metadata names the corrector; distill reads both files as one."""
+    import numpy as np
+
+    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    work = tmp_path / "work"
+    work.mkdir()
+    open_loop = tmp_path / "open.parquet"
+    common = [f"checkpoint={tiny_checkpoint}", "episodes=2", "spec_exec_horizon=3", "progress=false",
+              "torch_threads=1"]
+    rc, out, err = _main_in(work, ["collect", *common, f"output={open_loop}"], capsys, monkeypatch)
+    assert rc == 0, err
+    _assert_user_error(*_main_in(work, ["collect", *common, f"output={tmp_path / 'x.parquet'}",
+                                        "corrector_type=two_tower"], capsys, monkeypatch), work,
+                       ["corrector file", "two_tower.pt", "not found"])
+    stem = tmp_path / "c"
+    rc, out, err = _main_in(work, ["distill", f"data={open_loop}", f"tdmpc_ckpt={tiny_checkpoint}",
+                                   f"save_path={stem}", "corrector_type=two_tower", "epochs=3", "lr=0.01",
+                                   "device=cpu", "torch_threads=1", "progress=false", "mlflow=false",
+                                   "val_fraction=0.5"], capsys, monkeypatch)
+    assert rc == 0, err
+    corrector = tmp_path / "c-two_tower.pt"
+    dagger = tmp_path / "dagger.parquet"
+    rc, out, err = _main_in(work, ["collect", *common, f"output={dagger}", "corrector_type=two_tower",
+                                   f"corrector_checkpoint={corrector}"], capsys, monkeypatch)
+    assert rc == 0, err
+    a, _ = read_corrector_data(open_loop)
+    b, meta = read_corrector_data(dagger)
+    assert meta["executed"] == "corrector (two_tower)" and meta["corrector_sha256"] == sha256_of(corrector)
+    assert a["t"].tolist() == b["t"].tolist()  # the same speculative steps: chunks of 3 from the same starts
+    # t = 1 follows the plan's first action in both (a chunk's first step is never corrected) ...
+    assert np.array_equal(a["z_real"][0], b["z_real"][0]) and np.array_equal(a["a_plan"][0], b["a_plan"][0])
+    # ... t = 2 follows the corrected action of t = 1 in the DAgger data
+    assert not np.array_equal(a["z_real"][1], b["z_real"][1])
+    rc, out, err = _main_in(work, ["distill", f"data={open_loop},{dagger}", f"tdmpc_ckpt={tiny_checkpoint}",
+                                   f"save_path={tmp_path / 'both'}", "corrector_type=two_tower", "epochs=1",
+                                   "device=cpu", "torch_threads=1", "progress=false", "mlflow=false",
+                                   "val_fraction=0.25"], capsys, monkeypatch)
+    assert rc == 0, err
+    card = json.loads((tmp_path / "both-two_tower.json").read_text())
+    assert card["episodes"]["train"] + card["episodes"]["val"] == 4  # two files of two episodes, kept apart
+    assert card["rows"]["train"] + card["rows"]["val"] == len(a["t"]) + len(b["t"])
+    assert [f["executed"] for f in card["data_metadata"]["files"]] == ["plan", "corrector (two_tower)"]

@@ -37,6 +37,27 @@ class ChunkStats:
                 for j in sorted(self.rows)]
 
 
+def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
+    """DAgger: the corrector file whose actions the chunks execute (checked against the teacher here, before
+    anything starts), recorded in the data's metadata; None for open-loop collection."""
+    if cfg.corrector_type == "none":
+        return None
+    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.speculative.comparison import corrector_path
+    from gym_qwen.platform.speculative.correctors import load_corrector
+
+    path = cfg.corrector_checkpoint or corrector_path(cfg.checkpoint, cfg.corrector_type)
+    if not Path(path).is_file():
+        raise ConfigError(f"corrector file {path} not found: distill one with gym-qwen distill, or give "
+                          "corrector_checkpoint=")
+    corrector, _ = load_corrector(path, teacher_sha256=metadata["teacher_sha256"])
+    if corrector.kind != cfg.corrector_type:
+        raise ConfigError(f"{path} is a {corrector.kind} corrector, not {cfg.corrector_type}")
+    metadata.update(executed=f"corrector ({cfg.corrector_type})", corrector_checkpoint=path,
+                    corrector_sha256=sha256_of(path))
+    return path
+
+
 def _collect(cfg: CollectConfig) -> None:
     import torch
 
@@ -57,10 +78,11 @@ def _collect(cfg: CollectConfig) -> None:
     metadata = {"task": ckpt["task"], "teacher_checkpoint": cfg.checkpoint, "teacher_sha256": sha256_of(cfg.checkpoint),
                 "plan_horizon": plan_horizon, "exec_horizon": cfg.spec_exec_horizon, "seed": cfg.seed,
                 "episodes": cfg.episodes, "min_distance": cfg.min_distance, "max_samples": cfg.max_samples,
-                "code_version": code_version()}
+                "code_version": code_version(), "executed": "plan"}
+    corrector_file = _dagger_corrector(cfg, metadata)
     max_rows = None if cfg.max_samples < 0 else cfg.max_samples
     setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
-                  cfg.history_len, cfg.min_distance, metadata)
+                  cfg.history_len, cfg.min_distance, metadata, corrector_file)
     problem = directory_problem(output.parent)
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")

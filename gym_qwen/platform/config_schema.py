@@ -373,7 +373,8 @@ class DistillConfig:
 
     command: ClassVar[str] = "distill"
 
-    data: str = option("", "Corrector data file (Parquet, from gym-qwen collect) (required)")
+    data: str = option("", "Corrector data file (Parquet, from gym-qwen collect) (required); several, comma-separated, "
+                           "train as one (e.g. open-loop and DAgger collections)")
     tdmpc_ckpt: str = option("", "The teacher checkpoint the data was collected with (required; its sha256 must "
                                  "match the data's)")
     save_path: str = option("", "Output stem (required): writes <save_path>-<type>.pt and <save_path>-<type>.json "
@@ -436,17 +437,24 @@ class CollectConfig(RayOptions):
     force: bool = option(False, "Replace an existing output file")
     resume: bool = option(False, "Continue an interrupted collection from the episode shards beside the output "
                                  "(<output>.parts/); episodes already there are not run again")
+    corrector_type: str = option("none", "DAgger: execute this corrector's actions instead of the planned ones "
+                                         "(none = open loop)", choices=CORRECTOR_TYPES)
+    corrector_checkpoint: Optional[str] = option(None, "The corrector file (none = correctors/<teacher stem>-<type>.pt "
+                                                       "beside the teacher)")
     device: str = option("cpu", "Torch device of the in-process collector", choices=("auto", "cpu", "cuda"))
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
 
     def validate(self) -> None:
-        """``checkpoint`` and ``output`` are required; max_samples is -1 or positive."""
+        """``checkpoint`` and ``output`` are required; max_samples is -1 or positive; a corrector file needs a
+        corrector type."""
         _require(bool(self.checkpoint), "checkpoint= is required: a teacher checkpoint such as "
                                         "models/walker-walk-size1-seed1.pt")
         _require(bool(self.output), "output= is required: the Parquet file to write")
         _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
         _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
+        _require(self.corrector_checkpoint is None or self.corrector_type != "none",
+                 "corrector_checkpoint= needs corrector_type=two_tower or temporal")
         if self.task is not None:
             check_task(self.task)
 

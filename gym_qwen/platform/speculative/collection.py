@@ -4,6 +4,10 @@ Each episode executes the planned actions of chunks of k = exec_horizon steps (p
 extended by the policy prior), so the data covers the states speculation reaches; at every speculative step
 j = 1..k-1 the full planner also runs at the real state (on its own random stream) and its first action is the
 teacher's. Collection episodes reset with seed + 20000 + index: never an evaluation episode's start.
+
+With a corrector (DAgger), the chunks execute the corrector's actions instead of the planned ones, so the data
+covers the states the corrected agent reaches, where a corrector trained on open-loop data is off its
+distribution; the rows still hold the plan's action (the corrector's input) and the teacher's (its target).
 """
 from __future__ import annotations
 
@@ -25,13 +29,23 @@ def data_schema(latent_dim: int, action_dim: int, history_len: int, metadata: di
     return schema(latent_dim, action_dim, history_len, feature_dim(latent_dim, action_dim), metadata)
 
 
+def collection_mode(exec_horizon: int, plan_horizon: int, corrected: bool) -> str:
+    """The execution mode of collection chunks: open loop, or (DAgger) corrected within or past the plan."""
+    if not corrected:
+        return "naive"
+    return "spec_corrector" if exec_horizon <= plan_horizon else "spec_extended"
+
+
 def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, history_len: int,
-                         min_distance: float, schema_):
-    """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return."""
+                         min_distance: float, schema_, corrector=None):
+    """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return.
+    `corrector`: execute its actions instead of the planned ones (DAgger)."""
     rows = []
     reset_seed = seed + COLLECT_SEED_OFFSET + index
-    executor = SpeculativeExecutor(agent, SpeculationSettings("naive", exec_horizon, history_len=history_len),
-                                   teacher_seed=derive_seed(reset_seed, 7), on_step=rows.append)
+    mode = collection_mode(exec_horizon, agent.planner.s.horizon, corrector is not None)
+    executor = SpeculativeExecutor(agent, SpeculationSettings(mode, exec_horizon, history_len=history_len),
+                                   corrector=corrector, teacher_seed=derive_seed(reset_seed, 7),
+                                   on_step=rows.append)
     with seeded(reset_seed):
         record = play_episodes(executor, [env], [reset_seed])[0]
     kept = [r for r in rows if r["distance"] >= min_distance]
@@ -44,18 +58,29 @@ def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, h
 
 
 def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_horizon: int, history_len: int,
-                     min_distance: float, metadata: dict) -> dict:
-    """An episode worker's state: the teacher agent, an environment and the data schema."""
+                     min_distance: float, metadata: dict, corrector_file: str | None = None) -> dict:
+    """An episode worker's state: the teacher agent, an environment, the data schema and (DAgger) the corrector
+    of `corrector_file`, checked against the teacher (metadata's teacher_sha256)."""
     from ..checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
+    corrector = None
+    if corrector_file is not None:
+        from .correctors import CorrectorError, load_corrector
+
+        corrector, _ = load_corrector(corrector_file, teacher_sha256=metadata.get("teacher_sha256"),
+                                      latent_dim=agent.model.dims.latent_dim, device=agent.device)
+        if corrector.kind == "temporal" and corrector.hyperparameters()["history_len"] != history_len:
+            raise CorrectorError(f"corrector {corrector_file} reads {corrector.hyperparameters()['history_len']} "
+                                 f"mismatch features; use history_len={corrector.hyperparameters()['history_len']}")
     return {"agent": agent, "env": make_env(ckpt["task"], seed), "seed": seed, "k": exec_horizon,
-            "history_len": history_len, "min_distance": min_distance,
+            "history_len": history_len, "min_distance": min_distance, "corrector": corrector,
             "schema": data_schema(agent.model.dims.latent_dim, agent.model.dims.action_dim, history_len, metadata)}
 
 
 def collection_episode(state: dict, index: int):
     """Per-episode function of the episode farm: the rows of collection episode `index`."""
     table, _ = collect_episode_rows(state["agent"], state["env"], state["seed"], index, state["k"],
-                                    state["history_len"], state["min_distance"], state["schema"])
+                                    state["history_len"], state["min_distance"], state["schema"],
+                                    state.get("corrector"))
     return table

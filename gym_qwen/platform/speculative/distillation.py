@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from gym_qwen.platform.checkpoints import atomic_write_bytes, code_version, load_checkpoint
 from gym_qwen.platform.config import config_to_dict
+from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.tracking import Tracker
 
@@ -30,6 +31,7 @@ INPUTS = ("z_real", "z_pred", "a_plan", "history", "history_mask")
 # Keys that do not change what is learned: left out of the reproducing command on the card.
 BOOKKEEPING = ("force", "device", "torch_threads", "progress", "mlflow", "mlflow_experiment")
 EVAL_BATCH = 4096
+EPISODES_PER_FILE = 1_000_000  # episode ids of the i-th data file start at i * this
 
 
 def kinds_of(corrector_type: str) -> tuple[str, ...]:
@@ -60,33 +62,46 @@ def split_episodes(episodes: np.ndarray, val_fraction: float, seed: int) -> np.n
     return np.isin(episodes, val)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def data_files(data: str) -> list[str]:
+    """The corrector data files of `data=` (comma-separated: open-loop and DAgger collections together)."""
+    return [p.strip() for p in data.split(",") if p.strip()]
+
+
+def _read_checked(path: str, sha: str, teacher: str, latent: int, action_dim: int, history_len: int):
+    columns, info = read_corrector_data(path, latent_dim=latent)
+    theirs = info.get("teacher_sha256")
+    if theirs is None:
+        raise CorrectorDataError(f"{path} does not name its teacher (no teacher_sha256 in its metadata): "
+                                 "collect it with gym-qwen collect")
+    if theirs != sha:
+        raise CorrectorDataError(f"{path} was collected with teacher sha256 {theirs[:12]}... but "
+                                 f"{teacher} is {sha[:12]}...: give the teacher the data was collected with")
+    if int(info["action_dim"]) != action_dim:
+        raise CorrectorDataError(f"{path} holds actions of size {info['action_dim']} but the teacher's are "
+                                 f"of size {action_dim}")
+    if int(info["history_len"]) != history_len:
+        raise CorrectorError(f"history_len={history_len} but {path} was collected with history_len="
+                             f"{info['history_len']}: use history_len={info['history_len']}")
+    return columns, info
 
 
 def _load_inputs(cfg):
-    """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done."""
+    """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done.
+    Several files are read as one data set: their episodes stay apart (file i's episode e becomes
+    i * EPISODES_PER_FILE + e), so validation still holds out whole episodes."""
     from gym_qwen.platform.checkpoints import sha256_of
 
     ckpt = load_checkpoint(cfg.tdmpc_ckpt)
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])
     sha = sha256_of(cfg.tdmpc_ckpt)
-    columns, info = read_corrector_data(cfg.data, latent_dim=latent)
-    theirs = info.get("teacher_sha256")
-    if theirs is None:
-        raise CorrectorDataError(f"{cfg.data} does not name its teacher (no teacher_sha256 in its metadata): "
-                                 "collect it with gym-qwen collect")
-    if theirs != sha:
-        raise CorrectorDataError(f"{cfg.data} was collected with teacher sha256 {theirs[:12]}... but "
-                                 f"{cfg.tdmpc_ckpt} is {sha[:12]}...: give the teacher the data was collected with")
-    if int(info["action_dim"]) != action_dim:
-        raise CorrectorDataError(f"{cfg.data} holds actions of size {info['action_dim']} but the teacher's are "
-                                 f"of size {action_dim}")
-    if int(info["history_len"]) != cfg.history_len:
-        raise CorrectorError(f"history_len={cfg.history_len} but {cfg.data} was collected with history_len="
-                             f"{info['history_len']}: use history_len={info['history_len']}")
+    parts, infos = [], []
+    for i, path in enumerate(data_files(cfg.data)):
+        columns, info = _read_checked(path, sha, cfg.tdmpc_ckpt, latent, action_dim, cfg.history_len)
+        columns["episode"] = columns["episode"] + i * EPISODES_PER_FILE
+        parts.append(columns)
+        infos.append(info)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
+    info = infos[0] if len(infos) == 1 else {**infos[0], "files": infos}
     keep = np.ones(len(columns["episode"]), dtype=bool)
     if cfg.max_step_in_chunk is not None:
         keep = columns["step_in_chunk"] <= cfg.max_step_in_chunk
@@ -189,7 +204,7 @@ def distill(cfg, show_progress: bool = True) -> dict:
     existing = [str(p) for pair in paths.values() for p in pair if p.exists()]
     if existing and not cfg.force:
         raise CorrectorError(f"{existing[0]} exists: choose another save_path or add force=true to replace it")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     data, info, ckpt, sha = _load_inputs(cfg)
     dims = {"latent_dim": int(info["latent_dim"]), "action_dim": int(info["action_dim"]),
             "history_len": int(info["history_len"])}
