@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import re
 import socket
 from pathlib import Path
@@ -106,4 +107,35 @@ def test_bad_input(command, says, inputs, dead_address, tmp_path, capsys, monkey
     rc = main(args)
     captured = capsys.readouterr()
     _assert_user_error(rc, captured.out, captured.err, cwd, [fill(says)])
+    assert _state(inputs) == before
+
+
+FULL_DISK = {  # a command (placeholders as in the table) -> the file its one line names
+    "evaluate": ("evaluate checkpoint={fx}/ckpt/agent.pt episodes=1 progress=false output=out/ev.json", "ev.json"),
+    "train": ("train task=cartpole-balance steps=2000 mlflow=false output_dir=runs", "config.yaml"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_DISK))
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(name, inputs, tmp_path):
+    """Writes fail as on a full disk (a file-size limit of 0 bytes on the command's process: EFBIG, the same
+    handling as ENOSPC): exit 2, one line naming the file, no traceback, no temp file or folder left."""
+    import resource
+    import subprocess
+
+    from test_cli import GYM_QWEN
+
+    command, file = FULL_DISK[name]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before = _state(inputs)
+    done = subprocess.run([GYM_QWEN, *command.replace("{fx}", str(inputs)).split()], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith(f"gym-qwen {name}: error: cannot write") and file in lines[0], lines[0]
+    assert "File too large" in lines[0]
+    assert sorted(p.name for p in cwd.rglob("*")) == [], "a failed write left files or folders"
     assert _state(inputs) == before

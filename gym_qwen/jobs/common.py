@@ -1,6 +1,7 @@
 """What every job shares: parsing its config, turning user errors into one line and exit code 2."""
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Callable
 
@@ -11,6 +12,8 @@ from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 from gym_qwen.platform.speculative.correctors import CorrectorError
 
 USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError, CorrectorDataError, CorrectorError)
+# A write that fails for want of space (a full disk, a quota, a file-size limit) is the machine's state, not a bug
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_errors: tuple = ()) -> int:
@@ -29,6 +32,13 @@ def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_
     except KeyboardInterrupt:
         print(f"gym-qwen {command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"gym-qwen {command}: error: cannot write{where}: {e.strerror} (free some space and run it again; "
+              "files written before were left as they were)", file=sys.stderr)
+        return 2
     return 0 if result is None else int(result)
 
 

@@ -9,13 +9,11 @@ The schemas themselves live in :mod:`gym_qwen.platform.config_schema` and are re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import functools
 import math
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -319,23 +317,11 @@ def load_config(schema: type[T], path: str | os.PathLike) -> T:
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML atomically (temp file in the same directory, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``cfg`` as YAML atomically (checkpoints.atomic_write_bytes: temp file, fsync, rename, folder fsync)."""
+    from .checkpoints import atomic_write_bytes  # torch is not loaded by reading configs
+
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # --- help text -----------------------------------------------------------------------------------
