@@ -132,6 +132,24 @@ def comparison_record(task: str, results: list[tuple[ExecutionSpec, object]], ba
     return {"task": task, "baseline_return": baseline_mean, "settings": out}
 
 
+PLOT_MODES = {"baseline": "baseline", "naive": "naive", "spec_corrector": "corrected", "spec_extended": "extended",
+              "adaptive": "adaptive"}
+PLOT_CORRECTORS = {"none": "", "two_tower": " 2-tower", "temporal": " temporal"}
+
+
+def _plot_label(s: dict) -> str:
+    """A setting's short name on the plot (the table and the JSON keep the full one)."""
+    name = PLOT_MODES.get(s["mode"], s["mode"])
+    if s["mode"] != "baseline":
+        name += f" k={s['k']}"
+    name += PLOT_CORRECTORS.get(s["corrector"], f" {s['corrector']}")
+    if s["planner_overrides"]:
+        over = dict(s["planner_overrides"])
+        name = f"cheap {over.get('num_samples', '?')}x{over.get('iterations', '?')}" + (
+            "" if s["mode"] == "baseline" else f" + {name}")
+    return name
+
+
 def plot_comparison(record: dict, path: str | Path) -> Path:
     """Two panels: return against planner calls per step, and against ms per step; one marker per setting with
     its standard error, baseline dashed. Written atomically as PNG, the numbers as JSON beside it."""
@@ -154,14 +172,16 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
             marker = {"none": "o", "two_tower": "s", "temporal": "^"}[s["corrector"]]
             err = s["return_stderr"] if s["return_stderr"] == s["return_stderr"] else 0.0
             ax.errorbar(s[xkey], s["return_mean"], yerr=err, fmt=marker, color=color, capsize=3)
-            ax.annotate(s["setting"], (s[xkey], s["return_mean"]), fontsize=6.5, xytext=(4, 3),
-                        textcoords="offset points")
+            label = ax.annotate(_plot_label(s), (s[xkey], s["return_mean"]), fontsize=7, xytext=(4, 3),
+                                textcoords="offset points", clip_on=True)
+            label.set_in_layout(False)  # long labels must not squeeze the panels
         if record["baseline_return"]:
             ax.axhline(record["baseline_return"], color="black", lw=0.8, ls="--")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("return (mean ± s.e.)")
         ax.grid(alpha=0.3)
-    axes[0].set_xlim(left=0)
+    axes[0].set_xlim(0, 1.22)  # room for the labels of the settings that plan every step
+    axes[1].set_xlim(0, 1.3 * max(s["ms_per_decision"] for s in record["settings"]))
     fig.suptitle(f"{record['task']}: speculative execution (black baseline, orange cheap planner, red naive, "
                  "blue/purple corrected, green adaptive; o none, s two-tower, ^ temporal)", fontsize=9)
     fig.tight_layout()
