@@ -236,3 +236,45 @@ def test_a_sweep_submitted_to_a_local_cluster(local_cluster, tmp_path):
     trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
     assert sorted(r.data.params["mode"] for r in trials) == ["baseline", "naive"]
     assert all(r.info.status == "FINISHED" for r in trials)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_training_job_stopped_with_ray_job_stop_resumes_when_resubmitted(local_cluster, tmp_path):
+    """`ray job stop` during training: the driver gets SIGTERM, writes a final checkpoint and stops; the same job
+    submitted again with resume=true finishes the run from it, every episode exactly once."""
+    import torch
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    address, env, token = local_cluster
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    runs = tmp_path / "runs"
+    train = ["gym-qwen", "train", *TINY, f"task={TINY_TASK}", "steps=8000", "eval_freq=0", "checkpoint_freq=2000",
+             "num_workers=1", "mlflow=false", f"output_dir={runs}"]
+    state = runs / TINY_TASK / "default" / "seed1" / "train_state.pt"
+    job_id = _submit(client, entrypoint=" ".join(train), runtime_env=_runtime_env(env))
+    deadline = time.time() + 600
+    while not state.exists() and time.time() < deadline:
+        assert client.get_job_status(job_id) in {JobStatus.PENDING, JobStatus.RUNNING}, client.get_job_logs(job_id)
+        time.sleep(1)
+    assert state.exists()
+    stop = subprocess.run([str(VENV_BIN / "ray"), "job", "stop", "--address", address, job_id], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    while client.get_job_status(job_id) not in {JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED}:
+        time.sleep(1)
+    assert client.get_job_status(job_id) == JobStatus.STOPPED
+    logs = client.get_job_logs(job_id)
+    assert "stopped by SIGTERM" in logs and "continue with resume=true" in logs, logs[-2000:]
+    stopped_at = torch.load(state, weights_only=True)["learner"]["decisions"]
+    assert 0 < stopped_at < 4000
+
+    again = _submit(client, entrypoint=" ".join([*train, "resume=true"]), runtime_env=_runtime_env(env))
+    deadline = time.time() + 900
+    while (status := client.get_job_status(again)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                            JobStatus.STOPPED} and time.time() < deadline:
+        time.sleep(2)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(again)[-3000:]
+    final = torch.load(state, weights_only=True)
+    assert final["learner"]["decisions"] == 4000
+    assert sorted(int(e["episode_id"]) for e in final["buffer"]["episodes"]) == list(range(8))

@@ -174,3 +174,53 @@ def test_failure_after_the_actors_started_leaves_no_ray_behind(tmp_path, monkeyp
         trainer.train(cfg, RayTrainingBackend)
     assert started == [True]
     assert not ray.is_initialized()
+
+
+def _session_processes(sid: int, name: str) -> list[int]:
+    """Processes of the session `sid` whose command line holds `name` (Ray's actors of a job started in its own
+    session run in it)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.getsid(int(d)) == sid and name in open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace"):
+                found.append(int(d))
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_learner_fails_the_run_in_one_line_and_resume_continues(tmp_path):
+    """SIGKILL to the learner actor mid-run: the job ends with one line naming the learner (no traceback, exit
+    1), the last checkpoint loads, and resume=true finishes the run with every episode exactly once."""
+    args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "mlflow=false", "steps=6000",
+            "eval_freq=0", "checkpoint_freq=2000", "num_workers=1", "worker_cpus=0.5", "learner_cpus=0.5"]
+    state = tmp_path / "runs" / TINY_TASK / "default" / "seed1" / "train_state.pt"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    job = subprocess.Popen([GYM_QWEN, "train", *args], cwd=tmp_path, env=env, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not state.exists() and time.time() < deadline and job.poll() is None:
+            time.sleep(0.5)
+        assert state.exists(), job.communicate(timeout=30)[1][-2000:]
+        learners = _session_processes(job.pid, "LearnerActor")
+        assert len(learners) == 1, learners
+        os.kill(learners[0], signal.SIGKILL)
+        out, err = job.communicate(timeout=300)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    lines = [line for line in err.splitlines() if line.startswith("gym-qwen")]
+    assert job.returncode == 1, err[-2000:]
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("gym-qwen train: error: the learner") and "died" in lines[0]
+    saved = torch.load(state, weights_only=True)  # the last checkpoint is whole
+    assert 0 < saved["learner"]["decisions"] < 3000
+    done = subprocess.run([GYM_QWEN, "train", *args, "resume=true"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = torch.load(state, weights_only=True)
+    assert final["learner"]["decisions"] == 3000 and _episode_ids(state) == list(range(6))

@@ -126,6 +126,11 @@ class DemoStageError(RuntimeError):
     """A stage of the demo (collect, distill, sweep) failed; it has printed why."""
 
 
+def _name(s) -> str:
+    """A setting as a person says it: the cheap planner is not called a baseline."""
+    return f"the cheap planner ({s.label.split('(', 1)[1]}" if s.mode == "baseline" and s.planner else s.label
+
+
 def _conclusion(settings: list, trial_episodes: int) -> list[str]:
     """What the comparison says, in words: the baseline, and the setting with the fewest planner calls per step
     that keeps 95% of its return."""
@@ -136,13 +141,13 @@ def _conclusion(settings: list, trial_episodes: int) -> list[str]:
     kept = [s for s in settings if s is not base and s.retained is not None and s.retained >= 0.95]
     fewest = min((s for s in kept if s.mode != "baseline"), key=lambda s: s.planner_calls_per_step, default=None)
     if fewest is not None:
-        lines.append(f"Fewest planner calls keeping 95% of it: {fewest.label}: {fewest.return_mean:.1f} "
+        lines.append(f"Fewest planner calls keeping 95% of it: {_name(fewest)}: {fewest.return_mean:.1f} "
                      f"({100 * fewest.retained:.1f}%) at {fewest.planner_calls_per_step:.3f} planner calls per step "
                      f"(one plan per {1 / fewest.planner_calls_per_step:.1f} steps), {fewest.ms_per_step:.0f} ms per "
                      "step.")
     fastest = min(kept, key=lambda s: s.ms_per_step, default=None)
     if fastest is not None and fastest is not fewest:
-        lines.append(f"Fastest keeping 95%: {fastest.label}: {fastest.return_mean:.1f} "
+        lines.append(f"Fastest keeping 95%: {_name(fastest)}: {fastest.return_mean:.1f} "
                      f"({100 * fastest.retained:.1f}%) at {fastest.ms_per_step:.0f} ms per step.")
     if trial_episodes < 5:
         lines.append(f"Each setting ran {trial_episodes} episode{'s' if trial_episodes > 1 else ''} (same seeds): "
