@@ -68,6 +68,7 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     assert "demo finished in" in out
 
 
+@pytest.mark.slow  # trains for 1,000 steps: about a minute in the suite
 def test_train_true_trains_a_small_agent_and_prints_it_beside_random_actions(tmp_path, capsys, monkeypatch):
     """The first demo (train=true teacher=none): a small TD-MPC2 trained briefly, evaluated beside random actions."""
     args = ["demo", "train=true", "teacher=none", "steps=1000", "seed_steps=250", "episodes=1", "seed=3",

@@ -101,6 +101,7 @@ def test_two_workers_with_two_envs_each(ray_local, tmp_path, monkeypatch):
     assert stats["updates"] == 2500 and len(state.episode_returns) == 5
 
 
+@pytest.mark.slow  # a kill -9 drill: about 100 s alone on 2 cores, 170 s in the suite
 def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     args = [*TINY, f"task={TINY_TASK}", f"output_dir={tmp_path / 'runs'}", "mlflow=false", "steps=6000",
             "eval_freq=0", "checkpoint_freq=2000", "num_workers=2", "worker_cpus=0.5", "learner_cpus=0.5"]
