@@ -146,6 +146,10 @@ def test_load_refusals(tmp_path):
     assert f"size {L}" in message and f"size is {L * 2}" in message
     message = one_line_error(good, teacher_sha256="cd" * 32)
     assert "abababababab" in message and "cdcdcdcdcdcd" in message and "distill one for this teacher" in message
+    temporal = save_corrector(tmp_path / "temporal.pt", make("temporal"), {"teacher_sha256": SHA})
+    assert f"reads {K} mismatch features; use history_len={K}" in one_line_error(temporal, history_len=K + 1)
+    load_corrector(temporal, history_len=K)
+    load_corrector(good, history_len=K + 1)  # a two-tower corrector reads no history
 
 
 # --- distillation --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
     if not Path(path).is_file():
         raise ConfigError(f"corrector file {path} not found: distill one with gym-qwen distill, or give "
                           "corrector_checkpoint=")
-    corrector, _ = load_corrector(path, teacher_sha256=metadata["teacher_sha256"])
+    corrector, _ = load_corrector(path, teacher_sha256=metadata["teacher_sha256"], history_len=cfg.history_len)
     if corrector.kind != cfg.corrector_type:
         raise ConfigError(f"{path} is a {corrector.kind} corrector, not {cfg.corrector_type}")
     metadata.update(executed=f"corrector ({cfg.corrector_type})", corrector_checkpoint=path,

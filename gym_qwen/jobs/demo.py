@@ -162,28 +162,32 @@ def _sweep_overrides(cfg: DemoConfig, teacher: str) -> tuple[dict, dict]:
             {"checkpoint": teacher, "episodes": cfg.trial_episodes, "seed": cfg.seed})
 
 
-def _check_sweep(cfg: DemoConfig, teacher: str) -> None:
-    """The sweep file and its trials are checked before anything runs (with full=true the correctors do not exist
-    yet: then only the file and the keys)."""
-    from gym_qwen.platform.sweeps.setting import resolve_sweep
-    from gym_qwen.platform.sweeps.spec import load_sweep
+def _sweep_arguments(cfg: DemoConfig, teacher: str, root: Path) -> tuple:
+    """run_sweep_file's (SweepConfig, command_line, fixed) for the demo's sweep of `teacher`."""
+    from gym_qwen.platform.config import SweepConfig, config_from_dict
 
-    sweep = load_sweep(cfg.sweep, *_sweep_overrides(cfg, teacher))
-    if not cfg.full:
-        resolve_sweep(sweep, ".")
+    command_line, fixed = _sweep_overrides(cfg, teacher)
+    return config_from_dict(SweepConfig, {"file": cfg.sweep}), {**command_line, "storage": str(root / "sweep")}, fixed
 
 
-def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path) -> int:
+def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
+    """The sweep file and its trials, checked before anything runs; the check is handed on to the sweep. With
+    full=true the correctors do not exist yet: then only the file and the keys are checked (returns None)."""
+    from gym_qwen.jobs.sweep import check_sweep_file
+
+    checked = check_sweep_file(*_sweep_arguments(cfg, teacher, root), resolve=not cfg.full)
+    return None if cfg.full else checked
+
+
+def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple | None) -> int:
     from gym_qwen.jobs.compare import compare_runs
     from gym_qwen.jobs.sweep import run_sweep_file
-    from gym_qwen.platform.config import CompareConfig, SweepConfig, config_from_dict
+    from gym_qwen.platform.config import CompareConfig, config_from_dict
     from gym_qwen.platform.tracking import default_tracking_uri
 
     _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "
            f"{cfg.max_concurrent} trials at once)")
-    sweep_cfg = config_from_dict(SweepConfig, {"file": cfg.sweep})
-    command_line, fixed = _sweep_overrides(cfg, teacher)
-    rc, sweep_id = run_sweep_file(sweep_cfg, {**command_line, "storage": str(root / "sweep")}, fixed)
+    rc, sweep_id = run_sweep_file(*_sweep_arguments(cfg, teacher, root), checked=checked)
     if rc or sweep_id is None:
         raise DemoStageError(f"the sweep did not finish (exit {rc}; see above)")
     _stage(f"comparing the sweep's settings (gym-qwen compare sweep={sweep_id})")
@@ -202,8 +206,7 @@ def _demo(cfg: DemoConfig) -> int:
     started = time.perf_counter()
     root = Path(cfg.output_dir) / "demo" / time.strftime("%Y%m%d-%H%M%S")
     teacher = _teacher_file(cfg)
-    if teacher:
-        _check_sweep(cfg, teacher)
+    checked = _check_sweep(cfg, teacher, root) if teacher else None
     print("Gym Qwen demo: how much replanning does a TD-MPC2 agent need? "
           + (f"A sweep of speculative execution settings on {teacher}, then their comparison; " if teacher else "")
           + f"everything under {root}.", flush=True)
@@ -214,7 +217,7 @@ def _demo(cfg: DemoConfig) -> int:
     try:
         if cfg.full:
             teacher = _own_correctors(cfg, teacher, root)
-        rc = _sweep_and_compare(cfg, teacher, root)
+        rc = _sweep_and_compare(cfg, teacher, root, checked)
     except DemoStageError as e:
         print(f"gym-qwen demo: {e}", file=sys.stderr)
         return 1

@@ -51,7 +51,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
-    from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, resolve_setting
+    from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, planning_horizon, resolve_setting
 
     from gym_qwen.platform.checkpoints import directory_problem
     from gym_qwen.platform.config import ConfigError
@@ -70,7 +70,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         overrides = agent_overrides(cfg, explicit, resolved)
         if note:
             print(note)
-        specs, notes = all_specs(cfg, int(overrides.get("horizon", ckpt["config"].get("horizon", 3))))
+        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides))
         for line in notes:
             print(line)
     else:  # the setting a sweep trial with the same keys runs

@@ -47,19 +47,28 @@ def _sweep(cfg: SweepConfig, command_line: dict) -> int:
     return run_sweep_file(cfg, command_line)[0]
 
 
-def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = None) -> tuple[int, str | None]:
-    """Check and run the sweep of `cfg.file` (`command_line`: its SweepConfig keys given on the command line;
-    `fixed`: trial keys set over the file's `fixed:`). Returns the exit status and the sweep id (None when
-    nothing ran)."""
+def check_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = None, resolve: bool = True):
+    """The sweep of `cfg.file` (`command_line`: its SweepConfig keys given on the command line; `fixed`: trial keys
+    set over the file's `fixed:`), checked: (sweep, its trials' settings, {checkpoint: sha256}). With
+    resolve=False only the file and its keys are checked (settings and shas are None)."""
     from gym_qwen.platform.sweeps.setting import resolve_sweep
     from gym_qwen.platform.sweeps.spec import load_sweep
 
     sweep = load_sweep(cfg.file, command_line, fixed)
-    s = sweep.settings
-    if s.search == "optuna":
+    if sweep.settings.search == "optuna":
         raise ConfigError("search=optuna is not built yet; use search=grid")
+    if not resolve:
+        return sweep, None, None
+    return (sweep, *resolve_sweep(sweep, os.getcwd()))
+
+
+def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = None,
+                   checked: tuple | None = None) -> tuple[int, str | None]:
+    """Check (unless `checked` is what check_sweep_file returned for the same arguments) and run the sweep of
+    `cfg.file`. Returns the exit status and the sweep id (None when nothing ran)."""
+    sweep, settings, shas = checked or check_sweep_file(cfg, command_line, fixed)
+    s = sweep.settings
     workdir = os.getcwd()
-    settings, shas = resolve_sweep(sweep, workdir)
     for line in sweep.notes:
         print(f"note: {line}")
     if s.dry_run:

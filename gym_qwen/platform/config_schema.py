@@ -402,9 +402,15 @@ class DistillConfig:
     mlflow: bool = option(True, "Log parameters and train/val curves to MLflow")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
 
+    @property
+    def data_files(self) -> list[str]:
+        """The corrector data files of `data=` (comma-separated: open-loop and DAgger collections together)."""
+        return [p.strip() for p in self.data.split(",") if p.strip()]
+
     def validate(self) -> None:
         """``data``, ``tdmpc_ckpt`` and ``save_path`` are required; 0 < val_fraction < 1; cuda must exist."""
-        _require(bool(self.data), "data= is required: a corrector data file from gym-qwen collect")
+        _require(bool(self.data_files), f"data={self.data!r} names no file: give a corrector data file from "
+                                        "gym-qwen collect (several, comma-separated)")
         _require(bool(self.tdmpc_ckpt), "tdmpc_ckpt= is required: the teacher checkpoint the data was collected with")
         _require(bool(self.save_path), "save_path= is required: the output stem, e.g. models/walker-walk-size1-seed1")
         _require(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be > 0 and < 1")

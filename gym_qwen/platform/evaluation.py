@@ -155,14 +155,11 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
     """The corrector an ExecutionSpec names (None when it names none), checked against the teacher."""
     if execution is None or execution.corrector_checkpoint is None:
         return None
-    from .speculative.correctors import CorrectorError, load_corrector
+    from .speculative.correctors import load_corrector
 
     corrector, _ = load_corrector(execution.corrector_checkpoint, teacher_sha256=teacher_sha256,
-                                  latent_dim=agent.model.dims.latent_dim, device=agent.device)
-    theirs = corrector.hyperparameters()["history_len"]
-    if corrector.kind == "temporal" and theirs != execution.settings.history_len:
-        raise CorrectorError(f"corrector {execution.corrector_checkpoint} reads {theirs} mismatch features; "
-                             f"use history_len={theirs}")
+                                  latent_dim=agent.model.dims.latent_dim, history_len=execution.settings.history_len,
+                                  device=agent.device)
     return corrector
 
 

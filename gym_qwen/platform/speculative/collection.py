@@ -66,13 +66,11 @@ def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_h
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     corrector = None
     if corrector_file is not None:
-        from .correctors import CorrectorError, load_corrector
+        from .correctors import load_corrector
 
         corrector, _ = load_corrector(corrector_file, teacher_sha256=metadata.get("teacher_sha256"),
-                                      latent_dim=agent.model.dims.latent_dim, device=agent.device)
-        if corrector.kind == "temporal" and corrector.hyperparameters()["history_len"] != history_len:
-            raise CorrectorError(f"corrector {corrector_file} reads {corrector.hyperparameters()['history_len']} "
-                                 f"mismatch features; use history_len={corrector.hyperparameters()['history_len']}")
+                                      latent_dim=agent.model.dims.latent_dim, history_len=history_len,
+                                      device=agent.device)
     return {"agent": agent, "env": make_env(ckpt["task"], seed), "seed": seed, "k": exec_horizon,
             "history_len": history_len, "min_distance": min_distance, "corrector": corrector,
             "schema": data_schema(agent.model.dims.latent_dim, agent.model.dims.action_dim, history_len, metadata)}

@@ -161,9 +161,10 @@ def _short(sha: str | None) -> str:
 
 
 def load_corrector(path: str | os.PathLike, *, teacher_sha256: str | None = None, latent_dim: int | None = None,
-                   device: str | torch.device = "cpu") -> tuple[Corrector, dict]:
+                   history_len: int | None = None, device: str | torch.device = "cpu") -> tuple[Corrector, dict]:
     """(corrector in eval mode on `device`, meta). Checks, when given, that it was distilled from the teacher
-    whose checkpoint file has `teacher_sha256` and that it takes latents of `latent_dim`; CorrectorError if not."""
+    whose checkpoint file has `teacher_sha256`, that it takes latents of `latent_dim` and (temporal) that it reads
+    the `history_len` mismatch features the executor will give it; CorrectorError if not."""
     path = Path(path)
     data = _read(path)
     meta, hp = dict(data.get("meta") or {}), dict(data.get("hyperparameters") or {})
@@ -184,4 +185,7 @@ def load_corrector(path: str | os.PathLike, *, teacher_sha256: str | None = None
     except (KeyError, RuntimeError) as e:
         reason = re.sub(r"\s+", " ", str(e))[:200]
         raise CorrectorError(f"corrector {path} has weights that do not fit a {kind} corrector: {reason}") from None
+    reads = hp.get("history_len")
+    if history_len is not None and kind == "temporal" and reads != int(history_len):
+        raise CorrectorError(f"corrector {path} reads {reads} mismatch features; use history_len={reads}")
     return corrector.to(device).eval(), meta

@@ -62,11 +62,6 @@ def split_episodes(episodes: np.ndarray, val_fraction: float, seed: int) -> np.n
     return np.isin(episodes, val)
 
 
-def data_files(data: str) -> list[str]:
-    """The corrector data files of `data=` (comma-separated: open-loop and DAgger collections together)."""
-    return [p.strip() for p in data.split(",") if p.strip()]
-
-
 def _read_checked(path: str, sha: str, teacher: str, latent: int, action_dim: int, history_len: int):
     columns, info = read_corrector_data(path, latent_dim=latent)
     theirs = info.get("teacher_sha256")
@@ -95,7 +90,7 @@ def _load_inputs(cfg):
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])
     sha = sha256_of(cfg.tdmpc_ckpt)
     parts, infos = [], []
-    for i, path in enumerate(data_files(cfg.data)):
+    for i, path in enumerate(cfg.data_files):
         columns, info = _read_checked(path, sha, cfg.tdmpc_ckpt, latent, action_dim, cfg.history_len)
         columns["episode"] = columns["episode"] + i * EPISODES_PER_FILE
         parts.append(columns)

@@ -51,6 +51,11 @@ def agent_overrides(cfg, given: set, resolved: dict) -> dict:
     return overrides
 
 
+def planning_horizon(ckpt: dict, overrides: dict) -> int:
+    """The horizon the teacher of `ckpt` plans with under agent `overrides` (horizon= wins over the checkpoint's)."""
+    return int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
+
+
 def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSetting:
     """The setting `gym-qwen evaluate` runs for `cfg` (an EvaluateConfig whose explicitly set keys are `given`)
     on the checkpoint `ckpt`: agent overrides, alias resolution, spec_plan_horizon, the mode's default k, and the
@@ -62,7 +67,7 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
                               corrector_checkpoint=absolute(cfg.corrector_checkpoint, workdir))
     resolved, note = resolve_mode(cfg)
     overrides = agent_overrides(cfg, given, resolved)
-    teacher_horizon = int(overrides.get("horizon", ckpt["config"].get("horizon", 3)))
+    teacher_horizon = planning_horizon(ckpt, overrides)
     spec = single_spec(cfg, resolved, teacher_horizon)
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     return TrialSetting(checkpoint, overrides, spec, planner, note)
@@ -106,11 +111,8 @@ def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]
             spec = setting.spec
             if spec.corrector_checkpoint and (spec.corrector_checkpoint, spec.settings.history_len) not in correctors:
                 latent = config_from_dict(TrainConfig, ckpt["config"]).arch()["latent_dim"]
-                corrector, _ = load_corrector(spec.corrector_checkpoint, teacher_sha256=shas[path], latent_dim=latent)
-                theirs = corrector.hyperparameters()["history_len"]
-                if corrector.kind == "temporal" and theirs != spec.settings.history_len:
-                    raise CorrectorError(f"corrector {spec.corrector_checkpoint} reads {theirs} mismatch features; "
-                                         f"use history_len={theirs}")
+                load_corrector(spec.corrector_checkpoint, teacher_sha256=shas[path], latent_dim=latent,
+                               history_len=spec.settings.history_len)
                 correctors.add((spec.corrector_checkpoint, spec.settings.history_len))
         except (ConfigError, CorrectorError, CheckpointError) as e:
             raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
