@@ -58,7 +58,29 @@ BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
                  ["spec_exec_horizon='three' is not an int"]),
     "top-out-of-range": (FIXED + "max_failures: -1\ngrid: {mode: naive}\n", ["max_failures=-1 is out of range"]),
     "search-choice": (FIXED + "search: random\ngrid: {mode: naive}\n", ["search='random' is not one of"]),
-    "optuna-not-built": (FIXED + "search: optuna\ngrid: {mode: naive}\n", ["search=optuna is not built yet"]),
+    "optuna-with-grid": (FIXED + "search: optuna\ngrid: {mode: naive}\n", ["grid: is for search: grid"]),
+    "optuna-no-space": (FIXED + "search: optuna\n", ["search: optuna needs a space:"]),
+    "space-with-grid-search": (FIXED + "space: {mismatch_threshold: {low: 0.1, high: 1}}\ngrid: {mode: naive}\n",
+                               ["space: is for search: optuna"]),
+    "space-unknown-key": (FIXED + "search: optuna\nspace: {treshold: [1, 2]}\n",
+                          ["space", "unknown key 'treshold'"]),
+    "space-bad-range": (FIXED + "search: optuna\nspace: {mismatch_threshold: {low: 1.0, high: 0.5}}\n",
+                        ["mismatch_threshold: low=1.0 and high=0.5 must be numbers with low < high"]),
+    "space-log-zero": (FIXED + "search: optuna\nspace: {mismatch_threshold: {low: 0, high: 1, log: true}}\n",
+                       ["a log range needs low > 0"]),
+    "space-not-range": (FIXED + "search: optuna\nspace: {mismatch_threshold: 0.5}\n",
+                        ["give a list of values or a range"]),
+    "space-empty-choice": (FIXED + "search: optuna\nspace: {corrector_type: []}\n", ["[] is an empty choice"]),
+    "space-resources": (FIXED + "search: optuna\nspace: {num_workers: [0, 2]}\n", ["num_workers cannot be searched"]),
+    "space-and-fixed": (FIXED + "search: optuna\nspace: {episodes: [1, 2]}\n", ["episodes cannot be searched"]),
+    "space-corner-out-of-range": (FIXED + "search: optuna\nspace: {mode: [naive], spec_exec_horizon: "
+                                  "{low: 0, high: 4}}\n", ["space corner", "spec_exec_horizon=0 is out of range"]),
+    "space-corner-corrector": (FIXED + "search: optuna\nspace: {mode: [adaptive], corrector_type: [none, "
+                               "temporal]}\n", ["corrector file", "not found"]),
+    "objective-unknown": (FIXED + "search: optuna\nobjectives: [return_mean:max, speed:min]\n"
+                          "space: {mode: [naive]}\n", ["objectives", "unknown key 'speed'"]),
+    "objective-direction": (FIXED + "search: optuna\nobjectives: [return_mean:up]\nspace: {mode: [naive]}\n",
+                            ["'return_mean:up' must be METRIC:max or METRIC:min"]),
     "not-swept": (FIXED + "grid: {mode: naive, plot: x.png}\n", ["plot cannot be set in a sweep"]),
     "num-envs": (FIXED + "grid: {mode: naive, num_envs: 4}\n", ["num_envs cannot be set in a sweep"]),
     "mode-all": (FIXED + "grid: {mode: all}\n", ["mode=all compares inside one process"]),
@@ -135,6 +157,56 @@ def test_families_expand_to_the_union_of_their_grids_and_equal_trials_run_once(c
     assert load_sweep(str(moved)).fingerprint != sweep.fingerprint
 
 
+def test_a_search_space_is_parsed_and_every_corner_checked(ckpt, tmp_path):
+    from gym_qwen.platform.sweeps.spec import load_sweep
+
+    path = _write(tmp_path / "o.yaml", f"search: optuna\nnum_trials: 5\nfixed: {{checkpoint: {ckpt}, mode: adaptive}}\n"
+                                       "space:\n  mismatch_threshold: {low: 0.05, high: 2.0, log: true}\n"
+                                       "  spec_exec_horizon: [2, 3, 4]\n  iterations: {low: 1, high: 3}\n")
+    sweep = load_sweep(str(path))
+    assert sweep.searched and sweep.num_trials == 5
+    assert sweep.objectives == (("return_mean", "max"), ("planner_calls_per_step", "min"))
+    threshold, horizon, iterations = sweep.space
+    assert (threshold.low, threshold.high, threshold.log) == (0.05, 2.0, True) and isinstance(threshold.low, float)
+    assert horizon.values == (2, 3, 4) and (iterations.low, iterations.high) == (1, 3)
+    assert isinstance(iterations.low, int)
+    assert len(sweep.points) == 2 * 3 * 2  # every corner, each built into evaluate's config
+    assert {p.cfg.mismatch_threshold for p in sweep.points} == {0.05, 2.0}
+    assert {p.cfg.spec_exec_horizon for p in sweep.points} == {2, 3, 4}
+    assert all(p.cfg.mode == "adaptive" for p in sweep.points)
+    # the fingerprint follows the budget, the space and the sampler's seed
+    assert load_sweep(str(path), {"num_trials": "6"}).fingerprint != sweep.fingerprint
+    assert load_sweep(str(path), {"search_seed": "1"}).fingerprint != sweep.fingerprint
+    assert load_sweep(str(path)).fingerprint == sweep.fingerprint
+
+
+def test_the_searcher_draws_inside_the_space_seeded_and_learns_from_two_objectives():
+    from gym_qwen.actors.tune_trials import param_space, searcher
+    from gym_qwen.platform.sweeps.spec import Dimension
+
+    space = (Dimension("mismatch_threshold", low=0.05, high=2.0, log=True), Dimension("spec_exec_horizon", low=2, high=6),
+             Dimension("corrector_type", values=("none", "two_tower")))
+    objectives = (("return_mean", "max"), ("planner_calls_per_step", "min"))
+
+    def draws(seed: int, n: int = 6) -> list[dict]:
+        s = searcher(objectives, seed)
+        assert s.set_search_properties(None, None, param_space([{"values": {}}], {"uri": "x"}, space))
+        out = []
+        for i in range(n):
+            point = s.suggest(f"t{i}")["suggested"]
+            out.append(point)
+            s.on_trial_complete(f"t{i}", {"return_mean": 100.0 * point["spec_exec_horizon"],
+                                          "planner_calls_per_step": 1.0 / point["spec_exec_horizon"]})
+        return out
+
+    first = draws(0)
+    for p in first:
+        assert 0.05 <= p["mismatch_threshold"] <= 2.0 and 2 <= p["spec_exec_horizon"] <= 6
+        assert isinstance(p["spec_exec_horizon"], int) and p["corrector_type"] in ("none", "two_tower")
+    assert len({p["mismatch_threshold"] for p in first}) == len(first)
+    assert draws(0) == first and draws(1) != first
+
+
 def test_trial_settings_resolve_like_evaluate(ckpt, tmp_path):
     from gym_qwen.platform.sweeps.setting import resolve_sweep
     from gym_qwen.platform.sweeps.spec import load_sweep
@@ -170,6 +242,10 @@ def test_the_presets_are_valid(tmp_path):
     assert len(settings) == 10 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
     tiny = load_sweep(str(REPO / "configs/sweeps/tiny.yaml"))
     assert len(tiny.points) == 2 and tiny.settings.max_concurrent == 2
+    search, grid = (load_sweep(str(REPO / f"configs/sweeps/{n}.yaml")) for n in ("search", "search-grid"))
+    resolve_sweep(search, REPO)  # every corner of the space: the shipped correctors exist
+    assert search.searched and {d.key for d in search.space} == set(grid.families["grid"])
+    assert len(resolve_sweep(grid, REPO)[0]) == 30
 
 
 # ------------------------------------------------------------------------------------------------ MLflow runs
@@ -341,6 +417,41 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
     assert png.stat().st_size > 10_000 and len(csv.read_text().splitlines()) == 3
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "compare")} == \
         {f"compare/{png.name}", f"compare/{csv.name}"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_optuna_search_runs_its_budget_of_points_inside_the_space(ray_local, ckpt, tmp_path, capsys, monkeypatch):
+    """search=optuna on Tune: num_trials trials, each a point the searcher drew inside the space (a nested MLflow run
+    whose params carry it), the parent run records the space and objectives; compare reads the trials."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    path = _write(tmp_path / "search.yaml",
+                  f"experiment: search\nsearch: optuna\nnum_trials: 4\nmax_concurrent: 2\ntrial_cpus: 1\n"
+                  f"fixed:\n  checkpoint: {ckpt}\n  episodes: 1\n  torch_threads: 1\n  device: cpu\n"
+                  f"  mode: adaptive\nspace:\n  mismatch_threshold: {{low: 0.01, high: 10.0, log: true}}\n"
+                  f"  spec_exec_horizon: [2, 3]\n")
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
+    assert rc == 0, err[-3000:]
+    assert "4 trials chosen by Optuna for most return_mean, least planner_calls_per_step" in out
+    assert "[4/4] optuna: mismatch_threshold=" in out
+    sweep_id = out.split("compare sweep=")[1].split()[0]
+    c, runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
+    parent = next(r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep")
+    assert parent.data.params["search"] == "optuna"
+    assert parent.data.params["space.mismatch_threshold"] == "mismatch_threshold in [0.01, 10.0] (log)"
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    thresholds = [float(r.data.params["mismatch_threshold"]) for r in trials]
+    assert all(0.01 <= t <= 10.0 for t in thresholds) and len(set(thresholds)) == 4
+    assert {r.data.params["spec_exec_horizon"] for r in trials} <= {"2", "3"}
+    assert all(r.data.params["family"] == "optuna" and r.data.params["mode"] == "adaptive" for r in trials)
+    for r in trials:  # the executor counted what it did: between replanning every step and every k-th
+        k = int(r.data.params["spec_exec_horizon"])
+        assert 1 / k - 0.01 <= r.data.metrics["planner_calls_per_step"] <= 1.0
+    rc, out, err = _main_in(cwd, ["compare", f"sweep={sweep_id}"], capsys, monkeypatch)
+    assert rc == 0, err
+    assert sum(1 for line in out.splitlines() if line.lstrip().startswith("adaptive")) == 4
 
 
 @pytest.mark.ray

@@ -69,8 +69,10 @@ def sweep_trial(config: dict) -> None:
     for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created at ..." after every episode
         logging.getLogger(name).setLevel(logging.WARNING)
     t, r = config["trial"], config["run"]
-    cfg = config_from_dict(EvaluateConfig, t["values"])
-    point = SweepPoint(t["family"], t["values"], t["swept"], cfg)
+    suggested = config.get("suggested") or {}  # search=optuna: the point the searcher chose
+    values, swept = {**t["values"], **suggested}, (suggested or t["swept"])
+    cfg = config_from_dict(EvaluateConfig, values)
+    point = SweepPoint(t["family"], values, swept, cfg)
 
     def report(metrics: dict, records: list) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -98,8 +100,53 @@ def trainable():
     return tune.with_resources(sweep_trial, trial_resources)
 
 
-def param_space(trials: list[dict], run: dict) -> dict:
-    return {"trial": tune.grid_search(trials), "run": run}
+def param_space(trials: list[dict], run: dict, space=()) -> dict:
+    """Grid: one Tune trial per entry of `trials`. Search (`space`: the sweep's Dimensions): trials[0] holds the
+    fixed keys and "suggested" the domains the searcher draws each trial's point from."""
+    if not space:
+        return {"trial": tune.grid_search(trials), "run": run}
+    return {"trial": trials[0], "suggested": {d.key: _domain(d) for d in space}, "run": run}
+
+
+def _domain(d):
+    if d.values:
+        return tune.choice(list(d.values))
+    if isinstance(d.low, int):
+        return tune.lograndint(d.low, d.high + 1) if d.log else tune.randint(d.low, d.high + 1)
+    return tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines ("A new study created in memory ...") are not news for the user."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def searcher(objectives, seed: int):
+    """Optuna's multi-objective TPE behind Tune's searcher interface, tracing the front of `objectives`
+    ((metric, "max" | "min") pairs); a seeded sampler chooses the same points from the same results."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    quiet_optuna()
+    metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
+    return OptunaSearch(metric=metrics if len(metrics) > 1 else metrics[0], mode=modes if len(modes) > 1 else modes[0],
+                        sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+def trial_label(config: dict) -> tuple[str, int]:
+    """(what the trial runs, its seed), for the sweep's lines and table."""
+    t, suggested = config["trial"], config.get("suggested")
+    if not suggested:
+        return t["label"], t["seed"]
+    return "optuna: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in suggested.items()), t["seed"]
+
+
+def _trial_name(trial) -> str:
+    index = trial.config["trial"].get("index")
+    return f"trial-{index:03d}" if index is not None else f"trial-{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
 class Progress(tune.Callback):
@@ -117,8 +164,8 @@ class Progress(tune.Callback):
 
     def _head(self, trials, trial) -> str:
         done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
-        t = trial.config["trial"]
-        return f"[{done}/{self.total}] {t['label']} seed={t['seed']}"
+        label, seed = trial_label(trial.config)
+        return f"[{done}/{self.total}] {label} seed={seed}"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         m = trial.last_result or {}
@@ -132,9 +179,8 @@ class Progress(tune.Callback):
         self._say(f"{self._head(trials, trial)}: failed ({_error_line(trial)})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        t = trial.config["trial"]
-        self._say(f"  {t['label']} seed={t['seed']}: failed ({_error_line(trial)}); "
-                  "retrying from its last finished episode")
+        label, seed = trial_label(trial.config)
+        self._say(f"  {label} seed={seed}: failed ({_error_line(trial)}); retrying from its last finished episode")
 
 
 def _error_line(trial) -> str:
@@ -150,23 +196,27 @@ def _error_line(trial) -> str:
 
 
 def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
-              resume: bool):
-    """Fit a new sweep in experiment_dir (storage/name), or restore the interrupted one there. Returns Tune's
-    ResultGrid."""
-    space = param_space(trials, run)
+              resume: bool, space=(), num_trials: int | None = None, objectives=(), search_seed: int = 0):
+    """Fit a new sweep in experiment_dir (storage/name), or restore the interrupted one there (a search restores its
+    searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
+    chosen by Optuna for `objectives`. Returns Tune's ResultGrid."""
+    params = param_space(trials, run, space)
+    total = num_trials if space else len(trials)
+    if space:
+        quiet_optuna()
     if resume:
         tuner = tune.Tuner.restore(str(experiment_dir), trainable(), resume_unfinished=True, resume_errored=True,
-                                   param_space=space)
+                                   param_space=params)
     else:
+        search = dict(search_alg=searcher(objectives, search_seed), num_samples=num_trials) if space else {}
         tuner = tune.Tuner(
-            trainable(), param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None,
-                                        trial_name_creator=lambda tr: f"trial-{tr.config['trial']['index']:03d}",
-                                        trial_dirname_creator=lambda tr: f"trial-{tr.config['trial']['index']:03d}"),
+            trainable(), param_space=params,
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name, **search),
             run_config=tune.RunConfig(name=experiment_dir.name, storage_path=str(experiment_dir.parent),
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                      verbose=0, callbacks=[Progress(len(trials))]))
+                                      verbose=0, callbacks=[Progress(total)]))
     quiet = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own tables stay out of the sweep's output (verbose=0)
     try:

@@ -26,6 +26,10 @@ def _trial_rows(sweep, settings) -> list[tuple]:
             for i, (p, s) in enumerate(zip(sweep.points, settings))]
 
 
+def _objectives(sweep) -> str:
+    return ", ".join(f"{'most' if d == 'max' else 'least'} {m}" for m, d in sweep.objectives)
+
+
 def _read_manifest(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -55,8 +59,6 @@ def check_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = 
     from gym_qwen.platform.sweeps.spec import load_sweep
 
     sweep = load_sweep(cfg.file, command_line, fixed)
-    if sweep.settings.search == "optuna":
-        raise ConfigError("search=optuna is not built yet; use search=grid")
     if not resolve:
         return sweep, None, None
     return (sweep, *resolve_sweep(sweep, os.getcwd()))
@@ -72,6 +74,11 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
     for line in sweep.notes:
         print(f"note: {line}")
     if s.dry_run:
+        if sweep.searched:
+            print("\n".join(f"search: {d.describe()}" for d in sweep.space))
+            print(f"{s.num_trials} trials chosen by Optuna for {_objectives(sweep)}; the {len(sweep.points)} corners "
+                  f"of the space were checked; experiment {sweep.experiment}; nothing started (dry_run=true)")
+            return 0, None
         print(table(_trial_rows(sweep, settings), ("trial", "family", "setting", "seed", "episodes", "teacher")))
         print(f"{len(sweep.points)} trials; experiment {sweep.experiment}; nothing started (dry_run=true)")
         return 0, None
@@ -117,7 +124,9 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
         teachers = sorted(set(shas.values()))
         parent = RunLog.open(
             uri, exp_id, {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"}, sweep_id,
-            {"sweep_file": sweep.path, "trials": len(sweep.points), "search": s.search,
+            {"sweep_file": sweep.path, "trials": sweep.num_trials, "search": s.search,
+             **({"space": {d.key: d.describe() for d in sweep.space}, "objectives": _objectives(sweep),
+                 "search_seed": s.search_seed} if sweep.searched else {}),
              "max_concurrent": s.max_concurrent, "max_failures": s.max_failures, "trial_cpus": s.trial_cpus,
              "fixed": sweep.fixed, "families": {k: json.dumps(v, default=str) for k, v in sweep.families.items()}},
             {"command": "sweep", "teacher_sha256": teachers[0] if len(teachers) == 1 else ",".join(teachers),
@@ -126,24 +135,33 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
         atomic_write_bytes(exp_dir / MANIFEST, lambda f: f.write(json.dumps(
             {"sweep_id": sweep_id, "experiment": sweep.experiment, "file": sweep.path, "workdir": workdir,
              "fingerprint": sweep.fingerprint, "tracking_uri": uri, "parent_run_id": parent.run_id}, indent=1).encode()))
-        trials = [{"index": i, "family": p.family, "values": p.values, "swept": p.swept, "label": st.label,
-                   "seed": p.cfg.seed, "episodes": p.cfg.episodes} for i, (p, st) in enumerate(zip(sweep.points, settings))]
+        if sweep.searched:  # one template: the fixed keys; the searcher adds each trial's point
+            first = sweep.points[0].cfg
+            trials = [{"index": None, "family": "optuna", "values": sweep.fixed, "swept": {}, "label": "optuna",
+                       "seed": first.seed, "episodes": first.episodes}]
+        else:
+            trials = [{"index": i, "family": p.family, "values": p.values, "swept": p.swept, "label": st.label,
+                       "seed": p.cfg.seed, "episodes": p.cfg.episodes}
+                      for i, (p, st) in enumerate(zip(sweep.points, settings))]
         run = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent.run_id, "sweep_id": sweep_id,
                "workdir": workdir, "trial_cpus": s.trial_cpus, "trial_gpus": s.trial_gpus,
                "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None}
         verb = "resuming" if s.resume else "starting"
         held = f"{s.trial_cpus:g} CPU" + (f" + {s.trial_gpus:g} GPU" if s.trial_gpus else "")
-        print(f"sweep {sweep_id}: {verb} {len(trials)} trials ({s.max_concurrent or 'as many as fit'} at once, "
-              f"{held} each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}", flush=True)
+        how = f" chosen by Optuna for {_objectives(sweep)}" if sweep.searched else ""
+        print(f"sweep {sweep_id}: {verb} {sweep.num_trials} trials{how} ({s.max_concurrent or 'as many as fit'} at "
+              f"once, {held} each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}", flush=True)
         started, status = time.perf_counter(), "FAILED"
         try:
             results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,
-                                resume=s.resume)
+                                resume=s.resume, space=sweep.space, num_trials=sweep.num_trials,
+                                objectives=sweep.objectives, search_seed=s.search_seed)
         except KeyboardInterrupt:  # a second Ctrl-C (Tune stops gracefully on the first)
             status = "KILLED"
             raise
         wall = time.perf_counter() - started
-        status, rc = _report(results, trials, parent, wall, sweep_id, uri)
+        status, rc = _report(results, trials if not sweep.searched else None, sweep.num_trials, parent, wall,
+                             sweep_id, uri)
         return rc
     finally:
         if parent is not None:
@@ -151,20 +169,31 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
         disconnect(connected)
 
 
-def _report(results, trials: list[dict], parent, wall: float, sweep_id: str, uri: str) -> tuple[str, int]:
+def _report(results, trials: list[dict] | None, total: int, parent, wall: float, sweep_id: str,
+            uri: str) -> tuple[str, int]:
+    """The sweep's table, its parent run's totals and its exit status. `trials`: the grid's (None for a search,
+    whose trials are the results in the order they were made; trials it never started count as unfinished)."""
+    from gym_qwen.actors.tune_trials import trial_label
+
     rows, seconds = [], 0.0
-    by_index = {}
-    for res in results:
-        index = res.config["trial"]["index"] if res.config else None
-        by_index[index] = res
-    for t in trials:
-        res = by_index.get(t["index"])
+    if trials is None:
+        def started(res) -> float:  # Tune's trial ids are random: number the trials in the order they started
+            m = res.metrics or {}
+            return float(m.get("timestamp", 0)) - float(m.get("time_total_s", 0))
+
+        found = sorted((res for res in results if res.config), key=started)
+        pairs = [(i, res, *trial_label(res.config), res.config["trial"]["episodes"]) for i, res in enumerate(found)]
+        pairs += [(i, None, "(not started)", "-", None) for i in range(len(pairs), total)]
+    else:
+        by_index = {res.config["trial"]["index"]: res for res in results if res.config}
+        pairs = [(t["index"], by_index.get(t["index"]), t["label"], t["seed"], t["episodes"]) for t in trials]
+    for index, res, label, seed, episodes in pairs:
         m = (res.metrics or {}) if res is not None else {}
         state = "error" if res is not None and res.error is not None else (
-            "done" if m.get("episodes_done") == t["episodes"] else "unfinished")
+            "done" if m.get("episodes_done") == episodes else "unfinished")
         seconds += float(m.get("trial_seconds", 0.0))
         num = lambda k, f: "-" if m.get(k) is None else format(m[k], f)  # noqa: E731
-        rows.append((t["index"], t["label"], t["seed"], num("return_mean", ".1f"),
+        rows.append((index, label, seed, num("return_mean", ".1f"),
                      num("return_std", ".1f"), num("planner_calls_per_step", ".3f"), num("ms_per_decision", ".1f"),
                      state))
     print(table(rows, ("trial", "setting", "seed", "return", "± std", "planner calls/step", "ms/step", "state")))

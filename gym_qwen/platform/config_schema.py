@@ -694,8 +694,13 @@ class SweepConfig:
     experiment: Optional[str] = option(None, "MLflow experiment and the sweep's folder under storage (none = the "
                                              "sweep file's name)")
     trial_command: str = option("evaluate", "The command each trial runs", choices=("evaluate",))
-    search: str = option("grid", "grid: every point of the grids; optuna: a multi-objective search (not built yet)",
-                         choices=("grid", "optuna"))
+    search: str = option("grid", "grid: every point of the grids; optuna: a multi-objective Optuna search of the "
+                                 "file's space: (Tune's OptunaSearch)", choices=("grid", "optuna"))
+    num_trials: int = option(16, "search=optuna: trials the search runs", min=1)
+    objectives: list[str] = option(["return_mean:max", "planner_calls_per_step:min"],
+                                   "search=optuna: the metrics whose front it traces, METRIC:max|min (comma-separated)")
+    search_seed: int = option(0, "search=optuna: seed of Optuna's sampler (the same seed chooses the same points "
+                                 "from the same results)", min=0)
     max_concurrent: int = option(0, "Trials running at once (0 = as many as the cluster holds)", min=0)
     max_failures: int = option(2, "Retries of a trial that errors (it continues from its last finished episode)",
                                min=0)
@@ -715,6 +720,7 @@ class SweepConfig:
         _require(bool(self.file), "config=SWEEP.yaml is required: the sweep file (see configs/sweeps/)")
         _require(self.experiment is None or bool(self.experiment.strip()), "experiment= must not be empty")
         _require(bool(self.storage), "storage= must not be empty")
+        _require(bool(self.objectives), "objectives= must name at least one METRIC:max|min")
 
 
 @dataclasses.dataclass

@@ -17,6 +17,19 @@ runs. Read and checked in full before anything starts: every trial's keys are bu
       cheap_planner: {mode: baseline, num_samples: [64, 128], iterations: [1, 2]}
 
 `grid:` (one mapping) is shorthand for a single family named `grid`. Points equal after defaults are run once.
+
+With `search: optuna` the file gives a `space:` instead of grids, and Optuna (through Tune's searcher) chooses
+`num_trials` points of it, tracing the front of the `objectives` (default: most return, fewest planner calls):
+
+    search: optuna
+    num_trials: 16
+    fixed: {checkpoint: models/walker-walk-size1-seed1.pt, mode: adaptive, episodes: 2}
+    space:
+      mismatch_threshold: {low: 0.05, high: 1.0, log: true}   # a float range (ints: an int range)
+      spec_exec_horizon: [3, 4, 6]                            # a list: one of these values
+      corrector_type: [none, two_tower, temporal]
+
+Every corner of the space (each list value with each range's ends) is built and checked before anything starts.
 """
 from __future__ import annotations
 
@@ -30,7 +43,7 @@ from typing import Any
 
 from ..config_schema import ConfigError
 
-MAPPING_KEYS = ("fixed", "grid", "families")
+MAPPING_KEYS = ("fixed", "grid", "families", "space")
 # Keys of evaluate that a trial cannot take: the sweep logs to MLflow itself, writes no files of its own, and
 # compares settings across trials (mode=all is a comparison inside one process).
 NOT_SWEPT = {
@@ -48,6 +61,32 @@ NOT_SWEPT = {
     "num_envs": "a trial plays one episode at a time, so that an interrupted trial continues with the same records "
                 "(num_workers= spreads them over evaluator actors)",
 }
+
+
+# Keys a search space cannot vary: the trial's resources (Tune fixes them before a point is chosen), its teacher,
+# and its episodes and seed (every point is judged on the same episodes)
+NOT_SEARCHED = ("num_workers", "worker_cpus", "torch_threads", "device", "checkpoint", "episodes", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One key of a search space: `values` to choose from, or a range [low, high] (ints or floats, log-scaled when
+    `log`)."""
+
+    key: str
+    values: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    @property
+    def corners(self) -> list:
+        return list(self.values) if self.values else [self.low, self.high]
+
+    def describe(self) -> str:
+        if self.values:
+            return f"{self.key} in {{{', '.join(map(str, self.values))}}}"
+        return f"{self.key} in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,17 +112,33 @@ class Sweep:
     settings: Any  # SweepConfig
     fixed: dict
     families: dict
-    points: list
+    points: list  # grid: the trials; optuna: the corners of the space (checked, not run as such)
     notes: list
+    space: tuple = ()  # optuna: the Dimensions searched
+    objectives: tuple = ()  # optuna: (metric, "max" | "min") pairs
 
     @property
     def experiment(self) -> str:
         return self.settings.experiment or Path(self.path).stem
 
     @property
+    def searched(self) -> bool:
+        return self.settings.search == "optuna"
+
+    @property
+    def num_trials(self) -> int:
+        return self.settings.num_trials if self.searched else len(self.points)
+
+    @property
     def fingerprint(self) -> str:
-        """sha256 of the trials (family and keys of each): a resumed sweep must run the same trials."""
-        canon = json.dumps([[p.family, p.values] for p in self.points], sort_keys=True, default=str)
+        """sha256 of the trials (family and keys of each; a search's space, budget and objectives): a resumed
+        sweep must run the same trials."""
+        what: Any = [[p.family, p.values] for p in self.points]
+        if self.searched:
+            what = {"fixed": self.fixed, "space": [dataclasses.asdict(d) for d in self.space],
+                    "num_trials": self.settings.num_trials, "objectives": self.objectives,
+                    "search_seed": self.settings.search_seed}
+        canon = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -160,6 +215,10 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
     schema = _command_schema(settings.trial_command)
     fixed = {**_mapping(data.get("fixed"), where, "fixed"), **(fixed_over or {})}
     _check_keys(fixed, schema, f"{where}, fixed")
+    if settings.search == "optuna":
+        return _searched_sweep(path, data, settings, schema, fixed)
+    if "space" in data:
+        raise ConfigError(f"{where}: space: is for search: optuna; a grid search sweeps grid: or families:")
     if "grid" in data and "families" in data:
         raise ConfigError(f"{where}: give grid: (one family) or families: (several), not both")
     if "families" in data:
@@ -180,10 +239,7 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
             raise ConfigError(f"{fwhere}: {clash[0]} is both fixed and swept; keep it in one place")
         for swept in expand_family(name, grid, where):
             values = {**fixed, **swept}
-            try:
-                cfg = config_from_dict(schema, values)
-            except ConfigError as e:
-                raise ConfigError(f"{fwhere}, trial {_short(swept) or '(fixed keys)'}: {e}") from None
+            cfg = _point_config(schema, values, f"{fwhere}, trial {_short(swept) or '(fixed keys)'}")
             if getattr(cfg, "mode", None) == "all":
                 raise ConfigError(f"{fwhere}: mode=all compares inside one process; list the modes in the grid")
             canon = json.dumps(config_to_dict(cfg), sort_keys=True, default=str)
@@ -193,6 +249,82 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
             seen[canon] = f"{name}: {_short(swept)}"
             points.append(SweepPoint(name, values, swept, cfg))
     return Sweep(path, settings, fixed, families, points, notes)
+
+
+def _point_config(schema, values: dict, where: str):
+    from ..config import config_from_dict
+
+    try:
+        return config_from_dict(schema, values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_objectives(text: list, where: str) -> tuple:
+    """(metric, "max" | "min") pairs of `objectives=` entries such as return_mean:max."""
+    from .trial import METRICS
+
+    out = []
+    for entry in text:
+        metric, _, direction = str(entry).partition(":")
+        if metric not in METRICS:
+            raise _unknown(metric, METRICS, f"{where}: objectives", "metrics")
+        if direction not in ("max", "min"):
+            raise ConfigError(f"{where}: objectives: {entry!r} must be METRIC:max or METRIC:min")
+        out.append((metric, direction))
+    if len({m for m, _ in out}) != len(out):
+        raise ConfigError(f"{where}: objectives: {', '.join(map(str, text))} names a metric twice")
+    return tuple(out)
+
+
+def parse_dimension(key: str, value: Any, where: str) -> Dimension:
+    """A space entry: a list of values, or {low, high[, log]}."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{where}: {key}: [] is an empty choice; give at least one value")
+        if len(set(map(repr, value))) != len(value):
+            raise ConfigError(f"{where}: {key}: {list(value)} lists a value twice")
+        return Dimension(key, values=tuple(value))
+    if not isinstance(value, dict) or set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+        raise ConfigError(f"{where}: {key}: give a list of values or a range {{low: L, high: H[, log: true]}}, "
+                          f"not {value!r}")
+    low, high, log = value["low"], value["high"], value.get("log", False)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers or low >= high:
+        raise ConfigError(f"{where}: {key}: low={low!r} and high={high!r} must be numbers with low < high")
+    if not isinstance(log, bool) or (log and low <= 0):
+        raise ConfigError(f"{where}: {key}: log: must be true or false, and a log range needs low > 0")
+    if isinstance(low, int) and isinstance(high, int):
+        return Dimension(key, low=int(low), high=int(high), log=log)
+    return Dimension(key, low=float(low), high=float(high), log=log)
+
+
+def _searched_sweep(path: str, data: dict, settings, schema, fixed: dict) -> Sweep:
+    """A search: parse its space and check every corner of it as a trial of the command."""
+    where = _where(path)
+    for key in ("grid", "families"):
+        if key in data:
+            raise ConfigError(f"{where}: search: optuna chooses the points of space:; {key}: is for search: grid")
+    raw = _mapping(data.get("space"), where, "space")
+    if not raw:
+        raise ConfigError(f"{where}: search: optuna needs a space: (key: [values] or key: {{low: L, high: H}})")
+    _check_keys(raw, schema, f"{where}, space")
+    for key in raw:
+        if key in NOT_SEARCHED:
+            raise ConfigError(f"{where}, space: {key} cannot be searched (every point runs with the same "
+                              "resources, teacher, episodes and seed); put it in fixed:")
+        if key in fixed:
+            raise ConfigError(f"{where}, space: {key} is both fixed and searched; keep it in one place")
+    space = tuple(parse_dimension(k, v, f"{where}, space") for k, v in raw.items())
+    objectives = parse_objectives(settings.objectives, where)
+    points = []
+    for combo in itertools.product(*[[(d.key, v) for v in d.corners] for d in space]):
+        swept = dict(combo)
+        cfg = _point_config(schema, {**fixed, **swept}, f"{where}, space corner {_short(swept)}")
+        if getattr(cfg, "mode", None) == "all":
+            raise ConfigError(f"{where}: mode=all compares inside one process; search the modes in space:")
+        points.append(SweepPoint("optuna", {**fixed, **swept}, swept, cfg))
+    return Sweep(path, settings, fixed, {}, points, [], space, objectives)
 
 
 def _command_schema(command: str):
