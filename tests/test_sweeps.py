@@ -99,6 +99,24 @@ BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
     "missing-checkpoint": ("fixed: {checkpoint: nope.pt}\ngrid: {mode: naive}\n", ["checkpoint not found"]),
     "no-checkpoint": ("grid: {mode: naive}\n", ["checkpoint= is required"]),
     "list-file": ("- mode\n- seed\n", ["must contain a mapping"]),
+    "asha-on-evaluate": (FIXED + "scheduler: asha\ngrid: {mode: naive}\n", ["asha stops trainings early",
+                                                                           "not evaluate"]),
+    "train-output-dir": ("trial_command: train\nfixed: {task: cartpole-balance}\ngrid: {output_dir: [a, b]}\n",
+                         ["output_dir cannot be set in a sweep", "its own folder"]),
+    "train-ray-inside": ("trial_command: train\nfixed: {task: cartpole-balance, num_workers: 2}\ngrid: {seed: [1]}\n",
+                         ["num_workers cannot be set in a sweep"]),
+    "train-unknown-key": ("trial_command: train\nfixed: {task: cartpole-balance}\ngrid: {model_sise: [1, 5]}\n",
+                          ["unknown key 'model_sise'", "'model_size'", "train keys"]),
+    "train-bad-value": ("trial_command: train\nfixed: {task: cartpole-balance}\ngrid: {model_size: [1, 2]}\n",
+                        ["model_size=2"]),
+    "train-optuna": ("trial_command: train\nsearch: optuna\nfixed: {task: cartpole-balance}\n"
+                     "space: {lr: {low: 0.0001, high: 0.01}}\n", ["search: optuna searches evaluation settings"]),
+    "asha-without-evaluations": ("trial_command: train\nscheduler: asha\nfixed: {task: cartpole-balance, "
+                                 "eval_freq: 0}\ngrid: {seed: [1, 2]}\n", ["eval_freq=0 makes none"]),
+    "dt-missing-dataset": ("trial_command: dt-train\nfixed: {dataset_dir: nowhere}\ngrid: {env: [hopper]}\n",
+                           ["dataset nowhere/hopper-medium-v5.hdf5 not found", "make-dataset env=hopper"]),
+    "dt-log-dir": ("trial_command: dt-train\nfixed: {log_dir: x}\ngrid: {env: [hopper]}\n",
+                   ["log_dir cannot be set in a sweep"]),
 }
 
 
@@ -452,6 +470,89 @@ def test_an_optuna_search_runs_its_budget_of_points_inside_the_space(ray_local, 
     rc, out, err = _main_in(cwd, ["compare", f"sweep={sweep_id}"], capsys, monkeypatch)
     assert rc == 0, err
     assert sum(1 for line in out.splitlines() if line.lstrip().startswith("adaptive")) == 4
+
+
+TINY_TRAIN = ("task: cartpole-balance, steps: 2000, eval_freq: 1000, eval_episodes: 1, checkpoint_freq: 1000, "
+              "latent_dim: 16, enc_dim: 32, mlp_dim: 32, num_samples: 32, num_elites: 4, num_pi_trajs: 2, "
+              "iterations: 1, horizon: 1, batch_size: 16, seed_steps: 300, device: cpu, torch_threads: 1")
+
+
+def _asha_stops(first_rung: list[float], reduction: int) -> list[bool]:
+    """Which of trials run one after another ASHA stops at its first rung: a trial goes on unless its value is
+    below the (1 - 1/reduction) quantile of the values recorded there before it (Ray's ASHA rule)."""
+    import numpy as np
+
+    out = []
+    for i, value in enumerate(first_rung):
+        earlier = first_rung[:i]
+        out.append(bool(earlier) and value < np.nanpercentile(earlier, (1 - 1 / reduction) * 100))
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_training_sweep_with_asha_stops_the_trainings_behind(ray_local, tmp_path, capsys, monkeypatch):
+    """trial_command=train, scheduler=asha, one trial at a time: every trial trains in its own folder and reports
+    each evaluation; ASHA stops exactly the trials its rule says (behind at the first rung), whose MLflow runs are
+    closed as KILLED with the reason; the others train to the end (agent.pt written, run FINISHED)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    path = _write(tmp_path / "train.yaml", f"trial_command: train\nexperiment: tsweep\nscheduler: asha\n"
+                                           f"asha_grace: 1\nasha_reduction: 2\nmax_concurrent: 1\ntrial_cpus: 1\n"
+                                           f"fixed: {{{TINY_TRAIN}}}\ngrid: {{seed: [1, 2, 3, 4]}}\n")
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
+    assert rc == 0, err[-3000:]
+    c, runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
+    trials = sorted((r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"), key=lambda r: r.info.start_time)
+    assert len(trials) == 4 and all(r.data.tags["mlflow.parentRunId"] for r in trials)
+    first_rung = [c.get_metric_history(r.info.run_id, "eval/return_mean")[0].value for r in trials]
+    expected = _asha_stops(first_rung, 2)
+    assert any(expected), f"no trial is behind at the first rung ({first_rung}): choose other seeds"
+    exp_dir = cwd / "runs" / "sweeps" / "tsweep"
+    for run, stop in zip(trials, expected):
+        evals = [m.step for m in c.get_metric_history(run.info.run_id, "eval/return_mean")]
+        seed = run.data.params["seed"]
+        folder = next(exp_dir.glob("trial-*/run/cartpole-balance/trial/seed" + seed))
+        if stop:
+            assert evals == [1000] and run.info.status == "KILLED", (seed, evals, run.info.status)
+            assert run.data.tags["gym_qwen.stopped_early"] == "ASHA after 1 of 2 evaluations"
+            assert not (folder / "agent.pt").exists()
+        else:
+            assert evals == [1000, 2000] and run.info.status == "FINISHED", (seed, evals, run.info.status)
+            assert (folder / "agent.pt").exists()
+    assert out.count("stopped early (1/2)") == sum(expected) and "done" in out
+    parent = next(r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep")
+    assert parent.data.metrics["trials_stopped_early"] == sum(expected)
+    assert parent.data.metrics["trials_done"] == 4 - sum(expected)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, tmp_path, capsys, monkeypatch):
+    """trial_command=dt-train over seeds: each trial trains in its own folder (the dataset path taken from the
+    sweep's folder), reports its D4RL score after every iteration and logs a nested MLflow run."""
+    from test_dt import _learnable_data
+
+    from gym_qwen.platform.datasets.d4rl import write_hdf5
+
+    cwd = tmp_path / "cwd"
+    (cwd / "data").mkdir(parents=True)
+    write_hdf5(cwd / "data" / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
+    path = _write(tmp_path / "dt.yaml",
+                  "trial_command: dt-train\nexperiment: dts\nmax_concurrent: 2\ntrial_cpus: 1\nfixed: {env: hopper, "
+                  "data: data/hopper-test-v5.hdf5, n_blocks: 1, embed_dim: 16, context_len: 4, batch_size: 8, "
+                  "max_train_iters: 2, num_updates_per_iter: 3, num_eval_ep: 1, max_eval_ep_len: 8, warmup_steps: 2, "
+                  "torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
+    assert rc == 0, err[-3000:]
+    assert "D4RL score" in out and out.count(" done") == 2
+    c, runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 2 and {r.data.params["seed"] for r in trials} == {"0", "1"}
+    for r in trials:
+        assert r.info.status == "FINISHED" and r.data.tags["family"] == "grid"
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/d4rl_score")] == [3, 6]
+    assert len(list((cwd / "runs" / "sweeps" / "dts").glob("trial-*/dt/*/dt_hopper-test-v5_summary_*.json"))) == 2
 
 
 @pytest.mark.ray

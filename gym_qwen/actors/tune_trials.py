@@ -87,6 +87,28 @@ def sweep_trial(config: dict) -> None:
               faults=r.get("faults"), threads=threads)
 
 
+def training_trial(config: dict) -> None:
+    """The Tune trainable of a training sweep (trial_command train or dt-train): config = {"trial": {family,
+    values, ...}, "run": {command, uri, experiment, experiment_id, parent_run_id, sweep_id, experiment_dir, ...}}.
+    Reports after every evaluation; early stopping (ASHA) ends the trial's process between two."""
+    from gym_qwen.platform.envs import quiet_library_logs
+    from gym_qwen.platform.sweeps.training_trial import run_training_trial
+
+    quiet_library_logs()
+    import logging
+
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    t, r = config["trial"], config["run"]
+    values = dict(t["values"])
+    values.setdefault("torch_threads", threads_for(r["trial_cpus"]))
+    context = tune.get_context()
+    run_training_trial(r["command"], values, trial_dir=Path(r["experiment_dir"]) / context.get_trial_name(),
+                       workdir=r["workdir"], uri=r["uri"], experiment=r["experiment"], experiment_id=r["experiment_id"],
+                       parent_run_id=r["parent_run_id"], sweep_id=r["sweep_id"], trial_id=context.get_trial_id(),
+                       family=t["family"], report=lambda metrics: tune.report(metrics))
+
+
 def trial_resources(config: dict) -> tune.PlacementGroupFactory:
     """Bundle 0 holds the trial (trial_cpus, and trial_gpus if any: a fraction lets trials share a GPU); one bundle
     per evaluator actor (worker_cpus) when num_workers > 0."""
@@ -96,8 +118,17 @@ def trial_resources(config: dict) -> tune.PlacementGroupFactory:
     return tune.PlacementGroupFactory([head] + [{"CPU": float(values.get("worker_cpus", 1.0))}] * workers)
 
 
-def trainable():
-    return tune.with_resources(sweep_trial, trial_resources)
+def trainable(command: str = "evaluate"):
+    return tune.with_resources(sweep_trial if command == "evaluate" else training_trial, trial_resources)
+
+
+def early_stopping(metric: str, max_evaluations: int, grace: int, reduction: int):
+    """Tune's ASHA on `metric` (higher is better), its clock the evaluations a trial has made: every trial gets
+    `grace` evaluations, then at each rung only the best 1/`reduction` go on, up to `max_evaluations`."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="evaluations", metric=metric, mode="max", max_t=max(max_evaluations, grace),
+                         grace_period=grace, reduction_factor=reduction)
 
 
 def param_space(trials: list[dict], run: dict, space=()) -> dict:
@@ -168,19 +199,29 @@ class Progress(tune.Callback):
         return f"[{done}/{self.total}] {label} seed={seed}"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        m = trial.last_result or {}
-        ret = m.get("return_mean")
-        numbers = "no result" if ret is None else (
-            f"return {ret:.1f} ± {m.get('return_std', 0):.1f}, {m.get('planner_calls_per_step', 0):.3f} planner "
-            f"calls/step, {m.get('ms_per_decision', 0):.1f} ms/step")
-        self._say(f"{self._head(trials, trial)}: {numbers} ({time.time() - self.started:.0f} s)")
+        self._say(f"{self._head(trials, trial)}: {describe_result(trial.last_result or {})} "
+                  f"({time.time() - self.started:.0f} s)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"{self._head(trials, trial)}: failed ({_error_line(trial)})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         label, seed = trial_label(trial.config)
-        self._say(f"  {label} seed={seed}: failed ({_error_line(trial)}); retrying from its last finished episode")
+        where = {"evaluate": "its last finished episode", "train": "its last checkpoint"}.get(
+            trial.config["run"].get("command", "evaluate"), "the start")
+        self._say(f"  {label} seed={seed}: failed ({_error_line(trial)}); retrying from {where}")
+
+
+def describe_result(m: dict) -> str:
+    """A trial's last report in words: an evaluation setting's numbers, or where a training got to."""
+    if m.get("return_mean") is not None:
+        return (f"return {m['return_mean']:.1f} ± {m.get('return_std', 0):.1f}, "
+                f"{m.get('planner_calls_per_step', 0):.3f} planner calls/step, {m.get('ms_per_decision', 0):.1f} ms/step")
+    if m.get("evaluations") is None:
+        return "no result"
+    where = f"{m['env_steps']:,} env steps" if "env_steps" in m else f"{m.get('updates', 0):,} updates"
+    score = f", D4RL score {m['d4rl_score']:.1f}" if "d4rl_score" in m else ""
+    return f"eval return {m.get('eval_return', float('nan')):.1f}{score} after {m['evaluations']} evaluations ({where})"
 
 
 def _error_line(trial) -> str:
@@ -196,23 +237,31 @@ def _error_line(trial) -> str:
 
 
 def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
-              resume: bool, space=(), num_trials: int | None = None, objectives=(), search_seed: int = 0):
+              resume: bool, space=(), num_trials: int | None = None, objectives=(), search_seed: int = 0,
+              scheduler=None):
     """Fit a new sweep in experiment_dir (storage/name), or restore the interrupted one there (a search restores its
     searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
-    chosen by Optuna for `objectives`. Returns Tune's ResultGrid."""
+    chosen by Optuna for `objectives`; `scheduler`: early stopping (training trials). Returns Tune's ResultGrid.
+
+    Evaluation trials reuse their worker processes (`reuse_actors`): a trial of one or two episodes otherwise spends
+    seconds of its own on a fresh process (imports of torch, MuJoCo, MLflow) before its first step."""
     params = param_space(trials, run, space)
     total = num_trials if space else len(trials)
+    command = run.get("command", "evaluate")
     if space:
         quiet_optuna()
     if resume:
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable(), resume_unfinished=True, resume_errored=True,
-                                   param_space=params)
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable(command), resume_unfinished=True,
+                                   resume_errored=True, param_space=params)
     else:
         search = dict(search_alg=searcher(objectives, search_seed), num_samples=num_trials) if space else {}
+        if scheduler is not None:
+            search["scheduler"] = scheduler
         tuner = tune.Tuner(
-            trainable(), param_space=params,
+            trainable(command), param_space=params,
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name, **search),
+                                        trial_dirname_creator=_trial_name, reuse_actors=command == "evaluate",
+                                        **search),
             run_config=tune.RunConfig(name=experiment_dir.name, storage_path=str(experiment_dir.parent),
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

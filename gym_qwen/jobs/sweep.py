@@ -22,7 +22,7 @@ MANIFEST = "gym-qwen-sweep.json"
 
 
 def _trial_rows(sweep, settings) -> list[tuple]:
-    return [(i, p.family, s.label, p.cfg.seed, p.cfg.episodes, Path(s.checkpoint).name)
+    return [(i, p.family, s.label, p.cfg.seed, getattr(p.cfg, "episodes", "-"), Path(s.checkpoint).name)
             for i, (p, s) in enumerate(zip(sweep.points, settings))]
 
 
@@ -61,6 +61,10 @@ def check_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = 
     sweep = load_sweep(cfg.file, command_line, fixed)
     if not resolve:
         return sweep, None, None
+    if sweep.settings.trial_command != "evaluate":
+        from gym_qwen.platform.sweeps.training_trial import resolve_training_sweep
+
+        return (sweep, *resolve_training_sweep(sweep))
     return (sweep, *resolve_sweep(sweep, os.getcwd()))
 
 
@@ -117,7 +121,8 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
     connected = connect(s.ray_address)
     parent, status = None, "KILLED"
     try:
-        biggest = max(s.trial_cpus + p.cfg.num_workers * p.cfg.worker_cpus for p in sweep.points)
+        biggest = max(s.trial_cpus + getattr(p.cfg, "num_workers", 0) * getattr(p.cfg, "worker_cpus", 0)
+                      for p in sweep.points)
         check_resources([("trial", 1, biggest, s.trial_gpus)])
         # The store, the experiment and the parent run exist before any trial starts
         exp_id = prepare_experiment(uri, sweep.experiment)
@@ -141,10 +146,11 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
                        "seed": first.seed, "episodes": first.episodes}]
         else:
             trials = [{"index": i, "family": p.family, "values": p.values, "swept": p.swept, "label": st.label,
-                       "seed": p.cfg.seed, "episodes": p.cfg.episodes}
+                       "seed": p.cfg.seed, "episodes": getattr(p.cfg, "episodes", None)}
                       for i, (p, st) in enumerate(zip(sweep.points, settings))]
         run = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent.run_id, "sweep_id": sweep_id,
                "workdir": workdir, "trial_cpus": s.trial_cpus, "trial_gpus": s.trial_gpus,
+               "command": s.trial_command, "experiment": sweep.experiment, "experiment_dir": str(exp_dir),
                "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None}
         verb = "resuming" if s.resume else "starting"
         held = f"{s.trial_cpus:g} CPU" + (f" + {s.trial_gpus:g} GPU" if s.trial_gpus else "")
@@ -155,18 +161,97 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
         try:
             results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,
                                 resume=s.resume, space=sweep.space, num_trials=sweep.num_trials,
-                                objectives=sweep.objectives, search_seed=s.search_seed)
+                                objectives=sweep.objectives, search_seed=s.search_seed, scheduler=_scheduler(sweep))
         except KeyboardInterrupt:  # a second Ctrl-C (Tune stops gracefully on the first)
             status = "KILLED"
             raise
         wall = time.perf_counter() - started
-        status, rc = _report(results, trials if not sweep.searched else None, sweep.num_trials, parent, wall,
-                             sweep_id, uri)
+        if s.trial_command != "evaluate":
+            status, rc = _report_trainings(results, trials, sweep, parent, wall, sweep_id, uri, exp_id)
+        else:
+            status, rc = _report(results, trials if not sweep.searched else None, sweep.num_trials, parent, wall,
+                                 sweep_id, uri)
         return rc
     finally:
         if parent is not None:
             parent.finish(status)
         disconnect(connected)
+
+
+def _scheduler(sweep):
+    """Early stopping of a training sweep (scheduler=asha), None otherwise."""
+    s = sweep.settings
+    if s.scheduler != "asha":
+        return None
+    from gym_qwen.actors.tune_trials import early_stopping
+    from gym_qwen.platform.sweeps.spec import TRAINING_COMMANDS
+    from gym_qwen.platform.sweeps.training_trial import planned_evaluations
+
+    longest = max(planned_evaluations(s.trial_command, p.cfg) for p in sweep.points)
+    return early_stopping(TRAINING_COMMANDS[s.trial_command], longest, s.asha_grace, s.asha_reduction)
+
+
+def _finish(status: str, rc: int, rows: list, parent, wall: float, seconds: float, sweep_id: str, uri: str,
+            stopped: int = 0, compare: bool = True) -> tuple[str, int]:
+    """Log a sweep's totals to its parent run, say how it ended; (run status, exit status)."""
+    errored = sum(1 for r in rows if r[-1] == "error")
+    unfinished = sum(1 for r in rows if r[-1] == "unfinished")
+    step = parent.last.get("wall_seconds", -1) + 1  # one step per driver session (a resume is the next)
+    parent.log_metrics({"trials_done": len(rows) - errored - unfinished - stopped, "trials_errored": errored,
+                        "trials_unfinished": unfinished, "trials_stopped_early": stopped, "wall_seconds": wall,
+                        "trial_seconds_sum": seconds}, step)
+    early = f", {stopped} stopped early" if stopped else ""
+    print(f"sweep {sweep_id}: {len(rows) - errored - unfinished - stopped} of {len(rows)} trials done{early} in "
+          f"{wall:.0f} s (trials' own time {seconds:.0f} s)")
+    print((f"compare: gym-qwen compare sweep={sweep_id}    " if compare else "")
+          + f"browse: mlflow ui --backend-store-uri {uri}")
+    if unfinished:
+        print(f"sweep {sweep_id}: interrupted; resume=true continues it", file=sys.stderr)
+        return "KILLED", 130
+    if errored:
+        print(f"sweep {sweep_id}: {errored} trials failed (their error.txt is in the sweep's folder); resume=true "
+              "runs them again", file=sys.stderr)
+        return "FAILED", 1
+    return status, rc
+
+
+def _report_trainings(results, trials: list[dict], sweep, parent, wall: float, sweep_id: str, uri: str,
+                      experiment_id: str) -> tuple[str, int]:
+    """A training sweep's table (the last evaluation of each trial; `stopped early` for the trials ASHA ended),
+    its totals, and the MLflow runs of stopped trials closed as KILLED with the reason in a tag."""
+    from gym_qwen.platform.sweeps.runs import SWEEP_TAG, TRIAL_TAG, client, find_run
+    from gym_qwen.platform.sweeps.training_trial import planned_evaluations
+
+    by_index = {res.config["trial"]["index"]: res for res in results if res.config}
+    interrupted = results.num_terminated + results.num_errors < len(trials)
+    rows, seconds, stopped = [], 0.0, 0
+    c = client(uri)
+    for t, point in zip(trials, sweep.points):
+        res = by_index.get(t["index"])
+        m = (res.metrics or {}) if res is not None else {}
+        planned = planned_evaluations(sweep.settings.trial_command, point.cfg)
+        done = int(m.get("evaluations", 0))
+        if res is not None and res.error is not None:
+            state = "error"
+        elif done >= planned:
+            state = "done"
+        elif interrupted or sweep.settings.scheduler != "asha":
+            state = "unfinished"
+        else:
+            state, stopped = f"stopped early ({done}/{planned})", stopped + 1
+            run = find_run(c, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: m.get("trial_id", "?")})
+            if run is not None and run.info.status == "RUNNING":
+                c.set_tag(run.info.run_id, "gym_qwen.stopped_early", f"ASHA after {done} of {planned} evaluations")
+                c.set_terminated(run.info.run_id, status="KILLED")
+        seconds += float(m.get("trial_seconds", 0.0))
+        num = lambda k, f: "-" if m.get(k) is None else format(m[k], f)  # noqa: E731
+        where = num("env_steps", ",d") if "env_steps" in m else num("updates", ",d")
+        rows.append((t["index"], t["label"], t["seed"], f"{done}/{planned}", where, num("eval_return", ".1f"),
+                     num("eval_return_std", ".1f") if "eval_return_std" in m else num("d4rl_score", ".1f"), state))
+    extra = "± std" if sweep.settings.trial_command == "train" else "D4RL score"
+    progress = "env steps" if sweep.settings.trial_command == "train" else "updates"
+    print(table(rows, ("trial", "setting", "seed", "evaluations", progress, "eval return", extra, "state")))
+    return _finish("FINISHED", 0, rows, parent, wall, seconds, sweep_id, uri, stopped, compare=False)
 
 
 def _report(results, trials: list[dict] | None, total: int, parent, wall: float, sweep_id: str,
@@ -197,22 +282,7 @@ def _report(results, trials: list[dict] | None, total: int, parent, wall: float,
                      num("return_std", ".1f"), num("planner_calls_per_step", ".3f"), num("ms_per_decision", ".1f"),
                      state))
     print(table(rows, ("trial", "setting", "seed", "return", "± std", "planner calls/step", "ms/step", "state")))
-    errored = sum(1 for r in rows if r[-1] == "error")
-    unfinished = sum(1 for r in rows if r[-1] == "unfinished")
-    step = parent.last.get("wall_seconds", -1) + 1  # one step per driver session (a resume is the next)
-    parent.log_metrics({"trials_done": len(rows) - errored - unfinished, "trials_errored": errored,
-                        "trials_unfinished": unfinished, "wall_seconds": wall, "trial_seconds_sum": seconds}, step)
-    print(f"sweep {sweep_id}: {len(rows) - errored - unfinished} of {len(rows)} trials done in {wall:.0f} s "
-          f"(trials' own time {seconds:.0f} s)")
-    print(f"compare: gym-qwen compare sweep={sweep_id}    browse: mlflow ui --backend-store-uri {uri}")
-    if unfinished:
-        print(f"sweep {sweep_id}: interrupted; resume=true continues it", file=sys.stderr)
-        return "KILLED", 130
-    if errored:
-        print(f"sweep {sweep_id}: {errored} trials failed (their error.txt is in the sweep's folder); resume=true "
-              "runs them again", file=sys.stderr)
-        return "FAILED", 1
-    return "FINISHED", 0
+    return _finish("FINISHED", 0, rows, parent, wall, seconds, sweep_id, uri)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -693,7 +693,13 @@ class SweepConfig:
     file: str = option("", "The sweep file (YAML; `config=FILE` says the same): see configs/sweeps/")
     experiment: Optional[str] = option(None, "MLflow experiment and the sweep's folder under storage (none = the "
                                              "sweep file's name)")
-    trial_command: str = option("evaluate", "The command each trial runs", choices=("evaluate",))
+    trial_command: str = option("evaluate", "The command each trial runs: evaluate (a speculation setting), train "
+                                            "(a TD-MPC2 training), dt-train (a Decision Transformer)",
+                                choices=("evaluate", "train", "dt-train"))
+    scheduler: str = option("none", "Early stopping of training trials: asha (Tune's ASHA on each evaluation: "
+                                    "train's eval return, dt-train's D4RL score) or none", choices=("none", "asha"))
+    asha_grace: int = option(1, "scheduler=asha: evaluations every trial gets before it can be stopped", min=1)
+    asha_reduction: int = option(2, "scheduler=asha: keep the best 1/N of trials at each rung", min=2)
     search: str = option("grid", "grid: every point of the grids; optuna: a multi-objective Optuna search of the "
                                  "file's space: (Tune's OptunaSearch)", choices=("grid", "optuna"))
     num_trials: int = option(16, "search=optuna: trials the search runs", min=1)

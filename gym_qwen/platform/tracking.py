@@ -65,10 +65,14 @@ def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> None:
 
 
 class Tracker:
-    """One MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a no-op."""
+    """One MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a no-op.
+    `tags` are added to the run start() makes, and `continue_run` (a run id) is continued when start() is given
+    none: a sweep's training trial logs into its nested run, found again after a retry."""
 
-    def __init__(self, enabled: bool, experiment: str = "gym-qwen"):
+    def __init__(self, enabled: bool, experiment: str = "gym-qwen", tags: dict | None = None,
+                 continue_run: str | None = None):
         self.enabled, self.experiment, self.run_id = enabled, experiment, None
+        self.tags, self.continue_run = dict(tags or {}), continue_run
         self._client = None
         self._logged: dict[str, int] = {}  # a continued run's last logged step of each metric
 
@@ -100,12 +104,13 @@ class Tracker:
                 exp_id = self._client.create_experiment(self.experiment, artifact_location=artifacts)
             else:
                 exp_id = exp.experiment_id
+        run_id = run_id or self.continue_run
         if run_id is not None:  # resuming: continue the same run
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
             self._logged = self._last_steps(run_id)
             return run_id
-        run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
+        run = self._client.create_run(exp_id, run_name=run_name, tags={**(tags or {}), **self.tags})
         self.run_id = run.info.run_id
         flat = {k: ("None" if v is None else v) for k, v in _flatten(params).items()}
         items = list(flat.items())

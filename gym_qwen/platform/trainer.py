@@ -144,7 +144,8 @@ def _sigterm_sets(flag: list):
         signal.signal(signal.SIGTERM, previous)
 
 
-def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False) -> dict:
+def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, tracker: Tracker | None = None,
+          on_evaluation=None) -> dict:
     """Train per a TrainConfig. Returns a summary dict (final evaluation, paths, run id, throughput).
     `backend_factory(cfg)` makes the training backend: in-process by default, Ray actors from gym_qwen.actors.
 
@@ -153,7 +154,10 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False) 
     inside the try whose finally closes them, so no failure leaves actors (or Ray) behind.
 
     With `stop_on_sigterm` (the train command), SIGTERM stops training at the next episode boundary, after a
-    checkpoint; the summary then has `stopped: True` and no agent.pt is written: resume=true continues."""
+    checkpoint; the summary then has `stopped: True` and no agent.pt is written: resume=true continues.
+
+    `tracker`: the MLflow run to log to (default: one made from cfg.mlflow and cfg.mlflow_experiment);
+    `on_evaluation(record)` after every evaluation (a sweep's trial reports it to Tune)."""
     torch.set_num_threads(cfg.torch_threads)
     preflight = getattr(backend_factory, "preflight", None)  # e.g. device=cuda on a machine without CUDA
     if preflight is not None:
@@ -167,7 +171,7 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False) 
     if problem:
         raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
     ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
-    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
     tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
     backend = None
     status = "FAILED"
@@ -204,6 +208,8 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False) 
                                  "eval/ms_per_decision": res.ms_per_decision}, env_steps)
             _write_eval_csv(out / "eval.csv", state.eval_history + [record])
             bar.write(f"eval @ {env_steps:>8,} env steps: return {res.mean:8.1f} ± {res.std:.1f}")
+            if on_evaluation is not None:
+                on_evaluation(record)
             return record
 
         def on_checkpoint(env_steps):

@@ -151,8 +151,10 @@ def _csv_bytes(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
-def train_dt(cfg, show_progress: bool = True) -> dict:
-    """Train; returns the summary (also written as JSON beside the checkpoints)."""
+def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) -> dict:
+    """Train; returns the summary (also written as JSON beside the checkpoints). `tracker`: the MLflow run to log
+    to (default: one made from cfg.mlflow and cfg.mlflow_experiment); `on_evaluation(row, evaluation)` after every
+    iteration (row: the CSV log's; evaluation: None when num_eval_ep=0)."""
     from gym_qwen.platform.config import config_to_dict
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.tracking import Tracker
@@ -170,7 +172,7 @@ def train_dt(cfg, show_progress: bool = True) -> dict:
     env = data.env
     rtg_target = cfg.rtg_target if cfg.rtg_target is not None else DT_TARGETS[env]
     model, trainer = build(cfg, windows, device)
-    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
     tracker.preflight()
 
     stamp = datetime.now().strftime("%y-%m-%d-%H-%M-%S")
@@ -232,6 +234,8 @@ def train_dt(cfg, show_progress: bool = True) -> dict:
                     best, best_eval = score, evaluation
                     save_dt_checkpoint(best_path, model, cfg_dict, env, dataset, windows, rtg_target, cfg.rtg_scale,
                                        trainer.updates, evaluation)
+                if on_evaluation is not None:
+                    on_evaluation(row, evaluation)
         summary = {"dataset": dataset, "env": env, "updates": trainer.updates, "train_seconds": train_seconds,
                    "updates_per_s": trainer.updates / max(train_seconds, 1e-9), "final": rows[-1],
                    "final_eval": evaluation, "best_eval": best_eval, "model": str(model_path), "best": str(best_path),

@@ -3,7 +3,7 @@ runs. Read and checked in full before anything starts: every trial's keys are bu
 (EvaluateConfig), so a sweep refuses exactly what the command refuses, in one line that names the place.
 
     # configs/sweeps/NAME.yaml
-    trial_command: evaluate    # the command each trial runs (evaluate)
+    trial_command: evaluate    # the command each trial runs (evaluate, train or dt-train)
     experiment: NAME           # the MLflow experiment and the sweep's folder under storage (none = the file's stem)
     search: grid               # grid (every point) or optuna (not built yet)
     max_concurrent: 2          # trials at once (0 = as many as the cluster holds)
@@ -44,23 +44,44 @@ from typing import Any
 from ..config_schema import ConfigError
 
 MAPPING_KEYS = ("fixed", "grid", "families", "space")
-# Keys of evaluate that a trial cannot take: the sweep logs to MLflow itself, writes no files of its own, and
-# compares settings across trials (mode=all is a comparison inside one process).
-NOT_SWEPT = {
+# Keys a trial cannot take, per trial command: the sweep logs every trial to MLflow itself, gives each trial its own
+# folder, and runs trials on its own Ray
+_SWEEP_OWNS = {
     "mlflow": "the sweep logs every trial to MLflow itself",
     "mlflow_experiment": "the sweep's experiment= names the MLflow experiment",
-    "output": "the trial's numbers are in MLflow (and its per-episode table)",
-    "plot": "gym-qwen compare draws the plot",
-    "video": "a trial records no video",
-    "video_path": "a trial records no video",
-    "spec_exec_horizons": "it belongs to mode=all; sweep spec_exec_horizon instead",
-    "cheap_num_samples": "it belongs to mode=all; sweep num_samples with mode=baseline instead",
-    "cheap_iterations": "it belongs to mode=all; sweep iterations with mode=baseline instead",
-    "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
     "progress": "trials show no progress bars; the sweep prints a line per trial",
-    "num_envs": "a trial plays one episode at a time, so that an interrupted trial continues with the same records "
-                "(num_workers= spreads them over evaluator actors)",
+    "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
 }
+NOT_SWEPT = {
+    "evaluate": {
+        **_SWEEP_OWNS,
+        "output": "the trial's numbers are in MLflow (and its per-episode table)",
+        "plot": "gym-qwen compare draws the plot",
+        "video": "a trial records no video",
+        "video_path": "a trial records no video",
+        "spec_exec_horizons": "it belongs to mode=all; sweep spec_exec_horizon instead",
+        "cheap_num_samples": "it belongs to mode=all; sweep num_samples with mode=baseline instead",
+        "cheap_iterations": "it belongs to mode=all; sweep iterations with mode=baseline instead",
+        "num_envs": "a trial plays one episode at a time, so that an interrupted trial continues with the same "
+                    "records (num_workers= spreads them over evaluator actors)",
+    },
+    "train": {
+        **_SWEEP_OWNS,
+        "output_dir": "each trial trains in its own folder of the sweep (<storage>/<experiment>/trial-NNN/run)",
+        "exp_name": "each trial trains in its own folder of the sweep",
+        "resume": "a retried or restored trial resumes its own run by itself",
+        "num_workers": "a training trial collects in its own process (trials run side by side instead)",
+        "sync": "a training trial collects in its own process",
+        "num_envs": "a training trial collects in its own process",
+    },
+    "dt-train": {
+        **_SWEEP_OWNS,
+        "log_dir": "each trial writes into its own folder of the sweep (<storage>/<experiment>/trial-NNN/dt)",
+    },
+}
+# What a training trial reports after each evaluation, by command: the metric early stopping judges (higher is
+# better) and the metric that counts its progress
+TRAINING_COMMANDS = {"train": "eval_return", "dt-train": "d4rl_score"}
 
 
 # Keys a search space cannot vary: the trial's resources (Tune fixes them before a point is chosen), its teacher,
@@ -163,12 +184,12 @@ def _mapping(value: Any, where: str, key: str) -> dict:
 def _check_keys(keys, schema, where: str) -> None:
     from ..config import _fields  # noqa: PLC2701 (the schema's field table, shared with the parser)
 
-    valid = list(_fields(schema))
+    valid, refused = list(_fields(schema)), NOT_SWEPT[schema.command]
     for key in keys:
-        if key in NOT_SWEPT:
-            raise ConfigError(f"{where}: {key} cannot be set in a sweep: {NOT_SWEPT[key]}")
+        if key in refused:
+            raise ConfigError(f"{where}: {key} cannot be set in a sweep: {refused[key]}")
         if key not in valid:
-            raise _unknown(key, [k for k in valid if k not in NOT_SWEPT], where, f"{schema.command} keys")
+            raise _unknown(key, [k for k in valid if k not in refused], where, f"{schema.command} keys")
 
 
 def expand_family(name: str, grid: dict, where: str) -> list[dict]:
@@ -213,6 +234,12 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     schema = _command_schema(settings.trial_command)
+    if settings.scheduler == "asha" and settings.trial_command not in TRAINING_COMMANDS:
+        raise ConfigError(f"{where}: scheduler: asha stops trainings early; it needs trial_command: train or "
+                          f"dt-train, not {settings.trial_command}")
+    if settings.search == "optuna" and settings.trial_command != "evaluate":
+        raise ConfigError(f"{where}: search: optuna searches evaluation settings (trial_command: evaluate); sweep "
+                          f"{settings.trial_command} trials with a grid")
     fixed = {**_mapping(data.get("fixed"), where, "fixed"), **(fixed_over or {})}
     _check_keys(fixed, schema, f"{where}, fixed")
     if settings.search == "optuna":
@@ -328,6 +355,6 @@ def _searched_sweep(path: str, data: dict, settings, schema, fixed: dict) -> Swe
 
 
 def _command_schema(command: str):
-    from ..config_schema import EvaluateConfig
+    from ..config_schema import DTTrainConfig, EvaluateConfig, TrainConfig
 
-    return {"evaluate": EvaluateConfig}[command]
+    return {"evaluate": EvaluateConfig, "train": TrainConfig, "dt-train": DTTrainConfig}[command]

@@ -1,0 +1,141 @@
+"""One training trial of a sweep without Ray: a TD-MPC2 training (`trial_command: train`) or a Decision Transformer
+(`trial_command: dt-train`) in the trial's own folder, logging to the trial's nested MLflow run and handing the
+numbers of every evaluation to `report` (Tune's early stopping judges them).
+
+A retried or restored trial continues: a TD-MPC2 run resumes from the last checkpoint in its folder (resume=true),
+a Decision Transformer (minutes, not hours) starts again in a fresh folder; either way it logs into the run its
+trial id finds, never a step twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable
+
+from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, client, find_run
+from .spec import TRAINING_COMMANDS
+
+RUN_FOLDER = {"train": "run", "dt-train": "dt"}
+
+
+DATA_PATH_KEYS = ("data", "dataset_dir", "minari_root")  # dt-train's paths, relative to the sweep's folder
+
+
+def training_trial_config(command: str, values: dict, trial_dir: Path, experiment: str, workdir: str | Path = "."):
+    """The command's config for a trial's keys: its folder inside the trial's, MLflow on (the sweep's experiment),
+    no progress bar, data paths taken from `workdir` (where the sweep was started; Tune runs a trial elsewhere);
+    a TD-MPC2 trial resumes the run its folder already holds."""
+    from ..config import config_from_dict
+    from ..config_schema import DTTrainConfig, TrainConfig
+    from .setting import absolute
+
+    values = {k: (absolute(v, workdir) if k in DATA_PATH_KEYS and v else v) for k, v in values.items()}
+    folder = trial_dir / RUN_FOLDER[command]
+    common = {"mlflow": True, "mlflow_experiment": experiment, "progress": False}
+    if command == "dt-train" and "dataset_dir" not in values:
+        values["dataset_dir"] = absolute(DTTrainConfig.__dataclass_fields__["dataset_dir"].default, workdir)
+    if command == "train":
+        from ..trainer import STATE_FILE, run_dir
+
+        cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial"})
+        return config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial",
+                                              "resume": (run_dir(cfg) / STATE_FILE).exists()})
+    return config_from_dict(DTTrainConfig, {**values, **common,
+                                            "log_dir": str(folder / time.strftime("%Y%m%d-%H%M%S"))})
+
+
+def planned_evaluations(command: str, cfg) -> int:
+    """How many evaluations a whole trial makes: early stopping's last rung."""
+    if command == "train":
+        return max(1, cfg.steps // cfg.eval_freq) if cfg.eval_freq > 0 else 1
+    return cfg.max_train_iters
+
+
+def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: str, uri: str, experiment: str,
+                       experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str, family: str,
+                       report: Callable[[dict], None]) -> dict:
+    """Run (or continue) one training trial; `report(metrics)` after each evaluation, with `evaluations` (how many
+    so far: early stopping's clock) and the command's judged metric (TRAINING_COMMANDS). Returns the summary."""
+    import os
+
+    from ..tracking import Tracker
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the trainers' Tracker reads it (this is the trial's own process)
+    started = time.perf_counter()
+    cfg = training_trial_config(command, values, trial_dir, experiment, workdir)
+    tags = {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id, PARENT_TAG: parent_run_id, ROLE_TAG: "trial",
+            "family": family}
+    earlier = find_run(client(uri), experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id})
+    tracker = Tracker(True, experiment, tags=tags, continue_run=earlier.info.run_id if earlier else None)
+    evaluations = [_evaluations_made(command, cfg)]  # a resumed training's count on early stopping's clock
+
+    def send(metrics: dict) -> None:
+        evaluations[0] += 1
+        report({**{k: v for k, v in metrics.items() if v is not None}, "evaluations": evaluations[0],
+                "trial_seconds": time.perf_counter() - started})
+
+    # the trainers' own lines (evaluations, progress) go to the trial's log, not to the sweep's output
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with open(trial_dir / "trial.log", "a") as log, contextlib.redirect_stdout(log):
+        return _train(command, cfg, tracker, send)
+
+
+def _evaluations_made(command: str, cfg) -> int:
+    """The evaluations a resumed TD-MPC2 run made before (the rows of its eval.csv); 0 for anything else."""
+    if command != "train" or not cfg.resume:
+        return 0
+    from ..trainer import run_dir
+
+    done = run_dir(cfg) / "eval.csv"
+    return max(0, len(done.read_text().splitlines()) - 1) if done.exists() else 0
+
+
+def _train(command: str, cfg, tracker, send: Callable[[dict], None]) -> dict:
+    if command == "train":
+        from ..trainer import train
+
+        def on_evaluation(record: dict) -> None:
+            send({"eval_return": record["return_mean"], "eval_return_std": record["return_std"],
+                  "env_steps": record["env_steps"]})
+
+        return train(cfg, tracker=tracker, on_evaluation=on_evaluation)
+
+    from ..dt.train import train_dt
+
+    def on_dt_evaluation(row: dict, evaluation: dict | None) -> None:
+        metric = {TRAINING_COMMANDS["dt-train"]: evaluation["normalized_mean"]} if evaluation else {}
+        send({**metric, "eval_return": evaluation["return_mean"] if evaluation else None,
+              "action_loss": row["action_loss"], "updates": row["num_updates"]})
+
+    return train_dt(cfg, show_progress=False, tracker=tracker, on_evaluation=on_dt_evaluation)
+
+
+class TrainingSetting:
+    """What a training trial runs, for the sweep's dry-run table and lines: its family and swept keys."""
+
+    checkpoint = "-"
+
+    def __init__(self, point):
+        self.label = " ".join(f"{k}={v}" for k, v in point.swept.items() if k != "seed") or point.family
+
+
+def resolve_training_sweep(sweep) -> tuple[list, dict]:
+    """Every training trial checked before the sweep starts (its config was built by load_sweep): a dataset the
+    Decision Transformer reads must exist, and early stopping needs evaluations to judge. Returns (settings, {})."""
+    from ..config_schema import ConfigError
+    from ..dt.train import dataset_path
+
+    command = sweep.settings.trial_command
+    for point in sweep.points:
+        where = f"sweep file {sweep.path!r}, family {point.family!r}, trial {point.name.split(': ', 1)[1]}"
+        cfg = point.cfg
+        if command == "dt-train":
+            if cfg.minari is None and not Path(dataset_path(cfg)).is_file():
+                raise ConfigError(f"{where}: dataset {dataset_path(cfg)} not found: make it with gym-qwen "
+                                  f"make-dataset env={cfg.env} dataset={cfg.dataset}, or give data=")
+            if sweep.settings.scheduler == "asha" and cfg.num_eval_ep == 0:
+                raise ConfigError(f"{where}: scheduler: asha judges evaluations; num_eval_ep=0 makes none")
+        elif sweep.settings.scheduler == "asha" and cfg.eval_freq <= 0:
+            raise ConfigError(f"{where}: scheduler: asha judges evaluations; eval_freq={cfg.eval_freq} makes none")
+    return [TrainingSetting(p) for p in sweep.points], {}
