@@ -75,6 +75,8 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=0.45, help="planner calls per step the threshold aims at")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--extra", nargs="*", default=[], help="more evaluate key=value pairs")
+    p.add_argument("--name", default=None, help="results and plot as speculation-<task>-<name> (default: "
+                   "speculation-<task>), e.g. for correctors beside a copy of the teacher")
     p.add_argument("--check-only", action="store_true", help="do not evaluate: check the targets on the comparison "
                    "JSON an earlier (possibly interrupted) run wrote, and draw its plot")
     args = p.parse_args()
@@ -90,14 +92,15 @@ def main() -> int:
     print(f"adaptive threshold {threshold:.4f} (estimated {estimate:.3f} planner calls/step at k={args.adaptive_k} "
           f"on {len(set(columns['episode'].tolist()))} collection episodes)", flush=True)
     task = load_checkpoint(args.teacher)["task"]
+    stem = f"speculation-{task}" + (f"-{args.name}" if args.name else "")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    out = results / f"speculation-{task}-comparison.json"
+    out = results / f"{stem}-comparison.json"
     horizons = sorted({1, 3, 6, args.adaptive_k})
     argv = [f"checkpoint={args.teacher}", "mode=all", f"episodes={args.episodes}", f"seed={args.seed}",
             f"spec_exec_horizons={','.join(map(str, horizons))}", f"mismatch_threshold={threshold:.4f}",
             f"num_workers={args.num_workers}", "worker_cpus=1", f"torch_threads={args.threads}",
-            f"output={out}", f"plot={ROOT / 'docs' / f'speculation-{task}.png'}", *args.extra]
+            f"output={out}", f"plot={ROOT / 'docs' / f'{stem}.png'}", *args.extra]
     if args.num_workers == 0:
         argv = [a for a in argv if not a.startswith(("num_workers", "worker_cpus"))]
     print("gym-qwen evaluate " + " ".join(argv), flush=True)
@@ -110,14 +113,14 @@ def main() -> int:
         from gym_qwen.platform.speculative.comparison import plot_comparison
 
         print(f"the comparison was interrupted: {record['settings_done']} of {record['settings_planned']} settings")
-        plot_comparison(record, ROOT / "docs" / f"speculation-{task}.png")
+        plot_comparison(record, ROOT / "docs" / f"{stem}.png")
     targets = check_targets(record)
     for t in targets:
         print(f"{'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['value']} (goal {t['goal']})")
     summary = {"task": task, "teacher": args.teacher, "threshold": threshold, "threshold_estimate": estimate,
                "budget": args.budget, "command": "gym-qwen evaluate " + " ".join(argv), "targets": targets,
                "comparison": record}
-    (results / f"speculation-{task}.json").write_text(json.dumps(summary, indent=1))
+    (results / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     return 0
 
 
