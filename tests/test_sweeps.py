@@ -264,6 +264,12 @@ def test_the_presets_are_valid(tmp_path):
     resolve_sweep(search, REPO)  # every corner of the space: the shipped correctors exist
     assert search.searched and {d.key for d in search.space} == set(grid.families["grid"])
     assert len(resolve_sweep(grid, REPO)[0]) == 30
+    train = load_sweep(str(REPO / "configs/sweeps/train.yaml"))
+    assert len(train.points) == 8 and train.settings.scheduler == "asha"
+    assert {(p.cfg.model_size, p.cfg.seed, p.cfg.lr) for p in train.points} == \
+        {(m, s, lr) for m in (1, 5) for s in (1, 2) for lr in (3e-4, 1e-3)}
+    dt = load_sweep(str(REPO / "configs/sweeps/dt.yaml"))  # (its datasets are made on the machine that runs it)
+    assert len(dt.points) == 18 and {p.cfg.env for p in dt.points} == {"halfcheetah", "hopper", "walker2d"}
 
 
 # ------------------------------------------------------------------------------------------------ MLflow runs
