@@ -240,7 +240,7 @@ def _report_trainings(results, trials: list[dict], sweep, parent, wall: float, s
         else:
             state, stopped = f"stopped early ({done}/{planned})", stopped + 1
             run = find_run(c, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: m.get("trial_id", "?")})
-            if run is not None and run.info.status == "RUNNING":
+            if run is not None and run.info.status in ("RUNNING", "FAILED"):  # ended between two evaluations
                 c.set_tag(run.info.run_id, "gym_qwen.stopped_early", f"ASHA after {done} of {planned} evaluations")
                 c.set_terminated(run.info.run_id, status="KILLED")
         seconds += float(m.get("trial_seconds", 0.0))

@@ -69,16 +69,24 @@ def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: 
     earlier = find_run(client(uri), experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id})
     tracker = Tracker(True, experiment, tags=tags, continue_run=earlier.info.run_id if earlier else None)
     evaluations = [_evaluations_made(command, cfg)]  # a resumed training's count on early stopping's clock
+    planned, last = planned_evaluations(command, cfg), []
 
     def send(metrics: dict) -> None:
         evaluations[0] += 1
-        report({**{k: v for k, v in metrics.items() if v is not None}, "evaluations": evaluations[0],
-                "trial_seconds": time.perf_counter() - started})
+        numbers = {**{k: v for k, v in metrics.items() if v is not None}, "evaluations": evaluations[0],
+                   "trial_seconds": time.perf_counter() - started}
+        if evaluations[0] >= planned:  # held back until the run is written: Tune ends a trial at its last rung
+            last.append(numbers)
+        else:
+            report(numbers)
 
     # the trainers' own lines (evaluations, progress) go to the trial's log, not to the sweep's output
     trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / "trial.log", "a") as log, contextlib.redirect_stdout(log):
-        return _train(command, cfg, tracker, send)
+        summary = _train(command, cfg, tracker, send)
+    if last:
+        report({**last[-1], "trial_seconds": time.perf_counter() - started})
+    return summary
 
 
 def _evaluations_made(command: str, cfg) -> int:
