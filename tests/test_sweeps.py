@@ -534,6 +534,44 @@ def test_a_training_sweep_with_asha_stops_the_trainings_behind(ray_local, tmp_pa
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_an_interrupted_training_sweep_resumes_each_trial_from_its_checkpoint(tmp_path):
+    """SIGINT to a training sweep (one trial at a time) once its first trial has checkpointed: resume=true
+    finishes every trial, the interrupted one continuing its own run folder and MLflow run (each evaluation logged
+    once), with one run per trial."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    path = _write(tmp_path / "train.yaml", f"trial_command: train\nexperiment: tres\nmax_concurrent: 1\n"
+                                           f"trial_cpus: 1\nfixed: {{{TINY_TRAIN}}}\ngrid: {{seed: [1, 2]}}\n")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    cmd = [PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}"]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    exp_dir = cwd / "runs" / "sweeps" / "tres"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and not list(exp_dir.glob("trial-000/run/*/trial/seed1/train_state.pt")):
+            time.sleep(1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert not list(exp_dir.glob("trial-*/run/*/trial/seed*/agent.pt"))  # nothing finished before the interrupt
+    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list(exp_dir.glob("trial-*/run/*/trial/seed*/agent.pt"))) == 2
+    c, runs = _runs(uri)
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:  # (a trial that started afresh in its folder would be refused: "already holds a run")
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/return_mean")] == [1000, 2000]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, tmp_path, capsys, monkeypatch):
     """trial_command=dt-train over seeds: each trial trains in its own folder (the dataset path taken from the
     sweep's folder), reports its D4RL score after every iteration and logs a nested MLflow run."""
