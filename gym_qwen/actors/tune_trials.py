@@ -55,19 +55,26 @@ def actor_episodes(cpus: float):
     return factory
 
 
+def _quiet_trial_logs() -> None:
+    """A trial's process says only what matters: no library chatter, no Tune line after every report
+    ("Checkpoint successfully created at ...")."""
+    import logging
+
+    from gym_qwen.platform.envs import quiet_library_logs
+
+    quiet_library_logs()
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def sweep_trial(config: dict) -> None:
     """The Tune trainable: config = {"trial": {family, values, swept, label, index}, "run": {uri, experiment_id,
     parent_run_id, sweep_id, workdir, trial_cpus, faults}}."""
     from gym_qwen.platform.config import EvaluateConfig, config_from_dict
-    from gym_qwen.platform.envs import quiet_library_logs
     from gym_qwen.platform.sweeps.spec import SweepPoint
     from gym_qwen.platform.sweeps.trial import run_trial
 
-    quiet_library_logs()
-    import logging
-
-    for name in ("ray.train", "ray.tune"):  # "Checkpoint successfully created at ..." after every episode
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_trial_logs()
     t, r = config["trial"], config["run"]
     suggested = config.get("suggested") or {}  # search=optuna: the point the searcher chose
     values, swept = {**t["values"], **suggested}, (suggested or t["swept"])
@@ -91,14 +98,9 @@ def training_trial(config: dict) -> None:
     """The Tune trainable of a training sweep (trial_command train or dt-train): config = {"trial": {family,
     values, ...}, "run": {command, uri, experiment, experiment_id, parent_run_id, sweep_id, experiment_dir, ...}}.
     Reports after every evaluation; early stopping (ASHA) ends the trial's process between two."""
-    from gym_qwen.platform.envs import quiet_library_logs
     from gym_qwen.platform.sweeps.training_trial import run_training_trial
 
-    quiet_library_logs()
-    import logging
-
-    for name in ("ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_trial_logs()
     t, r = config["trial"], config["run"]
     values = dict(t["values"])
     values.setdefault("torch_threads", threads_for(r["trial_cpus"]))

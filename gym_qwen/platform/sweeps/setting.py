@@ -98,7 +98,7 @@ def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]
 
     ckpts, shas, correctors, settings = {}, {}, set(), []
     for point in sweep.points:
-        where = f"sweep file {sweep.path!r}, family {point.family!r}, trial {point.name.split(': ', 1)[1]}"
+        where = point.place(sweep.path)
         try:
             path = absolute(point.cfg.checkpoint, workdir)
             if path not in ckpts:

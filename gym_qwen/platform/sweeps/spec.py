@@ -124,6 +124,10 @@ class SweepPoint:
     def name(self) -> str:
         return f"{self.family}: " + (" ".join(f"{k}={v}" for k, v in self.swept.items()) or "(fixed keys)")
 
+    def place(self, path: str) -> str:
+        """Where this trial is, for a one-line error: the sweep file, the family and the trial's keys."""
+        return f"sweep file {path!r}, family {self.family!r}, trial {self.name.split(': ', 1)[1]}"
+
 
 @dataclasses.dataclass
 class Sweep:

@@ -26,23 +26,23 @@ def training_trial_config(command: str, values: dict, trial_dir: Path, experimen
     """The command's config for a trial's keys: its folder inside the trial's, MLflow on (the sweep's experiment),
     no progress bar, data paths taken from `workdir` (where the sweep was started; Tune runs a trial elsewhere);
     a TD-MPC2 trial resumes the run its folder already holds."""
+    import dataclasses
+
     from ..config import config_from_dict
     from ..config_schema import DTTrainConfig, TrainConfig
     from .setting import absolute
 
-    values = {k: (absolute(v, workdir) if k in DATA_PATH_KEYS and v else v) for k, v in values.items()}
     folder = trial_dir / RUN_FOLDER[command]
     common = {"mlflow": True, "mlflow_experiment": experiment, "progress": False}
-    if command == "dt-train" and "dataset_dir" not in values:
-        values["dataset_dir"] = absolute(DTTrainConfig.__dataclass_fields__["dataset_dir"].default, workdir)
     if command == "train":
         from ..trainer import STATE_FILE, run_dir
 
         cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial"})
-        return config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial",
-                                              "resume": (run_dir(cfg) / STATE_FILE).exists()})
-    return config_from_dict(DTTrainConfig, {**values, **common,
-                                            "log_dir": str(folder / time.strftime("%Y%m%d-%H%M%S"))})
+        return dataclasses.replace(cfg, resume=(run_dir(cfg) / STATE_FILE).exists())
+    cfg = config_from_dict(DTTrainConfig, {**values, **common,
+                                           "log_dir": str(folder / time.strftime("%Y%m%d-%H%M%S"))})
+    return dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k), workdir) for k in DATA_PATH_KEYS
+                                       if getattr(cfg, k)})
 
 
 def planned_evaluations(command: str, cfg) -> int:
@@ -136,7 +136,7 @@ def resolve_training_sweep(sweep) -> tuple[list, dict]:
 
     command = sweep.settings.trial_command
     for point in sweep.points:
-        where = f"sweep file {sweep.path!r}, family {point.family!r}, trial {point.name.split(': ', 1)[1]}"
+        where = point.place(sweep.path)
         cfg = point.cfg
         if command == "dt-train":
             if cfg.minari is None and not Path(dataset_path(cfg)).is_file():
