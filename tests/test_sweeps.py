@@ -478,6 +478,28 @@ def test_an_optuna_search_runs_its_budget_of_points_inside_the_space(ray_local, 
     assert sum(1 for line in out.splitlines() if line.lstrip().startswith("adaptive")) == 4
 
 
+def _interrupt_sweep(cmd: list, cwd: Path, env: dict, ready, poll: float = 1.0, settle: float = 0.0,
+                     timeout: float = 300) -> tuple[int, str, str]:
+    """Start `gym-qwen sweep` (`cmd`) in its own session, wait until `ready()` (at most `timeout` s; the sweep must
+    still be running then), send SIGINT after `settle` s and return (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            time.sleep(poll)
+            if proc.poll() is None and ready():
+                break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(settle)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out, err
+
+
 TINY_TRAIN = ("task: cartpole-balance, steps: 2000, eval_freq: 1000, eval_episodes: 1, checkpoint_freq: 1000, "
               "latent_dim: 16, enc_dim: 32, mlp_dim: 32, num_samples: 32, num_elites: 4, num_pi_trajs: 2, "
               "iterations: 1, horizon: 1, batch_size: 16, seed_steps: 300, device: cpu, torch_threads: 1")
@@ -545,20 +567,10 @@ def test_an_interrupted_training_sweep_resumes_each_trial_from_its_checkpoint(tm
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
     cmd = [PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}"]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
     exp_dir = cwd / "runs" / "sweeps" / "tres"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and not list(exp_dir.glob("trial-000/run/*/trial/seed1/train_state.pt")):
-            time.sleep(1)
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        os.kill(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
+    rc, out, err = _interrupt_sweep(
+        cmd, cwd, env, lambda: bool(list(exp_dir.glob("trial-000/run/*/trial/seed1/train_state.pt"))))
+    assert rc == 130, err[-3000:]
     assert not list(exp_dir.glob("trial-*/run/*/trial/seed*/agent.pt"))  # nothing finished before the interrupt
     res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -589,7 +601,7 @@ def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, 
                   "torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
     rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
     assert rc == 0, err[-3000:]
-    assert "D4RL score" in out and out.count(" done") == 2
+    assert "D4RL score" in out and sum(1 for line in out.splitlines() if line.rstrip().endswith(" done")) == 2
     c, runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
     trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
     assert len(trials) == 2 and {r.data.params["seed"] for r in trials} == {"0", "1"}
@@ -613,25 +625,14 @@ def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
     cmd = ["nice", "-n", "19", PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}"]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:  # the first trial's run finished
-            time.sleep(2)
-            if proc.poll() is not None or not (cwd / "mlflow.db").exists():
-                continue
-            _, runs = _runs(uri)
-            if any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs):
-                break
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(1)
-        os.kill(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-3000:]
+    def first_trial_finished() -> bool:
+        if not (cwd / "mlflow.db").exists():
+            return False
+        _, runs = _runs(uri)
+        return any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs)
+
+    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=2.0, settle=1.0)
+    assert rc == 130, err[-3000:]
     assert "resume=true continues it" in err
     c, runs = _runs(uri)
     done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
