@@ -10,7 +10,6 @@ BENCHMARKS "learning check" (`--agent full` trains model size 1 with the default
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -20,6 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gym_qwen.platform.checkpoints import atomic_write_bytes  # noqa: E402
+from gym_qwen.platform.curves import read_run  # noqa: E402
+
 SMALL_AGENT = ["latent_dim=64", "enc_dim=64", "mlp_dim=128", "num_samples=128", "num_elites=16", "num_pi_trajs=8",
                "iterations=3", "batch_size=128", "seed_steps=1000"]
 MODES = {
@@ -27,12 +30,6 @@ MODES = {
     # two rollout workers and the learner on two cores: each worker half a CPU (one torch thread), learner one
     "async, 2 workers": ["num_workers=2", "worker_cpus=0.5", "learner_cpus=1", "sync=false"],
 }
-
-
-def read_eval(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{"env_steps": int(r["env_steps"]), "return_mean": float(r["return_mean"]),
-                 "return_std": float(r["return_std"])} for r in csv.DictReader(f)]
 
 
 def train_once(task: str, seed: int, mode: str, args, root: Path) -> dict:
@@ -49,7 +46,10 @@ def train_once(task: str, seed: int, mode: str, args, root: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"{mode} seed {seed} failed (exit {rc}); see {log}:\n{log.read_text()[-2000:]}")
     run = root / task / mode.split(",")[0].replace(" ", "-") / f"seed{seed}"
-    return {"mode": mode, "seed": seed, "wall_s": seconds, "eval": read_eval(run / "eval.csv")}
+    curve = read_run(run)
+    return {"mode": mode, "seed": seed, "wall_s": seconds,
+            "eval": [{"env_steps": n, "return_mean": r, "return_std": sd}
+                     for n, r, sd in zip(curve.env_steps, curve.returns, curve.stds)]}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -86,10 +86,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['task']}: in-process vs async Ray training (thin: each seed; thick: mean)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def report(result: dict) -> None:
@@ -129,10 +126,7 @@ def main() -> None:
         result = {"task": args.task, "steps": args.steps, "seeds": seeds, "agent": args.agent,
                   "eval_episodes": args.eval_episodes, "eval_freq": args.eval_freq, "modes": MODES,
                   "runs": runs, "summary": summarise(runs)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = out.with_suffix(".tmp")
-        tmp_out.write_text(json.dumps(result, indent=2))
-        tmp_out.replace(out)
+        atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
     report(result)
     plot(result, figure)
     print(f"wrote {out} and {figure}")
