@@ -4,7 +4,8 @@ agent, run side by side (one seed's two runs back to back), with `gym-qwen train
 
     python benchmarks/bench_async.py [--task cartpole-balance] [--steps 16000] [--seeds 1,2] [--eval-freq 4000]
     python benchmarks/bench_async.py --report-only      # the table and plot again from the JSON
-Writes benchmarks/results/async-<task>.json and docs/async-<task>.png. The default agent is the small one of the
+Writes docs/async-<task>.json (after every run, so a run cut off keeps what finished; a second invocation with the
+same settings skips the runs already there, --fresh starts over) and docs/async-<task>.png. The default agent is the small one of the
 BENCHMARKS "learning check" (`--agent full` trains model size 1 with the default planner).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gym_qwen.platform.checkpoints import atomic_write_bytes  # noqa: E402
+from gym_qwen.platform.checkpoints import atomic_write_bytes, load_checkpoint  # noqa: E402
 from gym_qwen.platform.curves import read_run  # noqa: E402
 
 SMALL_AGENT = ["latent_dim=64", "enc_dim=64", "mlp_dim=128", "num_samples=128", "num_elites=16", "num_pi_trajs=8",
@@ -47,7 +48,9 @@ def train_once(task: str, seed: int, mode: str, args, root: Path) -> dict:
         raise SystemExit(f"{mode} seed {seed} failed (exit {rc}); see {log}:\n{log.read_text()[-2000:]}")
     run = root / task / mode.split(",")[0].replace(" ", "-") / f"seed{seed}"
     curve = read_run(run)
-    return {"mode": mode, "seed": seed, "wall_s": seconds,
+    final_state = load_checkpoint(run / "train_state.pt")  # counted by the learner where the updates ran
+    return {"mode": mode, "seed": seed, "wall_s": seconds, "updates": int(final_state["num_updates"]),
+            "env_steps": int(final_state["env_steps"]), "train_s": float(final_state["loop"]["train_seconds"]),
             "eval": [{"env_steps": n, "return_mean": r, "return_std": sd}
                      for n, r, sd in zip(curve.env_steps, curve.returns, curve.stds)]}
 
@@ -60,6 +63,7 @@ def summarise(runs: list[dict]) -> dict:
             continue
         final = [r["eval"][-1]["return_mean"] for r in mine]
         out[mode] = {"final_return_mean": statistics.mean(final), "final_returns": final,
+                     "updates": [r["updates"] for r in mine],
                      "wall_s_mean": statistics.mean(r["wall_s"] for r in mine),
                      "curve": [statistics.mean(r["eval"][i]["return_mean"] for r in mine)
                                for i in range(min(len(r["eval"]) for r in mine))],
@@ -83,7 +87,7 @@ def plot(result: dict, path: Path) -> None:
                     label=f"{mode}: {s['final_return_mean']:.0f} at the end, {s['wall_s_mean'] / 60:.1f} min")
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"evaluation return ({result['eval_episodes']} episodes)")
-    ax.set_title(f"{result['task']}: in-process vs async Ray training (thin: each seed; thick: mean)")
+    ax.set_title(f"{result['task']}: in-process vs async Ray training (thin: each seed; thick: mean)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -91,10 +95,11 @@ def plot(result: dict, path: Path) -> None:
 
 def report(result: dict) -> None:
     print(f"{result['task']}, {result['steps']} env steps, seeds {result['seeds']}, agent {result['agent']}")
-    print(f"{'mode':<20} {'final return (each seed)':<34} {'mean':>7} {'wall min':>9}")
+    print(f"{'mode':<20} {'final return (each seed)':<34} {'mean':>7} {'wall min':>9}  updates (each seed)")
     for mode, s in result["summary"].items():
         each = ", ".join(f"{x:.0f}" for x in s["final_returns"])
-        print(f"{mode:<20} {each:<34} {s['final_return_mean']:>7.1f} {s['wall_s_mean'] / 60:>9.1f}")
+        updates = ", ".join(f"{u:,}" for u in s["updates"])
+        print(f"{mode:<20} {each:<34} {s['final_return_mean']:>7.1f} {s['wall_s_mean'] / 60:>9.1f}  {updates}")
 
 
 def main() -> None:
@@ -106,26 +111,37 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--agent", choices=("small", "full"), default="small")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="ignore runs already in the JSON")
     p.add_argument("--out", default=None)
     p.add_argument("--figure", default=None)
     args = p.parse_args()
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"async-{args.task}.json")
+    out = Path(args.out or ROOT / "docs" / f"async-{args.task}.json")
     figure = Path(args.figure or ROOT / "docs" / f"async-{args.task}.png")
     if args.report_only:
         result = json.loads(out.read_text())
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
+        settings = {"task": args.task, "steps": args.steps, "agent": args.agent, "eval_episodes": args.eval_episodes,
+                    "eval_freq": args.eval_freq, "modes": MODES}
         runs = []
+        if out.exists() and not args.fresh:
+            earlier = json.loads(out.read_text())
+            if all(earlier.get(k) == v for k, v in settings.items()):
+                runs = [r for r in earlier["runs"] if r["seed"] in seeds]
+                print(f"{out}: keeping {len(runs)} finished run(s) with the same settings (--fresh to redo)")
         with tempfile.TemporaryDirectory(prefix="bench-async-") as tmp:
             for seed in seeds:
                 for mode in MODES:
+                    if any(r["seed"] == seed and r["mode"] == mode for r in runs):
+                        continue
                     runs.append(train_once(args.task, seed, mode, args, Path(tmp)))
                     r = runs[-1]
-                    print(f"seed {seed} {mode}: {r['eval'][-1]['return_mean']:.1f} in {r['wall_s'] / 60:.1f} min",
-                          flush=True)
-        result = {"task": args.task, "steps": args.steps, "seeds": seeds, "agent": args.agent,
-                  "eval_episodes": args.eval_episodes, "eval_freq": args.eval_freq, "modes": MODES,
-                  "runs": runs, "summary": summarise(runs)}
+                    print(f"seed {seed} {mode}: {r['eval'][-1]['return_mean']:.1f} in {r['wall_s'] / 60:.1f} min, "
+                          f"{r['updates']:,} updates", flush=True)
+                    result = {**settings, "seeds": sorted({r["seed"] for r in runs}), "runs": runs,
+                              "summary": summarise(runs)}
+                    atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        result = {**settings, "seeds": sorted({r["seed"] for r in runs}), "runs": runs, "summary": summarise(runs)}
         atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
     report(result)
     plot(result, figure)
