@@ -102,6 +102,13 @@ def report(result: dict) -> None:
         print(f"{mode:<20} {each:<34} {s['final_return_mean']:>7.1f} {s['wall_s_mean'] / 60:>9.1f}  {updates}")
 
 
+def save(out: Path, settings: dict, runs: list[dict]) -> dict:
+    """The result of the runs so far, written atomically to `out` (the benchmark calls it after every run)."""
+    result = {**settings, "seeds": sorted({r["seed"] for r in runs}), "runs": runs, "summary": summarise(runs)}
+    atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="cartpole-balance")
@@ -138,11 +145,8 @@ def main() -> None:
                     r = runs[-1]
                     print(f"seed {seed} {mode}: {r['eval'][-1]['return_mean']:.1f} in {r['wall_s'] / 60:.1f} min, "
                           f"{r['updates']:,} updates", flush=True)
-                    result = {**settings, "seeds": sorted({r["seed"] for r in runs}), "runs": runs,
-                              "summary": summarise(runs)}
-                    atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
-        result = {**settings, "seeds": sorted({r["seed"] for r in runs}), "runs": runs, "summary": summarise(runs)}
-        atomic_write_bytes(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+                    result = save(out, settings, runs)
+        result = save(out, settings, runs)
     report(result)
     plot(result, figure)
     print(f"wrote {out} and {figure}")
