@@ -1,12 +1,13 @@
-"""Does asynchronous Ray training learn? In-process training against `num_workers=2` asynchronous training (updates
-applied per received episode, workers acting on weights up to a version behind), same task, seeds, env steps and
-agent, run side by side (one seed's two runs back to back), with `gym-qwen train` itself as the user runs it.
+"""Does asynchronous Ray training learn? In-process training against `num_workers=2` asynchronous training (workers
+play chunks of 50 decisions; the learner runs a chunk's updates before its worker plays on with the new weights),
+same task, seeds, env steps and agent, run side by side (one seed's two runs back to back), with `gym-qwen train`
+itself as the user runs it.
 
     python benchmarks/bench_async.py [--task cartpole-balance] [--steps 16000] [--seeds 1,2] [--eval-freq 4000]
     python benchmarks/bench_async.py --report-only      # the table and plot again from the JSON
 Writes docs/async-<task>.json (after every run, so a run cut off keeps what finished; a second invocation with the
-same settings skips the runs already there, --fresh starts over) and docs/async-<task>.png. The default agent is the small one of the
-BENCHMARKS "learning check" (`--agent full` trains model size 1 with the default planner).
+same settings skips the runs already there, --fresh starts over) and docs/async-<task>.png. The default agent is
+the small one of the BENCHMARKS "learning check" (`--agent full` trains model size 1 with the default planner).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ SMALL_AGENT = ["latent_dim=64", "enc_dim=64", "mlp_dim=128", "num_samples=128", 
 MODES = {
     "in-process": ["num_workers=0", "torch_threads=2"],
     # two rollout workers and the learner on two cores: each worker half a CPU (one torch thread), learner one
-    "async, 2 workers": ["num_workers=2", "worker_cpus=0.5", "learner_cpus=1", "sync=false"],
+    "async, 2 workers": ["num_workers=2", "worker_cpus=0.5", "learner_cpus=1", "sync=false", "chunk_decisions=50"],
 }
 
 

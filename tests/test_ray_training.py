@@ -99,6 +99,32 @@ def test_two_workers_with_two_envs_each(ray_local, tmp_path, monkeypatch):
     assert stats["episode_ids"] == list(range(5)) == buffer_ids
     # one update per decision after the 300 seed decisions, plus the 300-update burst
     assert stats["updates"] == 2500 and len(state.episode_returns) == 5
+    # fresh weights after every chunk (50 decisions of 2 environments) once the random episode 0 is in; whole-
+    # episode ingests made one version per batch (3 here)
+    assert stats["version"] >= (2500 - 500) // (50 * 2) and stats["running"] == {}
+
+
+def test_decisions_of_a_replayed_episode_are_credited_once(tmp_path):
+    """The learner's credit: a chunk of an episode that a crash made start again counts only the decisions
+    beyond its lost attempt's; a finished episode shorter than that credit takes the excess back."""
+    from gym_qwen.actors.learner import LearnerActor
+    from gym_qwen.platform.config import config_to_dict
+
+    cfg = tiny_train_config(tmp_path / "runs", "seed_steps=100000")  # no updates fall due here
+    learner = LearnerActor(config_to_dict(cfg), 1, "cpu")
+    credit = learner._credit
+    for played in (50, 100, 150):  # first attempt of episode 4: three chunks
+        credit(4, played, finished=False)
+    credit(9, 60, finished=False)
+    assert learner.decisions == 210 and learner.running == {4: 150, 9: 60}
+    for played in (50, 100, 150):  # the worker died; the replay starts from decision 0
+        credit(4, played, finished=False)
+    assert learner.decisions == 210
+    credit(4, 200, finished=False)
+    credit(4, 500, finished=True)
+    assert learner.decisions == 560 and learner.running == {9: 60}
+    credit(9, 40, finished=True)  # the replay of 9 ended (terminated) before its lost attempt's 60th decision
+    assert learner.decisions == 540 and learner.running == {}
 
 
 @pytest.mark.slow  # a kill -9 drill: about 100 s alone on 2 cores, 170 s in the suite

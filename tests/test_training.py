@@ -231,6 +231,11 @@ def test_resume_refuses_a_checkpoint_whose_termination_head_this_code_would_not_
 @pytest.mark.parametrize("saved, asked, refused", [
     ({"num_workers": 2, "num_envs": 1}, {"num_workers": 4, "num_envs": 2}, []),  # asynchronous stays asynchronous
     ({}, {"num_workers": 2}, []),  # the Ray backend continues an in-process checkpoint
+    ({"num_workers": 2, "chunk_decisions": 50}, {"num_workers": 2, "chunk_decisions": 10}, []),
+    ({"num_workers": 2, "chunk_decisions": None}, {"num_workers": 2}, []),  # a run saved before chunks existed
+    ({"num_workers": 2, "chunk_decisions": None}, {},
+     ["num_workers=2 (asked 0; asynchronous collection cannot continue as in-process)",
+      "chunk_decisions=none (asked 50; asynchronous collection cannot continue as in-process)"]),
     ({"num_workers": 2}, {}, ["num_workers=2 (asked 0; asynchronous collection cannot continue as in-process)"]),
     ({"num_workers": 1, "sync": True}, {"num_workers": 1},
      ["sync=true (asked false; lockstep collection cannot continue as asynchronous)"]),

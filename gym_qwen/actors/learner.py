@@ -6,8 +6,10 @@ import ray
 
 class LearnerActor:
     """Owns the learning agent and its replay buffer; keeps one update per collected decision (after the seed
-    phase and its burst, exactly as the in-process Learner counts them). Each weights version is `ray.put`
-    once; `weights()` hands out that object's ref (boxed in a list so Ray passes the ref, not the value)."""
+    phase and its burst, exactly as the in-process Learner counts them), run as soon as a rollout chunk reports
+    the decisions, so the weights its worker plays the next chunk with have learned from them. Each weights
+    version is `ray.put` once; `weights()` hands out that object's ref (boxed in a list so Ray passes the ref,
+    not the value)."""
 
     def __init__(self, config: dict, threads: int, device: str):
         import torch
@@ -23,6 +25,7 @@ class LearnerActor:
         self.spec, self.agent, self.learner = build_learning(self.cfg, device)
         self.decisions = 0
         self.episode_ids: set[int] = set()
+        self.running: dict[int, int] = {}  # decisions credited to episodes not finished yet
         self.version = 0
         self._weights_ref = None
         self._eval_agent = None
@@ -41,35 +44,63 @@ class LearnerActor:
         self._weights_ref = None
 
     # ------------------------------------------------------------------ data and updates
-    def ingest(self, episode_refs: list) -> dict:
-        """Fetch finished episodes (refs to lists of Episodes, as rollout workers return them), add each id at
-        most once and run the updates their decisions make due. Returns counters, mean update metrics, the
-        episodes' (id, length, return) and the current weights version with its boxed ref."""
+    def ingest(self, chunk_refs: list) -> dict:
+        """Fetch rollout chunks (refs to `play_chunk` results, or to lists of whole Episodes as `run_episodes`
+        returns them): add each finished episode id at most once, credit each episode's decisions at most once
+        (an episode replayed after a crash is credited only beyond what its lost attempt was), and run the
+        updates the new decisions make due. Returns counters, the updates run and their mean metrics, the
+        finished episodes' (id, length, return), the running episodes' credited decisions and the current
+        weights version with its boxed ref."""
         from gym_qwen.platform.training import MetricMeans
 
-        episodes = [e for batch in ray.get(list(episode_refs), timeout=600) for e in batch]
+        chunks = ray.get(list(chunk_refs), timeout=600)
         added = dupes = 0
         summaries = []
         means = MetricMeans()
         before = self.learner.num_updates
-        for episode in episodes:
-            if episode.episode_id in self.episode_ids:
-                dupes += 1
-                continue
-            self.episode_ids.add(episode.episode_id)
-            self.learner.add(episode)
-            summaries.append((episode.episode_id, len(episode), episode.total_reward))
-            added += 1
+        for chunk in chunks:
+            if isinstance(chunk, list):
+                chunk = {"episodes": chunk, "running": {}}
             due = 0
-            for d in range(self.decisions + 1, self.decisions + len(episode) + 1):
-                due += self.learner.take_due_updates(d)
-            self.decisions += len(episode)
+            for episode in chunk["episodes"]:  # into the buffer before the updates of its last decision
+                if episode.episode_id in self.episode_ids:
+                    dupes += 1
+                    continue
+                self.episode_ids.add(episode.episode_id)
+                self.learner.add(episode)
+                summaries.append((episode.episode_id, len(episode), episode.total_reward))
+                added += 1
+                due += self._credit(episode.episode_id, len(episode), finished=True)
+            for episode_id, played in chunk["running"].items():
+                if episode_id not in self.episode_ids:
+                    due += self._credit(int(episode_id), int(played), finished=False)
             means.add(self.learner.update(due), due)
-        if self.learner.num_updates > before:
+        ran = self.learner.num_updates - before
+        if ran:
             self._updated()
         version, box = self.weights()
         return {"added": added, "duplicates": dupes, "decisions": self.decisions, "updates": self.learner.num_updates,
-                "metrics": means.take(), "episodes": summaries, "version": version, "weights": box}
+                "ran": ran, "metrics": means.take(), "episodes": summaries, "running": dict(self.running),
+                "version": version, "weights": box}
+
+    def _credit(self, episode_id: int, played: int, finished: bool) -> int:
+        """Count an episode's decisions beyond those already credited to it; returns the updates they make due.
+        A finished episode shorter than a lost attempt's credit takes the excess back (its updates have run)."""
+        new = played - self.running.get(episode_id, 0)
+        if finished:
+            self.running.pop(episode_id, None)
+            if new < 0:
+                self.decisions += new
+                return 0
+        elif new <= 0:
+            return 0
+        else:
+            self.running[episode_id] = played
+        due = 0
+        for d in range(self.decisions + 1, self.decisions + new + 1):
+            due += self.learner.take_due_updates(d)
+        self.decisions += new
+        return due
 
     def sync_step(self, episode, decisions: int) -> dict:
         """Lockstep: the in-process loop's learning half of one decision. Returns its mean update metrics, how
@@ -117,7 +148,8 @@ class LearnerActor:
         return {"agent": _to_cpu(self.agent.state_dict(with_optim=True)), "buffer": self.learner.buffer.state(),
                 "num_updates": self.learner.num_updates, "torch_rng": torch.get_rng_state(),
                 "learner": {"decisions": self.decisions, "deferred": self.learner.deferred,
-                            "episode_ids": sorted(self.episode_ids)}}
+                            "episode_ids": sorted(self.episode_ids),
+                            "running": [[i, n] for i, n in sorted(self.running.items())]}}
 
     def load_state(self, ckpt: dict) -> None:
         import torch
@@ -129,6 +161,7 @@ class LearnerActor:
         self.decisions = int(extra.get("decisions", 0))
         self.learner.deferred = int(extra.get("deferred", 0))
         self.episode_ids = {int(i) for i in extra.get("episode_ids", [])}
+        self.running = {int(i): int(n) for i, n in extra.get("running", [])}
         self._updated()
 
     def agent_weights(self) -> dict:
@@ -136,7 +169,7 @@ class LearnerActor:
 
     def stats(self) -> dict:
         return {"decisions": self.decisions, "updates": self.learner.num_updates, "version": self.version,
-                "episode_ids": sorted(self.episode_ids)}
+                "episode_ids": sorted(self.episode_ids), "running": dict(self.running)}
 
 
 def _to_cpu(x):

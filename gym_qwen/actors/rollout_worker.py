@@ -34,9 +34,11 @@ def fault_runtime_env() -> dict:
 class RolloutWorker:
     """Plays training episodes with the newest weights it has been handed.
 
-    Async mode: `run_episodes(version, [weights_ref], ids, random_actions)` plays one episode per id on its
-    `num_envs` environments (batched planning) and returns the Episodes. Weights travel as one `ray.put` object
-    per version; the worker only fetches a version it does not hold yet.
+    Async mode: `play_chunk(version, [weights_ref], ids, random_actions, n)` starts one episode per id on its
+    `num_envs` environments (batched planning) when ids are given, else carries on with the batch it holds, and
+    plays up to n decisions with the weights it was handed; it returns the episodes that finished and how far
+    the others are. `run_episodes` plays whole episodes in one call. Weights travel as one `ray.put` object per
+    version; the worker only fetches a version it does not hold yet.
     Sync mode (`sync_step`): one decision of a platform Collector at a time, for lockstep training."""
 
     def __init__(self, config: dict, worker_index: int, threads: int):
@@ -72,6 +74,17 @@ class RolloutWorker:
         if not random_actions:
             self._take(version, weights_box)
         return self.runner.run(episode_ids, random_actions, self.on_decision)
+
+    def play_chunk(self, version: int, weights_box: list, episode_ids: list[int] | None, random_actions: bool,
+                   max_decisions: int) -> dict:
+        """{"episodes": finished Episodes, "running": {id: decisions played so far}} after up to max_decisions
+        decisions; `episode_ids` starts a new batch (None continues the current one)."""
+        if episode_ids:
+            self.runner.start(episode_ids, random_actions)
+        if not random_actions:
+            self._take(version, weights_box)
+        episodes, running = self.runner.play(max_decisions, self.on_decision)
+        return {"episodes": episodes, "running": running}
 
     def sync_step(self, version: int, weights_box: list):
         """One decision. Returns (finished Episode or None, decisions so far)."""

@@ -1,11 +1,13 @@
 """RayTrainingBackend: rollout-worker actors feeding one learner actor, driven by the platform's training loop.
 
-Data flow (docs/architecture.md, "Data flow"): workers play whole episodes with the newest weights they were handed and return them
-as object refs; the driver passes the refs to the learner, which adds them to its buffer and runs the updates
-they make due; each new weights version is `ray.put` once and handed to the next episodes dispatched.
-Episodes are named by global ids that fix their reset seeds. A worker that dies is restarted by Ray and its
-episodes are dispatched again under the same ids; the learner takes each id at most once, so the buffer holds
-every finished episode exactly once.
+Data flow (docs/architecture.md, "Data flow"): each worker plays its episodes in chunks of `chunk_decisions`
+decisions and returns each chunk as an object ref; the driver passes the ref to the learner, which adds the
+episodes that finished to its buffer and runs the updates the chunk's decisions make due; the worker plays its
+next chunk with the weights that came out of that (each version `ray.put` once), so it is never more than the
+other workers' chunks behind. Episodes are named by global ids that fix their reset seeds. A worker that dies
+is restarted by Ray and its unfinished episodes are dispatched again under the same ids; the learner takes each
+id at most once and credits each episode's decisions at most once, so the buffer holds every finished episode
+exactly once and the update schedule counts each decision once.
 """
 from __future__ import annotations
 
@@ -74,9 +76,12 @@ class RayTrainingBackend:
         # async bookkeeping
         self.next_id = 0
         self.retry_ids: collections.deque[int] = collections.deque()
-        self.in_flight: dict = {}  # worker task ref -> (worker index, ids)
+        self.batches: dict[int, tuple[list[int], bool]] = {}  # worker -> (its unfinished episode ids, random)
+        self.in_flight: dict = {}  # play_chunk ref -> worker index
+        self.ingesting: dict = {}  # learner ingest ref -> worker index (the worker waits for these weights)
         self.idle = list(range(cfg.num_workers))
-        self.ingests: collections.deque = collections.deque()  # (ref, n episodes) in submission order
+        self.running: dict[int, int] = {}  # decisions the learner credited to episodes not finished yet
+        self._chunk_means = MetricMeans()
         self._sync_means = MetricMeans()
 
     def _start_actors(self, cfg) -> None:
@@ -124,7 +129,8 @@ class RayTrainingBackend:
         self.decisions = int(extra["decisions"])
         self.num_updates = int(ckpt["num_updates"])
         ids = set(int(i) for i in extra["episode_ids"])
-        self.next_id = max(ids) + 1 if ids else 0
+        self.running = {int(i): int(n) for i, n in extra.get("running", [])}
+        self.next_id = max(ids | set(self.running)) + 1 if ids or self.running else 0
         self.retry_ids.extend(sorted(set(range(self.next_id)) - ids))  # lost in flight when the job stopped
         self.version, self.weights_box = _get(self.learner.weights.remote(), "the learner")
 
@@ -164,12 +170,12 @@ class RayTrainingBackend:
         return math.ceil(self.seed_steps / self.spec.episode_length)
 
     def _pending_episodes(self) -> int:
-        return sum(len(ids) for _, ids in self.in_flight.values()) + sum(n for _, n in self.ingests)
+        return sum(len(ids) for ids, _ in self.batches.values())
 
     def _next_batch(self, total_decisions: int):
-        """(ids, random_actions) for the next idle worker, or None when nothing should start now."""
+        """(ids, random_actions) of a new batch for an idle worker, or None when nothing should start now."""
         envs, random_end = self.cfg.num_envs, self._random_end()
-        waiting_for_weights = self.version == 0 and bool(self.in_flight or self.ingests)
+        waiting_for_weights = self.version == 0 and bool(self.batches)
         if self.retry_ids:
             random_actions = self.retry_ids[0] < random_end
             if not random_actions and waiting_for_weights:
@@ -178,7 +184,8 @@ class RayTrainingBackend:
             while self.retry_ids and len(ids) < envs and (self.retry_ids[0] < random_end) == random_actions:
                 ids.append(self.retry_ids.popleft())
             return ids, random_actions
-        room = math.ceil((total_decisions - self.decisions) / self.spec.episode_length) - self._pending_episodes()
+        finished_decisions = self.decisions - sum(self.running.values())
+        room = math.ceil((total_decisions - finished_decisions) / self.spec.episode_length) - self._pending_episodes()
         if room <= 0:
             return None
         random_actions = self.next_id < random_end
@@ -193,52 +200,67 @@ class RayTrainingBackend:
         return ids, random_actions
 
     def _dispatch(self, total_decisions: int) -> None:
-        while self.idle:
-            batch = self._next_batch(total_decisions)
-            if batch is None:
-                return
-            ids, random_actions = batch
-            w = self.idle.pop(0)
-            ref = self.workers[w].run_episodes.remote(self.version, self.weights_box, ids, random_actions)
-            self.in_flight[ref] = (w, ids)
+        """Each idle worker plays its next chunk: of the batch it holds, else of a new batch."""
+        for w in list(self.idle):
+            start = None
+            if w not in self.batches:
+                batch = self._next_batch(total_decisions)
+                if batch is None:
+                    continue
+                self.batches[w] = batch
+                start = batch[0]
+            random_actions = self.batches[w][1]
+            # random episodes need no weights: whole episodes in one call
+            chunk = self.spec.episode_length if random_actions else self.cfg.chunk_decisions
+            ref = self.workers[w].play_chunk.remote(self.version, self.weights_box, start, random_actions, chunk)
+            self.in_flight[ref] = w
+            self.idle.remove(w)
 
-    def _collect_ingests(self, block: bool) -> list:
-        """Results of finished learner ingests, oldest first (waiting for the oldest if `block`)."""
-        events = []
-        while self.ingests:
-            ref, _ = self.ingests[0]
-            if not block and not ray.wait([ref], timeout=0)[0]:
-                break
-            result = _get(ref, "the learner")
-            self.ingests.popleft()
-            block = False
-            self.decisions, self.num_updates = result["decisions"], result["updates"]
-            self.version, self.weights_box = result["version"], result["weights"]
-            events += [(EpisodeSummary(*s), result["metrics"]) for s in result["episodes"]]
-        return events
-
-    def _advance_async(self, total_decisions: int) -> list:
-        self._dispatch(total_decisions)
-        events = self._collect_ingests(block=False)
-        if events:
-            return events
-        if not self.in_flight or len(self.ingests) > len(self.workers):  # nothing else to wait for, or backpressure
-            if not self.ingests:
-                raise TrainingActorError("no episode is being collected or learned from, yet the run is not done")
-            return self._collect_ingests(block=True)
-        done, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_SECONDS)
-        if not done:
-            raise TrainingActorError(f"no rollout worker finished its episodes within {WAIT_SECONDS} s")
-        ref = done[0]
-        w, ids = self.in_flight.pop(ref)
+    def _ingested(self, ref) -> list:
+        """A finished learner ingest: new counters and weights; its worker may play on."""
+        w = self.ingesting.pop(ref)
+        result = _get(ref, "the learner")
+        self.decisions, self.num_updates = result["decisions"], result["updates"]
+        self.version, self.weights_box = result["version"], result["weights"]
+        self.running = {int(i): int(n) for i, n in result["running"].items()}
+        ids, random_actions = self.batches[w]
+        unfinished = [i for i in ids if i in self.running]
+        if unfinished:
+            self.batches[w] = (unfinished, random_actions)
+        else:
+            del self.batches[w]
         self.idle.append(w)
+        self._chunk_means.add(result["metrics"], result["ran"])
+        if not result["episodes"]:
+            return []
+        metrics = self._chunk_means.take()
+        return [(EpisodeSummary(*s), metrics) for s in result["episodes"]]
+
+    def _played(self, ref) -> None:
+        """A finished play_chunk: hand it to the learner, or, if its worker died, replay its unfinished episodes
+        on the restarted worker under the same ids (same starts)."""
+        w = self.in_flight.pop(ref)
         try:
             ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker died before finishing
         except RayActorError:
             self.restarts += 1
             if self.restarts > WORKER_RESTARTS * len(self.workers):
                 raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
-            self.retry_ids.extendleft(sorted(ids, reverse=True))  # same ids, same starts, on a restarted worker
-            return []
-        self.ingests.append((self.learner.ingest.remote([ref]), len(ids)))  # the learner fetches the episodes
+            ids, _ = self.batches.pop(w)
+            self.retry_ids.extendleft(sorted(ids, reverse=True))
+            self.idle.append(w)
+            return
+        self.ingesting[self.learner.ingest.remote([ref])] = w  # the learner fetches the chunk
+
+    def _advance_async(self, total_decisions: int) -> list:
+        self._dispatch(total_decisions)
+        waiting = [*self.ingesting, *self.in_flight]
+        if not waiting:
+            raise TrainingActorError("no episode is being collected or learned from, yet the run is not done")
+        done, _ = ray.wait(waiting, num_returns=1, timeout=WAIT_SECONDS)
+        if not done:
+            raise TrainingActorError(f"no rollout worker or learner answered within {WAIT_SECONDS} s")
+        if done[0] in self.ingesting:
+            return self._ingested(done[0])
+        self._played(done[0])
         return []

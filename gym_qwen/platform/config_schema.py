@@ -181,6 +181,8 @@ class TrainConfig(TDMPC2Config, RayOptions):
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
     num_envs: int = option(1, "Environments per rollout worker (planned as one batch)", min=1)
+    chunk_decisions: int = option(50, "Asynchronous workers: decisions played between weight refreshes (the "
+                                      "learner runs a chunk's updates before its worker plays on)", min=1)
     sync: bool = option(False, "Lockstep with one worker: weights after every update, equal to num_workers=0 "
                                "step for step (for checking; slow)")
     learner_cpus: float = option(1.0, "CPUs reserved for the learner actor (sets its torch threads)", min=0.01)

@@ -59,9 +59,10 @@ def _write_eval_csv(path: Path, history: list) -> None:
 RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
                   "mlflow_experiment", "torch_threads", "output_dir", "device", "compile", "ray_address",
                   "worker_cpus", "learner_cpus")
-# How episodes are collected. num_workers and num_envs may change while collection stays asynchronous, and an
-# in-process run may continue asynchronously (the Ray backend reads in-process checkpoints); nothing else.
-COLLECTION_KEYS = ("num_workers", "num_envs", "sync")
+# How episodes are collected. num_workers, num_envs and chunk_decisions may change while collection stays
+# asynchronous, and an in-process run may continue asynchronously (the Ray backend reads in-process checkpoints);
+# nothing else.
+COLLECTION_KEYS = ("num_workers", "num_envs", "chunk_decisions", "sync")
 
 
 class ResumeConfigError(ConfigError):
@@ -88,8 +89,8 @@ def resume_differences(saved: dict, asked: dict) -> list[str]:
              if k not in RESUMABLE_KEYS and k not in COLLECTION_KEYS and saved.get(k) != v]
     before, after = _collection(saved), _collection(asked)
     if before != after and not (before == "in-process" and after == "asynchronous"):
-        diffs += [f"{k}={_fmt(saved[k])} (asked {_fmt(asked[k])}; {before} collection cannot continue as {after})"
-                  for k in COLLECTION_KEYS if saved[k] != asked[k]]
+        diffs += [f"{k}={_fmt(saved.get(k))} (asked {_fmt(asked[k])}; {before} collection cannot continue as "
+                  f"{after})" for k in COLLECTION_KEYS if saved.get(k) != asked[k]]
     return diffs
 
 
