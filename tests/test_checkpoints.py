@@ -91,6 +91,29 @@ def test_numpy_and_rng_state_survive_weights_only_load(tmp_path):
     assert np.array_equal(restored.random(4), rng.random(4))
 
 
+
+def test_global_rng_state_survives_weights_only_load_in_both_formats(tmp_path):
+    from gym_qwen.platform.rng import TorchRngStream, global_rng_state, set_global_rng_state
+
+    torch.manual_seed(3)
+    stream = TorchRngStream(11)
+    with stream:
+        torch.rand(2)
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "s.pt", {"rng": global_rng_state(), "stream": stream.state(),
+                                                               "old": torch.get_rng_state()}))
+    assert set(ckpt["rng"]) == {"cpu", "cuda"} and set(ckpt["stream"]) == {"cpu", "cuda"}
+    expected = torch.rand(5)
+    with stream:
+        stream_expected = torch.rand(3)
+    set_global_rng_state(ckpt["rng"])
+    assert torch.equal(torch.rand(5), expected)
+    set_global_rng_state(ckpt["old"])  # a checkpoint from before the CUDA states were saved: a bare CPU tensor
+    assert torch.equal(torch.rand(5), expected)
+    restored = TorchRngStream(0)
+    restored.load_state(ckpt["stream"])
+    with restored:
+        assert torch.equal(torch.rand(3), stream_expected)
+
 # ------------------------------------------------------------------------------------------ atomic writes
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_bytes(tmp_path / "f.bin", lambda f: f.write(b"first"))

@@ -144,19 +144,19 @@ class LearnerActor:
         return evaluate(agent, self.cfg.task, episodes, seed)
 
     def state(self) -> dict:
-        import torch
+        from gym_qwen.platform.rng import global_rng_state
         return {"agent": _to_cpu(self.agent.state_dict(with_optim=True)), "buffer": self.learner.buffer.state(),
-                "num_updates": self.learner.num_updates, "torch_rng": torch.get_rng_state(),
+                "num_updates": self.learner.num_updates, "torch_rng": global_rng_state(),
                 "learner": {"decisions": self.decisions, "deferred": self.learner.deferred,
                             "episode_ids": sorted(self.episode_ids),
                             "running": [[i, n] for i, n in sorted(self.running.items())]}}
 
     def load_state(self, ckpt: dict) -> None:
-        import torch
+        from gym_qwen.platform.rng import set_global_rng_state
         self.agent.load_state_dict(ckpt["agent"])
         self.learner.buffer.load_state(ckpt["buffer"])
         self.learner.num_updates = int(ckpt["num_updates"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        set_global_rng_state(ckpt["torch_rng"])
         extra = ckpt.get("learner", {})
         self.decisions = int(extra.get("decisions", 0))
         self.learner.deferred = int(extra.get("deferred", 0))

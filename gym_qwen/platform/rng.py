@@ -58,11 +58,29 @@ class TorchRngStream:
         return self._ctx.__exit__(*exc)
 
     def state(self) -> dict:
-        return {"cpu": self._cpu.clone()}
+        return {"cpu": self._cpu.clone(), "cuda": [t.clone() for t in (self._cuda or [])]}
 
     def load_state(self, state: dict) -> None:
         self._cpu = state["cpu"].clone()
-        self._cuda = None
+        self._cuda = [t.clone() for t in state.get("cuda", [])] or None
+        if self._cuda is not None and (not _cuda_ready() or len(self._cuda) != torch.cuda.device_count()):
+            self._cuda = None  # saved on other hardware: CUDA draws continue from the device's own stream
+
+
+def global_rng_state() -> dict:
+    """The process's torch RNG state for a checkpoint: CPU, and every CUDA device's once CUDA is in use."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if _cuda_ready() else []}
+
+
+def set_global_rng_state(state) -> None:
+    """Restore what `global_rng_state` saved (or a bare CPU state tensor, as older checkpoints hold). The CUDA
+    states are restored only on a machine with as many CUDA devices as the one that saved them."""
+    if isinstance(state, torch.Tensor):
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .envs import make_env, task_spec
-from .rng import TorchRngStream, derive_seed
+from .rng import TorchRngStream, derive_seed, global_rng_state, set_global_rng_state
 from .devices import resolve_device
 from .tdmpc2.agent import TDMPC2Agent
 from .tdmpc2.buffer import Episode, EpisodeBuffer
@@ -231,14 +231,14 @@ class InProcessBackend:
     def state(self) -> dict:
         return {"agent": self.agent.state_dict(with_optim=True), "buffer": self.learner.buffer.state(),
                 "num_updates": self.learner.num_updates, "collector": self.collector.state(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": global_rng_state()}
 
     def load_state(self, ckpt: dict) -> None:
         self.agent.load_state_dict(ckpt["agent"])
         self.learner.buffer.load_state(ckpt["buffer"])
         self.learner.num_updates = int(ckpt["num_updates"])
         self.collector.load_state(ckpt["collector"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        set_global_rng_state(ckpt["torch_rng"])
 
     def agent_weights(self) -> dict:
         return self.agent.state_dict(with_optim=False)
