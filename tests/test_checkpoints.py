@@ -91,7 +91,6 @@ def test_numpy_and_rng_state_survive_weights_only_load(tmp_path):
     assert np.array_equal(restored.random(4), rng.random(4))
 
 
-
 def test_global_rng_state_survives_weights_only_load_in_both_formats(tmp_path):
     from gym_qwen.platform.rng import TorchRngStream, global_rng_state, set_global_rng_state
 
@@ -113,6 +112,7 @@ def test_global_rng_state_survives_weights_only_load_in_both_formats(tmp_path):
     restored.load_state(ckpt["stream"])
     with restored:
         assert torch.equal(torch.rand(3), stream_expected)
+
 
 # ------------------------------------------------------------------------------------------ atomic writes
 def test_atomic_write_leaves_no_temp_files(tmp_path):

@@ -77,7 +77,7 @@ class EpisodeRunner:
                 tr["terminated"].append(terminated)
                 if terminated or truncated:
                     b.done[j] = True
-                    finished.append(_episode(tr, b.ids[j]))
+                    finished.append(Episode.from_steps(tr, b.ids[j]))
             b.t += 1
         running = {i: len(tr["action"]) for i, tr, d in zip(b.ids, b.traj, b.done) if not d}
         if not running:
@@ -104,13 +104,8 @@ class _Batch:
     random_actions: bool
     envs: list
     traj: list[dict]
-    done: list[bool] = field(default_factory=list)
+    done: list[bool] = field(init=False)
     t: int = 0
 
     def __post_init__(self):
-        self.done = self.done or [False] * len(self.ids)
-
-
-def _episode(tr: dict, episode_id: int) -> Episode:
-    return Episode(np.stack(tr["obs"]).astype(np.float32), np.stack(tr["action"]).astype(np.float32),
-                   np.asarray(tr["reward"], np.float32), np.asarray(tr["terminated"], bool), episode_id=episode_id)
+        self.done = [False] * len(self.ids)

@@ -60,9 +60,7 @@ class Collector:
         self.decisions += 1
         if not (terminated or truncated):
             return None
-        episode = Episode(np.stack(ep["obs"]).astype(np.float32), np.stack(ep["action"]).astype(np.float32),
-                          np.asarray(ep["reward"], np.float32), np.asarray(ep["terminated"], bool),
-                          episode_id=self.episode_index)
+        episode = Episode.from_steps(ep, self.episode_index)
         self.episode_index += 1
         self._episode = None
         return episode

@@ -19,6 +19,13 @@ class Episode:
     def __len__(self) -> int:
         return len(self.action)
 
+    @classmethod
+    def from_steps(cls, steps: dict, episode_id: int) -> "Episode":
+        """From the lists a collector appends to: {"obs": T+1, "action", "reward", "terminated": T each}."""
+        return cls(np.stack(steps["obs"]).astype(np.float32), np.stack(steps["action"]).astype(np.float32),
+                   np.asarray(steps["reward"], np.float32), np.asarray(steps["terminated"], bool),
+                   episode_id=int(episode_id))
+
     @property
     def total_reward(self) -> float:
         return float(self.reward.sum())
