@@ -373,3 +373,45 @@ def test_a_missing_behaviour_policy_through_the_console_script(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr
     assert "gym-qwen behaviour-policy env=hopper level=expert" in lines[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_shipped_behaviour_policies_load_and_match_their_cards():
+    """Every policy and recipe in models/behaviour loads weights-only, fits its task's spaces, and its card says what
+    make-dataset and a reader need (and, for medium, that the stop rule was met)."""
+    import json
+
+    import gymnasium as gym
+
+    from gym_qwen.platform.datasets.d4rl import ENV_IDS
+    from gym_qwen.platform.datasets.policies import load_policy, load_recipe
+
+    models = Path(__file__).resolve().parents[1] / "models" / "behaviour"
+    cards = sorted(models.glob("*.json"))
+    assert cards, f"no behaviour policies shipped in {models}"
+    for card_path in cards:
+        card = json.loads(card_path.read_text())
+        env_name, level = card["env"], card["level"]
+        assert card_path.stem == f"{env_name}-{level}" and card["env_id"] == ENV_IDS[env_name]
+        assert card["eval"]["episodes"] == len(card["eval"]["returns"]) == 10
+        assert card["command"].startswith(f"gym-qwen behaviour-policy env={env_name} level=")
+        assert card["make_dataset"] == f"gym-qwen make-dataset env={env_name} dataset={level} seed=0"
+        env = gym.make(ENV_IDS[env_name])
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        low, high = env.action_space.low, env.action_space.high
+        env.close()
+        if level == "medium-replay":
+            schedule, data = load_recipe(models, env_name, low, high)
+            assert data["snapshot_steps"] == sorted(data["snapshot_steps"]) and data["total_steps"] == card["steps"]
+            assert data["snapshot_steps"][-1] <= card["steps"] and data["learning_starts"] < card["steps"]
+            actors = schedule.snapshots
+        else:
+            actor, data = load_policy(models, env_name, level)
+            actors = [actor]
+            if level == "medium":
+                assert card["eval"]["return_mean"] >= card["target_fraction"] * card["expert_return"]
+        assert actors
+        obs = np.zeros(obs_dim, np.float32)
+        for actor in actors:
+            assert (actor.obs_dim, actor.action_dim) == (obs_dim, act_dim), card_path.name
+            action, log_prob = actor(obs, np.random.default_rng(0))
+            assert action.shape == (act_dim,) and np.all(np.abs(action) <= 1) and np.isfinite(log_prob)
