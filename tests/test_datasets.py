@@ -380,9 +380,8 @@ def test_shipped_behaviour_policies_load_and_match_their_cards():
     make-dataset and a reader need (and, for medium, that the stop rule was met)."""
     import json
 
-    import gymnasium as gym
-
     from gym_qwen.platform.datasets.d4rl import ENV_IDS
+    from gym_qwen.platform.datasets.generate import make_gym_env
     from gym_qwen.platform.datasets.policies import load_policy, load_recipe
 
     models = Path(__file__).resolve().parents[1] / "models" / "behaviour"
@@ -395,7 +394,7 @@ def test_shipped_behaviour_policies_load_and_match_their_cards():
         assert card["eval"]["episodes"] == len(card["eval"]["returns"]) == 10
         assert card["command"].startswith(f"gym-qwen behaviour-policy env={env_name} level=")
         assert card["make_dataset"] == f"gym-qwen make-dataset env={env_name} dataset={level} seed=0"
-        env = gym.make(ENV_IDS[env_name])
+        env = make_gym_env(env_name)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         low, high = env.action_space.low, env.action_space.high
         env.close()
@@ -405,7 +404,7 @@ def test_shipped_behaviour_policies_load_and_match_their_cards():
             assert data["snapshot_steps"][-1] <= card["steps"] and data["learning_starts"] < card["steps"]
             actors = schedule.snapshots
         else:
-            actor, data = load_policy(models, env_name, level)
+            actor, _ = load_policy(models, env_name, level)
             actors = [actor]
             if level == "medium":
                 assert card["eval"]["return_mean"] >= card["target_fraction"] * card["expert_return"]
