@@ -408,8 +408,7 @@ def test_shipped_behaviour_policies_load_and_match_their_cards():
             actors = [actor]
             if level == "medium":
                 assert card["eval"]["return_mean"] >= card["target_fraction"] * card["expert_return"]
-            medium_card = models / f"{env_name}-medium.json"
-            if level == "expert" and medium_card.exists():
+            elif level == "expert" and (medium_card := models / f"{env_name}-medium.json").exists():
                 # medium-expert concatenates the two: the expert must be the better policy, or the name lies.
                 assert card["eval"]["return_mean"] > json.loads(medium_card.read_text())["eval"]["return_mean"]
         assert actors
