@@ -13,8 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from gym_qwen.platform.datasets import (REF_MAX_SCORE, REF_MIN_SCORE, DatasetError, normalized_score, read_hdf5,
-                                        returns_to_go, split_episodes, summarize, write_hdf5)
+from gym_qwen.platform.datasets import (REF_MAX_SCORE, REF_MIN_SCORE, DatasetError, OfflineData, episode_returns,
+                                        normalized_score, read_hdf5, returns_to_go, split_episodes, summarize,
+                                        write_hdf5)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 HOPPER = (11, 3)
@@ -71,6 +72,23 @@ def test_boundaries_from_terminals_and_timeouts():
     assert len(eps) == 0 and eps.dropped == 4
     eps = split_episodes(np.array([0, 0, 1]), np.array([0, 0, 1]))  # both flags on one row: one boundary
     assert list(zip(eps.starts, eps.ends)) == [(0, 3)] and eps.dropped == 0
+
+
+def test_concatenation_keeps_the_two_parts_episodes_apart():
+    """medium-expert = medium + expert: the medium part's final partial episode must not run into the expert's first."""
+    def part(terminals, timeouts, reward):
+        n = len(terminals)
+        return OfflineData("hopper", np.zeros((n, 2), np.float32), np.zeros((n, 1), np.float32),
+                           np.full(n, reward, np.float32), np.array(terminals, bool), np.array(timeouts, bool))
+
+    medium, expert = part([1, 0, 0], [0, 0, 0], 1.0), part([0, 0, 0], [0, 1, 0], 10.0)
+    both = medium.concatenate(expert)
+    eps = both.episodes()
+    assert list(zip(eps.starts, eps.ends)) == [(0, 1), (1, 3), (3, 5)] and eps.dropped == 1
+    assert episode_returns(both.rewards, eps).tolist() == [1, 2, 20]
+    assert not medium.timeouts[2]  # the inputs are not changed
+    ended = part([0, 0, 1], [0, 0, 0], 1.0).concatenate(expert)  # already ended by a terminal: no timeout added
+    assert not ended.timeouts[2] and list(zip(ended.episodes().starts, ended.episodes().ends))[:2] == [(0, 3), (3, 5)]
 
 
 def test_a_d4rl_v0_file_without_timeouts(tmp_path):

@@ -163,14 +163,20 @@ class OfflineData:
         return self
 
     def concatenate(self, other: "OfflineData", source: str = "") -> "OfflineData":
-        """This dataset's rows then `other`'s (D4RL's medium-expert = medium + expert)."""
+        """This dataset's rows then `other`'s (D4RL's medium-expert = medium + expert). Where this dataset ends
+        mid-episode (neither terminal nor timeout on its last row), that row becomes a timeout: the episode was
+        truncated there, and without the flag an episode reader would join it to `other`'s first episode."""
         if (self.obs_dim, self.action_dim) != (other.obs_dim, other.action_dim) or self.env != other.env:
             raise DatasetError(f"cannot concatenate a {self.env} dataset with a {other.env} dataset")
         cat = lambda a, b: None if a is None or b is None else np.concatenate([a, b])  # noqa: E731
         infos = {k: np.concatenate([v, other.infos[k]]) for k, v in self.infos.items() if k in other.infos}
-        return OfflineData(self.env, *(cat(getattr(self, f), getattr(other, f)) for f in
-                                       ("observations", "actions", "rewards", "terminals", "timeouts",
-                                        "next_observations")), infos=infos, metadata={}, source=source)
+        out = OfflineData(self.env, *(cat(getattr(self, f), getattr(other, f)) for f in
+                                      ("observations", "actions", "rewards", "terminals", "timeouts",
+                                       "next_observations")), infos=infos, metadata={}, source=source)
+        cut = len(self) - 1
+        if cut >= 0 and out.timeouts is not None and not (out.terminals[cut] or out.timeouts[cut]):
+            out.timeouts[cut] = True
+        return out
 
 
 def summarize(data: OfflineData) -> dict:
