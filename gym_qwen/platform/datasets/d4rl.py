@@ -165,7 +165,8 @@ class OfflineData:
     def concatenate(self, other: "OfflineData", source: str = "") -> "OfflineData":
         """This dataset's rows then `other`'s (D4RL's medium-expert = medium + expert). Where this dataset ends
         mid-episode (neither terminal nor timeout on its last row), that row becomes a timeout: the episode was
-        truncated there, and without the flag an episode reader would join it to `other`'s first episode."""
+        truncated there, and without the flag an episode reader would join it to `other`'s first episode (data
+        without a timeouts array, D4RL's v0 layout, have no flag to set and are joined as they are)."""
         if (self.obs_dim, self.action_dim) != (other.obs_dim, other.action_dim) or self.env != other.env:
             raise DatasetError(f"cannot concatenate a {self.env} dataset with a {other.env} dataset")
         cat = lambda a, b: None if a is None or b is None else np.concatenate([a, b])  # noqa: E731
