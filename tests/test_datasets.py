@@ -91,6 +91,24 @@ def test_concatenation_keeps_the_two_parts_episodes_apart():
     assert not ended.timeouts[2] and list(zip(ended.episodes().starts, ended.episodes().ends))[:2] == [(0, 3), (3, 5)]
 
 
+def test_an_unflagged_cut_is_found_from_next_observations(tmp_path):
+    """D4RL's own medium-expert files join the medium part to the expert part without a flag; where a row's
+    next_observations is not the next row's observation, the reader ends the episode there."""
+    rows = _d4rl_file(tmp_path / "hopper_medium_expert-v2.hdf5")
+    with h5py.File(tmp_path / "hopper_medium_expert-v2.hdf5", "r+") as h5:
+        nxt = h5["next_observations"][()]
+        nxt[4] += 1.0  # row 4 (inside the second episode, no flag) no longer leads to row 5
+        h5["next_observations"][...] = nxt
+    data = read_hdf5(tmp_path / "hopper_medium_expert-v2.hdf5")
+    eps = data.episodes()
+    assert list(zip(eps.starts, eps.ends)) == [(0, 3), (3, 5), (5, 7)] and eps.dropped == 2
+    assert data.timeouts.tolist() == [0, 0, 0, 0, 1, 0, 1, 0, 0] and "timeouts_from_cuts" in data.metadata
+    assert episode_returns(data.rewards, eps).tolist() == [6, 30, 70]
+    _d4rl_file(tmp_path / "hopper_medium-v2.hdf5")  # continuous next_observations: nothing added
+    plain = read_hdf5(tmp_path / "hopper_medium-v2.hdf5")
+    assert plain.timeouts.tolist() == rows["timeouts"].tolist() and "timeouts_from_cuts" not in plain.metadata
+
+
 def test_a_d4rl_v0_file_without_timeouts(tmp_path):
     """D4RL's v0 files have no timeouts: episodes are cut every 1000 steps without a terminal, as d4rl does."""
     n = 2500

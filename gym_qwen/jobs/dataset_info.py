@@ -37,6 +37,9 @@ def _info(cfg: DatasetInfoConfig) -> None:
         print(json.dumps({**s, "metadata": {k: str(v) for k, v in data.metadata.items()}}, indent=2))
     else:
         print_summary(s)
+        for key in ("timeouts_inferred", "timeouts_from_cuts"):
+            if key in data.metadata:
+                print(f"note: {data.metadata[key]}")
 
 
 def main(argv: list[str] | None = None) -> int:

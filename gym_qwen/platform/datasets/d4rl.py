@@ -99,6 +99,20 @@ def infer_timeouts(terminals: np.ndarray, max_steps: int = MAX_EPISODE_STEPS) ->
     return timeouts
 
 
+def unflagged_cuts(observations: np.ndarray, next_observations: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """Rows where the trajectory jumps without a flag: neither terminal nor timeout is set, yet the row's
+    next_observations is not the next row's observation. Real D4RL medium-expert files have one such row, where
+    the medium part was joined to the expert part; a reader that split only on the flags would glue two unrelated
+    episodes there."""
+    jumps = np.zeros(len(observations), dtype=bool)
+    if len(observations) < 2 or next_observations is None or next_observations.shape != observations.shape:
+        return jumps
+    following = observations[1:]
+    differs = np.abs(next_observations[:-1] - following) > 1e-6 * (1.0 + np.abs(following))
+    jumps[:-1] = differs.reshape(len(following), -1).any(axis=1)
+    return jumps & ~np.asarray(done, dtype=bool)
+
+
 def returns_to_go(rewards: np.ndarray, episodes: Episodes) -> np.ndarray:
     """Per row, the undiscounted sum of the rewards from that row to the end of its episode (0 for dropped rows)."""
     rewards = np.asarray(rewards, dtype=np.float64)
@@ -325,6 +339,11 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
         actions = actions[:, None]
     if "timeouts" not in arrays:
         metadata["timeouts_inferred"] = f"every {MAX_EPISODE_STEPS}th step of an episode (the file has no timeouts)"
+    cuts = unflagged_cuts(obs, nxt, terminals | timeouts) if nxt is not None else np.zeros(0, bool)
+    if cuts.any():
+        timeouts = timeouts | cuts
+        metadata["timeouts_from_cuts"] = (f"{int(cuts.sum())} unflagged row(s) whose next_observations is not the "
+                                          "next row's observation marked as timeouts (an episode cut without a flag)")
     named = metadata.get("env") or None
     if named is not None and named not in ENV_IDS:
         raise DatasetError(f"{path} is a dataset of env {named!r}; this code knows {', '.join(ENVS)}")
