@@ -3,7 +3,7 @@ D4RL's normalised score, and making the datasets with behaviour policies on Gymn
 from .d4rl import (  # noqa: F401
     ENV_IDS, ENVS, LEVELS, REF_MAX_SCORE, REF_MIN_SCORE, DatasetError, Episodes, OfflineData, check_env,
     default_name, episode_returns, normalized_score, read_hdf5, returns_to_go, sha256_of, split_episodes, summarize,
-    unflagged_cuts, write_hdf5,
+    write_hdf5,
 )
 from .policies import BehaviourPolicyError  # noqa: F401
 

@@ -99,7 +99,7 @@ def infer_timeouts(terminals: np.ndarray, max_steps: int = MAX_EPISODE_STEPS) ->
     return timeouts
 
 
-def unflagged_cuts(observations: np.ndarray, next_observations: np.ndarray, done: np.ndarray) -> np.ndarray:
+def unflagged_cuts(observations: np.ndarray, next_observations: np.ndarray | None, done: np.ndarray) -> np.ndarray:
     """Rows where the trajectory jumps without a flag: neither terminal nor timeout is set, yet the row's
     next_observations is not the next row's observation. Real D4RL medium-expert files have one such row, where
     the medium part was joined to the expert part; a reader that split only on the flags would glue two unrelated
@@ -339,7 +339,7 @@ def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool 
         actions = actions[:, None]
     if "timeouts" not in arrays:
         metadata["timeouts_inferred"] = f"every {MAX_EPISODE_STEPS}th step of an episode (the file has no timeouts)"
-    cuts = unflagged_cuts(obs, nxt, terminals | timeouts) if nxt is not None else np.zeros(0, bool)
+    cuts = unflagged_cuts(obs, nxt, terminals | timeouts)
     if cuts.any():
         timeouts = timeouts | cuts
         metadata["timeouts_from_cuts"] = (f"{int(cuts.sum())} unflagged row(s) whose next_observations is not the "
