@@ -4,6 +4,7 @@ consistent), the Minari round trip, the SAC actor against SB3's, the behaviour-p
 target, recipe, resume), and the one-line errors of make-dataset / dataset-info / behaviour-policy."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def test_minari_round_trip(tmp_path):
     for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
         np.testing.assert_array_equal(getattr(back, k), getattr(data, k)[:7])
     assert summarize(back)["return_mean"] == summarize(data)["return_mean"]
+    first7 = {k: getattr(data, k)[:7] for k in ("observations", "actions", "rewards", "terminals", "timeouts")}
+    assert back.content_sha256() == dataclasses.replace(data, **first7).content_sha256()
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:
         ds = minari.load_dataset("gym-qwen/hopper/test-v0")
@@ -237,6 +240,21 @@ def test_minari_round_trip(tmp_path):
         read_minari("gym-qwen/hopper/nothing-v0", root=root)
     with pytest.raises(DatasetError, match="another environment"):
         read_minari("gym-qwen/hopper/test-v0", env="walker2d", root=root)
+
+
+def test_content_hash_ignores_metadata_and_dtype_but_not_data(tmp_path):
+    _d4rl_file(tmp_path / "hopper_x.hdf5")
+    data = read_hdf5(tmp_path / "hopper_x.hdf5")
+    h = data.content_sha256()
+    assert len(h) == 64
+    assert dataclasses.replace(data, metadata={"seconds": 12.5}, source="elsewhere").content_sha256() == h
+    assert dataclasses.replace(data, rewards=data.rewards.astype(np.float64)).content_sha256() == h
+    rewards = data.rewards.copy()
+    rewards[3] += 1.0
+    assert dataclasses.replace(data, rewards=rewards).content_sha256() != h
+    timeouts = data.timeouts.copy()
+    timeouts[0] = not timeouts[0]
+    assert dataclasses.replace(data, timeouts=timeouts).content_sha256() != h
 
 
 # ------------------------------------------------------------------------------------------ behaviour policy
@@ -364,6 +382,14 @@ def test_make_dataset_and_dataset_info_commands(tmp_path, capsys, monkeypatch):
 
     info = json.loads(out)
     assert info["transitions"] == 300 and info["metadata"]["command"].startswith("gym-qwen make-dataset env=hopper")
+    assert f"content sha256 {info['content_sha256']}" in _cli(["dataset-info", "path=data/hopper-random-v5.hdf5"],
+                                                                capsys)[1]
+    # made again, the file records another `seconds`; its content hash stays
+    rc, out, err = _cli(["make-dataset", "env=hopper", "dataset=random", "transitions=300", "progress=false",
+                         "force=true"], capsys)
+    assert rc == 0, err
+    again = json.loads(_cli(["dataset-info", "path=data/hopper-random-v5.hdf5", "json=true"], capsys)[1])
+    assert again["content_sha256"] == info["content_sha256"]
     _one_line_error(*_cli(["make-dataset", "env=hopper", "dataset=random", "transitions=300"], capsys),
                     "exists", "force=true")
     rc, out, err = _cli(["make-dataset", "env=hopper", "dataset=random", "transitions=200", "format=minari",

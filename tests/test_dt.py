@@ -231,6 +231,8 @@ def test_dt_train_test_and_plot_commands(tmp_path, hopper_file, capsys, monkeypa
     summary = json.loads(next(Path("runs").glob("dt_hopper-test-v5_summary_*.json")).read_text())
     assert summary["updates"] == 6 and summary["dataset"]["sha256"] == __import__("hashlib").sha256(
         hopper_file.read_bytes()).hexdigest()
+    from gym_qwen.platform.datasets import read_hdf5
+    assert summary["dataset"]["content_sha256"] == read_hdf5(hopper_file).content_sha256()
     log = next(Path("runs").glob("dt_hopper-test-v5_log_*.csv")).read_text().splitlines()
     assert log[0].startswith("duration,num_updates,action_loss,eval_avg_reward") and len(log) == 3
     best = Path(summary["best"]).name
@@ -298,5 +300,6 @@ def test_dt_train_reads_a_local_minari_dataset(tmp_path):
     cfg = parse_config(DTTrainConfig, ["env=hopper", "minari=gym-qwen/hopper/unit-v0", f"minari_root={tmp_path}"])
     loaded, ident = load_training_data(cfg)
     assert ident["name"] == "gym-qwen-hopper-unit-v0" and len(ident["sha256"]) == 64 and len(loaded) == 50
+    assert ident["sha256"] == ident["content_sha256"] == data.content_sha256()
     np.testing.assert_array_equal(loaded.actions, data.actions)
     assert TrajectoryWindows(loaded, 4, 1000.0).n_episodes == 2

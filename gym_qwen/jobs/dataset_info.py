@@ -26,13 +26,15 @@ def print_summary(s: dict) -> None:
             rows.insert(1, ("D4RL normalised score", _f(s["normalized_mean"]), _f(s["normalized_std"]),
                             _f(s["normalized_min"]), _f(s["normalized_max"])))
         print(table(rows, ("per episode", "mean", "std", "min", "max")))
+    if "content_sha256" in s:
+        print(f"content sha256 {s['content_sha256']} (observations, actions, rewards, flags; metadata left out)")
 
 
 def _info(cfg: DatasetInfoConfig) -> None:
     from gym_qwen.platform.datasets import load_offline_data, summarize
 
     data = load_offline_data(data=cfg.path, minari=cfg.minari, env=cfg.env, minari_root=cfg.minari_root)
-    s = summarize(data)
+    s = {**summarize(data), "content_sha256": data.content_sha256()}
     if cfg.json:
         print(json.dumps({**s, "metadata": {k: str(v) for k, v in data.metadata.items()}}, indent=2))
     else:

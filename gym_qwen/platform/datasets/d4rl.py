@@ -17,6 +17,7 @@ DatasetError with a one-line reason. HDF5 only: nothing here unpickles anything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -157,6 +158,18 @@ class OfflineData:
 
     def episodes(self) -> Episodes:
         return split_episodes(self.terminals, self.timeouts)
+
+    def content_sha256(self) -> str:
+        """sha256 of what a learner reads: observations, actions, rewards (float32), terminals, timeouts (bool), with
+        their shapes. Unlike the file's hash it ignores metadata (a regenerated file records other `seconds`) and
+        the format (HDF5 or Minari), so the same data hash equal wherever they came from."""
+        digest = hashlib.sha256()
+        for name, dtype in (("observations", np.float32), ("actions", np.float32), ("rewards", np.float32),
+                            ("terminals", np.bool_), ("timeouts", np.bool_)):
+            array = np.ascontiguousarray(getattr(self, name), dtype=dtype)
+            digest.update(f"{name}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
 
     def check(self) -> "OfflineData":
         """Shapes agree; raises DatasetError."""

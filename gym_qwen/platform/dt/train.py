@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import time
@@ -43,15 +42,12 @@ def dataset_path(cfg) -> str:
 
 def load_training_data(cfg) -> tuple[OfflineData, dict]:
     """The dataset named by the config (data=, minari=, or <dataset_dir>/<env>-<dataset>-v5.hdf5) and its identity
-    (name, source, sha256)."""
+    (name, source, sha256 of the file, or of the content for a Minari dataset, and content_sha256)."""
     from gym_qwen.platform.datasets import load_offline_data
 
     if cfg.minari:
         data = load_offline_data(minari=cfg.minari, env=cfg.env, minari_root=cfg.minari_root)
-        digest = hashlib.sha256()
-        for array in (data.observations, data.actions, data.rewards, data.terminals, data.timeouts):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        name, sha = cfg.minari.replace("/", "-"), digest.hexdigest()
+        name, sha = cfg.minari.replace("/", "-"), None
     else:
         path = dataset_path(cfg)
         if not cfg.data and not Path(path).exists():
@@ -60,7 +56,9 @@ def load_training_data(cfg) -> tuple[OfflineData, dict]:
         data = load_offline_data(data=path, env=cfg.env)
         name = str(data.metadata.get("name") or Path(path).stem.replace("_", "-"))
         sha = sha256_of(path)
-    return data, {"name": name, "source": data.source, "sha256": sha, "transitions": len(data),
+    content = data.content_sha256()
+    return data, {"name": name, "source": data.source, "sha256": sha or content, "content_sha256": content,
+                  "transitions": len(data),
                   "level": str(data.metadata.get("level", cfg.dataset if not (cfg.data or cfg.minari) else ""))}
 
 
@@ -193,6 +191,7 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     status = "FAILED"
     try:
         tracker.start(f"dt-{dataset['name']}-seed{cfg.seed}", {**cfg_dict, "dataset_sha256": dataset["sha256"],
+                                                                "dataset_content_sha256": dataset["content_sha256"],
                                                                 "dataset_name": dataset["name"],
                                                                 "dropout_effective": effective_p(cfg.dropout_p)},
                       tags={"kind": "decision-transformer", "dataset": dataset["name"]})
