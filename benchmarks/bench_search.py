@@ -169,7 +169,10 @@ def main() -> int:
     fixed = {k: v for k, v in (("num_samples", args.planner_samples), ("iterations", args.planner_iterations))
              if v is not None}
     if "num_samples" in fixed:  # the checkpoint's elites and policy trajectories must fit the fewer samples
-        fixed.update(num_elites=min(64, fixed["num_samples"]), num_pi_trajs=min(24, fixed["num_samples"] - 1))
+        from gym_qwen.platform.speculative.modes import budget_overrides
+
+        fixed.update({k: v for k, v in budget_overrides(fixed["num_samples"], fixed.get("iterations", 6)).items()
+                      if k in ("num_elites", "num_pi_trajs")})
     common = {"max_concurrent": args.max_concurrent}
     grid_id, grid_wall = run("configs/sweeps/search-grid.yaml", common, fixed, out / "sweeps")
     search_id, search_wall = run("configs/sweeps/search.yaml", {**common, "num_trials": args.trials}, fixed,

@@ -48,7 +48,7 @@ def _log_like_evaluate(experiment: str, seed: int, names, returns_of=None) -> No
     cfg = EvaluateConfig(checkpoint="models/walker-walk-size1-seed1.pt", episodes=2, seed=seed, mlflow=True,
                          mlflow_experiment=experiment)
     results = [(_spec(n), _result((returns_of or {}).get(n, SETTINGS[n][0]), *SETTINGS[n][1:])) for n in names]
-    base = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
+    base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
     _log_mlflow(cfg, "walker-walk", {"env_steps": 1_000_000}, results, base, {})
 
 
@@ -88,7 +88,10 @@ def test_compare_reads_what_evaluate_logs(store, tmp_path, capsys, monkeypatch):
     assert corrected[1:4] == ["3", "two_tower", "-"] and corrected[5:7] == ["1,2", "4"]
     assert float(corrected[7]) == pytest.approx(900.0, abs=0.05)
     assert float(corrected[8]) == pytest.approx(float(np.std([890, 910, 870, 930])), abs=0.05)  # pooled
-    assert corrected[9] == f"{100 * 900 / 910:.1f}%"
+    # seeds 1 and 2 pooled against a baseline of seed 1 only: never called retained, and the note says why
+    assert corrected[9] == "-"
+    assert "no retained for spec_corrector k=3 +two_tower: it played seed 1 (2 episodes), 2 (2 episodes), its " \
+           "baseline seed 1 (2 episodes)" in out
     assert rows["adaptive full"][3] == "0.5" and rows["baseline full"][9] == "100.0%"
     assert rows["baseline iters=2"][4:6] == ["iters=2", "samples=64"]
     marks = {k: (v[-1] if v[-1] in ("*", "+", "*+") else "") for k, v in rows.items()}
@@ -98,7 +101,7 @@ def test_compare_reads_what_evaluate_logs(store, tmp_path, capsys, monkeypatch):
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
     with open(table) as f:
         lines = list(csv.DictReader(f))
-    assert len(lines) == 5 and {r["family"] for r in lines} == {"baseline", "cheap planner", "speculation"}
+    assert len(lines) == 5 and {r["family"] for r in lines} == {"baseline", "planner family", "speculation"}
     adaptive = next(r for r in lines if r["mode"] == "adaptive")
     assert adaptive["pareto_calls"] == "1" and float(adaptive["retained"]) == pytest.approx(1.0)
     assert float(adaptive["planner_calls_per_step"]) == pytest.approx(0.45)

@@ -183,7 +183,8 @@ def test_preset_with_wrong_type(tmp_path):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["num_elites=600"], "num_elites=600 must be <= num_samples=512"),
+        (["num_elites=600"], "num_elites=600 must be < num_samples=512"),
+        (["num_elites=512"], "num_elites=512 must be < num_samples=512 (with every sample an elite, MPPI selects nothing)"),
         (["num_pi_trajs=512"], "num_pi_trajs=512 must be < num_samples=512"),
         (["min_std=3"], "min_std=3.0 must be <= max_std=2.0"),
         (["latent_dim=100"], "latent_dim=100 must be a multiple of simnorm_dim=8"),

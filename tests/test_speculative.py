@@ -173,6 +173,89 @@ def test_identity_corrector_equals_naive_and_is_counted(agent):
     assert shifted.calls == records[0]["corrector_calls"] == 7
 
 
+class RecordingEnv(LineEnv):
+    """LineEnv that keeps every action it was sent."""
+
+    def step(self, action):
+        self.sent.append(np.array(action, dtype=np.float64))
+        return super().step(action)
+
+    def reset(self, seed=None):
+        self.sent = []
+        return super().reset(seed)
+
+
+def test_the_corrector_output_is_what_the_environment_receives(agent):
+    """Within the first chunk the plan is the same with and without a corrector (same seed, same first
+    observation), so at its speculative steps the environment must get exactly the plan's action plus the
+    corrector's offset (kept inside [-1, 1]); an executor that dropped the corrector's output fails here."""
+    from gym_qwen.platform.speculative.episodes import play_episodes
+
+    sent = {}
+    for name, corrector in (("naive", None), ("shifted", ShiftCorrector(0.25))):
+        mode = "naive" if corrector is None else "spec_corrector"
+        ex = SpeculativeExecutor(agent, SpeculationSettings(mode, 3), corrector=corrector)
+        env = RecordingEnv(11)
+        torch.manual_seed(3)
+        play_episodes(ex, [env], [3])
+        sent[name] = env.sent
+    assert np.array_equal(sent["shifted"][0], sent["naive"][0])  # the planned step itself is not corrected
+    for j in (1, 2):
+        expected = np.clip(sent["naive"][j] + 0.25, -1, 1)
+        assert np.allclose(sent["shifted"][j], expected, atol=1e-6), j
+        assert not np.allclose(sent["shifted"][j], sent["naive"][j])
+
+
+def test_prior_mode_never_plans_and_counts_one_encoder_and_one_policy_call_per_step(agent):
+    (rec,), counted, _ = play(agent, SpeculationSettings("prior", 1), length=11)
+    assert rec["planner_calls"] == counted == 0
+    assert rec["encoder_calls"] == rec["policy_calls"] == rec["length"] == 11
+    assert rec["corrector_calls"] == rec["extensions"] == rec["speculative_steps"] == 0
+    env = RecordingEnv(11)  # the action is the prior's mean at the encoded observation
+    ex = SpeculativeExecutor(agent, SpeculationSettings("prior", 1))
+    from gym_qwen.platform.speculative.episodes import play_episodes
+
+    play_episodes(ex, [env], [5])
+    obs, _ = LineEnv(11).reset(seed=5)
+    with torch.inference_mode():
+        mean = agent.model.pi(agent.model.encode(torch.as_tensor(obs)[None]))[1]["mean"][0].numpy()
+    assert np.allclose(env.sent[0], mean, atol=1e-6)
+    with pytest.raises(ValueError, match="spec_exec_horizon must be 1"):
+        SpeculationSettings("prior", 3)
+
+
+def test_one_step_mismatch_is_the_distance_to_the_dynamics_of_the_last_real_latent_and_action(agent):
+    """mismatch=one_step: at a speculative step the real latent is compared with f(z_prev, a_prev), computed here
+    by hand from the observations and actions the environment saw."""
+    from gym_qwen.platform.speculative.features import latent_distance
+
+    ex = SpeculativeExecutor(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=float("inf"),
+                                                        mismatch="one_step"))
+    seen = []
+    real = ex._mismatch
+    ex._mismatch = lambda rows, row_t, spec, z, z_pred: seen.append(real(rows, row_t, spec, z, z_pred)) or seen[-1]
+    env = RecordingEnv(5)
+    obs, _ = env.reset(seed=2)
+    ex.reset()
+    torch.manual_seed(0)
+    observations = [obs]
+    for t in range(4):
+        obs, *_ = env.step(ex.act(obs[None], t=t)[0])
+        observations.append(obs)
+    with torch.inference_mode():
+        z = agent.model.encode(torch.as_tensor(np.stack(observations[:4])))
+        a = torch.as_tensor(np.stack(env.sent[:3]), dtype=torch.float32)
+        by_hand = latent_distance(z[1:3], agent.model.next(z[0:2], a[0:2]))
+    # act t=1 and t=2 are the speculative steps of the first chunk (t=3 starts the next one)
+    assert torch.allclose(seen[1][0], by_hand[0], atol=1e-5) and torch.allclose(seen[2][0], by_hand[1], atol=1e-5)
+    plain = SpeculativeExecutor(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=float("inf")))
+    plain.reset()
+    with torch.inference_mode():
+        plain.act(observations[0][None])
+        open_loop = latent_distance(z[1:2], plain.chunk_latents[0, 1:2])
+    assert not torch.allclose(open_loop, by_hand[0:1])  # the two kinds differ: the test can tell them apart
+
+
 def test_measuring_the_teacher_changes_no_return_and_no_count(agent):
     (plain,), counted, _ = play(agent, SpeculationSettings("naive", 3))
     (shadowed,), counted2, ex = play(agent, SpeculationSettings("naive", 3), teacher=True)

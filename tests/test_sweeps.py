@@ -94,7 +94,7 @@ BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
     "k-past-plan": (FIXED + "grid: {mode: spec_corrector, spec_exec_horizon: 3, corrector_type: two_tower}\n",
                     ["spec_exec_horizon=3 > plan horizon 1"]),
     "elites-vs-checkpoint": (FIXED + "grid: {mode: baseline, num_elites: 40}\n",
-                             ["num_elites=40 must be <= num_samples=32"]),
+                             ["num_elites=40 must be < num_samples=32"]),
     "arch-vs-checkpoint": (FIXED + "grid: {mode: baseline, latent_dim: 64}\n", ["latent_dim"]),
     "missing-checkpoint": ("fixed: {checkpoint: nope.pt}\ngrid: {mode: naive}\n", ["checkpoint not found"]),
     "no-checkpoint": ("grid: {mode: naive}\n", ["checkpoint= is required"]),
@@ -235,7 +235,7 @@ def test_trial_settings_resolve_like_evaluate(ckpt, tmp_path):
     sweep = load_sweep(str(path))
     settings, shas = resolve_sweep(sweep, tmp_path)
     assert [s.label for s in settings] == ["naive k=3", "adaptive k=3 thr=0.3",
-                                           "baseline (iterations=2 num_elites=4 num_pi_trajs=2 num_samples=16)"]
+                                           "baseline (planner 16x2)"]  # the budget rule's elites and trajectories
     assert settings[2].overrides == {"iterations": 2, "num_elites": 4, "num_pi_trajs": 2, "num_samples": 16}
     assert settings[0].note.startswith("mode=naive3 is the original project's name")
     assert list(shas) == [str(ckpt)]
@@ -248,16 +248,18 @@ def test_the_presets_are_valid(tmp_path):
     sweep = load_sweep(str(REPO / "configs/sweeps/spec_exec_horizon.yaml"))
     settings, shas = resolve_sweep(sweep, REPO)  # the shipped teacher and its correctors
     families = {p.family for p in sweep.points}
-    assert {"baseline", "naive", "corrected", "extended", "adaptive", "cheap_planner"} <= families
+    assert {"baseline", "prior", "naive", "corrected", "extended", "adaptive", "planner"} <= families
     assert {s.spec.settings.mismatch_threshold for s in settings if s.spec.settings.mode == "adaptive"} == \
         {0.3, 0.5, 0.8}
     assert {s.spec.corrector_type for s in settings} == {"none", "two_tower", "temporal"}
     assert all(s.planner and s.spec.settings.mode == "baseline" for s, p in zip(settings, sweep.points)
-               if p.family == "cheap_planner")
+               if p.family == "planner")
+    assert {s.planner["num_elites"] for s, p in zip(settings, sweep.points) if p.family == "planner"} == {8, 16, 32}
     assert len(shas) == 1
     demo = load_sweep(str(REPO / "configs/sweeps/demo.yaml"))
     settings, _ = resolve_sweep(demo, REPO)
-    assert len(settings) == 10 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
+    assert len(settings) == 11 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
+    assert {s.spec.settings.mode for s in settings} >= {"prior", "baseline"}
     tiny = load_sweep(str(REPO / "configs/sweeps/tiny.yaml"))
     assert len(tiny.points) == 2 and tiny.settings.max_concurrent == 2
     search, grid = (load_sweep(str(REPO / f"configs/sweeps/{n}.yaml")) for n in ("search", "search-grid"))

@@ -9,9 +9,11 @@ from .episode_farm import EpisodeFarm
 
 def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_workers: int, cpus: float = 1.0,
                          overrides: dict | None = None, task: str | None = None, ray_address: str | None = None,
-                         show_progress: bool = False, execution=None):
-    """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 over N CPU evaluator actors, each holding
-    the checkpoint's agent (the checkpoint travels once through the object store). Returns (EvalResult, ckpt)."""
+                         show_progress: bool = False, execution=None, indices: list[int] | None = None,
+                         on_record=None):
+    """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 (or `indices`) over N CPU evaluator actors,
+    each holding the checkpoint's agent (the checkpoint travels once through the object store); `on_record`
+    gets each episode's record as it arrives. Returns (EvalResult, ckpt)."""
     from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
     from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup, result_from_records
     from gym_qwen.platform.checkpoints import sha256_of
@@ -31,13 +33,20 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     del agent
     connected = connect(ray_address)
     try:
-        farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
+        todo = list(range(episodes)) if indices is None else list(indices)
+
+        def arrived(index, table):
+            bar.update(1)
+            for record in table.to_pylist() if on_record else ():
+                on_record(record)
+
+        farm = EpisodeFarm(evaluation_setup, evaluation_episode, max(1, min(num_workers, len(todo))), cpus=cpus,
                            setup_args=(ray.put(ckpt), overrides or {}, "cpu", seed, execution,
                                        sha256_of(checkpoint)), what="evaluator")
         try:
-            with progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} {execution.label} ({num_workers} actors)", unit="ep",
-                              enabled=show_progress) as bar:
-                table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
+            with progress_bar(total=len(todo), desc=f"evaluate {ckpt['task']} {execution.label} ({num_workers} actors)",
+                              unit="ep", enabled=show_progress) as bar:
+                table = farm.run(todo, on_episode=arrived)
         finally:
             farm.close()
     finally:

@@ -36,8 +36,9 @@ def compare_runs(cfg: CompareConfig) -> list:
         what = f"task {cfg.task} in " if cfg.task else ""
         raise CompareError(f"no finished evaluation runs of {what}{', '.join(cfg.experiment + cfg.sweep)} to compare "
                            "(gym-qwen sweep, or gym-qwen evaluate ... mlflow=true, logs them)")
-    settings = pool(rows)
-    for line in notes:
+    unpaired: list[str] = []
+    settings = pool(rows, unpaired)
+    for line in notes + unpaired:
         print(f"note: {line}")
     for (task, teacher), group in by_task(settings).items():
         print(f"\n{task} ({teacher}): {len(group)} settings from {sum(len(s.runs) for s in group)} runs")

@@ -17,8 +17,9 @@ from gym_qwen.platform.config import EvaluateConfig
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 
 
-def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> float | None:
-    """Baseline return of the same seeds from the teacher's card beside the checkpoint, if it has them."""
+def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> list[float] | None:
+    """The baseline's returns on the same episodes (indices 0..episodes-1 of the same seed) from the teacher's
+    card beside the checkpoint, if it has them."""
     card = Path(checkpoint).with_suffix(".json")
     if any(k in overrides for k in PLANNER_KEYS) or not card.is_file():
         return None
@@ -28,10 +29,10 @@ def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) ->
         return None
     if ev.get("seed") != seed or len(ev.get("returns", [])) < episodes:
         return None
-    return sum(ev["returns"][:episodes]) / episodes
+    return [float(r) for r in ev["returns"][:episodes]]
 
 
-def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None):
+def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None, indices=None, on_record=None):
     from gym_qwen.platform.evaluation import evaluate_checkpoint
 
     if cfg.num_workers > 0:  # Ray only when asked for
@@ -39,10 +40,40 @@ def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None)
 
         return evaluate_with_actors(cfg.checkpoint, cfg.episodes, cfg.seed, num_workers=cfg.num_workers,
                                     cpus=cfg.worker_cpus, overrides=overrides, task=cfg.task,
-                                    ray_address=cfg.ray_address, show_progress=cfg.progress, execution=spec)
+                                    ray_address=cfg.ray_address, show_progress=cfg.progress, execution=spec,
+                                    indices=indices, on_record=on_record)
     return evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides, device=cfg.device,
                                task=cfg.task, video_path=video_path, show_progress=cfg.progress, execution=spec,
-                               num_envs=cfg.num_envs)
+                               num_envs=cfg.num_envs, indices=indices, on_record=on_record)
+
+
+def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_path: str | None, log):
+    """One setting's EvalResult over episodes 0..episodes-1: those in the episode log are read, the others are
+    played (and logged as each finishes)."""
+    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.evaluation import result_from_records
+    from gym_qwen.platform.speculative.episode_log import setting_key
+
+    records: dict[int, dict] = {}
+    key = None
+    if log is not None:
+        corrector_sha = sha256_of(spec.corrector_checkpoint) if spec.corrector_checkpoint else None
+        key = setting_key(spec, overrides, corrector_sha)
+        records.update({i: r for i, r in log.done(key).items() if i < cfg.episodes})
+    todo = [i for i in range(cfg.episodes) if i not in records]
+
+    def arrived(record):
+        records[int(record["episode"])] = record
+        if log is not None:
+            log.add(key, spec.label, record)
+
+    video = None
+    if todo:
+        res, _ = _run_one(cfg, spec, overrides, video_path, indices=todo, on_record=arrived)
+        video = res.video
+    result = result_from_records(task, spec.settings.mode, [records[i] for i in range(cfg.episodes)])
+    result.video = video
+    return result, len(todo)
 
 
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
@@ -51,6 +82,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
+    from gym_qwen.platform.speculative.modes import BUDGET_RULE
     from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, planning_horizon, resolve_setting
 
     from gym_qwen.platform.checkpoints import directory_problem
@@ -70,7 +102,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         overrides = agent_overrides(cfg, explicit, resolved)
         if note:
             print(note)
-        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides))
+        teacher_planner = {**ckpt["config"], **overrides}
+        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides), teacher_planner)
         for line in notes:
             print(line)
     else:  # the setting a sweep trial with the same keys runs
@@ -85,27 +118,42 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     video_path = None
     if cfg.video:
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
+    log = None
+    if cfg.output:
+        from gym_qwen.platform.checkpoints import sha256_of
+        from gym_qwen.platform.speculative.episode_log import EpisodeLog, episodes_path
+
+        log = EpisodeLog(episodes_path(cfg.output), {"task": task, "checkpoint_sha256": sha256_of(cfg.checkpoint),
+                                                     "seed": cfg.seed}, resume=cfg.resume)
+    if any(s.planner_overrides for s in specs):
+        print(f"planner budgets: samples x MPPI iterations; {BUDGET_RULE}")
     results = []
 
     def record_so_far():
-        base = next((r.mean for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
+        base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides),
+                    None)
         base = base if base is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
         rec = comparison_record(task, results, base)
         rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
-                   episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs))
+                   episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
+                   episode_log=None if log is None else str(log.path))
         return rec, base
 
     for spec in specs:
-        res, _ = _run_one(cfg, spec, overrides, video_path)
+        res, played = _play_setting(cfg, task, spec, overrides, video_path, log)
         results.append((spec, res))
         if len(specs) > 1:  # a long comparison keeps what it has: the numbers so far after every setting
             print(f"[{len(results)}/{len(specs)}] {spec.label}: return {res.mean:.1f} ± {res.std:.1f}, "
-                  f"{res.planner_calls_per_step:.3f} planner calls/step, {res.ms_per_decision:.1f} ms/step", flush=True)
+                  f"{res.planner_calls_per_step:.3f} planner calls/step, {res.ms_per_decision:.1f} ms/step "
+                  f"({played} episodes played, {cfg.episodes - played} from the log)", flush=True)
             if cfg.output:
                 partial = record_so_far()[0]
                 atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(partial, indent=2).encode()))
     record, baseline = record_so_far()
     print(table(comparison_rows(task, results, baseline), ROW_HEADER))
+    if baseline is not None:
+        print("retained: mean return over the baseline's on the same episodes, 95% paired bootstrap interval; "
+              "falls: episodes below half the baseline's median")
     if results[0][1].video:
         print(f"video: {results[0][1].video}")
     if len(results) > 1:
@@ -114,11 +162,12 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     if cfg.output:
         payload = record if len(results) > 1 else {**results[0][1].summary(), **record}
         atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+        print(f"episodes: {log.path}")
     if cfg.mlflow:
         _log_mlflow(cfg, task, ckpt, results, baseline, planner)
 
 
-def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | None, planner: dict) -> None:
+def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: list | None, planner: dict) -> None:
     from gym_qwen.platform.tracking import Tracker
 
     for spec, res in results:
@@ -134,7 +183,7 @@ def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: float | Non
                                      "encode_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate",
                                      "misses", "teacher_action_mse")}
         if baseline:
-            metrics["return_retained"] = res.mean / baseline
+            metrics["return_retained"] = res.mean / (sum(baseline) / len(baseline))
         tracker.log_metrics(metrics, step=ckpt["env_steps"])
         if res.video:
             tracker.log_artifact(res.video)

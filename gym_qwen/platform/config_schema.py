@@ -13,7 +13,8 @@ import difflib
 import os
 from typing import Any, ClassVar, Optional
 
-from gym_qwen.platform.speculative.modes import ALIASES, CORRECTOR_TYPES, MODE_CHOICES
+from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CORRECTOR_TYPES, MISMATCH_KINDS, MODE_CHOICES,
+                                                 parse_budget)
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
@@ -135,8 +136,9 @@ class TDMPC2Config:
         _require(self.vmin < self.vmax, f"vmin={self.vmin} must be < vmax={self.vmax}")
         _require(self.log_std_min < self.log_std_max,
                  f"log_std_min={self.log_std_min} must be < log_std_max={self.log_std_max}")
-        _require(self.num_elites <= self.num_samples,
-                 f"num_elites={self.num_elites} must be <= num_samples={self.num_samples}")
+        _require(self.num_elites < self.num_samples,
+                 f"num_elites={self.num_elites} must be < num_samples={self.num_samples} (with every sample an "
+                 "elite, MPPI selects nothing)")
         _require(self.num_pi_trajs < self.num_samples,
                  f"num_pi_trajs={self.num_pi_trajs} must be < num_samples={self.num_samples}")
         _require(self.min_std <= self.max_std, f"min_std={self.min_std} must be <= max_std={self.max_std}")
@@ -207,13 +209,14 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     task: Optional[str] = option(None, "Task to evaluate on (none = the checkpoint's task)")
     checkpoint: str = option("", "Checkpoint file to evaluate (required)")
     episodes: int = option(10, "Evaluation episodes", min=1)
-    mode: str = option("baseline", "Execution mode: baseline (plan every step), naive (k planned actions open loop), "
+    mode: str = option("baseline", "Execution mode: baseline (plan every step), prior (the policy prior's mean action, "
+                                   "no planner), naive (k planned actions open loop), "
                                    "spec_corrector (k <= H, corrected), spec_extended (k > H, plan extended by the "
                                    "policy prior, corrected), adaptive (replan when ||z - z^|| > mismatch_threshold), "
                                    "all (every mode, one comparison table and plot), or one of the original "
                                    "project's names", choices=MODE_CHOICES)
     spec_exec_horizon: Optional[int] = option(None, "k: steps executed per plan at most (none = the mode's default: "
-                                              "baseline 1, naive 3, spec_corrector 3, spec_extended 6, adaptive 3)",
+                                              "baseline and prior 1, naive 3, spec_corrector 3, spec_extended 6, adaptive 3)",
                                               min=1)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon H (none = the teacher's)", min=1)
     spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
@@ -222,19 +225,30 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
                                                        "<corrector_type>.pt in the teacher's folder)")
     mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
+    mismatch: str = option("open_loop", "adaptive: compare the real latent with the plan's open-loop latent "
+                                        "(open_loop) or with the world model's one-step prediction from the previous "
+                                        "real latent and the executed action (one_step)", choices=MISMATCH_KINDS)
+    planner_budget: Optional[str] = option(None, "Plan with this budget, <samples>x<iterations> (e.g. 64x2), instead "
+                                                 f"of the teacher's planner; {BUDGET_RULE}")
     history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
     measure_teacher: bool = option(False, "Also run the full planner at every speculative step (a shadow, left out "
                                           "of every count and timing) and report the action error to it")
     num_envs: int = option(1, "Episodes played at once as one batch (B executor rows; >1 changes the random "
                               "numbers, so returns differ from num_envs=1)", min=1)
-    cheap_num_samples: int = option(64, "mode=all: samples of the cheap planner row (replans every step)", min=1)
-    cheap_iterations: int = option(2, "mode=all: MPPI iterations of the cheap planner row", min=1)
+    planner_budgets: list[str] = option(["64x2", "128x3", "256x4"],
+                                        "mode=all: the planner family, one row per budget <samples>x<iterations>, "
+                                        f"each replanning every step ({BUDGET_RULE})")
+    spec_budgets: int = option(2, "mode=all: speculation (corrected k=H, adaptive) also runs on this many of the "
+                                  "cheapest planner budgets", min=0)
+    resume: bool = option(False, "With output=: continue from the episodes already in <output stem>.episodes.jsonl "
+                                 "(a finished episode never runs again; more episodes= extends the comparison)")
     plot: Optional[str] = option(None, "mode=all: PNG to write (none = docs/speculation-<task>.png; a JSON with the "
                                        "numbers goes beside it)")
     seed: int = option(1, "Random seed", min=0)
     video: bool = option(False, "Record a video of the first episode")
     video_path: Optional[str] = option(None, "Video file (none = next to the checkpoint)")
-    output: Optional[str] = option(None, "Write the results to this JSON file (none = don't)")
+    output: Optional[str] = option(None, "Write the results to this JSON file, and every episode as it finishes to "
+                                         "<output stem>.episodes.jsonl (none = don't)")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     mlflow: bool = option(False, "Log the results to MLflow")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
@@ -242,7 +256,7 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
 
     def validate(self) -> None:
         """``checkpoint`` is required; ``task`` must be known if given; the speculation keys must fit the mode.
-        The agent's cross-field rules (num_elites <= num_samples, ...) are not checked here: the keys given
+        The agent's cross-field rules (num_elites < num_samples, ...) are not checked here: the keys given
         override the checkpoint's settings, so they are checked merged with those (evaluate does that before
         anything runs), never against this schema's defaults."""
         _require(bool(self.checkpoint), "checkpoint= is required")
@@ -252,8 +266,22 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         if self.task is not None:
             check_task(self.task)
         mode = ALIASES[self.mode][0] if self.mode in ALIASES else self.mode
-        _require(not (mode == "baseline" and self.spec_exec_horizon not in (None, 1)),
-                 f"mode=baseline replans every step: spec_exec_horizon={self.spec_exec_horizon} must be 1 or none")
+        _require(not (mode in ("baseline", "prior") and self.spec_exec_horizon not in (None, 1)),
+                 f"mode={mode} decides every step afresh: spec_exec_horizon={self.spec_exec_horizon} must be 1 or none")
+        _require(not (mode == "prior" and self.corrector_type != "none"),
+                 f"mode=prior runs no corrector (corrector_type={self.corrector_type})")
+        _require(not (mode == "prior" and self.planner_budget is not None),
+                 f"mode=prior never plans: planner_budget={self.planner_budget} does nothing there")
+        _require(not (mode == "all" and self.planner_budget is not None),
+                 "mode=all runs the planner family of planner_budgets=; planner_budget= is for one setting")
+        _require(self.mismatch == "open_loop" or mode in ("adaptive", "all"),
+                 f"mismatch={self.mismatch} is how adaptive verifies a step: not used by mode={mode}")
+        _require(not (self.resume and not self.output), "resume=true continues the episodes of output=: give output=")
+        for budget in ([self.planner_budget] if self.planner_budget else []) + list(self.planner_budgets):
+            try:
+                parse_budget(budget)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         _require(not (mode in ("spec_corrector", "spec_extended") and self.corrector_type == "none"
                       and self.mode not in ALIASES),
                  f"mode={mode} needs a corrector: set corrector_type=two_tower or temporal")

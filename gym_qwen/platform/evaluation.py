@@ -11,6 +11,7 @@ from .envs import make_env
 from .progress import progress_bar
 from .rng import seeded
 from .speculative.episodes import play_episodes
+from .speculative.executor import COUNTERS, TIMERS
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
@@ -26,6 +27,7 @@ class EvalResult:
     lengths: list = field(default_factory=list)
     planner_calls: int = 0
     encoder_calls: int = 0
+    policy_calls: int = 0
     corrector_calls: int = 0
     extensions: int = 0
     misses: int = 0
@@ -34,6 +36,8 @@ class EvalResult:
     decision_seconds: float = 0.0
     plan_seconds: float = 0.0
     encode_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    verify_seconds: float = 0.0
     correct_seconds: float = 0.0
     extend_seconds: float = 0.0
     teacher_sq_error: float = 0.0
@@ -80,15 +84,16 @@ class EvalResult:
         d.update(episodes=len(self.returns), return_mean=self.mean, return_std=self.std, return_stderr=self.stderr,
                  planner_calls_per_step=self.planner_calls_per_step, ms_per_decision=self.ms_per_decision,
                  corrector_calls_per_step=self.per_step(self.corrector_calls),
-                 encoder_calls_per_step=self.per_step(self.encoder_calls), replan_rate=self.replan_rate,
+                 encoder_calls_per_step=self.per_step(self.encoder_calls),
+                 policy_calls_per_step=self.per_step(self.policy_calls), replan_rate=self.replan_rate,
                  teacher_action_mse=self.teacher_action_mse,
                  **{f"{k}_ms_per_step": 1e3 * self.per_step(getattr(self, f"{k}_seconds"))
-                    for k in ("plan", "encode", "correct", "extend")})
+                    for k in TIMERS})
         return d
 
 
-SUMMED = ("planner_calls", "encoder_calls", "corrector_calls", "extensions", "misses", "speculative_steps",
-          "plan_seconds", "encode_seconds", "correct_seconds", "extend_seconds", "teacher_sq_error", "teacher_steps")
+SUMMED = tuple(k for k in COUNTERS if k != "decisions") + tuple(f"{k}_seconds" for k in TIMERS) + (
+    "teacher_sq_error", "teacher_steps")
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -181,27 +186,33 @@ def evaluation_episode(state: dict, index: int) -> list[dict]:
 
 def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | None = None,
              show_progress: bool = False, execution=None, corrector=None, num_envs: int = 1,
-             desc: str | None = None) -> EvalResult:
+             desc: str | None = None, indices: list[int] | None = None, on_record=None) -> EvalResult:
     """Evaluate `agent` (eval mode) on `episodes` episodes under `execution` (an ExecutionSpec; None = baseline,
     replanning each step). num_envs > 1 plans that many episodes as one batch (one executor row each); their
     records then share a random stream, so they differ from the num_envs=1 run's, which evaluator actors equal.
+    `indices`: run these episode indices instead of 0..episodes-1; `on_record(record)` gets each episode's
+    record as soon as it is finished (a log that a resumed comparison reads).
 
     Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
     from .speculative.modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
-    envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(min(num_envs, episodes))]
+    todo = list(range(episodes)) if indices is None else list(indices)
+    envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(max(1, min(num_envs, len(todo))))]
     records, video = [], None
     try:
-        with progress_bar(total=episodes, desc=desc or f"evaluate {task} {execution.label}", unit="ep",
+        with progress_bar(total=len(todo), desc=desc or f"evaluate {task} {execution.label}", unit="ep",
                           enabled=show_progress) as bar:
-            for first in range(0, episodes, len(envs)):
-                indices = list(range(first, min(first + len(envs), episodes)))
+            for first in range(0, len(todo), len(envs)):
+                group = todo[first:first + len(envs)]
                 frames = [] if (video_path and first == 0) else None
-                records += evaluate_episodes(agent, envs, seed, indices, execution, corrector, frames)
+                done = evaluate_episodes(agent, envs, seed, group, execution, corrector, frames)
+                records += done
+                for rec in done if on_record else ():
+                    on_record(rec)
                 if frames:
                     video = str(write_video(frames, video_path))
-                bar.update(len(indices))
+                bar.update(len(group))
                 bar.set_postfix(ret=f"{records[-1]['return']:.1f}")
     finally:
         for env in envs:
@@ -213,9 +224,11 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
 
 def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides: dict | None = None,
                         device: str = "auto", task: str | None = None, video_path: str | None = None,
-                        show_progress: bool = False, execution=None, num_envs: int = 1):
+                        show_progress: bool = False, execution=None, num_envs: int = 1,
+                        indices: list[int] | None = None, on_record=None):
     """Load an agent checkpoint and evaluate it the way `gym-qwen evaluate` does (the same seeds give the same
-    returns). `overrides`: agent keys to change, e.g. planner settings. Returns (EvalResult, checkpoint dict)."""
+    returns). `overrides`: agent keys to change, e.g. planner settings; `indices`, `on_record`: see evaluate.
+    Returns (EvalResult, checkpoint dict)."""
     import torch
 
     from .checkpoints import load_agent
@@ -226,7 +239,8 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)
     result = evaluate(agent, ckpt["task"], episodes, seed, video_path=video_path, show_progress=show_progress,
-                      execution=execution, corrector=corrector, num_envs=num_envs)
+                      execution=execution, corrector=corrector, num_envs=num_envs, indices=indices,
+                      on_record=on_record)
     return result, ckpt
 
 

@@ -5,16 +5,18 @@ Each of B environments is at its own point of its own chunk. A chunk is one plan
 for the state each action is taken in: z^_0 = the encoded real observation the plan started from, z^_j the
 plan's latent after j actions. Step j of a chunk executes a_j, judged against z^_j (never one step off).
 
-Modes (see SpeculationSettings): baseline replans every step; naive executes k planned actions open loop;
+Modes (see SpeculationSettings): baseline replans every step; prior never plans (the policy prior's mean action
+at the encoded observation: one encoder and one policy call per step); naive executes k planned actions open loop;
 spec_corrector / spec_extended encode the real observation at each speculative step and let a corrector map
 (z_real, z^_j, a_j, mismatch history) to the action; adaptive accepts a speculative step while
 ||z_real - z^_j|| <= threshold and replans at once on a miss (one planner call, counted), never running more
-than k steps of one chunk. Warm starts shift the previous MPPI mean by the steps actually executed.
+than k steps of one chunk. With mismatch=one_step it compares z_real instead with the world model's one-step
+prediction from the previous real latent and the action executed there (one dynamics call per verified step). Warm starts shift the previous MPPI mean by the steps actually executed.
 
 Counts are taken where the work happens (planner rows, encoder rows, corrector rows, extension rows) per
 environment row; the planner keeps its own tally too. An optional shadow planner (the teacher: the full
 planner at the real state, warm-started as a replan there would be) runs on its own random stream and is left
-out of every count and timing: it gives the teacher's action for corrector data and action-error measurement.
+out of every count and timing (its seconds are taken out of the step's total): it gives the teacher's action for corrector data and action-error measurement.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from ..rng import TorchRngStream
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
 from .modes import SpeculationSettings
 
-TIMERS = ("plan", "encode", "correct", "extend")
-COUNTERS = ("decisions", "planner_calls", "encoder_calls", "corrector_calls", "extensions", "misses",
+TIMERS = ("plan", "encode", "policy", "verify", "correct", "extend")
+COUNTERS = ("decisions", "planner_calls", "encoder_calls", "policy_calls", "corrector_calls", "extensions", "misses",
             "speculative_steps")
 
 
@@ -64,6 +66,8 @@ class SpeculativeExecutor:
         self.chunk_latents = torch.zeros(batch, kmax, self.L, device=dev)
         self.prev_mean = torch.full((batch, self.H, self.A), float("nan"), device=dev)
         self.pos = torch.full((batch,), self.k, dtype=torch.long, device=dev)  # k = "no chunk: plan next"
+        self.last_z = torch.zeros(batch, self.L, device=dev)  # the previous step's real latent and executed action
+        self.last_action = torch.zeros(batch, self.A, device=dev)  # (mismatch=one_step)
         self.uses_history = corrector is not None or on_step is not None
         self.history = HistoryWindow(batch, settings.history_len, feature_dim(self.L, self.A), dev)
         self.teacher = teacher or on_step is not None
@@ -98,6 +102,8 @@ class SpeculativeExecutor:
         `t`: each row's decision index in its episode (records only)."""
         start = time.perf_counter()
         rows = list(range(self.B)) if rows is None else list(rows)
+        if self.s.mode == "prior":
+            return self._act_prior(obs, rows, start)
         R = len(rows)
         ts = [t] * R if isinstance(t, int) else list(t)
         row_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
@@ -117,7 +123,7 @@ class SpeculativeExecutor:
         pos = self.pos[row_t].clamp(max=self.chunk_actions.shape[1] - 1)
         z_pred = self.chunk_latents[row_t, pos]
         if self.s.mode == "adaptive":
-            miss = spec & (latent_distance(z, z_pred) > self.s.mismatch_threshold)
+            miss = spec & (self._mismatch(rows, row_t, spec, z, z_pred) > self.s.mismatch_threshold)
             self._count([rows[i] for i in miss.nonzero().squeeze(1).tolist()], "misses")
             need_plan |= miss
             spec &= ~miss
@@ -143,11 +149,44 @@ class SpeculativeExecutor:
                 self._time(spec_rows, "correct", time.perf_counter() - t0)
                 self._count(spec_rows, "corrector_calls")
             if self.teacher:
+                t0 = time.perf_counter()
                 self._shadow(spec_rows, spec_idx, z, z_pred, a_plan, actions, ts)
+                start += time.perf_counter() - t0  # the shadow is not the agent's work: out of the step's time
+        actions = actions.clamp(-1, 1)
+        if self.s.mismatch == "one_step":
+            self.last_z[row_t] = z
+            self.last_action[row_t] = actions
         self.pos[row_t] += 1
         self._count(rows, "decisions")
         self._time(rows, "total", time.perf_counter() - start)
-        return actions.clamp(-1, 1).cpu().numpy()
+        return actions.cpu().numpy()
+
+    def _act_prior(self, obs, rows: list[int], start: float) -> np.ndarray:
+        """mode=prior: the policy prior's mean action at each row's encoded observation; no planner."""
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(len(rows), -1)
+        t0 = time.perf_counter()
+        z = self.model.encode(obs_t)
+        t1 = time.perf_counter()
+        actions = self.model.pi(z)[1]["mean"].clamp(-1, 1)
+        self._time(rows, "encode", t1 - t0)
+        self._time(rows, "policy", time.perf_counter() - t1)
+        for key in ("encoder_calls", "policy_calls", "decisions"):
+            self._count(rows, key)
+        self._time(rows, "total", time.perf_counter() - start)
+        return actions.cpu().numpy()
+
+    def _mismatch(self, rows: list[int], row_t, spec, z, z_pred) -> torch.Tensor:
+        """adaptive: each row's mismatch (only the speculative rows `spec` are used), against the plan's open-loop
+        latent, or (one_step) against the dynamics' prediction from the last real latent and executed action."""
+        if self.s.mismatch == "open_loop":
+            return latent_distance(z, z_pred)
+        idx = spec.nonzero().squeeze(1)
+        ref = z_pred.clone()
+        if len(idx):
+            t0 = time.perf_counter()
+            ref[idx] = self.model.next(self.last_z[row_t[idx]], self.last_action[row_t[idx]])
+            self._time([rows[i] for i in idx.tolist()], "verify", time.perf_counter() - t0)
+        return latent_distance(z, ref)
 
     def _plan(self, rows: list[int], z: torch.Tensor) -> None:
         """One batched planner call for `rows` from their real latents z; fills their chunks."""

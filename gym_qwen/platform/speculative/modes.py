@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODES = ("baseline", "naive", "spec_corrector", "spec_extended", "adaptive")
+MODES = ("baseline", "prior", "naive", "spec_corrector", "spec_extended", "adaptive")
+# How adaptive measures the mismatch of a speculative step: against the plan's open-loop latent z^_j, or against the
+# world model's one-step prediction from the previous real latent and the action actually executed there.
+MISMATCH_KINDS = ("open_loop", "one_step")
 
+# Agent keys that change only the planner: a setting that sets them plans with another planner (a budget)
+PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
+                "temperature")
 CORRECTOR_TYPES = ("none", "two_tower", "temporal")
-DEFAULT_EXEC_HORIZON = {"baseline": 1, "naive": 3, "spec_corrector": 3, "spec_extended": 6, "adaptive": 3}
+DEFAULT_EXEC_HORIZON = {"baseline": 1, "prior": 1, "naive": 3, "spec_corrector": 3, "spec_extended": 6, "adaptive": 3}
 # The original project's mode names: alias -> (mode, spec_exec_horizon, spec_plan_horizon, corrector_type)
 ALIASES = {
     "spec6_corrector": ("spec_extended", 6, 3, None),
@@ -21,24 +27,66 @@ MODE_CHOICES = MODES + ("all",) + tuple(ALIASES)
 
 @dataclass(frozen=True)
 class SpeculationSettings:
-    """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline)."""
+    """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline; prior never
+    plans: the policy prior's mean action at the encoded observation, every step). `mismatch` (adaptive): what
+    the real latent is compared with (MISMATCH_KINDS)."""
 
     mode: str = "baseline"
     exec_horizon: int = 1
     mismatch_threshold: float = 0.5
     history_len: int = 4
+    mismatch: str = "open_loop"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         if self.exec_horizon < 1:
             raise ValueError(f"spec_exec_horizon={self.exec_horizon} must be >= 1")
-        if self.mode == "baseline" and self.exec_horizon != 1:
-            raise ValueError("mode=baseline replans every step: spec_exec_horizon must be 1")
+        if self.mode in ("baseline", "prior") and self.exec_horizon != 1:
+            raise ValueError(f"mode={self.mode} decides every step afresh: spec_exec_horizon must be 1")
+        if self.mismatch not in MISMATCH_KINDS:
+            raise ValueError(f"unknown mismatch {self.mismatch!r}; valid: {', '.join(MISMATCH_KINDS)}")
 
     @property
     def encodes_every_step(self) -> bool:
-        return self.mode in ("spec_corrector", "spec_extended", "adaptive")
+        return self.mode in ("prior", "spec_corrector", "spec_extended", "adaptive")
+
+
+# A planner budget scales elites and policy-prior trajectories with the samples in the proportion of the paper's
+# defaults (64 and 24 of 512), with floors, so that a small budget still selects and still seeds from the prior.
+BUDGET_RULE = "elites = max(4, round(samples/8)), policy trajectories = max(2, round(samples*24/512))"
+
+
+def budget_overrides(num_samples: int, iterations: int) -> dict:
+    """The planner settings of the budget `num_samples` x `iterations` (see BUDGET_RULE)."""
+    if num_samples < 8:
+        raise ValueError(f"planner budget {num_samples}x{iterations}: at least 8 samples (4 elites must be fewer)")
+    if iterations < 1:
+        raise ValueError(f"planner budget {num_samples}x{iterations}: at least 1 MPPI iteration")
+    return {"num_samples": num_samples, "iterations": iterations,
+            "num_elites": max(4, round(num_samples * 64 / 512)), "num_pi_trajs": max(2, round(num_samples * 24 / 512))}
+
+
+def parse_budget(text: str) -> tuple[int, int]:
+    """'64x2' -> (64, 2): samples x MPPI iterations. ValueError naming the text otherwise."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"planner budget {text!r} must be <samples>x<iterations>, e.g. 64x2")
+    samples, iterations = (int(p) for p in parts)
+    budget_overrides(samples, iterations)
+    return samples, iterations
+
+
+def budget_name(planner_overrides) -> str | None:
+    """'64x2' when planner overrides are exactly a planner budget's (see BUDGET_RULE), else None."""
+    over = dict(planner_overrides)
+    if {"num_samples", "iterations"} - set(over):
+        return None
+    try:
+        scaled = budget_overrides(int(over["num_samples"]), int(over["iterations"]))
+    except ValueError:
+        return None
+    return f"{over['num_samples']}x{over['iterations']}" if scaled == over else None
 
 
 def alias_note(alias: str) -> str:
@@ -69,11 +117,15 @@ class ExecutionSpec:
     @property
     def label(self) -> str:
         s = self.settings
-        name = s.mode if s.mode == "baseline" else f"{s.mode} k={s.exec_horizon}"
+        name = s.mode if s.mode in ("baseline", "prior") else f"{s.mode} k={s.exec_horizon}"
         if s.mode == "adaptive":
             name += f" thr={s.mismatch_threshold:g}"
+            if s.mismatch != "open_loop":
+                name += f" {s.mismatch}"
         if self.corrector_type != "none":
             name += f" +{self.corrector_type}"
         if self.planner_overrides:
-            name += " (" + " ".join(f"{k}={v}" for k, v in self.planner_overrides) + ")"
+            budget = budget_name(self.planner_overrides)
+            name += f" (planner {budget})" if budget else \
+                " (" + " ".join(f"{k}={v}" for k, v in self.planner_overrides) + ")"
         return name

@@ -11,13 +11,14 @@ import math
 from pathlib import Path
 
 from ..config_schema import ConfigError
+from ..speculative.modes import budget_name
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
 PUBLISHED = {"retained": 869 / 935, "planner_calls_per_step": 282 / 500,
              "label": "seed paper, humanoid-walk (another task): -43.6% planner calls, -7.1% return"}
-FAMILY_COLORS = {"baseline": "black", "cheap planner": "tab:orange", "speculation": "tab:blue",
-                 "cheap planner + speculation": "tab:brown"}
+FAMILY_COLORS = {"baseline": "black", "policy prior": "tab:olive", "planner family": "tab:orange",
+                 "speculation": "tab:blue", "planner family + speculation": "tab:brown"}
 MODE_COLORS = {"naive": "tab:red", "spec_corrector": "tab:blue", "spec_extended": "tab:purple",
                "adaptive": "tab:green"}
 CORRECTOR_MARKERS = {"none": "o", "two_tower": "s", "temporal": "^"}
@@ -81,13 +82,15 @@ class Setting:
 
     @property
     def family(self) -> str:
+        if self.mode == "prior":
+            return "policy prior"
         if self.mode == "baseline":
-            return "cheap planner" if self.planner else "baseline"
-        return "cheap planner + speculation" if self.planner else "speculation"
+            return "planner family" if self.planner else "baseline"
+        return "planner family + speculation" if self.planner else "speculation"
 
     @property
     def label(self) -> str:
-        name = self.mode if self.mode == "baseline" else f"{self.mode} k={self.k}"
+        name = self.mode if self.mode in ("baseline", "prior") else f"{self.mode} k={self.k}"
         if self.threshold is not None:
             name += f" thr={self.threshold:g}"
         if self.corrector != "none":
@@ -206,9 +209,12 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
 
 
 # --- pooling, baseline, Pareto ------------------------------------------------------------------------------------
-def pool(rows: list[RunRow]) -> list[Setting]:
+def pool(rows: list[RunRow], unpaired: list[str] | None = None) -> list[Setting]:
     """One Setting per (task, teacher, mode, k, corrector, threshold, planner): episode-weighted means, the
-    standard deviation of all episodes together (from each run's mean and std), and retained vs its baseline."""
+    standard deviation of all episodes together (from each run's mean and std), and retained vs its baseline,
+    only where the setting played the baseline's seeds and episodes; a line for each one that did not is
+    appended to `unpaired`."""
+    unpaired = [] if unpaired is None else unpaired
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
         key = (row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner)
@@ -225,17 +231,28 @@ def pool(rows: list[RunRow]) -> list[Setting]:
                                 episodes=n, return_mean=mean, return_std=std, return_stderr=stderr,
                                 planner_calls_per_step=w("planner_calls_per_step"), ms_per_step=w("ms_per_step"),
                                 corrector_calls_per_step=w("corrector_calls_per_step")))
+    episodes_of = {}  # run -> (seed, episodes): what it played
+    for row in rows:
+        episodes_of.setdefault(row.run_id, (row.seed, row.episodes))
     for s in settings:
         base = baseline_of(settings, s.task, s.teacher, s.experiment)
-        if base is not None and base.return_mean:
-            s.retained = s.return_mean / base.return_mean
-        else:
-            logged = [r.retained_logged for r in rows if r.run_id in s.runs and r.retained_logged is not None]
-            s.retained = sum(logged) / len(logged) if logged and len(logged) == len(s.runs) else None
+        if base is None or not base.return_mean:
+            continue  # no baseline: nothing is called retained (a run's own logged ratio is not re-pooled)
+        mine = sorted(episodes_of[r] for r in s.runs)
+        theirs = sorted(episodes_of[r] for r in base.runs)
+        if mine != theirs:
+            unpaired.append(f"{s.task}: no retained for {s.label}: it played {_episodes_text(mine)}, its baseline "
+                            f"{_episodes_text(theirs)} (retained divides returns on the same episodes only)")
+            continue
+        s.retained = s.return_mean / base.return_mean
     for group in by_task(settings).values():
         mark_front(group, "planner_calls_per_step", "pareto_calls")
         mark_front(group, "ms_per_step", "pareto_ms")
     return sorted(settings, key=lambda s: (s.task, s.teacher, -s.planner_calls_per_step, -s.return_mean))
+
+
+def _episodes_text(seeds: list[tuple]) -> str:
+    return "seed " + ", ".join(f"{seed} ({n} episodes)" for seed, n in seeds)
 
 
 def baseline_of(settings: list[Setting], task: str, teacher: str, experiment: str | None = None) -> Setting | None:
@@ -277,7 +294,11 @@ SHORT = {"num_samples": "samples", "iterations": "iters", "num_elites": "elites"
 
 
 def _planner_text(planner: tuple) -> str:
-    """The planner keys a setting changes, short ("samples=64 iters=2"); "full" for the teacher's own planner."""
+    """The planner a setting plans with: its budget ("64x2"), else the keys it changes, short ("samples=64
+    iters=2"); "full" for the teacher's own planner."""
+    budget = budget_name(planner)
+    if budget:
+        return budget
     return " ".join(f"{SHORT.get(k, k)}={v}" for k, v in planner) if planner else "full"
 
 
@@ -337,10 +358,10 @@ def _panel(ax, group: list[Setting], xkey: str, flag: str, xlabel: str, base: Se
         xs = [getattr(s, xkey) for s in front]
         ys = [s.return_mean for s in front]
         ax.step(xs, ys, where="post", color="gray", lw=1.2, alpha=0.8, label="Pareto front")
-    cheap = sorted((s for s in group if s.family == "cheap planner"), key=lambda s: getattr(s, xkey))
+    cheap = sorted((s for s in group if s.family == "planner family"), key=lambda s: getattr(s, xkey))
     if len(cheap) > 1:
         ax.plot([getattr(s, xkey) for s in cheap], [s.return_mean for s in cheap], color="tab:orange", lw=0.8,
-                ls=":", label="cheap planner (replans every step)")
+                ls=":", label="planner family (replans every step)")
     if base is not None:
         ax.axhline(base.return_mean, color="black", lw=0.8, ls="--", label="baseline (full planner)")
     ax.set_xlabel(xlabel)
@@ -350,7 +371,7 @@ def _panel(ax, group: list[Setting], xkey: str, flag: str, xlabel: str, base: Se
 
 def plot(settings: list[Setting], path: str | Path) -> Path:
     """One row per task (and teacher): return against planner calls per step (the front drawn, the baseline, the
-    cheap-planner family and the published point on the retained-return axis) and against ms per step."""
+    planner family and the published point on the retained-return axis) and against ms per step."""
     import io
 
     import matplotlib
@@ -380,7 +401,7 @@ def plot(settings: list[Setting], path: str | Path) -> Path:
         ax2 = axes[row][1]
         _panel(ax2, group, "ms_per_step", "pareto_ms", "ms per env step (decision)", base)
         ax2.set_title(f"{task}: return against ms per step", fontsize=10)
-    fig.suptitle("speculative execution: black baseline, orange cheap planner, red naive, blue/purple corrected, "
+    fig.suptitle("speculative execution: black baseline, olive policy prior, orange planner family, red naive, blue/purple corrected, "
                  "green adaptive; o no corrector, s two-tower, ^ temporal; black edge = on the Pareto front",
                  fontsize=9)
     fig.tight_layout()

@@ -7,10 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from ..config_schema import ConfigError, TDMPC2Config
+from ..speculative.modes import PLANNER_KEYS  # noqa: F401  (re-exported: the sweep code names it from here)
 
-# Agent keys that change only the planner: a trial that sets them is a planner setting (the cheap planner)
-PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
-                "temperature")
 AGENT_KEYS = frozenset(f.name for f in dataclasses.fields(TDMPC2Config)) - {"device"}
 
 
@@ -44,6 +42,15 @@ def agent_overrides(cfg, given: set, resolved: dict) -> dict:
     """The agent keys the user set (`given`), which override the checkpoint's, with spec_plan_horizon as the
     planner's horizon (`resolved`: resolve_mode's answer). ConfigError when horizon= says otherwise."""
     overrides = {k: getattr(cfg, k) for k in sorted(given & AGENT_KEYS)}
+    budget = getattr(cfg, "planner_budget", None)
+    if budget is not None:
+        from ..speculative.modes import budget_overrides, parse_budget
+
+        scaled = budget_overrides(*parse_budget(budget))
+        clash = sorted(set(scaled) & set(overrides))
+        if clash:
+            raise ConfigError(f"planner_budget={budget} sets {', '.join(clash)}: give one or the other")
+        overrides.update(scaled)
     if resolved["plan"] is not None:
         if "horizon" in overrides and overrides["horizon"] != resolved["plan"]:
             raise ConfigError(f"horizon={overrides['horizon']} and spec_plan_horizon={resolved['plan']} disagree")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The compute-frontier comparisons (issue 30): every setting of `gym-qwen evaluate mode=all` on the same 30
+# episodes of each shipped teacher, one torch thread per task, in the background and resumable: each finished
+# episode is a line of docs/frontier/<task>.episodes.jsonl, and `start` continues from there (resume=true), so a
+# killed or paused run loses at most the episodes in flight. Returns and counts do not depend on the machine's
+# load; milliseconds do, so ms per step comes from a separate quiet run (BENCHMARKS.md, "Compute frontier").
+#   scripts/frontier.sh start      start or resume every task in TASKS
+#   scripts/frontier.sh status     running or not, settings and episodes logged
+#   scripts/frontier.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
+# THRESHOLD_<task> sets the adaptive rows' mismatch threshold (chosen on collection episodes, see BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASKS=${TASKS:-"walker-walk cheetah-run"}
+EPISODES=${EPISODES:-30}
+THRESHOLD_walker_walk=${THRESHOLD_walker_walk:-0.2029}
+THRESHOLD_cheetah_run=${THRESHOLD_cheetah_run:-0.1526}
+
+pids() { pgrep -f "gym-qwen evaluate checkpoint=models/$1-size1-seed1.pt mode=all" || true; }
+
+case "${1:-status}" in
+  start)
+    mkdir -p logs docs/frontier
+    for t in $TASKS; do
+      if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
+      var="THRESHOLD_${t//-/_}"
+      resume=false; [ -f "docs/frontier/$t.episodes.jsonl" ] && resume=true
+      setsid nohup .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" mode=all episodes="$EPISODES" \
+        seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 mismatch_threshold="${!var}" \
+        torch_threads=1 compile=true progress=false output="docs/frontier/$t.json" plot="docs/frontier-$t.png" \
+        resume=$resume >> "logs/frontier-$t.log" 2>&1 < /dev/null &
+      echo "$t: started (log: logs/frontier-$t.log)"
+    done ;;
+  status)
+    for t in $TASKS; do
+      p=$(pids "$t" | tr '\n' ' ')
+      if [ -n "$p" ]; then echo "$t: running (pid ${p% })"; else echo "$t: not running"; fi
+      f="docs/frontier/$t.episodes.jsonl"
+      [ -f "$f" ] && .venv/bin/python -c "
+import json, collections, sys
+c = collections.Counter(json.loads(l).get('label') for l in open('$f') if l.strip())
+c.pop(None, None)
+for label, n in c.items(): print(f'  {n:3d} episodes  {label}')"
+    done ;;
+  pause|continue)
+    sig=$([ "$1" = pause ] && echo STOP || echo CONT)
+    for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
+  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+esac

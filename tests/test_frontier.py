@@ -1,0 +1,179 @@
+"""The compute frontier's parts: planner budgets, paired statistics, the episode log that makes a comparison
+resumable, and `gym-qwen evaluate` refusing what it cannot run (one line, exit 2)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gym_qwen.platform.config_schema import ConfigError
+from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings, budget_name, budget_overrides, \
+    parse_budget
+from gym_qwen.platform.speculative.statistics import fall_rate, interquartile_mean, paired_ratio_interval, \
+    paired_summary
+
+
+# --- planner budgets ---------------------------------------------------------------------------------------------
+def test_budgets_scale_elites_and_prior_trajectories_with_the_papers_proportions():
+    assert budget_overrides(512, 6) == {"num_samples": 512, "iterations": 6, "num_elites": 64, "num_pi_trajs": 24}
+    assert budget_overrides(256, 4) == {"num_samples": 256, "iterations": 4, "num_elites": 32, "num_pi_trajs": 12}
+    assert budget_overrides(128, 3)["num_elites"] == 16 and budget_overrides(128, 3)["num_pi_trajs"] == 6
+    assert budget_overrides(64, 2)["num_elites"] == 8 and budget_overrides(64, 2)["num_pi_trajs"] == 3
+    assert budget_overrides(16, 1)["num_elites"] == 4 and budget_overrides(16, 1)["num_pi_trajs"] == 2  # floors
+    for n in (8, 16, 64, 100, 512, 1024):  # elites always select
+        assert budget_overrides(n, 1)["num_elites"] < n
+
+
+def test_budget_text_is_parsed_or_refused_naming_it():
+    assert parse_budget("64x2") == (64, 2) and parse_budget("128X3") == (128, 3)
+    for bad in ("64", "64x", "x2", "64x2x1", "sixtyx2", "-64x2", "4x2", "64x0"):
+        with pytest.raises(ValueError, match="planner budget"):
+            parse_budget(bad)
+
+
+def test_a_budget_setting_is_named_by_its_budget_and_other_overrides_by_their_keys():
+    spec = ExecutionSpec(SpeculationSettings("baseline", 1), planner_overrides=tuple(budget_overrides(64, 2).items()))
+    assert budget_name(spec.planner_overrides) == "64x2" and spec.label == "baseline (planner 64x2)"
+    other = ExecutionSpec(SpeculationSettings("baseline", 1), planner_overrides=(("num_samples", 64),
+                                                                                 ("iterations", 2)))
+    assert budget_name(other.planner_overrides) is None and "num_samples=64" in other.label
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+def test_paired_bootstrap_interval_contains_the_known_ratio_and_is_zero_wide_for_a_constant_ratio():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(900, 60, size=30)
+    ratio, low, high = paired_ratio_interval(0.9 * baseline, baseline)
+    assert ratio == pytest.approx(0.9) and low == pytest.approx(0.9, abs=1e-12) and high == pytest.approx(0.9, abs=1e-12)
+    noisy = 0.9 * baseline + rng.normal(0, 30, size=30)  # a known ratio of means, with episode noise
+    ratio, low, high = paired_ratio_interval(noisy, baseline)
+    assert low < ratio < high and low < noisy.mean() / baseline.mean() < high and high - low < 0.1
+    # pairing matters: an episode that is hard for both settings does not widen the interval
+    hard = baseline.copy()
+    hard[:5] *= 0.2
+    _, plow, phigh = paired_ratio_interval(0.95 * hard, hard)
+    assert phigh - plow == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="differ in number"):
+        paired_ratio_interval([1.0, 2.0], [1.0])
+
+
+def test_iqm_and_fall_rate_by_hand():
+    values = [0, 10, 20, 30, 40, 50, 60, 1000]  # IQM: the middle four of eight
+    assert interquartile_mean(values) == pytest.approx((20 + 30 + 40 + 50) / 4)
+    baseline = [900, 950, 1000, 960]  # median 955: a fall is below 477.5
+    assert fall_rate([100, 900, 470, 480], baseline) == pytest.approx(0.5)
+    summary = paired_summary([100, 900, 470, 480], baseline)
+    assert summary.fall_rate == pytest.approx(0.5) and summary.episodes == 4
+    assert paired_summary([1.0, 2.0]).retained is None  # no baseline: no ratio
+
+
+# --- the episode log ------------------------------------------------------------------------------------------------
+def test_episode_log_keeps_finished_episodes_refuses_foreign_ones_and_drops_a_cut_line(tmp_path):
+    from gym_qwen.platform.speculative.episode_log import EpisodeLog, setting_key
+
+    header = {"task": "walker-walk", "checkpoint_sha256": "abc", "seed": 1}
+    path = tmp_path / "x.episodes.jsonl"
+    spec = ExecutionSpec(SpeculationSettings("prior", 1))
+    key = setting_key(spec, {}, None)
+    log = EpisodeLog(path, header, resume=False)
+    log.add(key, spec.label, {"episode": 0, "return": 1.0})
+    log.add(key, spec.label, {"episode": 0, "return": 2.0})  # once only
+    with open(path, "ab") as f:
+        f.write(b'{"setting": "cut sho')  # a kill mid-line
+    with pytest.raises(ConfigError, match="resume=true"):
+        EpisodeLog(path, header, resume=False)
+    again = EpisodeLog(path, header, resume=True)
+    assert {i: r["return"] for i, r in again.done(key).items()} == {0: 1.0}
+    again.add(key, spec.label, {"episode": 1, "return": 3.0})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("episode") for line in lines] == [None, 0, 1]
+    with pytest.raises(ConfigError, match="checkpoint_sha256"):
+        EpisodeLog(path, {**header, "checkpoint_sha256": "other"}, resume=True)
+
+
+def test_setting_keys_name_what_changes_episodes_and_nothing_else():
+    from gym_qwen.platform.speculative.episode_log import setting_key
+
+    budget = tuple(budget_overrides(64, 2).items())
+    row = ExecutionSpec(SpeculationSettings("baseline", 1), planner_overrides=budget)
+    single = ExecutionSpec(SpeculationSettings("baseline", 1))
+    # a mode=all planner row and a single evaluation with the same planner keys are the same setting
+    assert setting_key(row, {}, None) == setting_key(single, dict(budget), None)
+    assert setting_key(single, {"compile": True}, None) == setting_key(single, {}, None)  # how, not what
+    adaptive = lambda thr, kind="open_loop": ExecutionSpec(SpeculationSettings("adaptive", 6, thr, 4, kind))  # noqa
+    assert setting_key(adaptive(0.2), {}, None) != setting_key(adaptive(0.3), {}, None)
+    assert setting_key(adaptive(0.2), {}, None) != setting_key(adaptive(0.2, "one_step"), {}, None)
+    naive = lambda thr: ExecutionSpec(SpeculationSettings("naive", 3, thr))  # noqa: E731
+    assert setting_key(naive(0.2), {}, None) == setting_key(naive(0.9), {}, None)  # naive ignores the threshold
+    two_tower = ExecutionSpec(SpeculationSettings("spec_corrector", 3), "two_tower", "a.pt")
+    assert setting_key(two_tower, {}, "sha-a") != setting_key(two_tower, {}, "sha-b")
+
+
+# --- the command ---------------------------------------------------------------------------------------------------
+def _evaluate(cwd, args, capsys, monkeypatch):
+    from gym_qwen.jobs.evaluate import main
+
+    monkeypatch.chdir(cwd)
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    from test_cli import untrained_checkpoint
+
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "agent.pt")
+
+
+def test_resuming_and_extending_a_comparison_runs_no_episode_again(tmp_path, capsys, monkeypatch, untrained):
+    common = [f"checkpoint={untrained}", "mode=all", "spec_exec_horizons=1,2", "planner_budgets=16x1",
+              "spec_budgets=0", "torch_threads=1", "progress=false", "output=cmp.json", "plot=cmp.png"]
+    rc, out, err = _evaluate(tmp_path, common + ["episodes=2"], capsys, monkeypatch)
+    assert rc == 0, err
+    log = tmp_path / "cmp.episodes.jsonl"
+    first = log.read_text().splitlines()
+    settings = {json.loads(line)["setting"] for line in first[1:]}
+    assert len(first) == 1 + 2 * len(settings) and len(settings) == 5  # baseline, prior, 16x1, naive, adaptive
+    rc, out, err = _evaluate(tmp_path, common + ["episodes=2"], capsys, monkeypatch)  # without resume=true
+    assert rc == 2 and "resume=true" in err and len(err.strip().splitlines()) == 1
+    assert log.read_text().splitlines() == first  # nothing overwritten
+    rc, out, err = _evaluate(tmp_path, common + ["episodes=3", "resume=true"], capsys, monkeypatch)
+    assert rc == 0, err
+    lines = log.read_text().splitlines()
+    assert lines[:len(first)] == first and len(lines) == 1 + 3 * len(settings)  # one new episode per setting
+    assert [json.loads(line)["episode"] for line in lines[len(first):]] == [2] * len(settings)
+    assert out.count("(1 episodes played, 2 from the log)") == len(settings)
+    record = json.loads((tmp_path / "cmp.json").read_text())
+    assert all(len(s["returns"]) == 3 for s in record["settings"])
+    rc, out, err = _evaluate(tmp_path, common + ["episodes=3", "resume=true"], capsys, monkeypatch)
+    assert rc == 0 and log.read_text().splitlines() == lines and out.count("(0 episodes played") == len(settings)
+    prior = next(s for s in record["settings"] if s["mode"] == "prior")
+    assert prior["planner_calls_per_step"] == 0 and prior["policy_calls_per_step"] == 1
+    base = next(s for s in record["settings"] if s["mode"] == "baseline" and not s["planner_overrides"])
+    assert base["retained"] == 1.0 and base["retained_low"] == base["retained_high"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["planner_budgets=64x2,64"], ["planner budget '64'"]),
+    (["mode=baseline", "planner_budget=12"], ["planner budget '12'"]),
+    (["mode=all", "planner_budget=64x2"], ["planner_budgets="]),
+    (["mode=prior", "spec_exec_horizon=3"], ["mode=prior", "spec_exec_horizon=3"]),
+    (["mode=prior", "corrector_type=two_tower"], ["mode=prior runs no corrector"]),
+    (["mode=prior", "planner_budget=64x2"], ["mode=prior never plans"]),
+    (["mode=naive", "mismatch=one_step"], ["mismatch=one_step", "mode=naive"]),
+    (["mode=adaptive", "mismatch=two_step"], ["mismatch"]),
+    (["resume=true"], ["resume=true", "output="]),
+    (["mode=baseline", "num_samples=64", "num_elites=64"], ["num_elites=64 must be < num_samples=64"]),
+    (["mode=baseline", "planner_budget=64x2", "num_samples=32"], ["planner_budget=64x2 sets num_samples"]),
+])
+def test_bad_frontier_inputs_get_one_line_and_exit_2(tmp_path, capsys, monkeypatch, untrained, args, words):
+    rc, out, err = _evaluate(tmp_path, [f"checkpoint={untrained}", "episodes=1", "progress=false", *args], capsys,
+                             monkeypatch)
+    assert rc == 2, (out, err)
+    line = err.strip()
+    assert len(line.splitlines()) == 1, err
+    for w in words:
+        assert w in line, (w, line)
+    assert list(tmp_path.iterdir()) == []  # nothing written
