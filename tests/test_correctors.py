@@ -173,14 +173,19 @@ def teacher(tmp_path_factory):
     return path, sha256_of(path)
 
 
-def synthetic_data(path, teacher_sha: str, episodes: int = 16, steps: int = 40, history_len: int = K, seed: int = 0):
-    """Corrector data whose teacher action is clip(a_plan + W (z_real - z_pred)) for a fixed W."""
+def synthetic_data(path, teacher_sha: str, episodes: int = 16, steps: int = 40, history_len: int = K, seed: int = 0,
+                   collect_seed: int | None = None):
+    """Corrector data whose teacher action is clip(a_plan + W (z_real - z_pred)) for a fixed W. `collect_seed`:
+    the seed= of the collection it poses as (its episodes then reset from the collection seed range)."""
     from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter, rows_to_table, schema
 
     rng = np.random.default_rng(seed)
     W = rng.normal(0, 1.5 / np.sqrt(L), (A, L))
     F = feature_dim(L, A)
-    sch = schema(L, A, history_len, F, {"teacher_sha256": teacher_sha, "task": TASK, "k": 3})
+    meta = {"teacher_sha256": teacher_sha, "task": TASK, "k": 3}
+    if collect_seed is not None:
+        meta.update(seed=collect_seed, seed_kind="collection")
+    sch = schema(L, A, history_len, F, meta)
     writer = ShardedParquetWriter(path, sch)
     writer.start()
     for e in range(episodes):
@@ -222,17 +227,21 @@ def test_distill_learns_a_known_residual(teacher, data, tmp_path):
     results = distill(distill_config(data, teacher[0], tmp_path / "c"), show_progress=False)
     assert set(results) == {"two_tower", "temporal"}
     for kind, r in results.items():
-        assert r["episodes"] == {"train": 12, "val": 4} and r["rows"] == {"train": 480, "val": 160}
-        assert r["ratio"] < 0.3, (kind, r["mse"], r["plan_mse"])
+        # 16 episodes: 4 validate (choose the epoch), 2 test (report), 10 train
+        assert r["episodes"] == {"train": 10, "val": 4, "test": 2}
+        assert r["rows"] == {"train": 400, "val": 160, "test": 80}
+        assert r["ratio"] < 0.3, (kind, r["mse"], r["plan_mse"])  # on the test episodes
         assert [s["step_in_chunk"] for s in r["per_step"]] == [1, 2]
-        assert sum(s["rows"] for s in r["per_step"]) == 160
+        assert sum(s["rows"] for s in r["per_step"]) == 80
+        assert r["mse"] == pytest.approx(r["mse_to_sample"]) == pytest.approx(r["mse_to_mean"])  # equal labels here
         loaded, meta = load_corrector(r["checkpoint"], teacher_sha256=teacher[1], latent_dim=L)
-        assert meta["validation"]["mse"] == pytest.approx(r["mse"])
+        assert meta["test"]["mse"] == pytest.approx(r["mse"]) and meta["validation"]["best_epoch"] == r["best_epoch"]
+        assert meta["validation"]["rows"] == 160 and meta["test"]["rows"] == 80
         card = json.loads(open(r["card"]).read())
         assert card["teacher_sha256"] == teacher[1] and card["type"] == kind
         assert card["command"].startswith(f"gym-qwen distill data={data} tdmpc_ckpt={teacher[0]}")
         assert "epochs=12" in card["command"] and "mlflow" not in card["command"]
-        assert card["validation"]["plan_mse"] == pytest.approx(r["plan_mse"])
+        assert card["test"]["plan_mse"] == pytest.approx(r["plan_mse"])
 
 
 def test_distill_filters_steps_in_chunk(teacher, data, tmp_path):
@@ -241,7 +250,7 @@ def test_distill_filters_steps_in_chunk(teacher, data, tmp_path):
     results = distill(distill_config(data, teacher[0], tmp_path / "c.pt", "corrector_type=two_tower", "epochs=1",
                                      "max_step_in_chunk=1"), show_progress=False)
     r = results["two_tower"]
-    assert [s["step_in_chunk"] for s in r["per_step"]] == [1] and r["rows"]["val"] == 80
+    assert [s["step_in_chunk"] for s in r["per_step"]] == [1] and r["rows"]["val"] == 80 and r["rows"]["test"] == 40
     assert r["checkpoint"] == str(tmp_path / "c-two_tower.pt") and (tmp_path / "c-two_tower.json").is_file()
 
 
@@ -306,7 +315,7 @@ def test_cli_distills_and_logs_to_mlflow(teacher, data, tmp_path, capsys, monkey
     for kind in ("two_tower", "temporal"):
         assert (tmp_path / "m" / f"c-{kind}.pt").is_file() and (tmp_path / "m" / f"c-{kind}.json").is_file()
         assert kind in out
-    assert "plan's val MSE" in out and "step 2" in out
+    assert "plan's test MSE" in out and "step 2" in out and "test rows" in out
 
     from mlflow.tracking import MlflowClient
 
@@ -321,11 +330,17 @@ def test_cli_distills_and_logs_to_mlflow(teacher, data, tmp_path, capsys, monkey
 def test_distill_reads_several_files_as_one_keeping_their_episodes_apart(teacher, tmp_path):
     from gym_qwen.platform.speculative.distillation import distill
 
-    first = synthetic_data(tmp_path / "a.parquet", teacher[1], episodes=4, seed=0)
-    second = synthetic_data(tmp_path / "b.parquet", teacher[1], episodes=4, seed=1)  # episodes 0..3 again
+    first = synthetic_data(tmp_path / "a.parquet", teacher[1], episodes=4, seed=0, collect_seed=1)
+    second = synthetic_data(tmp_path / "b.parquet", teacher[1], episodes=4, seed=1, collect_seed=5)  # 0..3 again
     r = distill(distill_config(f"{first},{second}", teacher[0], tmp_path / "c", "corrector_type=two_tower",
                                "epochs=1"), show_progress=False)["two_tower"]
-    assert r["episodes"] == {"train": 6, "val": 2} and r["rows"] == {"train": 240, "val": 80}
+    assert r["episodes"] == {"train": 5, "val": 2, "test": 1} and r["rows"] == {"train": 200, "val": 80, "test": 40}
+    # seed 2's episodes 0..3 reset like seed 1's episodes 1..3 (and one more): twins, refused naming both files
+    twins = synthetic_data(tmp_path / "twins.parquet", teacher[1], episodes=4, seed=2, collect_seed=2)
+    with pytest.raises(CorrectorDataError, match="twins.parquet and .*a.parquet both hold an episode reset with "
+                                                 "seed 20002"):
+        distill(distill_config(f"{first},{twins}", teacher[0], tmp_path / "t", "corrector_type=two_tower",
+                               "epochs=1"), show_progress=False)
     other = synthetic_data(tmp_path / "other.parquet", "0" * 64, episodes=2)
     with pytest.raises(CorrectorDataError, match="other.parquet was collected with teacher sha256 000000"):
         distill(distill_config(f"{first},{other}", teacher[0], tmp_path / "d", "corrector_type=two_tower",

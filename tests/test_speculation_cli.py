@@ -135,9 +135,10 @@ def test_outputs_behind_a_file_are_refused_before_any_work(tiny_checkpoint, tmp_
 
 def test_dagger_collection_executes_the_corrector_and_records_the_plan(tiny_checkpoint, tmp_path, capsys,
                                                                        monkeypatch):
-    """collect corrector_type=...: the chunks execute the corrector's actions (so the states differ from the
-    open-loop collection of the same seeds after the first corrected step), the rows keep the plan's action as
-    the corrector's input, and the metadata names the corrector; distill reads both files as one."""
+    """collect corrector_type=...: the episodes start from the DAgger seed range (never an open-loop episode's
+    start), the chunks execute the corrector's actions (so the states differ from an open-loop collection of the
+    same starts after the first corrected step), the rows keep the plan's action as the corrector's input, and
+    the metadata names the corrector; distill reads both files as one, and refuses twins."""
     import numpy as np
 
     from gym_qwen.platform.checkpoints import sha256_of
@@ -146,7 +147,7 @@ def test_dagger_collection_executes_the_corrector_and_records_the_plan(tiny_chec
     work = tmp_path / "work"
     work.mkdir()
     open_loop = tmp_path / "open.parquet"
-    common = [f"checkpoint={tiny_checkpoint}", "episodes=2", "spec_exec_horizon=3", "progress=false",
+    common = [f"checkpoint={tiny_checkpoint}", "episodes=3", "spec_exec_horizon=3", "progress=false",
               "torch_threads=1"]
     rc, out, err = _main_in(work, ["collect", *common, f"output={open_loop}"], capsys, monkeypatch)
     assert rc == 0, err
@@ -167,17 +168,33 @@ def test_dagger_collection_executes_the_corrector_and_records_the_plan(tiny_chec
     a, _ = read_corrector_data(open_loop)
     b, meta = read_corrector_data(dagger)
     assert meta["executed"] == "corrector (two_tower)" and meta["corrector_sha256"] == sha256_of(corrector)
-    assert a["t"].tolist() == b["t"].tolist()  # the same speculative steps: chunks of 3 from the same starts
-    # t = 1 follows the plan's first action in both (a chunk's first step is never corrected) ...
-    assert np.array_equal(a["z_real"][0], b["z_real"][0]) and np.array_equal(a["a_plan"][0], b["a_plan"][0])
+    assert meta["seed_kind"] == "dagger" and read_corrector_data(open_loop)[1]["seed_kind"] == "collection"
+    # the DAgger episodes start from their own seed range: no row of theirs is a twin of an open-loop row
+    assert a["t"].tolist() == b["t"].tolist()  # the same speculative steps: chunks of 3
+    assert not np.array_equal(a["z_real"][0], b["z_real"][0])
+    # an open-loop collection made (for this test only) from the DAgger range's starts: ...
+    from gym_qwen.platform.seeds import RESET_SEED_BASE
+
+    twin = tmp_path / "twin.parquet"
+    with monkeypatch.context() as m:
+        m.setitem(RESET_SEED_BASE, "collection", RESET_SEED_BASE["dagger"])
+        rc, out, err = _main_in(work, ["collect", *common, f"output={twin}"], capsys, monkeypatch)
+    assert rc == 0, err
+    c, _ = read_corrector_data(twin)
+    # ... t = 1 follows the plan's first action in both (a chunk's first step is never corrected) ...
+    assert np.array_equal(c["z_real"][0], b["z_real"][0]) and np.array_equal(c["a_plan"][0], b["a_plan"][0])
     # ... t = 2 follows the corrected action of t = 1 in the DAgger data
-    assert not np.array_equal(a["z_real"][1], b["z_real"][1])
+    assert not np.array_equal(c["z_real"][1], b["z_real"][1])
     rc, out, err = _main_in(work, ["distill", f"data={open_loop},{dagger}", f"tdmpc_ckpt={tiny_checkpoint}",
                                    f"save_path={tmp_path / 'both'}", "corrector_type=two_tower", "epochs=1",
                                    "device=cpu", "torch_threads=1", "progress=false", "mlflow=false",
                                    "val_fraction=0.25"], capsys, monkeypatch)
     assert rc == 0, err
+    _assert_user_error(*_main_in(work, ["distill", f"data={dagger},{twin}", f"tdmpc_ckpt={tiny_checkpoint}",
+                                        f"save_path={tmp_path / 'tw'}", "corrector_type=two_tower", "epochs=1",
+                                        "device=cpu", "progress=false", "mlflow=false"], capsys, monkeypatch),
+                       work, ["twin.parquet", "dagger.parquet", "both hold an episode reset with seed 30001"])
     card = json.loads((tmp_path / "both-two_tower.json").read_text())
-    assert card["episodes"]["train"] + card["episodes"]["val"] == 4  # two files of two episodes, kept apart
-    assert card["rows"]["train"] + card["rows"]["val"] == len(a["t"]) + len(b["t"])
+    assert sum(card["episodes"].values()) == 6  # two files of three episodes, kept apart
+    assert sum(card["rows"].values()) == len(a["t"]) + len(b["t"])
     assert [f["executed"] for f in card["data_metadata"]["files"]] == ["plan", "corrector (two_tower)"]

@@ -64,7 +64,8 @@ def _collect(cfg: CollectConfig) -> None:
     from gym_qwen.platform.checkpoints import check_compatible, code_version, directory_problem, load_checkpoint
     from gym_qwen.platform.checkpoints import sha256_of
     from gym_qwen.platform.progress import progress_bar
-    from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema
+    from gym_qwen.platform.seeds import RESET_SEED_BASE
+    from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema, seed_kind
     from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
 
     torch.set_num_threads(cfg.torch_threads)
@@ -80,6 +81,8 @@ def _collect(cfg: CollectConfig) -> None:
                 "episodes": cfg.episodes, "min_distance": cfg.min_distance, "max_samples": cfg.max_samples,
                 "code_version": code_version(), "executed": "plan"}
     corrector_file = _dagger_corrector(cfg, metadata)
+    metadata["seed_kind"] = seed_kind(corrector_file is not None)  # which seed range its episodes reset from
+    metadata["reset_seed_base"] = RESET_SEED_BASE[metadata["seed_kind"]]
     max_rows = None if cfg.max_samples < 0 else cfg.max_samples
     setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
                   cfg.history_len, cfg.min_distance, metadata, corrector_file)

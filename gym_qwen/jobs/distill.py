@@ -18,15 +18,16 @@ def _distill(cfg: DistillConfig) -> None:
 
     results = distill(cfg, show_progress=cfg.progress)
     first = next(iter(results.values()))
-    print(f"data {cfg.data}: {first['rows']['train']} train rows ({first['episodes']['train']} episodes), "
-          f"{first['rows']['val']} validation rows ({first['episodes']['val']} episodes)")
+    print(f"data {cfg.data}: " + ", ".join(f"{first['rows'][k]} {name} rows ({first['episodes'][k]} episodes)"
+                                          for k, name in (("train", "train"), ("val", "validation"), ("test", "test"))))
     rows = []
     for kind, r in results.items():
-        rows.append((kind, r["rows"]["val"], _fmt(r["mse"]), _fmt(r["plan_mse"]), _fmt(r["ratio"]),
-                     r["best_epoch"]))
+        rows.append((kind, r["rows"]["test"], _fmt(r["mse"]), _fmt(r["plan_mse"]), _fmt(r["ratio"]),
+                     _fmt(r["mse_to_sample"]), _fmt(r["mse_to_mean"]), r["best_epoch"]))
         rows += [(f"  step {s['step_in_chunk']}", s["rows"], _fmt(s["mse"]), _fmt(s["plan_mse"]), _fmt(s["ratio"]),
-                  "") for s in r["per_step"]]
-    print(table(rows, ("corrector", "val rows", "val MSE", "plan's val MSE", "ratio", "best epoch")))
+                  "", "", "") for s in r["per_step"]]
+    print(table(rows, ("corrector", "test rows", f"test MSE ({cfg.label})", "plan's test MSE", "ratio",
+                       "MSE to sample", "MSE to mean", "best epoch (validation)")))
     print("wrote " + ", ".join(f"{r['checkpoint']} (card {r['card']})" for r in results.values()))
 
 

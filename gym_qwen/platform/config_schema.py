@@ -13,6 +13,8 @@ import difflib
 import os
 from typing import Any, ClassVar, Optional
 
+from gym_qwen.platform.seeds import RESET_SEED_SPAN
+
 from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CORRECTOR_TYPES, MISMATCH_KINDS, MODE_CHOICES,
                                                  parse_budget)
 
@@ -277,6 +279,9 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         _require(self.mismatch == "open_loop" or mode in ("adaptive", "all"),
                  f"mismatch={self.mismatch} is how adaptive verifies a step: not used by mode={mode}")
         _require(not (self.resume and not self.output), "resume=true continues the episodes of output=: give output=")
+        _require(self.seed + self.episodes <= RESET_SEED_SPAN,
+                 f"seed={self.seed} + episodes={self.episodes} must be <= {RESET_SEED_SPAN}: evaluation episodes "
+                 "would leave their seed range (gym_qwen/platform/seeds.py)")
         for budget in ([self.planner_budget] if self.planner_budget else []) + list(self.planner_budgets):
             try:
                 parse_budget(budget)
@@ -420,6 +425,11 @@ class DistillConfig:
     max_delta: float = option(1.0, "Bound of the correction: delta = max_delta * tanh(...)", min=0.0)
     val_fraction: float = option(0.1, "Fraction of the episodes held out for validation (0 < f < 1)",
                                  min=0.0, max=1.0)
+    test_fraction: float = option(0.15, "Fraction of the episodes held out as the test split: never used to choose "
+                                        "anything, its error is the one reported (0 < f < 1)", min=0.0, max=1.0)
+    label: str = option("sample", "Target action: sample (the elite MPPI picked, Gumbel-sampled: what the planner "
+                                  "would execute) or mean (the final MPPI mean, a_teacher_mean)",
+                        choices=("sample", "mean"))
     seed: int = option(0, "Random seed (split, initialisation, batches)", min=0)
     hidden: int = option(256, "Hidden width of the two-tower corrector", min=1)
     d_model: int = option(128, "Model width of the temporal corrector", min=1)
@@ -444,6 +454,9 @@ class DistillConfig:
         _require(bool(self.tdmpc_ckpt), "tdmpc_ckpt= is required: the teacher checkpoint the data was collected with")
         _require(bool(self.save_path), "save_path= is required: the output stem, e.g. models/walker-walk-size1-seed1")
         _require(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction} must be > 0 and < 1")
+        _require(0.0 < self.test_fraction < 1.0, f"test_fraction={self.test_fraction} must be > 0 and < 1")
+        _require(self.val_fraction + self.test_fraction < 1.0,
+                 f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} leave no training episodes")
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
         _require(self.max_delta > 0, f"max_delta={self.max_delta} must be > 0")
         if self.device == "cuda":
@@ -489,6 +502,9 @@ class CollectConfig(RayOptions):
         _require(bool(self.output), "output= is required: the Parquet file to write")
         _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
         _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
+        _require(self.seed + self.episodes <= RESET_SEED_SPAN,
+                 f"seed={self.seed} + episodes={self.episodes} must be <= {RESET_SEED_SPAN}: collection episodes "
+                 "would leave their seed range (gym_qwen/platform/seeds.py)")
         _require(self.corrector_checkpoint is None or self.corrector_type != "none",
                  "corrector_checkpoint= needs corrector_type=two_tower or temporal")
         if self.task is not None:

@@ -10,10 +10,11 @@ import numpy as np
 from .envs import make_env
 from .progress import progress_bar
 from .rng import seeded
+from .seeds import RESET_SEED_BASE, reset_seed
 from .speculative.episodes import play_episodes
 from .speculative.executor import COUNTERS, TIMERS
 
-EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
+EVAL_SEED_OFFSET = RESET_SEED_BASE["evaluation"]  # evaluation episodes never share seeds with other kinds
 
 
 @dataclass
@@ -97,7 +98,7 @@ SUMMED = tuple(k for k in COUNTERS if k != "decisions") + tuple(f"{k}_seconds" f
 
 
 def episode_seed(seed: int, index: int) -> int:
-    return seed + EVAL_SEED_OFFSET + index
+    return reset_seed("evaluation", seed, index)
 
 
 def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0):

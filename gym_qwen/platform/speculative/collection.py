@@ -3,7 +3,8 @@
 Each episode executes the planned actions of chunks of k = exec_horizon steps (past the plan horizon the plan is
 extended by the policy prior), so the data covers the states speculation reaches; at every speculative step
 j = 1..k-1 the full planner also runs at the real state (on its own random stream) and its first action is the
-teacher's. Collection episodes reset with seed + 20000 + index: never an evaluation episode's start.
+teacher's. Collection episodes reset from their own seed range (seeds.RESET_SEED_BASE), DAgger episodes from
+another: never an evaluation episode's start, and a DAgger collection never replays an open-loop one.
 
 With a corrector (DAgger), the chunks execute the corrector's actions instead of the planned ones, so the data
 covers the states the corrected agent reaches, where a corrector trained on open-loop data is off its
@@ -15,18 +16,30 @@ import numpy as np
 
 from ..envs import make_env
 from ..rng import derive_seed, seeded
+from ..seeds import RESET_SEED_BASE, reset_seed
 from .corrector_data import rows_to_table, schema
 from .episodes import play_episodes
 from .executor import SpeculationSettings, SpeculativeExecutor
 from .features import feature_dim
 
-COLLECT_SEED_OFFSET = 20_000
 ROW_KEYS = ("t", "step_in_chunk", "extended", "distance", "z_real", "z_pred", "a_plan", "a_teacher",
             "a_teacher_mean", "history", "history_valid")
 
 
 def data_schema(latent_dim: int, action_dim: int, history_len: int, metadata: dict):
     return schema(latent_dim, action_dim, history_len, feature_dim(latent_dim, action_dim), metadata)
+
+
+def seed_kind(corrected: bool) -> str:
+    """The seed range of a collection: DAgger (a corrector executes) or open loop (the plan executes)."""
+    return "dagger" if corrected else "collection"
+
+
+def episode_reset_seeds(metadata: dict, episodes) -> set[int]:
+    """The reset seeds of a data file's episodes, from its metadata (the range's first seed it recorded; files
+    written before the DAgger range existed carry none: they reset from the collection range, DAgger ones too)."""
+    base = metadata.get("reset_seed_base", RESET_SEED_BASE[metadata.get("seed_kind", "collection")])
+    return {int(base) + int(metadata["seed"]) + int(e) for e in episodes}
 
 
 def collection_mode(exec_horizon: int, plan_horizon: int, corrected: bool) -> str:
@@ -41,13 +54,13 @@ def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, h
     """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return.
     `corrector`: execute its actions instead of the planned ones (DAgger)."""
     rows = []
-    reset_seed = seed + COLLECT_SEED_OFFSET + index
+    start = reset_seed(seed_kind(corrector is not None), seed, index)
     mode = collection_mode(exec_horizon, agent.planner.s.horizon, corrector is not None)
     executor = SpeculativeExecutor(agent, SpeculationSettings(mode, exec_horizon, history_len=history_len),
-                                   corrector=corrector, teacher_seed=derive_seed(reset_seed, 7),
+                                   corrector=corrector, teacher_seed=derive_seed(start, 7),
                                    on_step=rows.append)
-    with seeded(reset_seed):
-        record = play_episodes(executor, [env], [reset_seed])[0]
+    with seeded(start):
+        record = play_episodes(executor, [env], [start])[0]
     kept = [r for r in rows if r["distance"] >= min_distance]
     if kept:
         columns = {k: np.stack([r[k] for r in kept]) for k in ROW_KEYS}

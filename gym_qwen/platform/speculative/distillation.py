@@ -2,9 +2,11 @@
 
 A corrector sees (z_real, z_pred, a_plan, history, history_mask) of a speculative step and is trained to output
 the full planner's action at the real state (a_teacher): MSE to the teacher plus `delta_penalty` * mean(delta^2).
-Episodes, not rows, are split into train and validation (rows of one episode are strongly correlated), the best
-epoch by validation MSE is kept, and the report compares it with the uncorrected plan (a_plan vs a_teacher),
-overall and per step in the chunk. Each corrector is written as `<save_path>-<type>.pt` with a JSON card beside
+Episodes, not rows, are split into train, validation and test (rows of one episode are strongly correlated; data
+files whose episodes share reset seeds are refused, so no twins cross a split), the best epoch by validation MSE is
+kept, and the report, on the test episodes that chose nothing, compares it with the uncorrected plan (a_plan vs
+the target), overall and per step in the chunk. `label=mean` trains on the teacher's MPPI mean instead of its
+Gumbel-sampled elite. Each corrector is written as `<save_path>-<type>.pt` with a JSON card beside
 it (`<save_path>-<type>.json`).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.tracking import Tracker
 
 from .correctors import CorrectorError, build_corrector, save_corrector
+from .collection import episode_reset_seeds
 from .corrector_data import CorrectorDataError, read_corrector_data
 
 INPUTS = ("z_real", "z_pred", "a_plan", "history", "history_mask")
@@ -53,13 +56,37 @@ def distill_command(cfg) -> str:
     return "gym-qwen distill " + " ".join(f"{k}={fmt(given[k])}" for k in keys)
 
 
-def split_episodes(episodes: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean validation mask over rows: a seeded random val_fraction of the episodes (at least one episode
-    on each side)."""
+def split_episodes(episodes: np.ndarray, val_fraction: float, seed: int,
+                   test_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (validation, test) masks over rows: seeded random fractions of the episodes, whole episodes each,
+    at least one episode in every split asked for (and at least one left to train on). The validation episodes
+    choose the best epoch; the test episodes choose nothing, so their error is the one reported."""
     unique = np.unique(episodes)
-    n_val = min(max(1, round(val_fraction * len(unique))), len(unique) - 1)
-    val = np.random.default_rng(seed).permutation(unique)[:n_val]
-    return np.isin(episodes, val)
+    wanted = 2 if test_fraction > 0 else 1
+    if len(unique) < wanted + 1:
+        splits = "train, validation and test" if test_fraction > 0 else "train and validation"
+        raise CorrectorDataError(f"{len(unique)} episodes cannot be split into {splits} episodes: collect at least "
+                                 f"{wanted + 1}")
+    order = np.random.default_rng(seed).permutation(unique)
+    n_val = min(max(1, round(val_fraction * len(unique))), len(unique) - wanted)
+    n_test = 0 if test_fraction <= 0 else min(max(1, round(test_fraction * len(unique))), len(unique) - n_val - 1)
+    return np.isin(episodes, order[:n_val]), np.isin(episodes, order[n_val:n_val + n_test])
+
+
+def check_disjoint_seeds(paths: list[str], infos: list[dict], episodes: list[np.ndarray]) -> None:
+    """CorrectorDataError if two data files hold episodes that reset from the same seed (twins: a DAgger file and
+    an open-loop one collected with the same starts would put the same states on both sides of a split). Files
+    that do not record their seed (made outside `gym-qwen collect`) are not checked."""
+    seen: dict[int, str] = {}
+    for path, info, eps in zip(paths, infos, episodes):
+        if "seed" not in info:
+            continue
+        for start in sorted(episode_reset_seeds(info, np.unique(eps))):
+            if start in seen:
+                raise CorrectorDataError(f"{path} and {seen[start]} both hold an episode reset with seed {start}: "
+                                         "their episodes are twins; collect one of them with another seed= (the "
+                                         "seed ranges: gym_qwen/platform/seeds.py)")
+        seen.update({start: path for start in episode_reset_seeds(info, np.unique(eps))})
 
 
 def _read_checked(path: str, sha: str, teacher: str, latent: int, action_dim: int, history_len: int):
@@ -90,11 +117,13 @@ def _load_inputs(cfg):
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])
     sha = sha256_of(cfg.tdmpc_ckpt)
     parts, infos = [], []
-    for i, path in enumerate(cfg.data_files):
+    for path in cfg.data_files:
         columns, info = _read_checked(path, sha, cfg.tdmpc_ckpt, latent, action_dim, cfg.history_len)
-        columns["episode"] = columns["episode"] + i * EPISODES_PER_FILE
         parts.append(columns)
         infos.append(info)
+    check_disjoint_seeds(list(cfg.data_files), infos, [p["episode"] for p in parts])
+    for i, columns in enumerate(parts):
+        columns["episode"] = columns["episode"] + i * EPISODES_PER_FILE
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
     info = infos[0] if len(infos) == 1 else {**infos[0], "files": infos}
     keep = np.ones(len(columns["episode"]), dtype=bool)
@@ -106,8 +135,11 @@ def _load_inputs(cfg):
     if len(np.unique(columns["episode"][keep])) < 2:
         raise CorrectorDataError(f"{cfg.data} holds one episode: validation is split by episode, "
                                  "collect at least two")
-    names = INPUTS + ("a_teacher", "step_in_chunk", "episode")
+    names = INPUTS + ("a_teacher", "a_teacher_mean", "step_in_chunk", "episode")
     data = {k: torch.as_tensor(np.ascontiguousarray(columns[k][keep])) for k in names}
+    data["a_teacher_sample"] = data["a_teacher"]
+    if cfg.label == "mean":  # the target the corrector is trained, validated and tested on
+        data["a_teacher"] = data["a_teacher_mean"]
     return data, info, ckpt, sha
 
 
@@ -141,6 +173,9 @@ def _report(pred: torch.Tensor, data: dict, idx: torch.Tensor) -> dict:
 
     overall = entry(torch.ones_like(steps, dtype=torch.bool))
     overall["per_step"] = [{"step_in_chunk": int(j), **entry(steps == j)} for j in torch.unique(steps).tolist()]
+    # the same predictions against both teacher actions, so correctors trained on either label compare
+    overall["mse_to_sample"] = F.mse_loss(pred, data["a_teacher_sample"][idx]).item()
+    overall["mse_to_mean"] = F.mse_loss(pred, data["a_teacher_mean"][idx]).item()
     return overall
 
 
@@ -185,6 +220,11 @@ def _train_one(kind: str, cfg, data: dict, train_idx, val_idx, dims: dict, devic
     return model, _report(_predict(model, data, val_idx, device), data, val_idx), best[2]
 
 
+def test_report(model, data: dict, test_idx, device) -> dict:
+    """The reported error: the chosen epoch's predictions on the test episodes, which chose nothing."""
+    return _report(_predict(model, data, test_idx, device), data, test_idx)
+
+
 def _write_card(path: Path, card: dict) -> None:
     text = json.dumps(card, indent=2) + "\n"
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
@@ -203,11 +243,13 @@ def distill(cfg, show_progress: bool = True) -> dict:
     data, info, ckpt, sha = _load_inputs(cfg)
     dims = {"latent_dim": int(info["latent_dim"]), "action_dim": int(info["action_dim"]),
             "history_len": int(info["history_len"])}
-    val_mask = torch.as_tensor(split_episodes(data["episode"].numpy(), cfg.val_fraction, cfg.seed))
-    train_idx, val_idx = torch.nonzero(~val_mask).squeeze(1), torch.nonzero(val_mask).squeeze(1)
-    episodes = {"train": int(data["episode"][train_idx].unique().numel()),
-                "val": int(data["episode"][val_idx].unique().numel())}
-    rows = {"train": len(train_idx), "val": len(val_idx)}
+    val_mask, test_mask = (torch.as_tensor(m) for m in split_episodes(data["episode"].numpy(), cfg.val_fraction,
+                                                                       cfg.seed, cfg.test_fraction))
+    train_idx = torch.nonzero(~(val_mask | test_mask)).squeeze(1)
+    val_idx, test_idx = torch.nonzero(val_mask).squeeze(1), torch.nonzero(test_mask).squeeze(1)
+    split = {"train": train_idx, "val": val_idx, "test": test_idx}
+    episodes = {k: int(data["episode"][idx].unique().numel()) for k, idx in split.items()}
+    rows = {k: len(idx) for k, idx in split.items()}
     command = distill_command(cfg)
     provenance = {"teacher_sha256": sha, "teacher": str(cfg.tdmpc_ckpt), "task": ckpt.get("task"),
                   "data": str(cfg.data), "rows": rows, "episodes": episodes,
@@ -222,24 +264,26 @@ def distill(cfg, show_progress: bool = True) -> dict:
         for kind in kinds:
             model, report, best_epoch = _train_one(kind, cfg, data, train_idx, val_idx, dims, device, tracker,
                                                    show_progress)
-            results[kind] = {"model": model, "report": report, "best_epoch": best_epoch}
-            final = {f"{kind}/best_val_mse": report["mse"], f"{kind}/plan_val_mse": report["plan_mse"],
-                     f"{kind}/ratio": report["ratio"], f"{kind}/best_epoch": best_epoch}
-            for s in report["per_step"]:
-                final.update({f"{kind}/val_mse_j{s['step_in_chunk']}": s["mse"],
-                              f"{kind}/plan_val_mse_j{s['step_in_chunk']}": s["plan_mse"]})
+            tested = test_report(model, data, test_idx, device)
+            results[kind] = {"model": model, "report": tested, "validation": report, "best_epoch": best_epoch}
+            final = {f"{kind}/best_val_mse": report["mse"], f"{kind}/test_mse": tested["mse"],
+                     f"{kind}/plan_test_mse": tested["plan_mse"], f"{kind}/ratio": tested["ratio"],
+                     f"{kind}/best_epoch": best_epoch}
+            for s in tested["per_step"]:
+                final.update({f"{kind}/test_mse_j{s['step_in_chunk']}": s["mse"],
+                              f"{kind}/plan_test_mse_j{s['step_in_chunk']}": s["plan_mse"]})
             tracker.log_metrics(final, step=cfg.epochs)
         # Files only once every corrector has trained: a failure or an interrupt leaves nothing half-written.
         for kind in kinds:
             model, report, best_epoch = results[kind]["model"], results[kind]["report"], results[kind]["best_epoch"]
             ckpt_path, card_path = paths[kind]
-            validation = {**report, "best_epoch": best_epoch}
+            validation = {**results[kind]["validation"], "best_epoch": best_epoch}
             hp = model.hyperparameters()
             training = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "delta_penalty",
-                                                     "val_fraction", "seed")}
+                                                     "val_fraction", "test_fraction", "label", "seed")}
             save_corrector(ckpt_path, model.cpu(), {**provenance, "type": kind, "validation": validation,
-                                                    "training": training, "data_metadata": info})
-            _write_card(card_path, {"corrector": ckpt_path.name, "type": kind, **provenance,
+                                                    "test": report, "training": training, "data_metadata": info})
+            _write_card(card_path, {"corrector": ckpt_path.name, "type": kind, **provenance, "test": report,
                                     "validation": validation, "hyperparameters": hp, "training": training,
                                     "data_metadata": info, "mlflow_run_id": run_id})
             tracker.log_artifact(ckpt_path, "correctors")
