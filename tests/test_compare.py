@@ -33,7 +33,7 @@ def _spec(name: str):
 
 
 def _result(returns, calls, ms, steps=1000):
-    from gym_qwen.platform.evaluation import EvalResult
+    from gym_qwen.platform.speculative.evaluation import EvalResult
 
     n = len(returns) * steps
     return EvalResult("walker-walk", "x", returns=list(returns), lengths=[steps] * len(returns), decisions=n,

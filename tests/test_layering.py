@@ -61,8 +61,8 @@ PLATFORM_FILES = sorted(PLATFORM.rglob("*.py"))
 
 def test_the_scan_covers_the_platform():
     names = {_module_name(p) for p in PLATFORM_FILES}
-    for expected in ("gym_qwen.platform", "gym_qwen.platform.trainer", "gym_qwen.platform.training",
-                     "gym_qwen.platform.tdmpc2.agent", "gym_qwen.platform.evaluation"):
+    for expected in ("gym_qwen.platform", "gym_qwen.platform.training.run", "gym_qwen.platform.training.loop",
+                     "gym_qwen.platform.tdmpc2.agent", "gym_qwen.platform.speculative.evaluation"):
         assert expected in names
     assert len(PLATFORM_FILES) >= 25
 

@@ -338,7 +338,7 @@ def test_an_interrupted_trial_continues_its_run_and_ends_with_the_uninterrupted_
     """A trial killed after logging episode 1 but before reporting it runs episode 1 again when retried from its
     last report: its MLflow run (the same one) holds each step once, and the numbers equal evaluate's."""
     from gym_qwen.platform.config import EvaluateConfig, config_from_dict
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
     from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
     from gym_qwen.platform.sweeps.runs import RunLog, prepare_experiment
     from gym_qwen.platform.sweeps.spec import SweepPoint
@@ -397,7 +397,7 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
     """Tune + MLflow SQLite: the driver's parent run (sweep id, teacher sha256), one nested run per trial with its
     params, per-episode metrics (each step once, though one trial died after logging episode 0 and was retried
     from scratch) and its episode table; then compare on it: rows, Pareto marks, PNG + CSV, logged to the parent."""
-    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.files import sha256_of
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

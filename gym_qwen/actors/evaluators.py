@@ -12,9 +12,9 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
                          show_progress: bool = False, execution=None):
     """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 over N CPU evaluator actors, each holding
     the checkpoint's agent (the checkpoint travels once through the object store). Returns (EvalResult, ckpt)."""
-    from gym_qwen.platform.checkpoints import check_compatible, load_checkpoint
-    from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup, result_from_records
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup, result_from_records
+    from gym_qwen.platform.files import sha256_of
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.speculative.modes import ExecutionSpec
 
@@ -23,8 +23,8 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     check_compatible(ckpt, task=task, path=checkpoint)
     # Everything an evaluator builds is built once here first: a bad checkpoint, override or corrector fails in
     # one line like the sequential run, instead of in every actor's constructor.
-    from gym_qwen.platform.checkpoints import agent_from_checkpoint
-    from gym_qwen.platform.evaluation import load_execution_corrector
+    from gym_qwen.platform.tdmpc2.checkpoints import agent_from_checkpoint
+    from gym_qwen.platform.speculative.evaluation import load_execution_corrector
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides or {}, "cpu", task, path=checkpoint)
     load_execution_corrector(execution, agent, sha256_of(checkpoint))

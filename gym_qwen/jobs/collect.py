@@ -42,7 +42,7 @@ def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
     anything starts), recorded in the data's metadata; None for open-loop collection."""
     if cfg.corrector_type == "none":
         return None
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.files import sha256_of
     from gym_qwen.platform.speculative.comparison import corrector_path
     from gym_qwen.platform.speculative.correctors import load_corrector
 
@@ -61,8 +61,9 @@ def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
 def _collect(cfg: CollectConfig) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import check_compatible, code_version, directory_problem, load_checkpoint
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
+    from gym_qwen.platform.files import code_version, directory_problem
+    from gym_qwen.platform.files import sha256_of
     from gym_qwen.platform.progress import progress_bar
     from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema
     from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
@@ -116,7 +117,7 @@ def _collect(cfg: CollectConfig) -> None:
                 finally:
                     state["env"].close()
             elif todo:
-                from gym_qwen.actors.collectors import collect_with_actors
+                from gym_qwen.actors.corrector_collection import collect_with_actors
 
                 left = None if max_rows is None else max_rows - writer.rows
                 collect_with_actors(ckpt, todo, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,

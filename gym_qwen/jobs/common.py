@@ -5,7 +5,7 @@ import errno
 import sys
 from typing import Callable
 
-from gym_qwen.platform.checkpoints import CheckpointError
+from gym_qwen.platform.torch_files import CheckpointError
 from gym_qwen.platform.config import ConfigError, describe, parse_config
 from gym_qwen.platform.envs import UnknownTaskError, quiet_library_logs
 from gym_qwen.platform.speculative.corrector_data import CorrectorDataError

@@ -18,7 +18,7 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
     import numpy as np
 
     from gym_qwen.platform.envs import make_env
-    from gym_qwen.platform.evaluation import EVAL_SEED_OFFSET
+    from gym_qwen.platform.speculative.evaluation import EVAL_SEED_OFFSET
 
     env, rng, returns = make_env(task, seed + EVAL_SEED_OFFSET), np.random.default_rng(seed), []
     for i in range(episodes):
@@ -47,7 +47,7 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
         return None
     if cfg.teacher != "auto":
         return cfg.teacher
-    from gym_qwen.platform.teachers import shipped_teacher
+    from gym_qwen.platform.training.teachers import shipped_teacher
 
     found = shipped_teacher("walker-walk")
     if found is None:
@@ -58,9 +58,9 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
 
 def _train_part(cfg: DemoConfig, root: Path) -> None:
     """The first demo: a small TD-MPC2 trained briefly on `cfg.task`, against random actions."""
-    from gym_qwen.platform.checkpoints import load_agent
-    from gym_qwen.platform.evaluation import evaluate
-    from gym_qwen.platform.trainer import train
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+    from gym_qwen.platform.speculative.evaluation import evaluate
+    from gym_qwen.platform.training.run import train
 
     small = dict(latent_dim=64, enc_dim=64, mlp_dim=128, num_samples=128, num_elites=16, num_pi_trajs=8,
                  iterations=3, batch_size=128) if cfg.small else {}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job
-from gym_qwen.platform.checkpoints import CheckpointError
+from gym_qwen.platform.torch_files import CheckpointError
 from gym_qwen.platform.config import DTTestConfig
 from gym_qwen.platform.datasets import DatasetError
 
@@ -22,7 +22,7 @@ def checkpoint_path(cfg: DTTestConfig) -> Path:
 def _test(cfg: DTTestConfig) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
     from gym_qwen.platform.dt.evaluate import evaluate_dt
     from gym_qwen.platform.devices import resolve_device
     from gym_qwen.platform.dt.train import load_dt_checkpoint

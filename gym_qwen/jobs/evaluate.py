@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.checkpoints import load_checkpoint
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import EvaluateConfig
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 
@@ -32,7 +32,7 @@ def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) ->
 
 
 def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None):
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
 
     if cfg.num_workers > 0:  # Ray only when asked for
         from gym_qwen.actors.evaluators import evaluate_with_actors
@@ -48,12 +48,13 @@ def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None)
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
+    from gym_qwen.platform.files import atomic_write_bytes
+    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, check_overrides
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
-    from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, planning_horizon, resolve_setting
+    from gym_qwen.platform.sweeps.setting import agent_overrides, planning_horizon, resolve_setting
 
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.config import ConfigError
 
     for key in ("output", "plot", "video_path"):

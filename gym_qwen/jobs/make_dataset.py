@@ -18,7 +18,7 @@ def _command(cfg: MakeDatasetConfig) -> str:
 
 
 def _make(cfg: MakeDatasetConfig) -> None:
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.datasets import summarize, write_hdf5
     from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset
 

@@ -38,7 +38,7 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def _experiment_dir(sweep) -> Path:
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
 
     storage = Path(sweep.settings.storage).absolute()
     problem = directory_problem(storage)
@@ -113,7 +113,7 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
 def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:
     from gym_qwen.actors.cluster import check_resources, connect, disconnect
     from gym_qwen.actors.tune_trials import run_sweep
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
     from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, RunLog, prepare_experiment
     from gym_qwen.platform.sweeps.trial import FAULTS_KEY
 

@@ -25,6 +25,7 @@ from gym_qwen.platform.config_schema import (  # noqa: F401  (re-exported)
     ARCH_KEYS, MODEL_SIZES, CollectConfig, ConfigError, CurvesConfig, DemoConfig, DistillConfig, EvaluateConfig, InfoConfig,
     TDMPC2Config, TeacherConfig, TrainConfig, check_task, option,
 )
+from gym_qwen.platform.files import atomic_write_bytes
 
 __all__ = ["CollectConfig", "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
            "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig", "DistillConfig", "parse_config", "config_to_dict", "config_from_dict",
@@ -317,9 +318,7 @@ def load_config(schema: type[T], path: str | os.PathLike) -> T:
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML atomically (checkpoints.atomic_write_bytes: temp file, fsync, rename, folder fsync)."""
-    from .checkpoints import atomic_write_bytes  # torch is not loaded by reading configs
-
+    """Write ``cfg`` as YAML atomically (files.atomic_write_bytes: temp file, fsync, rename, folder fsync)."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     return atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 

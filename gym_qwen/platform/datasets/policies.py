@@ -110,7 +110,7 @@ def behaviour_paths(models_dir: str | os.PathLike, env: str, level: str) -> tupl
 
 
 def _load(path: Path, fmt: str, what: str, command: str) -> dict:
-    from gym_qwen.platform.checkpoints import read_torch_file
+    from gym_qwen.platform.torch_files import read_torch_file
 
     if not path.is_file():
         raise BehaviourPolicyError(f"no {what} at {path}; train it first with: {command}")
@@ -150,7 +150,7 @@ def load_recipe(models_dir: str | os.PathLike, env: str, low, high) -> tuple[Sna
 def save_policy(path: str | os.PathLike, env: str, level: str, actor_state: dict, extra: dict) -> Path:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
 
     payload = {"format": POLICY_FORMAT, "version": VERSION, "env": env, "level": level,
                "actor": {k: v.detach().cpu().clone() for k, v in actor_state.items()}, **extra}
@@ -161,7 +161,7 @@ def save_recipe(path: str | os.PathLike, env: str, snapshots: list[dict], snapsh
                 learning_starts: int, total_steps: int, extra: dict) -> Path:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
 
     payload = {"format": RECIPE_FORMAT, "version": VERSION, "env": env, "snapshots": snapshots,
                "snapshot_steps": [int(s) for s in snapshot_steps], "learning_starts": int(learning_starts),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gym_qwen.platform.checkpoints import atomic_write_bytes, code_version, directory_problem, publish_together
+from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem, publish_together
 from gym_qwen.platform.config_schema import ConfigError
 
 from .d4rl import ENV_IDS, REF_MAX_SCORE, DatasetError, normalized_score
@@ -219,7 +219,7 @@ def _check_resume(cfg, out: Path) -> dict | None:
                           f"{', '.join(k for k in RESUMABLE if k != 'resume')} may change")
     if not state_path.exists():
         return None
-    from gym_qwen.platform.checkpoints import read_torch_file
+    from gym_qwen.platform.torch_files import read_torch_file
 
     state = read_torch_file(state_path, DatasetError)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gym_qwen.platform.checkpoints import CheckpointError, atomic_write_bytes, code_version, directory_problem
+from gym_qwen.platform.torch_files import CheckpointError
+from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem
 from gym_qwen.platform.config_schema import ConfigError
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_name, sha256_of
@@ -75,7 +76,7 @@ def save_dt_checkpoint(path: Path, model, cfg_dict: dict, env: str, dataset: dic
 
 def load_dt_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint dict). Raises CheckpointError in one line."""
-    from gym_qwen.platform.checkpoints import read_torch_file
+    from gym_qwen.platform.torch_files import read_torch_file
 
     path = Path(path)
     if not path.is_file():

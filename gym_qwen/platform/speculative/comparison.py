@@ -160,7 +160,7 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
 
     import matplotlib.pyplot as plt
 
-    from ..checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     families = {"baseline": "black", "naive": "tab:red", "spec_corrector": "tab:blue", "spec_extended": "tab:purple",

@@ -129,7 +129,7 @@ def build_corrector(kind: str, latent_dim: int, action_dim: int, history_len: in
 def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) -> Path:
     """Write the corrector atomically. `meta`: teacher_sha256, latent_dim, action_dim, history_len, task,
     validation metrics, code version, data path and rows (plain values only: the file loads weights-only)."""
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
 
     hp = corrector.hyperparameters()
     payload = {"format": FORMAT, "version": VERSION, "type": corrector.kind, "hyperparameters": hp,
@@ -140,7 +140,8 @@ def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) ->
 
 
 def _read(path: Path) -> dict:
-    from gym_qwen.platform.checkpoints import FORMAT as AGENT_FORMAT, read_torch_file
+    from gym_qwen.platform.tdmpc2.checkpoints import FORMAT as AGENT_FORMAT
+    from gym_qwen.platform.torch_files import read_torch_file
 
     if not path.is_file():
         raise CorrectorError(f"corrector not found: {path}")

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gym_qwen.platform.checkpoints import atomic_write_bytes, code_version, load_checkpoint
+from gym_qwen.platform.files import atomic_write_bytes, code_version
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import config_to_dict
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.progress import progress_bar
@@ -84,7 +85,7 @@ def _load_inputs(cfg):
     """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done.
     Several files are read as one data set: their episodes stay apart (file i's episode e becomes
     i * EPISODES_PER_FILE + e), so validation still holds out whole episodes."""
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.files import sha256_of
 
     ckpt = load_checkpoint(cfg.tdmpc_ckpt)
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])

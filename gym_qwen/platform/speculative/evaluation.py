@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .envs import make_env
-from .progress import progress_bar
-from .rng import seeded
-from .speculative.episodes import play_episodes
+from ..envs import make_env
+from ..progress import progress_bar
+from ..rng import seeded
+from .episodes import play_episodes
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share seeds with training episodes
 
@@ -97,15 +97,15 @@ def episode_seed(seed: int, index: int) -> int:
 
 def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0):
     """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector."""
-    from .speculative.executor import SpeculativeExecutor
-    from .speculative.modes import ExecutionSpec
+    from .executor import SpeculativeExecutor
+    from .modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
     planner = None
     if execution.planner_overrides:
         from dataclasses import replace
 
-        from .tdmpc2.planner import MPPIPlanner
+        from ..tdmpc2.planner import MPPIPlanner
 
         settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
         planner = MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
@@ -119,7 +119,7 @@ def evaluate_episodes(agent, envs: list, seed: int, indices: list[int], executio
     i resets its environment with seed+10000+i, so it starts where baseline's episode i starts; the torch stream
     is seeded from the first index, so a single episode's record depends only on the weights, the setting, the
     seed and the index (evaluator actors reproduce the sequential run)."""
-    from .rng import derive_seed
+    from ..rng import derive_seed
 
     first = episode_seed(seed, indices[0])
     executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7))
@@ -155,7 +155,7 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
     """The corrector an ExecutionSpec names (None when it names none), checked against the teacher."""
     if execution is None or execution.corrector_checkpoint is None:
         return None
-    from .speculative.correctors import load_corrector
+    from .correctors import load_corrector
 
     corrector, _ = load_corrector(execution.corrector_checkpoint, teacher_sha256=teacher_sha256,
                                   latent_dim=agent.model.dims.latent_dim, history_len=execution.settings.history_len,
@@ -166,7 +166,7 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
 def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int, execution=None,
                      teacher_sha256: str | None = None) -> dict:
     """What an evaluator needs, built once: the checkpoint's agent, its corrector and an environment."""
-    from .checkpoints import agent_from_checkpoint
+    from ..tdmpc2.checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed,
@@ -187,7 +187,7 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     records then share a random stream, so they differ from the num_envs=1 run's, which evaluator actors equal.
 
     Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
-    from .speculative.modes import ExecutionSpec
+    from .modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
     envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(min(num_envs, episodes))]
@@ -218,10 +218,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     returns). `overrides`: agent keys to change, e.g. planner settings. Returns (EvalResult, checkpoint dict)."""
     import torch
 
-    from .checkpoints import load_agent
+    from ..tdmpc2.checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
-    from .checkpoints import sha256_of
+    from ..files import sha256_of
 
     corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)
@@ -234,7 +234,7 @@ def write_video(frames: list, path: str | Path, fps: int = 25) -> Path:
     """Write RGB frames as GIF (or MP4 if the path says so and an ffmpeg plugin is installed), atomically."""
     import imageio.v3 as iio
 
-    from .checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     path = Path(path)
     ext = path.suffix.lower() or ".gif"
