@@ -76,7 +76,7 @@ def read_tagged_file(path: str | os.PathLike, fmt: str, version: int, error: typ
     if tag in (others or {}):
         raise error(f"{path} is {others[tag]}")
     if tag != fmt:
-        raise error(f"{path} is not a Gym Qwen {kind or what}" + (f"; {hint}" if hint else ""))
+        raise error(f"{path} is not a Gym Qwen {kind or what} (no {fmt} format tag)" + (f"; {hint}" if hint else ""))
     if data.get("version") != version:
         raise error(f"{path} has {what} version {data.get('version')}, this code reads {version}")
     return data

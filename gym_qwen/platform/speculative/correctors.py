@@ -141,20 +141,10 @@ def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) ->
 
 def _read(path: Path) -> dict:
     from gym_qwen.platform.tdmpc2.checkpoints import FORMAT as AGENT_FORMAT
-    from gym_qwen.platform.torch_files import read_torch_file
+    from gym_qwen.platform.torch_files import read_tagged_file
 
-    if not path.is_file():
-        raise CorrectorError(f"corrector not found: {path}")
-    data = read_torch_file(path, CorrectorError, "corrector")
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt == AGENT_FORMAT:
-        raise CorrectorError(f"{path} is a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher")
-    if fmt != FORMAT:
-        raise CorrectorError(f"{path} is not a Gym Qwen corrector (no {FORMAT} format tag); "
-                             "make one with gym-qwen distill")
-    if data.get("version") != VERSION:
-        raise CorrectorError(f"{path} has corrector version {data.get('version')}, this code reads {VERSION}")
-    return data
+    return read_tagged_file(path, FORMAT, VERSION, CorrectorError, "corrector", hint="make one with gym-qwen distill",
+                            others={AGENT_FORMAT: "a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher"})
 
 
 def _short(sha: str | None) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, save_config
+from ..config import (ConfigError, TrainConfig, config_from_dict, config_to_dict, format_value, load_config,
+                      save_config)
 from ..envs import task_spec
 from ..files import atomic_write_bytes, directory_problem
 from ..progress import progress_bar
@@ -64,21 +65,13 @@ def _collection(c: dict) -> str:
     return "lockstep" if c["sync"] else "asynchronous"
 
 
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "none" if value is None else str(value)
-
-
 def resume_differences(saved: dict, asked: dict) -> list[str]:
     """`key=saved (asked new)` for every key of `asked` (a config_to_dict) that a resume may not change."""
-    diffs = [f"{k}={_fmt(saved.get(k))} (asked {_fmt(v)})" for k, v in asked.items()
+    diffs = [f"{k}={format_value(saved.get(k))} (asked {format_value(v)})" for k, v in asked.items()
              if k not in RESUMABLE_KEYS and k not in COLLECTION_KEYS and saved.get(k) != v]
     before, after = _collection(saved), _collection(asked)
     if before != after and not (before == "in-process" and after == "asynchronous"):
-        diffs += [f"{k}={_fmt(saved.get(k))} (asked {_fmt(asked[k])}; {before} collection cannot continue as "
+        diffs += [f"{k}={format_value(saved.get(k))} (asked {format_value(asked[k])}; {before} collection cannot continue as "
                   f"{after})" for k in COLLECTION_KEYS if saved.get(k) != asked[k]]
     return diffs
 

@@ -13,7 +13,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from ..config import TrainConfig, config_from_dict, config_to_dict
+from ..config import TrainConfig, command_line, config_from_dict, config_to_dict
 from ..files import atomic_write_bytes, directory_problem, publish_together, sha256_of
 from ..tdmpc2.checkpoints import load_agent, load_checkpoint
 from ..torch_files import CheckpointError
@@ -43,20 +43,8 @@ class TeacherError(ValueError):
 def train_command(config: dict) -> str:
     """The `gym-qwen train` command that reproduces a run: every result-relevant key that differs from its
     default (bookkeeping keys such as output_dir are left out)."""
-    cfg = config_from_dict(TrainConfig, config)
-    defaults = config_to_dict(TrainConfig())
-    given = config_to_dict(cfg)
-    head = ["task", "model_size", "steps", "seed"]
-    keys = head + sorted(k for k in given if k not in head and k not in BOOKKEEPING_KEYS
-                         and given[k] != defaults.get(k))
-
-    def fmt(v):
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, list):
-            return ",".join(map(str, v))
-        return "none" if v is None else str(v)
-    return "gym-qwen train " + " ".join(f"{k}={fmt(given[k])}" for k in keys)
+    return command_line("train", config_from_dict(TrainConfig, config), ("task", "model_size", "steps", "seed"),
+                        BOOKKEEPING_KEYS)
 
 
 def planning_settings(config: dict, action_dim: int) -> dict:
