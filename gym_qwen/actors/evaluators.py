@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ray
 
-from .cluster import connect, disconnect
+from .cluster import ray_session
 from .episode_farm import EpisodeFarm
 
 
@@ -29,17 +29,28 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     agent, _, _ = agent_from_checkpoint(ckpt, overrides or {}, "cpu", task, path=checkpoint)
     load_execution_corrector(execution, agent, sha256_of(checkpoint))
     del agent
-    connected = connect(ray_address)
-    try:
-        farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
-                           setup_args=(ray.put(ckpt), overrides or {}, "cpu", seed, execution,
-                                       sha256_of(checkpoint)), what="evaluator")
-        try:
-            with progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} {execution.label} ({num_workers} actors)", unit="ep",
-                              enabled=show_progress) as bar:
-                table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
-        finally:
-            farm.close()
-    finally:
-        disconnect(connected)
+    with ray_session(ray_address):
+        setup_args = (ray.put(ckpt), overrides or {}, "cpu", seed, execution, sha256_of(checkpoint))
+        with EpisodeFarm(evaluation_setup, evaluation_episode, min(num_workers, episodes), cpus=cpus,
+                         setup_args=setup_args, what="evaluator") as farm, \
+                progress_bar(total=episodes, desc=f"evaluate {ckpt['task']} {execution.label} ({num_workers} actors)",
+                             unit="ep", enabled=show_progress) as bar:
+            table = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1))
     return result_from_records(ckpt["task"], execution.settings.mode, table.to_pylist()), ckpt
+
+
+def evaluate_dt_with_actors(ckpt: dict, target: float, *, episodes: int, seed: int, max_ep_len: int, num_workers: int,
+                            cpus: float, ray_address: str | None, show_progress: bool) -> dict:
+    """`gym-qwen dt-test ... num_workers=N`: a Decision Transformer checkpoint's episodes over N evaluator actors
+    (one episode per call, batch 1: equal to eval_batch=1). Returns dt.evaluate's result."""
+    from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
+    from gym_qwen.platform.progress import progress_bar
+
+    with ray_session(ray_address):
+        with EpisodeFarm(dt_eval_setup, dt_eval_episode, min(num_workers, episodes), cpus=cpus,
+                         setup_args=(ray.put(ckpt), seed, target, max_ep_len), what="evaluator") as farm, \
+                progress_bar(total=episodes, desc=f"evaluate DT ({num_workers} actors)", unit="ep",
+                             enabled=show_progress) as bar:
+            rows = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1)).to_pylist()
+    ms = 1000 * sum(r["forward_s"] for r in rows) / max(sum(r["actions"] for r in rows), 1)
+    return result_of(ckpt["env"], seed, target, [r["return"] for r in rows], [r["length"] for r in rows], ms, 1)

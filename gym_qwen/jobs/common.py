@@ -5,11 +5,12 @@ import errno
 import sys
 from typing import Callable
 
-from gym_qwen.platform.torch_files import CheckpointError
 from gym_qwen.platform.config import ConfigError, describe, parse_config
 from gym_qwen.platform.envs import UnknownTaskError, quiet_library_logs
+from gym_qwen.platform.progress import table  # noqa: F401  (every job prints its tables with it)
 from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 from gym_qwen.platform.speculative.correctors import CorrectorError
+from gym_qwen.platform.torch_files import CheckpointError
 
 USER_ERRORS = (ConfigError, CheckpointError, UnknownTaskError, CorrectorDataError, CorrectorError)
 # A write that fails for want of space (a full disk, a quota, a file-size limit) is the machine's state, not a bug
@@ -40,11 +41,3 @@ def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_
               "files written before were left as they were)", file=sys.stderr)
         return 2
     return 0 if result is None else int(result)
-
-
-def table(rows: list[tuple], header: tuple) -> str:
-    """A plain text table with aligned columns."""
-    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa
-    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]])

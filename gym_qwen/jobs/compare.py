@@ -47,7 +47,7 @@ def compare_runs(cfg: CompareConfig) -> list:
     csv_path = write_csv(settings, output.with_suffix(".csv"))
     print(f"plot: {png}  table: {csv_path}")
     if cfg.log and parents:
-        from gym_qwen.platform.sweeps.runs import client
+        from gym_qwen.platform.tracking import client
 
         c = client(uri)
         for run_id in parents:

@@ -125,7 +125,8 @@ def _value(text):
 def _frame(uri: str, experiments: list[str], sweeps: list[str]):
     import mlflow
 
-    from .runs import SWEEP_TAG, client
+    from ..tracking import client
+    from .runs import SWEEP_TAG
 
     c = client(uri)
     mlflow.set_tracking_uri(uri)

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, client, find_run
+from ..tracking import client
+from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run
 from .spec import TRAINING_COMMANDS
 
 RUN_FOLDER = {"train": "run", "dt-train": "dt"}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, RunLog
+from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, open_run
 
 # What a trial reports to Tune and logs to MLflow: the metrics `gym-qwen evaluate mlflow=true` logs, plus the
 # episodes done and the trial's own seconds
@@ -101,10 +101,10 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     sha = sha256_of(path)
     setting = resolve_setting(cfg, set(point.values), ckpt, workdir)
     task, mode = ckpt["task"], setting.spec.settings.mode
-    run = RunLog.open(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
-                      f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),
-                      {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task, "command": "evaluate",
-                       "setting": setting.label, "family": point.family, "teacher_sha256": sha})
+    run = open_run(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
+                   f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),
+                   {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task, "command": "evaluate",
+                    "setting": setting.label, "family": point.family, "teacher_sha256": sha})
     records = sorted(records, key=lambda r: r["episode"])
     done = {r["episode"] for r in records}
     prior = run.latest.get("trial_seconds", 0.0)  # the seconds earlier attempts spent
