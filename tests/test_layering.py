@@ -23,7 +23,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _resolve(module: str | None, level: int, importer: str, is_package: bool) -> str:
+def resolve_import(module: str | None, level: int, importer: str, is_package: bool) -> str:
     """The absolute name of `from <level dots><module> import ...` inside module `importer`."""
     if level == 0:
         return module or ""
@@ -44,7 +44,7 @@ def forbidden_imports(source: str, importer: str, is_package: bool = False) -> l
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = _resolve(node.module, node.level, importer, is_package)
+            base = resolve_import(node.module, node.level, importer, is_package)
             names = [base] + [f"{base}.{alias.name}" for alias in node.names if not node.module]
         elif isinstance(node, ast.Call):  # importlib.import_module("ray"), __import__("ray")
             func = node.func

@@ -1,4 +1,5 @@
-"""Evaluation spread over evaluator actors (an EpisodeFarm); equal to the sequential run for the same seeds."""
+"""Evaluation spread over evaluator actors (an EpisodeFarm): TD-MPC2 checkpoints, equal to the sequential run for the
+same seeds, and Decision Transformer checkpoints (dt-test)."""
 from __future__ import annotations
 
 import ray

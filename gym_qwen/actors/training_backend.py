@@ -54,7 +54,7 @@ def _get(ref, what: str):
 
 
 class RayTrainingBackend:
-    """The training backend of `gym-qwen train num_workers=N` (see platform.training.InProcessBackend)."""
+    """The training backend of `gym-qwen train num_workers=N` (see platform.training.loop.InProcessBackend)."""
 
     def __init__(self, cfg):
         from gym_qwen.platform.envs import task_spec

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gym_qwen.jobs.common import run_job
-from gym_qwen.jobs.dataset_info import print_summary
+from gym_qwen.jobs.common import print_dataset_summary, run_job
 from gym_qwen.platform.config import ConfigError, MakeDatasetConfig
 from gym_qwen.platform.datasets import DatasetError
 
@@ -46,7 +45,7 @@ def _make(cfg: MakeDatasetConfig) -> None:
         from gym_qwen.platform.datasets.minari_io import export_minari
 
         where = f"Minari dataset {output} at " + export_minari(data, output, root=cfg.minari_root)
-    print_summary(summarize(data))
+    print_dataset_summary(summarize(data))
     print(f"wrote {where}")
 
 
