@@ -22,8 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gym_qwen.platform.checkpoints import atomic_write_bytes, load_checkpoint  # noqa: E402
-from gym_qwen.platform.curves import read_run  # noqa: E402
+from gym_qwen.platform.files import atomic_write_bytes  # noqa: E402
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint  # noqa: E402
+from gym_qwen.platform.training.curves import read_run  # noqa: E402
 
 SMALL_AGENT = ["latent_dim=64", "enc_dim=64", "mlp_dim=128", "num_samples=128", "num_elites=16", "num_pi_trajs=8",
                "iterations=3", "batch_size=128", "seed_steps=1000"]

@@ -25,7 +25,7 @@ def _setup(task: str, model_size: int, num_envs: int):
     import ray
 
     from gym_qwen.platform.config import TrainConfig, config_to_dict
-    from gym_qwen.platform.training import build_learning
+    from gym_qwen.platform.training.loop import build_learning
 
     # seed_steps above anything ingested here: episodes handed to the learner make no updates due
     cfg = TrainConfig(task=task, model_size=model_size, num_envs=num_envs, device="cpu", mlflow=False,

@@ -99,7 +99,7 @@ def summarise(record: dict) -> dict:
 
 def sweep_points(uri: str, sweep_id: str) -> list[dict]:
     """The finished trials of a sweep in the order they started: params and metrics."""
-    from gym_qwen.platform.sweeps.runs import client
+    from gym_qwen.platform.tracking import client
 
     c = client(uri)
     exps = [e.experiment_id for e in c.search_experiments()]

@@ -82,7 +82,7 @@ def main() -> int:
     args = p.parse_args()
 
     from gym_qwen.jobs.evaluate import main as evaluate
-    from gym_qwen.platform.checkpoints import load_checkpoint
+    from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
     from gym_qwen.platform.speculative.calibration import choose_threshold
     from gym_qwen.platform.speculative.corrector_data import read_corrector_data
 

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gym_qwen.platform.config import TrainConfig  # noqa: E402
 from gym_qwen.platform.envs import task_spec  # noqa: E402
-from gym_qwen.platform.training import InProcessBackend, LoopState, run_training  # noqa: E402
+from gym_qwen.platform.training.loop import InProcessBackend, LoopState, run_training  # noqa: E402
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ case "${1:-status}" in
     fail=0; for p in "${pids_[@]}"; do wait "$p" || fail=1; done
     for run in "${runs[@]}"; do t=$(basename "$(dirname "$(dirname "$run")")"); tail -n 8 "logs/ship-$t.log"; done
     [ "$fail" = 0 ] || { echo "a teacher failed to ship (see logs/ship-*.log)" >&2; exit 1; }
-    .venv/bin/python -c 'from gym_qwen.platform.teachers import write_index; print(write_index("models"))'
+    .venv/bin/python -c 'from gym_qwen.platform.training.teachers import write_index; print(write_index("models"))'
     .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${runs[*]}")" output=docs/learning-curves.png ;;
   *) echo "usage: $0 start|status|pause|continue|ship" >&2; exit 2 ;;
 esac

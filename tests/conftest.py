@@ -28,7 +28,7 @@ def tiny_train_config(output_dir, *overrides: str):
 def tiny_run(tmp_path_factory):
     """Two DMC episodes (2000 env steps) of the tiny agent, evaluated and checkpointed every 1000 env steps,
     logged to a SQLite MLflow store of its own. Tests must not modify its files (copy them first)."""
-    from gym_qwen.platform.trainer import train
+    from gym_qwen.platform.training.run import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     uri = f"sqlite:///{root / 'mlflow.db'}"

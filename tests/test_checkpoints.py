@@ -1,4 +1,5 @@
-"""Tests of gym_qwen.platform.checkpoints: atomic writes, safe loads, compatibility checks."""
+"""Tests of gym_qwen.platform.tdmpc2.checkpoints (and files, torch_files under it): atomic writes, safe loads,
+compatibility checks."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gym_qwen.platform.checkpoints import (FORMAT, VERSION, CheckpointError, atomic_write_bytes, check_compatible,
-                                           load_checkpoint, save_checkpoint)
 from gym_qwen.platform.config import config_to_dict
+from gym_qwen.platform.files import atomic_write_bytes
+from gym_qwen.platform.tdmpc2.checkpoints import FORMAT, VERSION, check_compatible, load_checkpoint, save_checkpoint
+from gym_qwen.platform.torch_files import CheckpointError
 
 from conftest import tiny_train_config
 
@@ -52,7 +54,7 @@ def _entries(directory: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ round trip
 def test_agent_checkpoint_round_trip(tiny_agent, tmp_path):
     from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
-    from gym_qwen.platform.trainer import agent_payload, model_signature
+    from gym_qwen.platform.tdmpc2.checkpoints import agent_payload, model_signature
 
     cfg, spec, agent = tiny_agent
     path = save_checkpoint(tmp_path / "agent.pt", agent_payload(cfg, spec, agent.state_dict(with_optim=False), env_steps=1234))
@@ -263,7 +265,7 @@ def test_check_compatible_accepts_same():
 
 
 def test_check_compatible_model_size(tiny_agent):
-    from gym_qwen.platform.trainer import model_signature
+    from gym_qwen.platform.tdmpc2.checkpoints import model_signature
 
     cfg, _, _ = tiny_agent
     ckpt = {"task": cfg.task, "arch": model_signature(cfg)}
@@ -291,7 +293,7 @@ def test_check_compatible_task():
 KEEP_SAVING = """
 import io, sys, time
 import torch
-from gym_qwen.platform import checkpoints
+from gym_qwen.platform.tdmpc2 import checkpoints
 
 real_save = torch.save
 

@@ -268,9 +268,8 @@ def no_cuda(monkeypatch):
 def untrained_checkpoint(path: Path) -> Path:
     """An agent checkpoint of the tiny agent with fresh weights (no training: built in about a second)."""
     from conftest import tiny_train_config
-    from gym_qwen.platform.checkpoints import save_checkpoint
-    from gym_qwen.platform.trainer import agent_payload
-    from gym_qwen.platform.training import build_learning
+    from gym_qwen.platform.tdmpc2.checkpoints import agent_payload, save_checkpoint
+    from gym_qwen.platform.training.loop import build_learning
 
     cfg = tiny_train_config(path.parent / "runs", "steps=2000")
     spec, agent, _ = build_learning(cfg)

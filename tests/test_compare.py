@@ -33,7 +33,7 @@ def _spec(name: str):
 
 
 def _result(returns, calls, ms, steps=1000):
-    from gym_qwen.platform.evaluation import EvalResult
+    from gym_qwen.platform.speculative.evaluation import EvalResult
 
     n = len(returns) * steps
     return EvalResult("walker-walk", "x", returns=list(returns), lengths=[steps] * len(returns), decisions=n,
@@ -133,23 +133,24 @@ def test_pareto_front():
 
 
 def test_compare_logs_to_the_sweeps_parent_run(tmp_path, capsys, monkeypatch):
-    from gym_qwen.platform.sweeps.runs import RunLog, client, prepare_experiment
+    from gym_qwen.platform.sweeps.runs import open_run
+    from gym_qwen.platform.tracking import client, prepare_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = prepare_experiment(uri, "sw")
-    parent = RunLog.open(uri, exp, {"sweep_id": "sw-1", "gym_qwen.role": "sweep"}, "sw-1")
+    parent = open_run(uri, exp, {"sweep_id": "sw-1", "gym_qwen.role": "sweep"}, "sw-1")
     for i, (mode, k, ret, calls) in enumerate([("baseline", 1, 900.0, 1.0), ("naive", 3, 800.0, 1 / 3)]):
-        run = RunLog.open(uri, exp, {"sweep_id": "sw-1", "trial_id": f"t{i}"}, mode,
-                          {"checkpoint": "models/walker-walk-size1-seed1.pt", "episodes": 1, "seed": 1, "mode": mode,
-                           "spec_exec_horizon": k, "corrector_type": "none", "mismatch_threshold": 0.5,
-                           "planner_overrides": {}},
-                          {"gym_qwen.role": "trial", "task": "walker-walk", "mlflow.parentRunId": parent.run_id})
+        run = open_run(uri, exp, {"sweep_id": "sw-1", "trial_id": f"t{i}"}, mode,
+                       {"checkpoint": "models/walker-walk-size1-seed1.pt", "episodes": 1, "seed": 1, "mode": mode,
+                        "spec_exec_horizon": k, "corrector_type": "none", "mismatch_threshold": 0.5,
+                        "planner_overrides": {}},
+                       {"gym_qwen.role": "trial", "task": "walker-walk", "mlflow.parentRunId": parent.run_id})
         run.log_metrics({"return_mean": ret, "return_std": 0.0, "planner_calls_per_step": calls,
                          "ms_per_decision": 80 * calls, "episodes_done": 1}, 1)
         run.finish()
-    unfinished = RunLog.open(uri, exp, {"sweep_id": "sw-1", "trial_id": "t9"}, "x",
-                             {"mode": "naive", "spec_exec_horizon": 6, "checkpoint": "m.pt"},
-                             {"gym_qwen.role": "trial", "task": "walker-walk"})
+    unfinished = open_run(uri, exp, {"sweep_id": "sw-1", "trial_id": "t9"}, "x",
+                          {"mode": "naive", "spec_exec_horizon": 6, "checkpoint": "m.pt"},
+                          {"gym_qwen.role": "trial", "task": "walker-walk"})
     unfinished.log_metrics({"return_mean": 1.0, "planner_calls_per_step": 0.2}, 1)
     parent.finish()
     cwd = tmp_path / "cwd"
@@ -165,7 +166,7 @@ def test_compare_logs_to_the_sweeps_parent_run(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(store, tmp_path, capsys, monkeypatch):
-    from gym_qwen.platform.sweeps.runs import prepare_experiment
+    from gym_qwen.platform.tracking import prepare_experiment
 
     prepare_experiment(store, "empty")
     (tmp_path / "afile").write_text("x")

@@ -156,12 +156,12 @@ def test_load_refusals(tmp_path):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A real (untrained) tiny agent checkpoint for reacher-easy with latent 16: what distill reads of it."""
-    from gym_qwen.platform.checkpoints import save_checkpoint
+    from gym_qwen.platform.tdmpc2.checkpoints import save_checkpoint
     from gym_qwen.platform.config import TrainConfig, parse_config
     from gym_qwen.platform.envs import TaskSpec
     from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
-    from gym_qwen.platform.teachers import sha256_of
-    from gym_qwen.platform.trainer import agent_payload
+    from gym_qwen.platform.files import sha256_of
+    from gym_qwen.platform.tdmpc2.checkpoints import agent_payload
 
     cfg = parse_config(TrainConfig, [f"task={TASK}", f"latent_dim={L}", "enc_dim=32", "mlp_dim=32", "device=cpu",
                                      "num_samples=32", "num_elites=4", "num_pi_trajs=2"])

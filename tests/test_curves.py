@@ -12,14 +12,14 @@ from test_cli import _assert_user_error, _main_in
 @pytest.mark.parametrize("task,steps,mean", [("walker-walk", 100_000, 962), ("cheetah-run", 100_000, 519),
                                              ("cheetah-run", 1_000_000, 844), ("humanoid-walk", 1_000_000, 628)])
 def test_published_means_are_the_papers(task, steps, mean):
-    from gym_qwen.platform.curves import published_curve, published_mean_at
+    from gym_qwen.platform.training.curves import published_curve, published_mean_at
 
     assert len(published_curve(task)[steps]) == 3  # three seeds
     assert published_mean_at(task, steps) == pytest.approx(mean, abs=0.6)  # the rounded figures in docs/architecture.md
 
 
 def test_unpublished_task_has_no_curve():
-    from gym_qwen.platform.curves import published_curve, published_mean_at
+    from gym_qwen.platform.training.curves import published_curve, published_mean_at
 
     assert published_curve("quadruped-run") == {}  # not among the shipped curves
     assert published_mean_at("walker-walk", 12_345) is None

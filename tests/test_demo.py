@@ -35,7 +35,7 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     sweep.write_text(CORRECTED_SWEEP)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    args = ["demo", f"teacher={teacher}", f"sweep={sweep}", "full=true", "collect_episodes=2", "distill_epochs=2",
+    args = ["demo", f"teacher={teacher}", f"sweep={sweep}", "full=true", "collect_episodes=3", "distill_epochs=2",
             "num_workers=0", "torch_threads=1", "seed=2"]
     rc, out, err = _main_in(cwd, args, capsys, monkeypatch)
     assert rc == 0, err[-3000:]

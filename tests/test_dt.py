@@ -187,7 +187,7 @@ def test_evaluation_on_a_v5_task_is_reproducible_and_batch_independent():
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_and_refusals(tmp_path):
-    from gym_qwen.platform.checkpoints import CheckpointError
+    from gym_qwen.platform.torch_files import CheckpointError
     from gym_qwen.platform.dt.train import load_dt_checkpoint, save_dt_checkpoint
 
     w = TrajectoryWindows(_learnable_data(), context_len=SMALL.context_len, rtg_scale=10.0)

@@ -66,7 +66,7 @@ def test_farm_worker_crash_is_retried_once_per_episode(by_value, tmp_path, monke
 
 def test_evaluator_actors_equal_the_sequential_evaluation(ray_local, tiny_checkpoint):
     from gym_qwen.actors.evaluators import evaluate_with_actors
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
 
     sequential, _ = evaluate_checkpoint(str(tiny_checkpoint), 3, seed=4, device="cpu")
     spread, ckpt = evaluate_with_actors(str(tiny_checkpoint), 3, seed=4, num_workers=2, cpus=1)
@@ -80,7 +80,7 @@ def test_evaluate_command_with_workers(ray_local, tiny_checkpoint, tmp_path, cap
     rc, stdout, err = _main_in(tmp_path, ["evaluate", f"checkpoint={tiny_checkpoint}", "episodes=2", "seed=4",
                                           "num_workers=2", "progress=false", f"output={out}"], capsys, monkeypatch)
     assert rc == 0, err
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
     sequential, _ = evaluate_checkpoint(str(tiny_checkpoint), 2, seed=4, device="cpu")
     assert json.loads(out.read_text())["returns"] == sequential.returns
 

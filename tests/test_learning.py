@@ -17,7 +17,7 @@ SMALL = ["latent_dim=64", "enc_dim=64", "mlp_dim=128", "num_samples=128", "num_e
 
 @pytest.mark.slow
 def test_short_training_beats_random_policy(tmp_path, monkeypatch):
-    from gym_qwen.platform.trainer import train
+    from gym_qwen.platform.training.run import train
 
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(TrainConfig, ["task=cartpole-balance", "steps=12000", "seed=1", "eval_freq=12000",

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.ray
 
 
 def _train(tmp_path, monkeypatch, *overrides, backend=None):
-    from gym_qwen.platform.trainer import train
-    from gym_qwen.platform.training import InProcessBackend
+    from gym_qwen.platform.training.run import train
+    from gym_qwen.platform.training.loop import InProcessBackend
 
     monkeypatch.chdir(tmp_path)
     cfg = tiny_train_config(tmp_path / "runs", "mlflow=false", *overrides)
@@ -60,7 +60,7 @@ def _run_async(cfg):
     import ray
 
     from gym_qwen.actors.training_backend import RayTrainingBackend
-    from gym_qwen.platform.training import LoopState, run_training
+    from gym_qwen.platform.training.loop import LoopState, run_training
 
     backend = RayTrainingBackend(cfg)
     try:
@@ -177,7 +177,7 @@ def test_failure_after_the_actors_started_leaves_no_ray_behind(tmp_path, monkeyp
     import ray
 
     from gym_qwen.actors.training_backend import RayTrainingBackend
-    from gym_qwen.platform import trainer
+    from gym_qwen.platform.training import run as trainer
 
     def unreachable(*args, **kwargs):
         raise ConnectionError("the MLflow store does not answer")

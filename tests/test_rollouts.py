@@ -9,7 +9,7 @@ from conftest import TINY_TASK, tiny_train_config
 
 def _runner(tmp_path, num_envs=2):
     from gym_qwen.platform.envs import task_spec
-    from gym_qwen.platform.rollouts import EpisodeRunner
+    from gym_qwen.platform.training.rollouts import EpisodeRunner
     from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
 
     import torch

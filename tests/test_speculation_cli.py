@@ -93,7 +93,7 @@ def test_collect_over_actors_with_a_killed_actor_equals_the_sequential_run(ray_l
 @pytest.mark.ray
 def test_speculative_evaluation_over_actors_equals_sequential(ray_local, tiny_checkpoint):
     from gym_qwen.actors.evaluators import evaluate_with_actors
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
     from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
 
     spec = ExecutionSpec(SpeculationSettings("adaptive", 4, mismatch_threshold=0.2))
@@ -141,7 +141,7 @@ def test_dagger_collection_executes_the_corrector_and_records_the_plan(tiny_chec
     the metadata names the corrector; distill reads both files as one, and refuses twins."""
     import numpy as np
 
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.files import sha256_of
     from gym_qwen.platform.speculative.corrector_data import read_corrector_data
 
     work = tmp_path / "work"

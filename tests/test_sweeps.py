@@ -276,21 +276,22 @@ def test_the_presets_are_valid(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ MLflow runs
 def test_a_run_found_by_its_tags_is_continued_and_never_logs_a_step_twice(tmp_path):
-    from gym_qwen.platform.sweeps.runs import RunLog, prepare_experiment
+    from gym_qwen.platform.sweeps.runs import open_run
+    from gym_qwen.platform.tracking import prepare_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = prepare_experiment(uri, "e")
     assert prepare_experiment(uri, "e") == exp
     tags = {"sweep_id": "s1", "trial_id": "t1"}
-    first = RunLog.open(uri, exp, tags, "trial", {"mode": "naive", "planner_overrides": {"num_samples": 64}},
-                        {"mlflow.parentRunId": "p"})
+    first = open_run(uri, exp, tags, "trial", {"mode": "naive", "planner_overrides": {"num_samples": 64}},
+                     {"mlflow.parentRunId": "p"})
     assert first.log_metrics({"return_mean": 1.0, "x": 2.0}, 1) == 2
     assert first.log_metrics({"return_mean": 5.0}, 1) == 0  # the same step again: skipped
-    again = RunLog.open(uri, exp, tags, "trial", {"mode": "naive", "extra": 1})
+    again = open_run(uri, exp, tags, "trial", {"mode": "naive", "extra": 1})
     assert again.run_id == first.run_id and again.last == {"return_mean": 1, "x": 1}
     assert again.log_metrics({"return_mean": 9.0, "x": 9.0}, 1) == 0
     assert again.log_metrics({"return_mean": 3.0}, 2) == 1
-    other = RunLog.open(uri, exp, {"sweep_id": "s1", "trial_id": "t2"}, "trial")
+    other = open_run(uri, exp, {"sweep_id": "s1", "trial_id": "t2"}, "trial")
     assert other.run_id != first.run_id
     hist = again.client.get_metric_history(first.run_id, "return_mean")
     assert [(m.step, m.value) for m in hist] == [(1, 1.0), (2, 3.0)]
@@ -300,10 +301,10 @@ def test_a_run_found_by_its_tags_is_continued_and_never_logs_a_step_twice(tmp_pa
 
 _CONCURRENT = """
 import sys, time
-from gym_qwen.platform.sweeps.runs import RunLog
+from gym_qwen.platform.sweeps.runs import open_run
 uri, exp, i = sys.argv[1], sys.argv[2], sys.argv[3]
 for attempt in range(2):  # a retried trial: the second attempt finds its run again and logs the rest
-    run = RunLog.open(uri, exp, {"sweep_id": "s", "trial_id": i}, f"trial {i}", {"i": i, "mode": "naive"})
+    run = open_run(uri, exp, {"sweep_id": "s", "trial_id": i}, f"trial {i}", {"i": i, "mode": "naive"})
     for step in range(1, 16):
         run.log_metrics({"return_mean": float(step), "ms_per_decision": 1.0, "episodes_done": step}, step)
     run.set_tags({"attempt": attempt})
@@ -316,7 +317,7 @@ print("ok", run.run_id)
 def test_concurrent_trials_share_one_sqlite_store(tmp_path):
     """Four processes (trials) open, continue and log to one SQLite store the driver made: no "database is locked",
     one run per trial, each step once."""
-    from gym_qwen.platform.sweeps.runs import client, prepare_experiment
+    from gym_qwen.platform.tracking import client, prepare_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = prepare_experiment(uri, "concurrent")
@@ -340,9 +341,10 @@ def test_an_interrupted_trial_continues_its_run_and_ends_with_the_uninterrupted_
     """A trial killed after logging episode 1 but before reporting it runs episode 1 again when retried from its
     last report: its MLflow run (the same one) holds each step once, and the numbers equal evaluate's."""
     from gym_qwen.platform.config import EvaluateConfig, config_from_dict
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
     from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
-    from gym_qwen.platform.sweeps.runs import RunLog, prepare_experiment
+    from gym_qwen.platform.sweeps.runs import open_run
+    from gym_qwen.platform.tracking import prepare_experiment
     from gym_qwen.platform.sweeps.spec import SweepPoint
     from gym_qwen.platform.sweeps.trial import run_trial
 
@@ -365,7 +367,7 @@ def test_an_interrupted_trial_continues_its_run_and_ends_with_the_uninterrupted_
         run_trial(point, records=[], report=report_then_die, **kw)
     assert len(reports) == 1
     final = run_trial(point, records=reports[-1][1], report=lambda m, r: reports.append((m, r)), **kw)
-    run = RunLog.open(uri, exp, {"sweep_id": "s", "trial_id": "t1"}, "x")
+    run = open_run(uri, exp, {"sweep_id": "s", "trial_id": "t1"}, "x")
     assert run.client.get_run(run.run_id).info.status == "RUNNING"  # (open continued it again)
     hist = run.client.get_metric_history(run.run_id, "return_mean")
     assert [m.step for m in hist] == [1, 2]
@@ -385,7 +387,7 @@ def _tiny_sweep(path: Path, ckpt: Path, episodes: int = 2, head: str = "", famil
 
 
 def _runs(uri: str):
-    from gym_qwen.platform.sweeps.runs import client
+    from gym_qwen.platform.tracking import client
 
     c = client(uri)
     exps = [e.experiment_id for e in c.search_experiments()]
@@ -399,7 +401,7 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
     """Tune + MLflow SQLite: the driver's parent run (sweep id, teacher sha256), one nested run per trial with its
     params, per-episode metrics (each step once, though one trial died after logging episode 0 and was retried
     from scratch) and its episode table; then compare on it: rows, Pareto marks, PNG + CSV, logged to the parent."""
-    from gym_qwen.platform.teachers import sha256_of
+    from gym_qwen.platform.files import sha256_of
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

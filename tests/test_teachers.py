@@ -10,15 +10,15 @@ import pytest
 
 from test_cli import _assert_user_error, _main_in
 
-from gym_qwen.platform.teachers import SHIPPED_DIR as MODELS
+from gym_qwen.platform.training.teachers import SHIPPED_DIR as MODELS
 SHIPPED = sorted(MODELS.glob("*.pt"))
 
 
 # ------------------------------------------------------------------------------------------ shipped teachers
 @pytest.mark.parametrize("model_file", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_teacher_matches_its_card(model_file):
-    from gym_qwen.platform.checkpoints import load_agent, load_checkpoint
-    from gym_qwen.platform.teachers import check_card, load_teacher_card
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent, load_checkpoint
+    from gym_qwen.platform.training.teachers import check_card, load_teacher_card
 
     card = load_teacher_card(model_file)
     ckpt = load_checkpoint(model_file)  # weights_only load
@@ -51,7 +51,7 @@ def test_shipped_teacher_controls_far_better_than_random_actions(model_file):
     import numpy as np
     import torch
 
-    from gym_qwen.platform.checkpoints import load_agent
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
     agent, _, ckpt = load_agent(str(model_file), {}, "cpu")
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def test_models_index_lists_every_teacher():
 # ------------------------------------------------------------------------------------------ export
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
-    from gym_qwen.platform.teachers import export_teacher
+    from gym_qwen.platform.training.teachers import export_teacher
 
     out = tmp_path_factory.mktemp("models")
     model_file, card = export_teacher(tiny_run.run_dir, out, episodes=2, seed=3)
@@ -81,8 +81,8 @@ def exported(tiny_run, tmp_path_factory):
 
 
 def test_export_writes_teacher_card_and_index(exported, tiny_run):
-    from gym_qwen.platform.checkpoints import load_checkpoint
-    from gym_qwen.platform.teachers import check_card
+    from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
+    from gym_qwen.platform.training.teachers import check_card
 
     model_file, card = exported
     assert model_file.name == f"{tiny_run.cfg.task}-size1-seed{tiny_run.cfg.seed}.pt"
@@ -118,8 +118,8 @@ def test_card_return_is_reproduced_by_evaluate(exported, tmp_path, capsys, monke
 
 
 def test_check_card_names_each_difference(exported, tmp_path):
-    from gym_qwen.platform.checkpoints import load_checkpoint
-    from gym_qwen.platform.teachers import check_card
+    from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
+    from gym_qwen.platform.training.teachers import check_card
 
     model_file, card = exported
     ckpt = load_checkpoint(model_file)
@@ -196,7 +196,7 @@ def quick_evaluation(monkeypatch):
     """export_teacher's evaluation replaced by a fixed result (these tests are about files, not returns)."""
     from types import SimpleNamespace
 
-    from gym_qwen.platform import evaluation
+    from gym_qwen.platform.speculative import evaluation
 
     def evaluate_checkpoint(checkpoint, episodes, seed, **kwargs):
         assert os.path.isfile(checkpoint)
@@ -212,7 +212,8 @@ def quick_evaluation(monkeypatch):
 def test_teacher_and_card_are_published_together_or_not_at_all(previous, fresh_run, quick_evaluation, tmp_path,
                                                                monkeypatch):
     """The card cannot be made (first) or renamed into place (second): the folder is as it was, teacher and card."""
-    from gym_qwen.platform import checkpoints, teachers
+    from gym_qwen.platform import files
+    from gym_qwen.platform.training import teachers
 
     models = tmp_path / "models"
     models.mkdir()
@@ -238,7 +239,7 @@ def test_teacher_and_card_are_published_together_or_not_at_all(previous, fresh_r
         return real_replace(src, dst)
 
     with monkeypatch.context() as m:
-        m.setattr(checkpoints.os, "replace", card_rename_fails)
+        m.setattr(files.os, "replace", card_rename_fails)
         with pytest.raises(OSError, match="No space left"):
             teachers.export_teacher(fresh_run, models, name="t", episodes=1, force=True)
     assert _listing(models) == before
@@ -246,11 +247,11 @@ def test_teacher_and_card_are_published_together_or_not_at_all(previous, fresh_r
     model_file, card = teachers.export_teacher(fresh_run, models, name="t", episodes=1, force=True)  # and now it works
     assert sorted(_listing(models)) == ["README.md", "t.json", "t.pt"]
     assert model_file.read_bytes() == (fresh_run / "agent.pt").read_bytes()
-    assert card["sha256"] == teachers.sha256_of(model_file) and card["size_bytes"] == model_file.stat().st_size
+    assert card["sha256"] == files.sha256_of(model_file) and card["size_bytes"] == model_file.stat().st_size
 
 
 def test_publish_together_restores_the_previous_files(tmp_path, monkeypatch):
-    from gym_qwen.platform import checkpoints
+    from gym_qwen.platform import files
 
     old_a, old_b = tmp_path / "a", tmp_path / "b"
     old_a.write_text("old a")
@@ -258,28 +259,28 @@ def test_publish_together_restores_the_previous_files(tmp_path, monkeypatch):
     new_a.write_text("new a")
     new_b.write_text("new b")
     synced = []
-    monkeypatch.setattr(checkpoints, "fsync_dir", lambda path: synced.append(path))
+    monkeypatch.setattr(files, "fsync_dir", lambda path: synced.append(path))
     real_replace = os.replace
-    monkeypatch.setattr(checkpoints.os, "replace",
+    monkeypatch.setattr(files.os, "replace",
                         lambda src, dst: (_ for _ in ()).throw(OSError("disk gone")) if dst == old_b
                         else real_replace(src, dst))
     with pytest.raises(OSError, match="disk gone"):
-        checkpoints.publish_together([(new_a, old_a), (new_b, old_b)])
+        files.publish_together([(new_a, old_a), (new_b, old_b)])
     assert old_a.read_text() == "old a" and not old_b.exists() and synced == [tmp_path]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.new", "a"]  # a's staged file went in, then back
-    monkeypatch.setattr(checkpoints.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     new_a.write_text("new a")
-    checkpoints.publish_together([(new_a, old_a), (new_b, old_b)])
+    files.publish_together([(new_a, old_a), (new_b, old_b)])
     assert old_a.read_text() == "new a" and old_b.read_text() == "new b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def test_atomic_write_syncs_the_folder(tmp_path, monkeypatch):
-    from gym_qwen.platform import checkpoints
+    from gym_qwen.platform import files
 
     synced = []
-    monkeypatch.setattr(checkpoints, "fsync_dir", lambda path: synced.append(path))
-    checkpoints.atomic_write_bytes(tmp_path / "x" / "f.bin", lambda f: f.write(b"data"))
+    monkeypatch.setattr(files, "fsync_dir", lambda path: synced.append(path))
+    files.atomic_write_bytes(tmp_path / "x" / "f.bin", lambda f: f.write(b"data"))
     assert synced == [tmp_path / "x"] and (tmp_path / "x" / "f.bin").read_bytes() == b"data"
-    checkpoints.fsync_dir(tmp_path / "x")  # the real one: runs on a folder, quietly does nothing on a missing one
-    checkpoints.fsync_dir(tmp_path / "missing")
+    files.fsync_dir(tmp_path / "x")  # the real one: runs on a folder, quietly does nothing on a missing one
+    files.fsync_dir(tmp_path / "missing")

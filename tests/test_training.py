@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gym_qwen.platform.checkpoints import CheckpointError, load_checkpoint
+from gym_qwen.platform.torch_files import CheckpointError
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import ConfigError, TrainConfig, config_to_dict, load_config
-from gym_qwen.platform.trainer import RunDirectoryError, train
+from gym_qwen.platform.training.run import RunDirectoryError, train
 
 from conftest import TINY, TINY_TASK, tiny_train_config
 
@@ -169,10 +170,11 @@ def _saved_run(runs: Path, *overrides: str) -> Path:
     (config.yaml and train_state.pt), made in about a second without training. Returns the run directory."""
     from dataclasses import asdict
 
-    from gym_qwen.platform.checkpoints import save_checkpoint
+    from gym_qwen.platform.tdmpc2.checkpoints import save_checkpoint
     from gym_qwen.platform.config import save_config
-    from gym_qwen.platform.trainer import STATE_FILE, agent_payload, run_dir
-    from gym_qwen.platform.training import InProcessBackend, LoopState
+    from gym_qwen.platform.training.run import STATE_FILE, run_dir
+    from gym_qwen.platform.tdmpc2.checkpoints import agent_payload
+    from gym_qwen.platform.training.loop import InProcessBackend, LoopState
 
     cfg = tiny_train_config(runs, "steps=2000", *overrides)
     backend = InProcessBackend(cfg)
@@ -216,7 +218,7 @@ def test_resume_may_change_length_frequencies_logging_threads_and_place(tmp_path
 
 def test_resume_refuses_a_checkpoint_whose_termination_head_this_code_would_not_build(tmp_path, monkeypatch):
     """A Gymnasium HalfCheetah run trained when every Gymnasium task counted as episodic cannot be continued."""
-    from gym_qwen.platform.checkpoints import save_checkpoint
+    from gym_qwen.platform.tdmpc2.checkpoints import save_checkpoint
 
     monkeypatch.chdir(tmp_path)
     out = _saved_run(tmp_path / "runs")
@@ -245,7 +247,7 @@ def test_resume_refuses_a_checkpoint_whose_termination_head_this_code_would_not_
      ["batch_size=256 (asked 128)", "seed_steps=none (asked 500)"]),
 ])
 def test_resume_differences(saved, asked, refused):
-    from gym_qwen.platform.trainer import resume_differences
+    from gym_qwen.platform.training.run import resume_differences
 
     base = config_to_dict(TrainConfig())
     assert resume_differences({**base, **saved}, {**base, **asked}) == refused
@@ -259,7 +261,7 @@ class _RecordingBackend:
         self.made = []
 
     def __call__(self, cfg):
-        from gym_qwen.platform.training import InProcessBackend
+        from gym_qwen.platform.training.loop import InProcessBackend
 
         backend = InProcessBackend(cfg)
         backend.closed = False
@@ -274,7 +276,7 @@ class _RecordingBackend:
 
 
 def test_backend_is_closed_when_mlflow_fails(tmp_path, monkeypatch):
-    from gym_qwen.platform import trainer
+    from gym_qwen.platform.training import run as trainer
 
     def unreachable(*args, **kwargs):
         raise ConnectionError("the MLflow store does not answer")
@@ -390,7 +392,7 @@ def test_updates_due_while_buffer_is_empty_are_deferred_not_dropped():
     import numpy as np
 
     from gym_qwen.platform.tdmpc2.buffer import Episode, EpisodeBuffer
-    from gym_qwen.platform.training import Learner
+    from gym_qwen.platform.training.loop import Learner
 
     learner = Learner(agent=None, buffer=EpisodeBuffer(10_000, horizon=3), batch_size=4, seed_steps=300)
     assert [learner.take_due_updates(d) for d in (1, 299)] == [0, 0]  # seed phase: nothing due
@@ -403,7 +405,7 @@ def test_updates_due_while_buffer_is_empty_are_deferred_not_dropped():
 
 
 def test_metric_means_weigh_every_update_the_same():
-    from gym_qwen.platform.training import MetricMeans
+    from gym_qwen.platform.training.loop import MetricMeans
 
     means = MetricMeans()
     means.add({"loss": 1.0}, 1)

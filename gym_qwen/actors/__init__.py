@@ -1,1 +1,2 @@
-"""Ray actors around the platform's algorithms: rollout workers, the learner, episode-farm workers."""
+"""Ray only: actors around the platform's objects (rollout workers, the learner, episode farms) and the drivers that
+run them (training backend, evaluators, corrector collection, sweeps on Tune)."""

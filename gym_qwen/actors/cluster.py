@@ -1,6 +1,7 @@
 """Joining or starting Ray, and refusing resource requests a cluster can never satisfy."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 from gym_qwen.platform.config import ConfigError
@@ -69,6 +70,16 @@ def disconnect(connected: bool) -> None:
         import ray
 
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """`connect(address)` on entry and, if that call connected, `disconnect` on exit, however the block ends."""
+    connected = connect(address)
+    try:
+        yield
+    finally:
+        disconnect(connected)
 
 
 def threads_for(cpus: float) -> int:

@@ -134,3 +134,9 @@ class EpisodeFarm:
         for actor in self.workers:
             ray.kill(actor, no_restart=True)
         self.workers = []
+
+    def __enter__(self) -> "EpisodeFarm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -17,7 +17,7 @@ class LearnerActor:
         from gym_qwen.platform.envs import quiet_library_logs
 
         from gym_qwen.platform.config import TrainConfig, config_from_dict
-        from gym_qwen.platform.training import build_learning
+        from gym_qwen.platform.training.loop import build_learning
 
         torch.set_num_threads(threads)
         quiet_library_logs()
@@ -51,7 +51,7 @@ class LearnerActor:
         updates the new decisions make due. Returns counters, the updates run and their mean metrics, the
         finished episodes' (id, length, return), the running episodes' credited decisions and the current
         weights version with its boxed ref."""
-        from gym_qwen.platform.training import MetricMeans
+        from gym_qwen.platform.training.loop import MetricMeans
 
         chunks = ray.get(list(chunk_refs), timeout=600)
         added = dupes = 0
@@ -130,7 +130,7 @@ class LearnerActor:
     def evaluate(self, episodes: int, seed: int, version: int | None = None, weights_box: list | None = None):
         """Evaluate the current weights, or the given earlier version (what the driver last saw: updates queued
         behind it may have run since) on a separate copy of the agent."""
-        from gym_qwen.platform.evaluation import evaluate
+        from gym_qwen.platform.speculative.evaluation import evaluate
 
         agent = self.agent
         if version is not None and version != self.version:

@@ -39,7 +39,7 @@ class RolloutWorker:
     plays up to n decisions with the weights it was handed; it returns the episodes that finished and how far
     the others are. `run_episodes` plays whole episodes in one call. Weights travel as one `ray.put` object per
     version; the worker only fetches a version it does not hold yet.
-    Sync mode (`sync_step`): one decision of a platform Collector at a time, for lockstep training."""
+    Sync mode (`sync_step`): one decision of a platform ExperienceCollector at a time, for lockstep training."""
 
     def __init__(self, config: dict, worker_index: int, threads: int):
         import torch
@@ -48,9 +48,9 @@ class RolloutWorker:
 
         from gym_qwen.platform.config import TrainConfig, config_from_dict
         from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.rollouts import EpisodeRunner
+        from gym_qwen.platform.training.rollouts import EpisodeRunner
         from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
-        from gym_qwen.platform.training import Collector, resolve_seed_steps
+        from gym_qwen.platform.training.loop import ExperienceCollector, resolve_seed_steps
 
         torch.set_num_threads(threads)
         quiet_library_logs()
@@ -61,7 +61,8 @@ class RolloutWorker:
         self.version = -1
         self.on_decision = injected_crash()
         if cfg.sync:
-            self.collector = Collector(cfg.task, cfg.seed, self.agent, resolve_seed_steps(cfg, spec.episode_length))
+            self.collector = ExperienceCollector(cfg.task, cfg.seed, self.agent,
+                                                 resolve_seed_steps(cfg, spec.episode_length))
         else:
             self.runner = EpisodeRunner(cfg.task, cfg.seed, self.agent, cfg.num_envs, stream=worker_index)
 

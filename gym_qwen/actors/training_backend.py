@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from gym_qwen.platform.training import MetricMeans, TrainingBackendError
+from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError
 
 from .cluster import check_resources, connect, disconnect, threads_for
 from .learner import LearnerActor
@@ -54,11 +54,11 @@ def _get(ref, what: str):
 
 
 class RayTrainingBackend:
-    """The training backend of `gym-qwen train num_workers=N` (see platform.training.InProcessBackend)."""
+    """The training backend of `gym-qwen train num_workers=N` (see platform.training.loop.InProcessBackend)."""
 
     def __init__(self, cfg):
         from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.training import resolve_seed_steps
+        from gym_qwen.platform.training.loop import resolve_seed_steps
 
         self.cfg = cfg
         self.spec = task_spec(cfg.task)

@@ -38,7 +38,7 @@ def actor_episodes(cpus: float):
     def factory(ckpt, setting, cfg, sha256):
         import ray
 
-        from gym_qwen.platform.evaluation import evaluation_episode, evaluation_setup
+        from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup
 
         from .episode_farm import EpisodeFarm
 

@@ -2,134 +2,17 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
-from pathlib import Path
-
-import numpy as np
 
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.config import CollectConfig, ConfigError
-
-
-class ChunkStats:
-    """Per step-in-chunk sums streamed from each finished episode (the driver never holds the rows)."""
-
-    def __init__(self):
-        self.rows = defaultdict(int)
-        self.distance = defaultdict(float)
-        self.plan_sq = defaultdict(float)
-
-    def add(self, shard) -> None:
-        j = shard["step_in_chunk"].to_numpy()
-        d = shard["distance"].to_numpy()
-        n, A = shard.num_rows, shard.schema.field("a_plan").type.list_size
-        a_plan = shard["a_plan"].combine_chunks().flatten().to_numpy().reshape(n, A)
-        a_teacher = shard["a_teacher"].combine_chunks().flatten().to_numpy().reshape(n, A)
-        err = ((a_plan - a_teacher) ** 2).mean(1)
-        for step in np.unique(j):
-            sel = j == step
-            self.rows[int(step)] += int(sel.sum())
-            self.distance[int(step)] += float(d[sel].sum())
-            self.plan_sq[int(step)] += float(err[sel].sum())
-
-    def lines(self) -> list[tuple]:
-        return [(j, self.rows[j], f"{self.distance[j] / self.rows[j]:.3f}", f"{self.plan_sq[j] / self.rows[j]:.4f}")
-                for j in sorted(self.rows)]
-
-
-def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
-    """DAgger: the corrector file whose actions the chunks execute (checked against the teacher here, before
-    anything starts), recorded in the data's metadata; None for open-loop collection."""
-    if cfg.corrector_type == "none":
-        return None
-    from gym_qwen.platform.checkpoints import sha256_of
-    from gym_qwen.platform.speculative.comparison import corrector_path
-    from gym_qwen.platform.speculative.correctors import load_corrector
-
-    path = cfg.corrector_checkpoint or corrector_path(cfg.checkpoint, cfg.corrector_type)
-    if not Path(path).is_file():
-        raise ConfigError(f"corrector file {path} not found: distill one with gym-qwen distill, or give "
-                          "corrector_checkpoint=")
-    corrector, _ = load_corrector(path, teacher_sha256=metadata["teacher_sha256"], history_len=cfg.history_len)
-    if corrector.kind != cfg.corrector_type:
-        raise ConfigError(f"{path} is a {corrector.kind} corrector, not {cfg.corrector_type}")
-    metadata.update(executed=f"corrector ({cfg.corrector_type})", corrector_checkpoint=path,
-                    corrector_sha256=sha256_of(path))
-    return path
+from gym_qwen.platform.config import CollectConfig
 
 
 def _collect(cfg: CollectConfig) -> None:
-    import torch
+    from gym_qwen.actors.corrector_collection import CHUNK_STATS_HEADER, collect_corrector_data
 
-    from gym_qwen.platform.checkpoints import check_compatible, code_version, directory_problem, load_checkpoint
-    from gym_qwen.platform.checkpoints import sha256_of
-    from gym_qwen.platform.progress import progress_bar
-    from gym_qwen.platform.seeds import RESET_SEED_BASE
-    from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema, seed_kind
-    from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
-
-    torch.set_num_threads(cfg.torch_threads)
-    output = Path(cfg.output)
-    if output.exists() and not (cfg.force or cfg.resume):
-        raise ConfigError(f"output {output} exists; use force=true to replace it")
-    ckpt = load_checkpoint(cfg.checkpoint)
-    check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
-    overrides = {} if cfg.spec_plan_horizon is None else {"horizon": cfg.spec_plan_horizon}
-    plan_horizon = cfg.spec_plan_horizon or int(ckpt["config"].get("horizon", 3))
-    metadata = {"task": ckpt["task"], "teacher_checkpoint": cfg.checkpoint, "teacher_sha256": sha256_of(cfg.checkpoint),
-                "plan_horizon": plan_horizon, "exec_horizon": cfg.spec_exec_horizon, "seed": cfg.seed,
-                "episodes": cfg.episodes, "min_distance": cfg.min_distance, "max_samples": cfg.max_samples,
-                "code_version": code_version(), "executed": "plan"}
-    corrector_file = _dagger_corrector(cfg, metadata)
-    metadata["seed_kind"] = seed_kind(corrector_file is not None)  # which seed range its episodes reset from
-    metadata["reset_seed_base"] = RESET_SEED_BASE[metadata["seed_kind"]]
-    max_rows = None if cfg.max_samples < 0 else cfg.max_samples
-    setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
-                  cfg.history_len, cfg.min_distance, metadata, corrector_file)
-    problem = directory_problem(output.parent)
-    if problem:
-        raise ConfigError(f"output={output}: cannot write there ({problem})")
-    schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,
-                         metadata)
-    writer, stats = ShardedParquetWriter(output, schema), ChunkStats()
-    done = writer.start(resume=cfg.resume)
-    todo = [i for i in range(cfg.episodes) if i not in done]
-    if max_rows is not None and writer.rows >= max_rows:
-        todo = []
-    if done:
-        print(f"resuming: {cfg.episodes - len(todo)} of {cfg.episodes} episodes already collected ({writer.rows} rows)")
-        for shard in writer.shards(cfg.episodes):
-            stats.add(shard)
-    try:
-        with progress_bar(total=cfg.episodes, desc=f"collect {ckpt['task']}", unit="ep", enabled=cfg.progress,
-                          initial=cfg.episodes - len(todo)) as bar:
-            def on_episode(index, shard):
-                writer.write_episode(index, shard)
-                stats.add(shard)
-                bar.update(1)
-                bar.set_postfix(rows=writer.rows)
-
-            if cfg.num_workers == 0 and todo:
-                state = collection_setup(ckpt, *setup_args)
-                try:
-                    for i in todo:
-                        if max_rows is not None and writer.rows >= max_rows:
-                            break
-                        on_episode(i, collection_episode(state, i))
-                finally:
-                    state["env"].close()
-            elif todo:
-                from gym_qwen.actors.collectors import collect_with_actors
-
-                left = None if max_rows is None else max_rows - writer.rows
-                collect_with_actors(ckpt, todo, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
-                                    ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode)
-        rows = writer.finish(max_rows, cfg.episodes)
-    except BaseException:
-        writer.abort(keep_shards=True)  # the finished episodes stay: resume=true continues from them
-        raise
-    print(table(stats.lines(), ("step in chunk", "rows", "mean ||z - z^||", "plan-teacher MSE")))
-    print(f"wrote {rows} rows to {output}")
+    rows, stats = collect_corrector_data(cfg)
+    print(table(stats.lines(), CHUNK_STATS_HEADER))
+    print(f"wrote {rows} rows to {cfg.output}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ def _compare(cfg: CompareConfig) -> None:
 
 def compare_runs(cfg: CompareConfig) -> list:
     """Print the tables, write the plot and CSV (and log them); returns the compared settings."""
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.sweeps.compare import (
         CompareError, by_task, check_store, load_runs, plot, pool, table_header, table_rows, write_csv)
     from gym_qwen.platform.tracking import default_tracking_uri
@@ -48,7 +48,7 @@ def compare_runs(cfg: CompareConfig) -> list:
     csv_path = write_csv(settings, output.with_suffix(".csv"))
     print(f"plot: {png}  table: {csv_path}")
     if cfg.log and parents:
-        from gym_qwen.platform.sweeps.runs import client
+        from gym_qwen.platform.tracking import client
 
         c = client(uri)
         for run_id in parents:

@@ -15,7 +15,7 @@ def _fmt(x) -> str:
 
 
 def _curves(cfg: CurvesConfig) -> None:
-    from gym_qwen.platform.curves import compare, plot_curves, read_run, write_numbers
+    from gym_qwen.platform.training.curves import compare, plot_curves, read_run, write_numbers
 
     curves = [read_run(r) for r in cfg.runs]
     rows = compare(curves, cfg.published)
@@ -41,7 +41,7 @@ def _curves(cfg: CurvesConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gym_qwen.platform.curves import CurvesError
+    from gym_qwen.platform.training.curves import CurvesError
     return run_job("curves", CurvesConfig, _curves, argv, extra_errors=(CurvesError,))
 
 

@@ -5,12 +5,12 @@ the table, the Pareto plot, what it says in words. `full=true` collects and dist
 `train=true` first trains a small TD-MPC2 briefly (the first demo)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-
 from pathlib import Path
 
-from gym_qwen.jobs.common import run_job, table
+from gym_qwen.jobs.common import USER_ERRORS, run_job, table
 from gym_qwen.platform.config import ConfigError, DemoConfig, TrainConfig
 
 
@@ -18,7 +18,7 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
     import numpy as np
 
     from gym_qwen.platform.envs import make_env
-    from gym_qwen.platform.evaluation import EVAL_SEED_OFFSET
+    from gym_qwen.platform.speculative.evaluation import EVAL_SEED_OFFSET
 
     env, rng, returns = make_env(task, seed + EVAL_SEED_OFFSET), np.random.default_rng(seed), []
     for i in range(episodes):
@@ -47,7 +47,7 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
         return None
     if cfg.teacher != "auto":
         return cfg.teacher
-    from gym_qwen.platform.teachers import shipped_teacher
+    from gym_qwen.platform.training.teachers import shipped_teacher
 
     found = shipped_teacher("walker-walk")
     if found is None:
@@ -58,9 +58,9 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
 
 def _train_part(cfg: DemoConfig, root: Path) -> None:
     """The first demo: a small TD-MPC2 trained briefly on `cfg.task`, against random actions."""
-    from gym_qwen.platform.checkpoints import load_agent
-    from gym_qwen.platform.evaluation import evaluate
-    from gym_qwen.platform.trainer import train
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+    from gym_qwen.platform.speculative.evaluation import evaluate
+    from gym_qwen.platform.training.run import train
 
     small = dict(latent_dim=64, enc_dim=64, mlp_dim=128, num_samples=128, num_elites=16, num_pi_trajs=8,
                  iterations=3, batch_size=128) if cfg.small else {}
@@ -97,7 +97,9 @@ def _own_correctors(cfg: DemoConfig, teacher: str, root: Path) -> str:
     correctors/ (where evaluate and the sweep look for them). Returns the copy's path."""
     import shutil
 
-    from gym_qwen.jobs import collect, distill
+    from gym_qwen.actors.corrector_collection import collect_corrector_data
+    from gym_qwen.platform.config import CollectConfig, DistillConfig, config_from_dict
+    from gym_qwen.platform.speculative.distillation import distill
 
     src = Path(teacher)
     folder = root / "teacher"
@@ -109,17 +111,28 @@ def _own_correctors(cfg: DemoConfig, teacher: str, root: Path) -> str:
     data = root / "corrector-data.parquet"
     _stage(f"collecting corrector data: {cfg.collect_episodes} episodes of the teacher executing 6 planned actions "
            "per plan, the full planner's action recorded at every speculative step")
-    rc = collect.main([f"checkpoint={copy}", f"episodes={cfg.collect_episodes}", f"output={data}",
-                       f"num_workers={cfg.num_workers}", f"seed={cfg.seed}", f"torch_threads={cfg.torch_threads}"])
-    if rc:
-        raise DemoStageError(f"the collection failed (exit {rc}; its message is above)")
+    with _stage_errors("the collection"):
+        rows, _ = collect_corrector_data(config_from_dict(CollectConfig, {
+            "checkpoint": str(copy), "episodes": cfg.collect_episodes, "output": str(data),
+            "num_workers": cfg.num_workers, "seed": cfg.seed, "torch_threads": cfg.torch_threads}))
+    print(f"wrote {rows} rows to {data}")
     _stage(f"distilling the two-tower and the temporal corrector from it ({cfg.distill_epochs} epochs each)")
-    rc = distill.main([f"data={data}", f"tdmpc_ckpt={copy}", f"save_path={folder / 'correctors' / copy.stem}",
-                       "corrector_type=both", f"epochs={cfg.distill_epochs}", f"seed={cfg.seed}", "device=cpu",
-                       f"torch_threads={cfg.torch_threads}"])
-    if rc:
-        raise DemoStageError(f"the distillation failed (exit {rc}; its message is above)")
+    with _stage_errors("the distillation"):
+        results = distill(config_from_dict(DistillConfig, {
+            "data": str(data), "tdmpc_ckpt": str(copy), "save_path": str(folder / "correctors" / copy.stem),
+            "corrector_type": "both", "epochs": cfg.distill_epochs, "seed": cfg.seed, "device": "cpu",
+            "torch_threads": cfg.torch_threads}))
+    print("wrote " + ", ".join(r["checkpoint"] for r in results.values()))
     return str(copy)
+
+
+@contextlib.contextmanager
+def _stage_errors(stage: str):
+    """A user error inside a stage (after the demo wrote its folder) ends the demo as a failed stage, exit 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise DemoStageError(f"{stage} failed: {' '.join(str(e).split())}") from None
 
 
 class DemoStageError(RuntimeError):
@@ -173,7 +186,7 @@ def _sweep_arguments(cfg: DemoConfig, teacher: str, root: Path) -> tuple:
 def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
     """The sweep file and its trials, checked before anything runs; the check is handed on to the sweep. With
     full=true the correctors do not exist yet: then only the file and the keys are checked (returns None)."""
-    from gym_qwen.jobs.sweep import check_sweep_file
+    from gym_qwen.actors.sweep_runner import check_sweep_file
 
     checked = check_sweep_file(*_sweep_arguments(cfg, teacher, root), resolve=not cfg.full)
     return None if cfg.full else checked
@@ -181,7 +194,7 @@ def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
 
 def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple | None) -> int:
     from gym_qwen.jobs.compare import compare_runs
-    from gym_qwen.jobs.sweep import run_sweep_file
+    from gym_qwen.actors.sweep_runner import run_sweep_file
     from gym_qwen.platform.config import CompareConfig, config_from_dict
     from gym_qwen.platform.tracking import default_tracking_uri
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job
-from gym_qwen.platform.checkpoints import CheckpointError
 from gym_qwen.platform.config import DTTestConfig
 from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.torch_files import CheckpointError
 
 
 def checkpoint_path(cfg: DTTestConfig) -> Path:
@@ -22,7 +22,7 @@ def checkpoint_path(cfg: DTTestConfig) -> Path:
 def _test(cfg: DTTestConfig) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
     from gym_qwen.platform.dt.evaluate import evaluate_dt
     from gym_qwen.platform.devices import resolve_device
     from gym_qwen.platform.dt.train import load_dt_checkpoint
@@ -39,7 +39,11 @@ def _test(cfg: DTTestConfig) -> None:
                               f"dataset={cfg.dataset}")
     target = cfg.rtg_target if cfg.rtg_target is not None else ckpt["rtg_target"]
     if cfg.num_workers > 0:
-        r = _with_actors(cfg, ckpt, target)
+        from gym_qwen.actors.evaluators import evaluate_dt_with_actors
+
+        r = evaluate_dt_with_actors(ckpt, target, episodes=cfg.num_eval_ep, seed=cfg.seed,
+                                    max_ep_len=cfg.max_eval_ep_len, num_workers=cfg.num_workers,
+                                    cpus=cfg.worker_cpus, ray_address=cfg.ray_address, show_progress=cfg.progress)
     else:
         r = evaluate_dt(model, ckpt["env"], cfg.num_eval_ep, cfg.seed, rtg_target=target, rtg_scale=ckpt["rtg_scale"],
                         state_mean=ckpt["state_mean"].numpy(), state_std=ckpt["state_std"].numpy(),
@@ -53,31 +57,6 @@ def _test(cfg: DTTestConfig) -> None:
         text = json.dumps({**r, "checkpoint": str(path), "dataset": ckpt["dataset"]}, indent=2)
         atomic_write_bytes(cfg.output, lambda f: f.write(text.encode()))
         print(f"wrote {cfg.output}")
-
-
-def _with_actors(cfg: DTTestConfig, ckpt: dict, target: float) -> dict:
-    """The episodes over `num_workers` evaluator actors (one episode per call, batch 1): equal to eval_batch=1."""
-    import ray
-
-    from gym_qwen.actors.cluster import connect, disconnect
-    from gym_qwen.actors.episode_farm import EpisodeFarm
-    from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
-    from gym_qwen.platform.progress import progress_bar
-
-    connected = connect(cfg.ray_address)
-    try:
-        farm = EpisodeFarm(dt_eval_setup, dt_eval_episode, min(cfg.num_workers, cfg.num_eval_ep), cpus=cfg.worker_cpus,
-                           setup_args=(ray.put(ckpt), cfg.seed, target, cfg.max_eval_ep_len), what="evaluator")
-        try:
-            with progress_bar(total=cfg.num_eval_ep, desc=f"evaluate DT ({cfg.num_workers} actors)", unit="ep",
-                              enabled=cfg.progress) as bar:
-                rows = farm.run(range(cfg.num_eval_ep), on_episode=lambda i, t: bar.update(1)).to_pylist()
-        finally:
-            farm.close()
-    finally:
-        disconnect(connected)
-    ms = 1000 * sum(r["forward_s"] for r in rows) / max(sum(r["actions"] for r in rows), 1)
-    return result_of(ckpt["env"], cfg.seed, target, [r["return"] for r in rows], [r["length"] for r in rows], ms, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.checkpoints import load_checkpoint
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import EvaluateConfig
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 
@@ -33,7 +33,7 @@ def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) ->
 
 
 def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None, indices=None, on_record=None):
-    from gym_qwen.platform.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
 
     if cfg.num_workers > 0:  # Ray only when asked for
         from gym_qwen.actors.evaluators import evaluate_with_actors
@@ -50,8 +50,8 @@ def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None,
 def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_path: str | None, log):
     """One setting's EvalResult over episodes 0..episodes-1: those in the episode log are read, the others are
     played (and logged as each finishes)."""
-    from gym_qwen.platform.checkpoints import sha256_of
-    from gym_qwen.platform.evaluation import result_from_records
+    from gym_qwen.platform.files import sha256_of
+    from gym_qwen.platform.speculative.evaluation import result_from_records
     from gym_qwen.platform.speculative.episode_log import setting_key
 
     records: dict[int, dict] = {}
@@ -79,13 +79,14 @@ def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_p
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     import torch
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes, check_compatible
+    from gym_qwen.platform.files import atomic_write_bytes
+    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, check_overrides
     from gym_qwen.platform.speculative.comparison import (
         all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
     from gym_qwen.platform.speculative.modes import BUDGET_RULE
-    from gym_qwen.platform.sweeps.setting import agent_overrides, check_overrides, planning_horizon, resolve_setting
+    from gym_qwen.platform.sweeps.setting import agent_overrides, planning_horizon, resolve_setting
 
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.config import ConfigError
 
     for key in ("output", "plot", "video_path"):
@@ -120,7 +121,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
     log = None
     if cfg.output:
-        from gym_qwen.platform.checkpoints import sha256_of
+        from gym_qwen.platform.files import sha256_of
         from gym_qwen.platform.speculative.episode_log import EpisodeLog, episodes_path
 
         log = EpisodeLog(episodes_path(cfg.output), {"task": task, "checkpoint_sha256": sha256_of(cfg.checkpoint),

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gym_qwen.jobs.common import run_job
-from gym_qwen.jobs.dataset_info import print_summary
+from gym_qwen.jobs.common import print_dataset_summary, run_job
 from gym_qwen.platform.config import ConfigError, MakeDatasetConfig
 from gym_qwen.platform.datasets import DatasetError
 
@@ -18,7 +17,7 @@ def _command(cfg: MakeDatasetConfig) -> str:
 
 
 def _make(cfg: MakeDatasetConfig) -> None:
-    from gym_qwen.platform.checkpoints import directory_problem
+    from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.datasets import summarize, write_hdf5
     from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset
 
@@ -46,7 +45,7 @@ def _make(cfg: MakeDatasetConfig) -> None:
         from gym_qwen.platform.datasets.minari_io import export_minari
 
         where = f"Minari dataset {output} at " + export_minari(data, output, root=cfg.minari_root)
-    print_summary(summarize(data))
+    print_dataset_summary(summarize(data))
     print(f"wrote {where}")
 
 

@@ -14,7 +14,7 @@ from gym_qwen.platform.config import TeacherConfig
 def _teacher(cfg: TeacherConfig) -> None:
     import torch
 
-    from gym_qwen.platform.teachers import export_teacher
+    from gym_qwen.platform.training.teachers import export_teacher
 
     torch.set_num_threads(cfg.torch_threads)
     model_file, card = export_teacher(cfg.run, cfg.output_dir, cfg.name, cfg.episodes, cfg.seed, cfg.force,
@@ -29,7 +29,7 @@ def _teacher(cfg: TeacherConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gym_qwen.platform.teachers import TeacherError
+    from gym_qwen.platform.training.teachers import TeacherError
     return run_job("teacher", TeacherConfig, _teacher, argv, extra_errors=(TeacherError,))
 
 

@@ -9,8 +9,8 @@ from gym_qwen.platform.config import TrainConfig
 
 
 def _train(cfg: TrainConfig) -> None:
-    from gym_qwen.platform.trainer import train
-    from gym_qwen.platform.training import InProcessBackend, TrainingBackendError
+    from gym_qwen.platform.training.run import train
+    from gym_qwen.platform.training.loop import InProcessBackend, TrainingBackendError
 
     backend = InProcessBackend
     if cfg.num_workers > 0:  # Ray only when asked for: the in-process loop never imports it

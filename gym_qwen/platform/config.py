@@ -25,10 +25,11 @@ from gym_qwen.platform.config_schema import (  # noqa: F401  (re-exported)
     ARCH_KEYS, MODEL_SIZES, CollectConfig, ConfigError, CurvesConfig, DemoConfig, DistillConfig, EvaluateConfig, InfoConfig,
     TDMPC2Config, TeacherConfig, TrainConfig, check_task, option,
 )
+from gym_qwen.platform.files import atomic_write_bytes
 
 __all__ = ["CollectConfig", "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS", "TDMPC2Config", "TrainConfig",
            "EvaluateConfig", "InfoConfig", "DemoConfig", "TeacherConfig", "CurvesConfig", "DistillConfig", "parse_config", "config_to_dict", "config_from_dict",
-           "load_config", "save_config", "validate_config", "describe"]
+           "load_config", "save_config", "validate_config", "describe", "format_value", "command_line"]
 from gym_qwen.platform.config_schema import (  # noqa: F401,E402  (re-exported: offline RL, issue 13)
     BehaviourPolicyConfig, DatasetInfoConfig, DTPlotConfig, DTTestConfig, DTTrainConfig, MakeDatasetConfig,
 )
@@ -311,15 +312,31 @@ def config_from_dict(schema: type[T], d: dict[str, Any]) -> T:
     return _build(schema, dict(d))
 
 
+def format_value(value: Any) -> str:
+    """A config value as the command line writes it: true/false, none, a comma-separated list."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def command_line(command: str, cfg: Any, head: tuple[str, ...] = (), leave_out: tuple[str, ...] = ()) -> str:
+    """The `gym-qwen <command> key=value ...` line that reproduces ``cfg``: the ``head`` keys, then every other key
+    whose value differs from its default, except the ``leave_out`` keys (bookkeeping: where and how verbosely a
+    run writes, not what it computes)."""
+    given, defaults = config_to_dict(cfg), config_to_dict(type(cfg)())
+    keys = list(head) + sorted(k for k in given if k not in head and k not in leave_out and given[k] != defaults[k])
+    return " ".join([f"gym-qwen {command}", *(f"{k}={format_value(given[k])}" for k in keys)])
+
+
 def load_config(schema: type[T], path: str | os.PathLike) -> T:
     """Read a YAML file written by :func:`save_config` back into a validated ``schema`` instance."""
     return config_from_dict(schema, _load_preset(os.fspath(path)))
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML atomically (checkpoints.atomic_write_bytes: temp file, fsync, rename, folder fsync)."""
-    from .checkpoints import atomic_write_bytes  # torch is not loaded by reading configs
-
+    """Write ``cfg`` as YAML atomically (files.atomic_write_bytes: temp file, fsync, rename, folder fsync)."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     return atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 

@@ -325,7 +325,8 @@ class DemoConfig:
     max_concurrent: int = option(2, "Sweep trials at once (one CPU and one torch thread each)", min=1)
     full: bool = option(False, "First collect corrector data with the teacher and distill both correctors from "
                                "it (instead of the shipped ones)")
-    collect_episodes: int = option(4, "With full=true: collection episodes", min=2)
+    collect_episodes: int = option(4, "With full=true: collection episodes (at least 3: train, validation and test "
+                                      "episodes)", min=3)
     distill_epochs: int = option(50, "With full=true: passes of each corrector over its training rows", min=1)
     num_workers: int = option(2, "With full=true: collection actors (0 = in this process)", min=0)
     train: bool = option(False, "First train a small TD-MPC2 on `task` and evaluate it against random actions "

@@ -1,4 +1,5 @@
-"""Progress bars that turn themselves off when asked (tests, Ray workers) or when stderr is not a terminal."""
+"""What a user watches: progress bars that turn themselves off when asked (tests, Ray workers) or when stderr is not
+a terminal, and the plain text tables that commands print."""
 from __future__ import annotations
 
 import contextlib
@@ -34,3 +35,11 @@ def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True, 
         yield bar
     finally:
         bar.close()
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    """A plain text table with aligned columns."""
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa
+    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]])

@@ -1,9 +1,15 @@
-"""MLflow tracking: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise."""
+"""MLflow tracking: a local SQLite store unless MLFLOW_TRACKING_URI says otherwise.
+
+`MlflowRun` is the one wrapper around an MLflow run, new or continued; `Tracker` is what a command's run logs
+through (it may be off), and a sweep's parent and trial runs (sweeps/runs.py) are MlflowRuns found by their tags.
+"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import time
 from pathlib import Path
 
 from .config_schema import ConfigError
@@ -64,17 +70,117 @@ def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> None:
                             "MLFLOW_TRACKING_URI elsewhere, or pass mlflow=false") from None
 
 
+def client(uri: str, lock: bool = True):
+    """An MlflowClient of `uri`, MLflow's and alembic's chatter quieted. Made under the store's file lock: opening
+    a SQLite store migrates it when its tables are missing or old, and a second process opening it in the middle
+    of another's migration fails ("duplicate column name")."""
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):  # store creation chatter is not news for the user
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not lock:
+        return MlflowClient(uri)
+    with store_lock(uri):
+        return MlflowClient(uri)
+
+
+def prepare_experiment(uri: str, name: str) -> str:
+    """Create the store (first use migrates a SQLite file) and the experiment if they do not exist, under the
+    store's file lock; return the experiment id. Artifacts of a local store go beside it (mlartifacts/)."""
+    with store_lock(uri):
+        c = client(uri, lock=False)  # (a second flock of the same file would wait for this one)
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                c.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+        return c.create_experiment(name, artifact_location=artifacts)
+
+
+class MlflowRun:
+    """One MLflow run, new (`create`) or continued (`resume`): params logged once each (MLflow refuses to change
+    one), metrics in one call per step, tags, artifacts and its end. A metric the run already holds at a step or
+    a later one is not logged again, so a resumed training or a retried trial that replays steps never logs a
+    step twice. With `once_per_step` a step logged by this object counts as held too; without it several values
+    may be logged at one step (a training's episodes that end at the same env step)."""
+
+    def __init__(self, mlflow_client, run_id: str, *, once_per_step: bool = True, fresh: bool = False):
+        self.client, self.run_id, self.once_per_step = mlflow_client, run_id, once_per_step
+        self.latest: dict[str, float] = {}  # {metric: its value at the latest step}, as the run was found
+        self.last: dict[str, int] = {}  # {metric: the last step it holds}
+        self.params: dict[str, str] = {}
+        if not fresh:
+            data = mlflow_client.get_run(run_id).data
+            self.latest, self.params = dict(data.metrics), dict(data.params)
+            self.last = {k: max((m.step for m in mlflow_client.get_metric_history(run_id, k)), default=-1)
+                         for k in data.metrics}
+
+    @classmethod
+    def create(cls, mlflow_client, experiment_id: str, run_name: str, tags: dict, params: dict | None = None,
+               once_per_step: bool = True) -> "MlflowRun":
+        """A new run of the experiment with `tags` (mlflow.parentRunId among them nests it) and `params`
+        (flattened: {"a": {"b": 1}} -> a.b)."""
+        run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags)
+        made = cls(mlflow_client, run.info.run_id, once_per_step=once_per_step, fresh=True)
+        made.log_params(params or {})
+        return made
+
+    @classmethod
+    def resume(cls, mlflow_client, run_id: str, params: dict | None = None,
+               once_per_step: bool = True) -> "MlflowRun":
+        """The run `run_id` continued (status RUNNING again); of `params`, the ones it lacks are logged."""
+        mlflow_client.update_run(run_id, status="RUNNING")
+        run = cls(mlflow_client, run_id, once_per_step=once_per_step)
+        run.log_params(params or {})
+        return run
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        flat = {k: ("None" if v is None else str(v)[:6000]) for k, v in _flatten(params).items()}
+        new = [Param(k, v) for k, v in flat.items() if k not in self.params]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[i:i + 100])
+        self.params.update({p.key: p.value for p in new})
+
+    def log_metrics(self, metrics: dict, step: int) -> int:
+        """Log the metrics at `step` in one call (None and NaN are left out); returns how many were logged."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()
+              if v is not None and v == v and int(step) > self.last.get(k, -1)]
+        if ms:
+            self.client.log_batch(self.run_id, metrics=ms)
+            if self.once_per_step:
+                self.last.update({m.key: int(step) for m in ms})
+        return len(ms)
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
 class Tracker:
-    """One MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a no-op.
-    `tags` are added to the run start() makes, and `continue_run` (a run id) is continued when start() is given
-    none: a sweep's training trial logs into its nested run, found again after a retry."""
+    """A command's MLflow run: params, metrics (step = env steps), artifacts. `enabled=False` makes every call a
+    no-op. `tags` are added to the run start() makes, and `continue_run` (a run id) is continued when start() is
+    given none: a sweep's training trial logs into its nested run, found again after a retry."""
 
     def __init__(self, enabled: bool, experiment: str = "gym-qwen", tags: dict | None = None,
                  continue_run: str | None = None):
         self.enabled, self.experiment, self.run_id = enabled, experiment, None
         self.tags, self.continue_run = dict(tags or {}), continue_run
-        self._client = None
-        self._logged: dict[str, int] = {}  # a continued run's last logged step of each metric
+        self._run: MlflowRun | None = None
 
     def preflight(self) -> None:
         """Refuse, before anything is written, a tracking server that does not answer (see check_tracking_uri)."""
@@ -82,66 +188,33 @@ class Tracker:
             check_tracking_uri()
 
     def start(self, run_name: str, params: dict, tags: dict | None = None, run_id: str | None = None) -> str | None:
+        """Make the run (or continue `run_id`, when resuming: its params stay as they were); returns its id."""
         if not self.enabled:
             return None
-        import logging
-
         import mlflow
-        from mlflow.tracking import MlflowClient
-
-        for name in ("mlflow", "alembic"):  # store creation chatter is not news for the user
-            logging.getLogger(name).setLevel(logging.WARNING)
 
         uri = default_tracking_uri()
         mlflow.set_tracking_uri(uri)
-        with store_lock(uri):  # creating the store (first client use) and the experiment race between processes
-            self._client = MlflowClient(uri)
-            exp = self._client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                artifacts = None
-                if uri.startswith("sqlite:///"):  # keep artifacts beside a local store, not in the working dir
-                    artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
-                exp_id = self._client.create_experiment(self.experiment, artifact_location=artifacts)
-            else:
-                exp_id = exp.experiment_id
+        experiment_id = prepare_experiment(uri, self.experiment)  # the store and experiment race between processes
+        c = client(uri)
         run_id = run_id or self.continue_run
-        if run_id is not None:  # resuming: continue the same run
-            self._client.update_run(run_id, status="RUNNING")
-            self.run_id = run_id
-            self._logged = self._last_steps(run_id)
-            return run_id
-        run = self._client.create_run(exp_id, run_name=run_name, tags={**(tags or {}), **self.tags})
-        self.run_id = run.info.run_id
-        flat = {k: ("None" if v is None else v) for k, v in _flatten(params).items()}
-        items = list(flat.items())
-        for i in range(0, len(items), 100):
-            from mlflow.entities import Param
-            self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[i:i + 100]])
+        if run_id is not None:
+            self._run = MlflowRun.resume(c, run_id, once_per_step=False)
+        else:
+            self._run = MlflowRun.create(c, experiment_id, run_name, {**(tags or {}), **self.tags}, params,
+                                         once_per_step=False)
+        self.run_id = self._run.run_id
         return self.run_id
-
-    def _last_steps(self, run_id: str) -> dict[str, int]:
-        """{metric: the last step logged} of a run: a resumed training replays the steps between its checkpoint
-        and the kill, and must not log them twice."""
-        keys = self._client.get_run(run_id).data.metrics
-        return {k: max((m.step for m in self._client.get_metric_history(run_id, k)), default=-1) for k in keys}
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         """Log at `step` (env steps); a metric the continued run already holds at this step or later is skipped."""
-        if not self.enabled or self.run_id is None:
-            return
-        import time
-
-        from mlflow.entities import Metric
-        ts = int(time.time() * 1000)
-        ms = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()
-              if v is not None and int(step) > self._logged.get(k, -1)]
-        if ms:
-            self._client.log_batch(self.run_id, metrics=ms)
+        if self._run is not None:
+            self._run.log_metrics(metrics, step)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        if self.enabled and self.run_id is not None:
-            self._client.log_artifact(self.run_id, str(path), artifact_path)
+        if self._run is not None:
+            self._run.log_artifact(path, artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
-        if self.enabled and self.run_id is not None:
-            self._client.set_terminated(self.run_id, status=status)
+        if self._run is not None:
+            self._run.finish(status)

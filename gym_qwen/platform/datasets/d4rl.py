@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_qwen.platform.checkpoints import sha256_of  # noqa: F401  (re-exported: datasets name their source)
+from gym_qwen.platform.files import sha256_of  # noqa: F401  (re-exported: datasets name their source)
 
 FORMAT = "gym-qwen/d4rl"
 # env -> Gymnasium task the datasets are made and evaluated on.
@@ -241,7 +241,7 @@ def write_hdf5(path: str | os.PathLike, data: OfflineData, compress: bool = True
     """Write `data` in D4RL's layout (atomically: a temp file beside `path`, synced, renamed over it)."""
     import h5py
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
 
     data.check()
     opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if compress else {}

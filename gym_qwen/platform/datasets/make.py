@@ -51,7 +51,7 @@ def check_inputs(env: str, level: str, models_dir: str) -> None:
 
 def make_dataset(env: str, level: str, seed: int, *, transitions: int | None = None,
                  models_dir: str = "models/behaviour", progress: bool = False, command: str = "") -> OfflineData:
-    from gym_qwen.platform.checkpoints import code_version
+    from gym_qwen.platform.files import code_version
 
     check_inputs(env, level, models_dir)
     e = make_gym_env(env)

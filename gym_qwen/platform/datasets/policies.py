@@ -110,16 +110,10 @@ def behaviour_paths(models_dir: str | os.PathLike, env: str, level: str) -> tupl
 
 
 def _load(path: Path, fmt: str, what: str, command: str) -> dict:
-    from gym_qwen.platform.checkpoints import read_torch_file
+    from gym_qwen.platform.torch_files import read_tagged_file
 
-    if not path.is_file():
-        raise BehaviourPolicyError(f"no {what} at {path}; train it first with: {command}")
-    data = read_torch_file(path, BehaviourPolicyError, what)
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        raise BehaviourPolicyError(f"{path} is not a Gym Qwen {what} file")
-    if data.get("version") != VERSION:
-        raise BehaviourPolicyError(f"{path} has version {data.get('version')}, this code reads {VERSION}")
-    return data
+    return read_tagged_file(path, fmt, VERSION, BehaviourPolicyError, what,
+                            missing=f"no {what} at {path}; train it first with: {command}")
 
 
 def train_command(env: str, level: str) -> str:
@@ -148,22 +142,17 @@ def load_recipe(models_dir: str | os.PathLike, env: str, low, high) -> tuple[Sna
 
 
 def save_policy(path: str | os.PathLike, env: str, level: str, actor_state: dict, extra: dict) -> Path:
-    import torch
+    from gym_qwen.platform.torch_files import save_tagged_file
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
-
-    payload = {"format": POLICY_FORMAT, "version": VERSION, "env": env, "level": level,
-               "actor": {k: v.detach().cpu().clone() for k, v in actor_state.items()}, **extra}
-    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    payload = {"env": env, "level": level, "actor": {k: v.detach().cpu().clone() for k, v in actor_state.items()},
+               **extra}
+    return save_tagged_file(path, POLICY_FORMAT, VERSION, payload)
 
 
 def save_recipe(path: str | os.PathLike, env: str, snapshots: list[dict], snapshot_steps: list[int],
                 learning_starts: int, total_steps: int, extra: dict) -> Path:
-    import torch
+    from gym_qwen.platform.torch_files import save_tagged_file
 
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
-
-    payload = {"format": RECIPE_FORMAT, "version": VERSION, "env": env, "snapshots": snapshots,
-               "snapshot_steps": [int(s) for s in snapshot_steps], "learning_starts": int(learning_starts),
-               "total_steps": int(total_steps), **extra}
-    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    payload = {"env": env, "snapshots": snapshots, "snapshot_steps": [int(s) for s in snapshot_steps],
+               "learning_starts": int(learning_starts), "total_steps": int(total_steps), **extra}
+    return save_tagged_file(path, RECIPE_FORMAT, VERSION, payload)

@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gym_qwen.platform.checkpoints import atomic_write_bytes, code_version, directory_problem, publish_together
 from gym_qwen.platform.config_schema import ConfigError
+from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem, publish_together
+from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
 
 from .d4rl import ENV_IDS, REF_MAX_SCORE, DatasetError, normalized_score
 from .generate import evaluate_policy
 from .policies import GaussianActor, behaviour_paths, save_policy, save_recipe
 
 STATE_FILE, CONFIG_FILE, EVAL_FILE = "train_state.pt", "config.yaml", "eval.csv"
-STATE_FORMAT = "gym-qwen/behaviour-train-state"
+STATE_FORMAT, STATE_VERSION = "gym-qwen/behaviour-train-state", 1
 # Keys a resumed run may change (how long it goes on, what it logs, where things are written).
 RESUMABLE = ("resume", "steps", "checkpoint_freq", "progress", "mlflow", "mlflow_experiment", "torch_threads",
              "output_dir", "models_dir", "force")
@@ -53,13 +54,9 @@ def expert_return(cfg) -> float:
 
 
 def command_of(cfg) -> str:
-    from gym_qwen.platform.config import config_to_dict
+    from gym_qwen.platform.config import command_line
 
-    given, defaults = config_to_dict(cfg), config_to_dict(type(cfg)())
-    keys = ["env", "level", "steps", "seed"] + sorted(k for k in given if k not in ("env", "level", "steps", "seed")
-                                                       and k not in BOOKKEEPING and given[k] != defaults[k])
-    fmt = lambda v: str(v).lower() if isinstance(v, bool) else ("none" if v is None else str(v))  # noqa: E731
-    return "gym-qwen behaviour-policy " + " ".join(f"{k}={fmt(given[k])}" for k in keys)
+    return command_line("behaviour-policy", cfg, ("env", "level", "steps", "seed"), BOOKKEEPING)
 
 
 def _actor_state(model) -> dict:
@@ -161,7 +158,7 @@ class _Run:
         steps = int(model.num_timesteps)
         buffer_file = f"replay_buffer-{steps}.hdf5"
         _save_buffer(self.out / buffer_file, model.replay_buffer)
-        state = {"format": STATE_FORMAT, "version": 1, "steps": steps, "n_updates": int(model._n_updates),
+        state = {"steps": steps, "n_updates": int(model._n_updates),
                  "policy": {k: v.detach().cpu().clone() for k, v in model.policy.state_dict().items()},
                  "actor_optimizer": model.actor.optimizer.state_dict(),
                  "critic_optimizer": model.critic.optimizer.state_dict(),
@@ -171,7 +168,7 @@ class _Run:
                  "evals_json": json.dumps(self.evals), "rng": _rng_state(), "buffer_file": buffer_file,
                  "seconds": self.seconds(), "mlflow_run_id": self.tracker.run_id or "",
                  "code_version": code_version()}
-        atomic_write_bytes(self.out / STATE_FILE, lambda f: torch.save(state, f))
+        save_tagged_file(self.out / STATE_FILE, STATE_FORMAT, STATE_VERSION, state)
         for old in self.out.glob("replay_buffer-*.hdf5"):
             if old.name != buffer_file:
                 old.unlink()
@@ -219,12 +216,7 @@ def _check_resume(cfg, out: Path) -> dict | None:
                           f"{', '.join(k for k in RESUMABLE if k != 'resume')} may change")
     if not state_path.exists():
         return None
-    from gym_qwen.platform.checkpoints import read_torch_file
-
-    state = read_torch_file(state_path, DatasetError)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise DatasetError(f"{state_path} is not a behaviour-policy training state")
-    return state
+    return read_tagged_file(state_path, STATE_FORMAT, STATE_VERSION, DatasetError, "behaviour-policy training state")
 
 
 def _sb3_model(cfg, buffer_size: int):

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gym_qwen.platform.checkpoints import CheckpointError, atomic_write_bytes, code_version, directory_problem
 from gym_qwen.platform.config_schema import ConfigError
-from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_name, sha256_of
+from gym_qwen.platform.devices import resolve_device
+from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem
+from gym_qwen.platform.torch_files import CheckpointError, read_tagged_file, save_tagged_file
 
 from .data import TrajectoryWindows
 from .evaluate import DT_TARGETS, evaluate_dt
@@ -64,27 +65,18 @@ def load_training_data(cfg) -> tuple[OfflineData, dict]:
 
 def save_dt_checkpoint(path: Path, model, cfg_dict: dict, env: str, dataset: dict, windows, rtg_target: float,
                        rtg_scale: float, updates: int, evaluation: dict | None) -> Path:
-    payload = {"format": FORMAT, "version": VERSION, "env": env, "dims": dataclasses.asdict(model.dims),
+    payload = {"env": env, "dims": dataclasses.asdict(model.dims),
                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "config": cfg_dict, "dataset": dataset, "state_mean": torch.from_numpy(windows.state_mean),
                "state_std": torch.from_numpy(windows.state_std), "rtg_target": float(rtg_target),
                "rtg_scale": float(rtg_scale), "updates": int(updates),
                "eval_json": json.dumps(evaluation or {}), "code_version": code_version()}
-    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    return save_tagged_file(path, FORMAT, VERSION, payload)
 
 
 def load_dt_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint dict). Raises CheckpointError in one line."""
-    from gym_qwen.platform.checkpoints import read_torch_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    ckpt = read_torch_file(path, CheckpointError, "checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a Gym Qwen Decision Transformer checkpoint")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this code reads {VERSION}")
+    ckpt = read_tagged_file(path, FORMAT, VERSION, CheckpointError, "checkpoint", kind="Decision Transformer checkpoint")
     try:
         model = DecisionTransformer(DTDims(**ckpt["dims"]))
         model.load_state_dict(ckpt["model"])

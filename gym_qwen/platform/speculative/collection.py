@@ -74,7 +74,7 @@ def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_h
                      min_distance: float, metadata: dict, corrector_file: str | None = None) -> dict:
     """An episode worker's state: the teacher agent, an environment, the data schema and (DAgger) the corrector
     of `corrector_file`, checked against the teacher (metadata's teacher_sha256)."""
-    from ..checkpoints import agent_from_checkpoint
+    from ..tdmpc2.checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     corrector = None

@@ -221,7 +221,7 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
 
     import matplotlib.pyplot as plt
 
-    from ..checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     settings = record["settings"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.6))

@@ -129,7 +129,7 @@ def build_corrector(kind: str, latent_dim: int, action_dim: int, history_len: in
 def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) -> Path:
     """Write the corrector atomically. `meta`: teacher_sha256, latent_dim, action_dim, history_len, task,
     validation metrics, code version, data path and rows (plain values only: the file loads weights-only)."""
-    from gym_qwen.platform.checkpoints import atomic_write_bytes
+    from gym_qwen.platform.files import atomic_write_bytes
 
     hp = corrector.hyperparameters()
     payload = {"format": FORMAT, "version": VERSION, "type": corrector.kind, "hyperparameters": hp,
@@ -140,20 +140,11 @@ def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) ->
 
 
 def _read(path: Path) -> dict:
-    from gym_qwen.platform.checkpoints import FORMAT as AGENT_FORMAT, read_torch_file
+    from gym_qwen.platform.tdmpc2.checkpoints import FORMAT as AGENT_FORMAT
+    from gym_qwen.platform.torch_files import read_tagged_file
 
-    if not path.is_file():
-        raise CorrectorError(f"corrector not found: {path}")
-    data = read_torch_file(path, CorrectorError, "corrector")
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt == AGENT_FORMAT:
-        raise CorrectorError(f"{path} is a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher")
-    if fmt != FORMAT:
-        raise CorrectorError(f"{path} is not a Gym Qwen corrector (no {FORMAT} format tag); "
-                             "make one with gym-qwen distill")
-    if data.get("version") != VERSION:
-        raise CorrectorError(f"{path} has corrector version {data.get('version')}, this code reads {VERSION}")
-    return data
+    return read_tagged_file(path, FORMAT, VERSION, CorrectorError, "corrector", hint="make one with gym-qwen distill",
+                            others={AGENT_FORMAT: "a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher"})
 
 
 def _short(sha: str | None) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gym_qwen.platform.checkpoints import atomic_write_bytes, code_version, load_checkpoint
-from gym_qwen.platform.config import config_to_dict
+from gym_qwen.platform.files import atomic_write_bytes, code_version
+from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
+from gym_qwen.platform.config import command_line, config_to_dict
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.tracking import Tracker
@@ -49,11 +50,7 @@ def output_paths(save_path: str, kinds) -> dict[str, tuple[Path, Path]]:
 
 def distill_command(cfg) -> str:
     """The `gym-qwen distill` command that reproduces the correctors of `cfg` (keys that differ from defaults)."""
-    given, defaults = config_to_dict(cfg), config_to_dict(type(cfg)())
-    head = ["data", "tdmpc_ckpt", "save_path"]
-    keys = head + sorted(k for k in given if k not in head and k not in BOOKKEEPING and given[k] != defaults[k])
-    fmt = lambda v: str(v).lower() if isinstance(v, bool) else ("none" if v is None else str(v))  # noqa: E731
-    return "gym-qwen distill " + " ".join(f"{k}={fmt(given[k])}" for k in keys)
+    return command_line("distill", cfg, ("data", "tdmpc_ckpt", "save_path"), BOOKKEEPING)
 
 
 def split_episodes(episodes: np.ndarray, val_fraction: float, seed: int,
@@ -111,7 +108,7 @@ def _load_inputs(cfg):
     """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done.
     Several files are read as one data set: their episodes stay apart (file i's episode e becomes
     i * EPISODES_PER_FILE + e), so validation still holds out whole episodes."""
-    from gym_qwen.platform.checkpoints import sha256_of
+    from gym_qwen.platform.files import sha256_of
 
     ckpt = load_checkpoint(cfg.tdmpc_ckpt)
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])

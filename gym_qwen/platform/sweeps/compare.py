@@ -128,7 +128,8 @@ def _value(text):
 def _frame(uri: str, experiments: list[str], sweeps: list[str]):
     import mlflow
 
-    from .runs import SWEEP_TAG, client
+    from ..tracking import client
+    from .runs import SWEEP_TAG
 
     c = client(uri)
     mlflow.set_tracking_uri(uri)
@@ -324,7 +325,7 @@ CSV_COLUMNS = ("experiment", "task", "teacher", "setting", "family", "mode", "k"
 
 
 def write_csv(settings: list[Setting], path: str | Path) -> Path:
-    from ..checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
     import io
 
     buf = io.StringIO()
@@ -379,7 +380,7 @@ def plot(settings: list[Setting], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     groups = by_task(settings)
     fig, axes = plt.subplots(len(groups), 2, figsize=(14, 5.4 * len(groups)), squeeze=False)

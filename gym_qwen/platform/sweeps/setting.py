@@ -80,28 +80,14 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
     return TrialSetting(checkpoint, overrides, spec, planner, note)
 
 
-def check_overrides(ckpt: dict, overrides: dict, path: str) -> None:
-    """The checks agent_from_checkpoint makes, without building the agent: architecture keys must match the
-    checkpoint's, and the overrides must hold together with its settings (num_elites <= num_samples, ...)."""
-    from ..checkpoints import check_compatible
-    from ..config import TrainConfig, config_from_dict
-    from ..config_schema import ARCH_KEYS
-    from ..trainer import model_signature
-
-    asked = {k: v for k, v in overrides.items() if k in ("model_size", *ARCH_KEYS, "num_bins", "simnorm_dim")}
-    if asked:
-        check_compatible(ckpt, arch=model_signature(config_from_dict(TrainConfig, {**ckpt["config"], **asked})),
-                         path=path)
-    config_from_dict(TrainConfig, {**ckpt["config"], **{k: v for k, v in overrides.items() if k not in asked}})
-
-
 def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]:
     """Every trial's TrialSetting, each checkpoint read once and each corrector loaded once against its teacher:
     a trial that could not run fails here, before the sweep starts. Returns (settings, {checkpoint: sha256})."""
-    from ..checkpoints import CheckpointError, check_compatible, load_checkpoint
     from ..config import TrainConfig, config_from_dict
+    from ..files import sha256_of
     from ..speculative.correctors import CorrectorError, load_corrector
-    from ..checkpoints import sha256_of
+    from ..tdmpc2.checkpoints import check_compatible, check_overrides, load_checkpoint
+    from ..torch_files import CheckpointError
 
     ckpts, shas, correctors, settings = {}, {}, set(), []
     for point in sweep.points:

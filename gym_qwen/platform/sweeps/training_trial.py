@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, client, find_run
+from ..tracking import client
+from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run
 from .spec import TRAINING_COMMANDS
 
 RUN_FOLDER = {"train": "run", "dt-train": "dt"}
@@ -35,7 +36,7 @@ def training_trial_config(command: str, values: dict, trial_dir: Path, experimen
     folder = trial_dir / RUN_FOLDER[command]
     common = {"mlflow": True, "mlflow_experiment": experiment, "progress": False}
     if command == "train":
-        from ..trainer import STATE_FILE, run_dir
+        from ..training.run import STATE_FILE, run_dir
 
         cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial"})
         return dataclasses.replace(cfg, resume=(run_dir(cfg) / STATE_FILE).exists())
@@ -93,7 +94,7 @@ def _evaluations_made(command: str, cfg) -> int:
     """The evaluations a resumed TD-MPC2 run made before (the rows of its eval.csv); 0 for anything else."""
     if command != "train" or not cfg.resume:
         return 0
-    from ..trainer import run_dir
+    from ..training.run import run_dir
 
     done = run_dir(cfg) / "eval.csv"
     return max(0, len(done.read_text().splitlines()) - 1) if done.exists() else 0
@@ -101,7 +102,7 @@ def _evaluations_made(command: str, cfg) -> int:
 
 def _train(command: str, cfg, tracker, send: Callable[[dict], None]) -> dict:
     if command == "train":
-        from ..trainer import train
+        from ..training.run import train
 
         def on_evaluation(record: dict) -> None:
             send({"eval_return": record["return_mean"], "eval_return_std": record["return_std"],

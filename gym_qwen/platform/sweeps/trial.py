@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, RunLog
+from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, open_run
 
 # What a trial reports to Tune and logs to MLflow: the metrics `gym-qwen evaluate mlflow=true` logs, plus the
 # episodes done and the trial's own seconds
@@ -28,7 +28,7 @@ FAULTS_KEY = "GYM_QWEN_SWEEP_FAULTS"  # tests: {"crash_at_episode": i, "marker":
 
 def metrics_of(task: str, mode: str, records: list[dict]) -> dict:
     """The reported numbers of the episodes in `records` (any order)."""
-    from ..evaluation import result_from_records
+    from ..speculative.evaluation import result_from_records
 
     s = result_from_records(task, mode, records).summary()
     out = {k: s[k] for k in METRICS if s[k] is not None}
@@ -67,7 +67,7 @@ def injected_fault(faults: dict | None, episode: int) -> None:
 
 def in_process_episodes(ckpt: dict, setting, cfg, sha256: str) -> Callable:
     """play(indices, on_record): the episodes in this process, one after another (the setup built once)."""
-    from ..evaluation import evaluation_episode, evaluation_setup
+    from ..speculative.evaluation import evaluation_episode, evaluation_setup
 
     state = evaluation_setup(ckpt, setting.overrides, cfg.device, cfg.seed, setting.spec, sha256)
 
@@ -89,8 +89,8 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     (default: in this process)."""
     import torch
 
-    from ..checkpoints import load_checkpoint
-    from ..checkpoints import sha256_of
+    from ..tdmpc2.checkpoints import load_checkpoint
+    from ..files import sha256_of
     from .setting import absolute, resolve_setting
 
     started = time.perf_counter()
@@ -101,10 +101,10 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     sha = sha256_of(path)
     setting = resolve_setting(cfg, set(point.values), ckpt, workdir)
     task, mode = ckpt["task"], setting.spec.settings.mode
-    run = RunLog.open(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
-                      f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),
-                      {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task, "command": "evaluate",
-                       "setting": setting.label, "family": point.family, "teacher_sha256": sha})
+    run = open_run(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
+                   f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),
+                   {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task, "command": "evaluate",
+                    "setting": setting.label, "family": point.family, "teacher_sha256": sha})
     records = sorted(records, key=lambda r: r["episode"])
     done = {r["episode"] for r in records}
     prior = run.latest.get("trial_seconds", 0.0)  # the seconds earlier attempts spent

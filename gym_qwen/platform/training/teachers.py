@@ -13,9 +13,10 @@ import platform
 import shutil
 from pathlib import Path
 
-from .checkpoints import (CheckpointError, atomic_write_bytes, directory_problem, load_agent, load_checkpoint,
-                          publish_together, sha256_of)
-from .config import TrainConfig, config_from_dict, config_to_dict
+from ..config import TrainConfig, command_line, config_from_dict, config_to_dict
+from ..files import atomic_write_bytes, directory_problem, publish_together, sha256_of
+from ..tdmpc2.checkpoints import load_agent, load_checkpoint
+from ..torch_files import CheckpointError
 
 CARD_VERSION = 1
 PLANNING_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
@@ -26,7 +27,7 @@ BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "m
 
 
 # The source tree's models/ (an editable install, as `make` does); a wheel install ships no teachers.
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "models"
+SHIPPED_DIR = Path(__file__).resolve().parents[3] / "models"
 
 
 def shipped_teacher(task: str, model_size: int = 1, seed: int = 1, directory: Path = SHIPPED_DIR) -> Path | None:
@@ -42,20 +43,8 @@ class TeacherError(ValueError):
 def train_command(config: dict) -> str:
     """The `gym-qwen train` command that reproduces a run: every result-relevant key that differs from its
     default (bookkeeping keys such as output_dir are left out)."""
-    cfg = config_from_dict(TrainConfig, config)
-    defaults = config_to_dict(TrainConfig())
-    given = config_to_dict(cfg)
-    head = ["task", "model_size", "steps", "seed"]
-    keys = head + sorted(k for k in given if k not in head and k not in BOOKKEEPING_KEYS
-                         and given[k] != defaults.get(k))
-
-    def fmt(v):
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, list):
-            return ",".join(map(str, v))
-        return "none" if v is None else str(v)
-    return "gym-qwen train " + " ".join(f"{k}={fmt(given[k])}" for k in keys)
+    return command_line("train", config_from_dict(TrainConfig, config), ("task", "model_size", "steps", "seed"),
+                        BOOKKEEPING_KEYS)
 
 
 def planning_settings(config: dict, action_dim: int) -> dict:
@@ -185,7 +174,7 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
                    show_progress: bool = False, note: str = "") -> tuple[Path, dict]:
     """Copy a finished run's agent to `output_dir/<name>.pt`, evaluate it as `gym-qwen evaluate` would, and
     write its card `<name>.json` and the folder's README index. Nothing is replaced unless `force`."""
-    from .evaluation import evaluate_checkpoint
+    from ..speculative.evaluation import evaluate_checkpoint
 
     run_dir = Path(run_dir)
     agent_file = run_dir / "agent.pt"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .envs import make_env
-from .progress import progress_bar
-from .rng import seeded
-from .seeds import RESET_SEED_BASE, reset_seed
-from .speculative.episodes import play_episodes
-from .speculative.executor import COUNTERS, TIMERS
+from ..envs import make_env
+from ..progress import progress_bar
+from ..rng import seeded
+from ..seeds import RESET_SEED_BASE, reset_seed
+from .episodes import play_episodes
+from .executor import COUNTERS, TIMERS
 
 EVAL_SEED_OFFSET = RESET_SEED_BASE["evaluation"]  # evaluation episodes never share seeds with other kinds
 
@@ -103,15 +103,15 @@ def episode_seed(seed: int, index: int) -> int:
 
 def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0):
     """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector."""
-    from .speculative.executor import SpeculativeExecutor
-    from .speculative.modes import ExecutionSpec
+    from .executor import SpeculativeExecutor
+    from .modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
     planner = None
     if execution.planner_overrides:
         from dataclasses import replace
 
-        from .tdmpc2.planner import MPPIPlanner
+        from ..tdmpc2.planner import MPPIPlanner
 
         settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
         planner = MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
@@ -125,7 +125,7 @@ def evaluate_episodes(agent, envs: list, seed: int, indices: list[int], executio
     i resets its environment with seed+10000+i, so it starts where baseline's episode i starts; the torch stream
     is seeded from the first index, so a single episode's record depends only on the weights, the setting, the
     seed and the index (evaluator actors reproduce the sequential run)."""
-    from .rng import derive_seed
+    from ..rng import derive_seed
 
     first = episode_seed(seed, indices[0])
     executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7))
@@ -161,7 +161,7 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
     """The corrector an ExecutionSpec names (None when it names none), checked against the teacher."""
     if execution is None or execution.corrector_checkpoint is None:
         return None
-    from .speculative.correctors import load_corrector
+    from .correctors import load_corrector
 
     corrector, _ = load_corrector(execution.corrector_checkpoint, teacher_sha256=teacher_sha256,
                                   latent_dim=agent.model.dims.latent_dim, history_len=execution.settings.history_len,
@@ -172,7 +172,7 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
 def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int, execution=None,
                      teacher_sha256: str | None = None) -> dict:
     """What an evaluator needs, built once: the checkpoint's agent, its corrector and an environment."""
-    from .checkpoints import agent_from_checkpoint
+    from ..tdmpc2.checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed,
@@ -195,7 +195,7 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     record as soon as it is finished (a log that a resumed comparison reads).
 
     Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
-    from .speculative.modes import ExecutionSpec
+    from .modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
     todo = list(range(episodes)) if indices is None else list(indices)
@@ -232,10 +232,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     Returns (EvalResult, checkpoint dict)."""
     import torch
 
-    from .checkpoints import load_agent
+    from ..tdmpc2.checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
-    from .checkpoints import sha256_of
+    from ..files import sha256_of
 
     corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)
@@ -249,7 +249,7 @@ def write_video(frames: list, path: str | Path, fps: int = 25) -> Path:
     """Write RGB frames as GIF (or MP4 if the path says so and an ffmpeg plugin is installed), atomically."""
     import imageio.v3 as iio
 
-    from .checkpoints import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     path = Path(path)
     ext = path.suffix.lower() or ".gif"

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import (CheckpointError, atomic_write_bytes, check_compatible, code_version, directory_problem,
-                          load_checkpoint, save_checkpoint)
-from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, save_config
-from .envs import task_spec
-from .progress import progress_bar
-from .tracking import Tracker
-from .training import InProcessBackend, LoopState, run_training
+from ..config import (ConfigError, TrainConfig, config_from_dict, config_to_dict, format_value, load_config,
+                      save_config)
+from ..envs import task_spec
+from ..files import atomic_write_bytes, directory_problem
+from ..progress import progress_bar
+from ..tdmpc2.checkpoints import agent_payload, check_compatible, load_checkpoint, model_signature, save_checkpoint
+from ..torch_files import CheckpointError
+from ..tracking import Tracker
+from .loop import InProcessBackend, LoopState, run_training
 
 AGENT_FILE, STATE_FILE = "agent.pt", "train_state.pt"
 
@@ -29,18 +31,6 @@ class RunDirectoryError(ConfigError):
 
 def run_dir(cfg) -> Path:
     return Path(cfg.output_dir) / cfg.task / cfg.exp_name / f"seed{cfg.seed}"
-
-
-def model_signature(cfg) -> dict:
-    return {"model_size": cfg.model_size, **cfg.arch(), "num_bins": cfg.num_bins, "simnorm_dim": cfg.simnorm_dim}
-
-
-def agent_payload(cfg, spec, weights: dict | None, env_steps: int) -> dict:
-    """What an agent checkpoint carries: weights (agent.state_dict(with_optim=False)), config, task dimensions,
-    code version."""
-    return {"kind": "agent", "task": cfg.task, "task_spec": asdict(spec), "arch": model_signature(cfg),
-            "config": config_to_dict(cfg), "env_steps": env_steps, "code_version": code_version(),
-            "agent": weights}
 
 
 def _write_eval_csv(path: Path, history: list) -> None:
@@ -75,21 +65,13 @@ def _collection(c: dict) -> str:
     return "lockstep" if c["sync"] else "asynchronous"
 
 
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "none" if value is None else str(value)
-
-
 def resume_differences(saved: dict, asked: dict) -> list[str]:
     """`key=saved (asked new)` for every key of `asked` (a config_to_dict) that a resume may not change."""
-    diffs = [f"{k}={_fmt(saved.get(k))} (asked {_fmt(v)})" for k, v in asked.items()
+    diffs = [f"{k}={format_value(saved.get(k))} (asked {format_value(v)})" for k, v in asked.items()
              if k not in RESUMABLE_KEYS and k not in COLLECTION_KEYS and saved.get(k) != v]
     before, after = _collection(saved), _collection(asked)
     if before != after and not (before == "in-process" and after == "asynchronous"):
-        diffs += [f"{k}={_fmt(saved.get(k))} (asked {_fmt(asked[k])}; {before} collection cannot continue as "
+        diffs += [f"{k}={format_value(saved.get(k))} (asked {format_value(asked[k])}; {before} collection cannot continue as "
                   f"{after})" for k in COLLECTION_KEYS if saved.get(k) != asked[k]]
     return diffs
 

@@ -1,4 +1,5 @@
-"""Online TD-MPC2 training on one machine, split into an acting part (Collector) and a learning part (Learner).
+"""Online TD-MPC2 training on one machine, split into an acting part (ExperienceCollector) and a learning part
+(Learner).
 
 The in-process loop below drives both; the Ray actors of a later stage own one part each.
 Counting: `decisions` are agent steps; env steps = decisions * action_repeat (what `steps=` and MLflow use).
@@ -12,17 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .envs import make_env, task_spec
-from .rng import TorchRngStream, derive_seed, global_rng_state, set_global_rng_state
-from .devices import resolve_device
-from .tdmpc2.agent import TDMPC2Agent
-from .tdmpc2.buffer import Episode, EpisodeBuffer
+from ..envs import make_env, task_spec
+from ..rng import TorchRngStream, derive_seed, global_rng_state, set_global_rng_state
+from ..devices import resolve_device
+from ..tdmpc2.agent import TDMPC2Agent
+from ..tdmpc2.buffer import Episode, EpisodeBuffer
 
 TRAIN_SEED_STRIDE = 100_003  # training episode i of seed s resets with seed s * stride + i
 ACTING_STREAM = 1  # torch stream id of acting (planner samples, exploration noise); learning uses the global one
 
 
-class Collector:
+class ExperienceCollector:
     """Acting part: one environment plus an acting agent. Random actions during the seed phase.
 
     Acting draws from its own torch stream, so a Ray rollout worker holding a copy of the agent draws the same
@@ -174,7 +175,7 @@ def build_learning(cfg, device=None):
 def build(cfg, device=None):
     """Agent, collector and learner for a TrainConfig (fresh weights; seeds torch)."""
     spec, agent, learner = build_learning(cfg, device)
-    collector = Collector(cfg.task, cfg.seed, agent, learner.seed_steps)
+    collector = ExperienceCollector(cfg.task, cfg.seed, agent, learner.seed_steps)
     return spec, agent, collector, learner
 
 
@@ -183,7 +184,7 @@ class TrainingBackendError(RuntimeError):
 
 
 class InProcessBackend:
-    """Training without Ray: one Collector and one Learner sharing one agent, a decision at a time.
+    """Training without Ray: one ExperienceCollector and one Learner sharing one agent, a decision at a time.
 
     A training backend is what `run_training` drives: `advance()` moves training on and returns the episodes
     it finished (with mean update metrics since the previous one); `evaluate`, `state`/`load_state` (for
@@ -223,7 +224,7 @@ class InProcessBackend:
         return [(episode, self._means.take())]
 
     def evaluate(self, episodes: int, seed: int):
-        from .evaluation import evaluate
+        from ..speculative.evaluation import evaluate
         return evaluate(self.agent, self.cfg.task, episodes, seed)
 
     def state(self) -> dict:

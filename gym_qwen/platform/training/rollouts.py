@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .envs import make_env
-from .rng import TorchRngStream, derive_seed
-from .tdmpc2.buffer import Episode
-from .training import ACTING_STREAM, TRAIN_SEED_STRIDE
+from ..envs import make_env
+from ..rng import TorchRngStream, derive_seed
+from ..tdmpc2.buffer import Episode
+from .loop import ACTING_STREAM, TRAIN_SEED_STRIDE
 
 RANDOM_ACTION_STREAM = 2
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write_bytes
-from .envs import DMC_TASKS
+from ..files import atomic_write_bytes
+from ..envs import DMC_TASKS
 
-PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "data" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "data" / "published"
 
 
 class CurvesError(ValueError):
