@@ -215,12 +215,14 @@ def test_evaluate_table_json_and_gif(cli_runs):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     header, rule, row = proc.stdout.splitlines()[:3]
-    for column in ("task", "setting", "episodes", "return", "std", "retained", "planner calls/step", "ms/step",
-                   "plan", "encode"):
+    for column in ("task", "setting", "episodes", "return [95% CI]", "IQM", "retained [95% CI]", "falls",
+                   "planner calls/step", "ms/step", "plan", "encode"):
         assert column in header
     cells = row.split()
-    assert cells[:3] == [TINY_TASK, "baseline", "2"] and cells[5] == "100.0%"  # baseline against itself
-    assert cells[6] == "1.000" and cells[7] == "0.000" and float(cells[8]) > 0
+    # task setting episodes mean [low, high] IQM retained [low, high] falls calls/step corrector/step ms/step ...
+    assert cells[:3] == [TINY_TASK, "baseline", "2"]
+    assert cells[7:11] == ["100.0%", "[100.0,", "100.0]", "0.0%"]  # baseline against itself, paired
+    assert cells[11] == "1.000" and cells[12] == "0.000" and float(cells[13]) > 0
 
     out = cwd.parent / "video-out" / "eval.json"
     ckpt = cwd.parent / "video-ckpt" / "agent.pt"

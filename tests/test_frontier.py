@@ -177,3 +177,39 @@ def test_bad_frontier_inputs_get_one_line_and_exit_2(tmp_path, capsys, monkeypat
     for w in words:
         assert w in line, (w, line)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_adaptive_threshold_is_chosen_once_on_collection_episodes_and_recorded(tmp_path, capsys, monkeypatch,
+                                                                                  untrained):
+    from gym_qwen.jobs.cli import main as cli
+    from gym_qwen.platform.speculative.calibration import chunk_mismatches, estimated_calls_per_step
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "collect.parquet"
+    assert cli(["collect", f"checkpoint={untrained}", "episodes=2", "spec_exec_horizon=3", "progress=false",
+                "torch_threads=1", f"output={data}"]) == 0
+    capsys.readouterr()
+    args = [f"checkpoint={untrained}", "mode=adaptive", "spec_exec_horizon=3", f"threshold_data={data}",
+            "threshold_budget=0.6", "episodes=1", "progress=false", "torch_threads=1", "output=a.json"]
+    rc, out, err = _evaluate(tmp_path, args, capsys, monkeypatch)
+    assert rc == 0, err
+    choice = json.loads((tmp_path / "a.json").read_text())["threshold_choice"]
+    assert choice["k"] == 3 and choice["budget"] == 0.6 and choice["seed_kind"] == "collection"
+    assert f"adaptive threshold {choice['threshold']:g}, chosen on 2 collection episodes" in out
+    # the rule by hand: the chosen threshold meets the budget and the next smaller mismatch seen does not
+    chunks = chunk_mismatches(read_corrector_data(data)[0], 3)
+    seen = sorted({round(float(d), 4) for c in chunks for d in c})
+    assert estimated_calls_per_step(chunks, choice["threshold"], 3) <= 0.6
+    smaller = [d for d in seen if d < choice["threshold"]]
+    assert not smaller or estimated_calls_per_step(chunks, smaller[-1], 3) > 0.6
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["settings"][0]["threshold"] == choice["threshold"]
+    for bad, words in ((["mismatch_threshold=0.3"], ["mismatch_threshold=", "threshold_data="]),
+                       (["mode=naive"], ["threshold_data=", "mode=naive"]),
+                       (["threshold_budget=0.0"], ["no threshold reaches 0.0"])):
+        keys = {b.split("=")[0] for b in bad} | {"output"}
+        kept = [a for a in args if a.split("=")[0] not in keys]
+        rc, out, err = _evaluate(tmp_path, kept + bad, capsys, monkeypatch)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, (bad, err)
+        assert all(w in err for w in words), (words, err)

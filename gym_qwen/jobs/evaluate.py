@@ -7,6 +7,7 @@ with measure_teacher=true.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -95,6 +96,21 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if problem:
             raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
+    choice = None
+    if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played
+        from gym_qwen.platform.speculative.calibration import threshold_from_data
+
+        if "mismatch_threshold" in explicit:
+            raise ConfigError("give mismatch_threshold= or threshold_data=, not both")
+        k = max(cfg.spec_exec_horizons) if cfg.mode == "all" else (cfg.spec_exec_horizon or 3)
+        try:
+            choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget)
+        except ValueError as e:
+            raise ConfigError(f"threshold_data={cfg.threshold_data}: {e}") from None
+        cfg = dataclasses.replace(cfg, mismatch_threshold=choice["threshold"])
+        print(f"adaptive threshold {choice['threshold']:g}, chosen on {choice['episodes']} {choice['seed_kind']} "
+              f"episodes of {cfg.threshold_data}: estimated {choice['estimated_planner_calls_per_step']:.3f} planner "
+              f"calls per step at k={k} (budget {cfg.threshold_budget:g})")
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     task = ckpt["task"]
@@ -137,7 +153,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         rec = comparison_record(task, results, base)
         rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
                    episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
-                   episode_log=None if log is None else str(log.path))
+                   episode_log=None if log is None else str(log.path), threshold_choice=choice)
         return rec, base
 
     for spec in specs:

@@ -227,6 +227,12 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
                                                        "<corrector_type>.pt in the teacher's folder)")
     mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
+    threshold_data: Optional[str] = option(None, "adaptive: choose mismatch_threshold on these collection "
+                                                 "episodes (a gym-qwen collect file, never evaluation episodes) as "
+                                                 "the smallest whose estimated planner calls per step at the "
+                                                 "adaptive k is <= threshold_budget; recorded in output=")
+    threshold_budget: float = option(0.33, "With threshold_data=: the planner calls per step the chosen threshold "
+                                           "may cost", min=0.0, max=1.0)
     mismatch: str = option("open_loop", "adaptive: compare the real latent with the plan's open-loop latent "
                                         "(open_loop) or with the world model's one-step prediction from the previous "
                                         "real latent and the executed action (one_step)", choices=MISMATCH_KINDS)
@@ -279,6 +285,8 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         _require(self.mismatch == "open_loop" or mode in ("adaptive", "all"),
                  f"mismatch={self.mismatch} is how adaptive verifies a step: not used by mode={mode}")
         _require(not (self.resume and not self.output), "resume=true continues the episodes of output=: give output=")
+        _require(self.threshold_data is None or mode in ("adaptive", "all"),
+                 f"threshold_data= chooses the adaptive threshold: not used by mode={mode}")
         _require(self.seed + self.episodes <= RESET_SEED_SPAN,
                  f"seed={self.seed} + episodes={self.episodes} must be <= {RESET_SEED_SPAN}: evaluation episodes "
                  "would leave their seed range (gym_qwen/platform/seeds.py)")

@@ -45,3 +45,26 @@ def choose_threshold(columns: dict, k: int, budget: float) -> tuple[float, float
         else:
             lo = mid + 1
     return float(candidates[lo]), estimated_calls_per_step(chunks, float(candidates[lo]), k)
+
+
+RULE = ("the smallest mismatch seen on the collection episodes whose estimated planner calls per step at k is "
+        "<= the budget (open-loop chunks: a chunk runs while each step's mismatch is within the threshold)")
+
+
+def threshold_from_data(path: str, k: int, budget: float) -> dict:
+    """Choose the adaptive threshold on a collection file by RULE; everything needed to say how it was chosen.
+    ValueError (one line) if the file holds evaluation episodes or no threshold meets the budget."""
+    from ..files import sha256_of
+    from .corrector_data import read_corrector_data
+
+    columns, info = read_corrector_data(path)
+    kind = info.get("seed_kind", "collection")
+    if kind not in ("collection", "dagger"):
+        raise ValueError(f"{path} holds {kind} episodes: thresholds are chosen on collection episodes")
+    if int(info.get("exec_horizon", k)) < k:
+        raise ValueError(f"{path} was collected with chunks of {info.get('exec_horizon')} steps: it cannot say how "
+                         f"adaptive at k={k} behaves; collect with spec_exec_horizon={k}")
+    threshold, estimate = choose_threshold(columns, k, budget)
+    return {"threshold": threshold, "estimated_planner_calls_per_step": estimate, "k": k, "budget": budget,
+            "data": str(path), "data_sha256": sha256_of(path), "seed_kind": kind, "seed": info.get("seed"),
+            "episodes": int(len(set(columns["episode"].tolist()))), "rule": RULE}
