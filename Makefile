@@ -31,14 +31,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 
 # Regenerate constraints.txt from a fresh resolve of pyproject.toml (the newest versions it allows, plus the
-# deliberate torch and mujoco pins) in a throwaway venv; then `make test` installs and tests the new lock.
+# deliberate torch and mujoco pins) in a throwaway venv of PYTHON (3.11), and of a pip dry-run on LOCK_OLD_PYTHON
+# (3.10, the floor of requires-python: its backports and older releases; pip upgraded for fast metadata-only
+# resolves); then `make test` installs and tests the new lock.
 LOCK_VENV ?= .lock-venv
+LOCK_OLD_PYTHON ?= python3.10
 lock:
-	rm -rf $(LOCK_VENV)
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-old
 	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_OLD_PYTHON) -m venv $(LOCK_VENV)-old
+	$(LOCK_VENV)-old/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test]'
-	$(LOCK_VENV)/bin/python scripts/lock.py --output constraints.txt
-	rm -rf $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python scripts/lock.py --output constraints.txt --old-python $(LOCK_VENV)-old/bin/python
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-old
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) runs mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) $(LOCK_VENV)-old runs mlflow.db mlartifacts .pytest_cache
