@@ -241,7 +241,7 @@ def test_evaluate_table_json_and_gif(cli_runs):
     # one frame at reset and one per decision, less runs of identical frames that the GIF encoder merges
     assert frames.ndim == 4 and 1 < frames.shape[0] <= result["lengths"][0] + 1
     assert frames.shape[-1] == 3 and frames.std() > 0
-    assert os.listdir(cwd) == [] and os.listdir(out.parent) == ["eval.json"]
+    assert os.listdir(cwd) == [] and sorted(os.listdir(out.parent)) == ["eval.episodes.jsonl", "eval.json"]
 
 
 def test_evaluation_is_repeatable(tiny_checkpoint, tmp_path, capsys):

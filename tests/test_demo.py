@@ -43,7 +43,7 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     assert [s.split()[1] for s in stages] == ["collecting", "distilling", "sweeping", "comparing"]
     (root,) = (cwd / "runs" / "demo").iterdir()
     rows = pq.read_table(root / "corrector-data.parquet")
-    assert rows.num_rows > 0 and set(rows["episode"].to_pylist()) == {0, 1}
+    assert rows.num_rows > 0 and set(rows["episode"].to_pylist()) == {0, 1, 2}  # collect_episodes=3
     for kind in ("two_tower", "temporal"):
         assert (root / "teacher" / "correctors" / f"agent-{kind}.pt").stat().st_size > 1000
     assert (root / "teacher" / "agent.pt").read_bytes() == teacher.read_bytes()

@@ -111,7 +111,9 @@ def test_bad_input(command, says, inputs, dead_address, tmp_path, capsys, monkey
 
 
 FULL_DISK = {  # a command (placeholders as in the table) -> the file its one line names
-    "evaluate": ("evaluate checkpoint={fx}/ckpt/agent.pt episodes=1 progress=false output=out/ev.json", "ev.json"),
+    # the episode log beside output= is the first file an evaluation writes (its first episode)
+    "evaluate": ("evaluate checkpoint={fx}/ckpt/agent.pt episodes=1 progress=false output=out/ev.json",
+                 "ev.episodes.jsonl"),
     "train": ("train task=cartpole-balance steps=2000 mlflow=false output_dir=runs", "config.yaml"),
 }
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ..config_schema import ConfigError
+from ..files import missing_folders, remove_empty_folders
 from .modes import PLANNER_KEYS
 
 LOG_VERSION = 1
@@ -59,10 +60,7 @@ class EpisodeLog:
             raise ConfigError(f"{self.path} already holds episodes: give resume=true to continue it, or another "
                               "output=")
         if self.path.exists():
-            self._read()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append(self.header)
+            self._read()  # the header is written with the first episode: a run that fails before leaves no log
 
     def _read(self) -> None:
         lines = self.path.read_bytes().split(b"\n")
@@ -90,11 +88,23 @@ class EpisodeLog:
             with open(self.path, "r+b") as f:
                 f.truncate(min(good, size))
 
-    def _append(self, obj: dict) -> None:
-        with open(self.path, "ab") as f:
-            f.write(json.dumps(obj).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def _append(self, *objs: dict) -> None:
+        new = not self.path.exists()
+        made: list[Path] = []
+        if new:
+            made = missing_folders(self.path.parent)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            objs = (self.header, *objs)
+        try:
+            with open(self.path, "ab") as f:
+                f.write(b"".join(json.dumps(obj).encode() + b"\n" for obj in objs))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if new:  # a log that could not take its first episode is not left half-made
+                self.path.unlink(missing_ok=True)
+                remove_empty_folders(made)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
 
     def done(self, key: str) -> dict[int, dict]:
         """The finished episodes of a setting: {episode index: record}."""
