@@ -140,8 +140,10 @@ class DemoStageError(RuntimeError):
 
 
 def _name(s) -> str:
-    """A setting as a person says it: the cheap planner is not called a baseline."""
-    return f"the cheap planner ({s.label.split('(', 1)[1]}" if s.mode == "baseline" and s.planner else s.label
+    """A setting as a person says it: a planner budget is not called a baseline, the prior is the prior."""
+    if s.mode == "prior":
+        return "the policy prior alone (no planner)"
+    return f"the planner budget {s.label.split('(', 1)[1][:-1]}" if s.mode == "baseline" and s.planner else s.label
 
 
 def _conclusion(settings: list, trial_episodes: int) -> list[str]:
@@ -151,6 +153,11 @@ def _conclusion(settings: list, trial_episodes: int) -> list[str]:
     if base is None:
         return []
     lines = [f"The full planner at every step scored {base.return_mean:.1f} at {base.ms_per_step:.0f} ms per step."]
+    prior = next((s for s in settings if s.mode == "prior"), None)
+    if prior is not None and prior.retained is not None:
+        lines.append(f"{_name(prior)[0].upper()}{_name(prior)[1:]} scored {prior.return_mean:.1f} "
+                     f"({100 * prior.retained:.1f}%) at {prior.ms_per_step:.1f} ms per step: what planning adds "
+                     "is measured against this.")
     kept = [s for s in settings if s is not base and s.retained is not None and s.retained >= 0.95]
     fewest = min((s for s in kept if s.mode != "baseline"), key=lambda s: s.planner_calls_per_step, default=None)
     if fewest is not None:
@@ -164,8 +171,8 @@ def _conclusion(settings: list, trial_episodes: int) -> list[str]:
                      f"({100 * fastest.retained:.1f}%) at {fastest.ms_per_step:.0f} ms per step.")
     if trial_episodes < 5:
         lines.append(f"Each setting ran {trial_episodes} episode{'s' if trial_episodes > 1 else ''} (same seeds): "
-                     "differences of a few percent are noise here; BENCHMARKS.md has 10-episode figures, and "
-                     "trial_episodes=10 measures them yourself.")
+                     "differences of a few percent are noise here; BENCHMARKS.md's compute frontier has 30 "
+                     "episodes per setting with intervals, and trial_episodes=30 measures them yourself.")
     return lines
 
 
