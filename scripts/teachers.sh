@@ -8,9 +8,13 @@
 #   scripts/teachers.sh continue  SIGCONT
 #   scripts/teachers.sh ship      when both are finished: gym-qwen teacher for each (models/ and its cards), then
 #                                 gym-qwen curves (docs/learning-curves.png and .json, logged to MLflow)
+#   scripts/teachers.sh stash     before a machine goes away: copy each unfinished run's train_state.pt, config.yaml
+#                                 and eval.csv, and the MLflow store, into carry/ (committed, so the next machine has them)
+#   scripts/teachers.sh restore   on a new machine: put carry/ back where the runs resume from (runs/, mlflow.db);
+#                                 `start` then continues them
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASKS=${TASKS:-"walker-walk cheetah-run"}
+TASKS=${TASKS:-"walker-run cartpole-swingup"}  # the shipped walker-walk and cheetah-run: TASKS="walker-walk cheetah-run"
 KEYS="model_size=1 steps=100000 seed=1 compile=true torch_threads=1 eval_freq=10000 eval_episodes=2 \
 checkpoint_freq=2000 exp_name=teacher"
 
@@ -60,5 +64,22 @@ case "${1:-status}" in
     [ "$fail" = 0 ] || { echo "a teacher failed to ship (see logs/ship-*.log)" >&2; exit 1; }
     .venv/bin/python -c 'from gym_qwen.platform.training.teachers import write_index; print(write_index("models"))'
     .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${runs[*]}")" output=docs/learning-curves.png ;;
-  *) echo "usage: $0 start|status|pause|continue|ship" >&2; exit 2 ;;
+  stash)
+    for t in $TASKS; do
+      run="runs/$t/teacher/seed1"
+      if [ -f "$run/agent.pt" ] || [ ! -f "$run/train_state.pt" ]; then continue; fi
+      mkdir -p "carry/teachers/$t"
+      for f in train_state.pt config.yaml eval.csv; do [ -f "$run/$f" ] && cp "$run/$f" "carry/teachers/$t/"; done
+      echo "$t: stashed $(du -h "$run/train_state.pt" | cut -f1) into carry/teachers/$t"
+    done
+    [ -f mlflow.db ] && cp mlflow.db carry/mlflow.db && echo "mlflow.db: stashed into carry/" ;;
+  restore)
+    for t in $TASKS; do
+      [ -d "carry/teachers/$t" ] || continue
+      run="runs/$t/teacher/seed1"
+      if [ -f "$run/train_state.pt" ]; then echo "$t: $run already holds a train_state.pt: left as it is"; continue; fi
+      mkdir -p "$run" && cp carry/teachers/"$t"/* "$run/" && echo "$t: restored into $run"
+    done
+    if [ -f carry/mlflow.db ] && [ ! -f mlflow.db ]; then cp carry/mlflow.db mlflow.db && echo "mlflow.db: restored"; fi ;;
+  *) echo "usage: $0 start|status|pause|continue|ship|stash|restore" >&2; exit 2 ;;
 esac
