@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The teacher trainings (walker-walk and cheetah-run, model size 1, seed 1, 100k env steps, paper planning
-# settings) run in the background for hours and across sessions. This starts or resumes them with the same keys
+# The teacher trainings (walker-run and cartpole-swingup by default; walker-walk and cheetah-run were the first; model
+# size 1, seed 1, 100k env steps, paper planning settings) run in the background for hours and across sessions. This starts or resumes them with the same keys
 # every time (a resumed run must match the original's), and pauses them while tests or benchmarks need the CPU.
 #   scripts/teachers.sh start     start, or resume from the last checkpoint (every 2000 env steps)
 #   scripts/teachers.sh status    running or not, last evaluations
