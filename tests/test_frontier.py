@@ -135,7 +135,8 @@ def test_resuming_and_extending_a_comparison_runs_no_episode_again(tmp_path, cap
     log = tmp_path / "cmp.episodes.jsonl"
     first = log.read_text().splitlines()
     settings = {json.loads(line)["setting"] for line in first[1:]}
-    assert len(first) == 1 + 2 * len(settings) and len(settings) == 5  # baseline, prior, 16x1, naive, adaptive
+    # baseline, prior, 16x1, naive, adaptive, adaptive falling back to the prior
+    assert len(first) == 1 + 2 * len(settings) and len(settings) == 6
     rc, out, err = _evaluate(tmp_path, common + ["episodes=2"], capsys, monkeypatch)  # without resume=true
     assert rc == 2 and "resume=true" in err and len(err.strip().splitlines()) == 1
     assert log.read_text().splitlines() == first  # nothing overwritten
@@ -163,6 +164,7 @@ def test_resuming_and_extending_a_comparison_runs_no_episode_again(tmp_path, cap
     (["mode=prior", "corrector_type=two_tower"], ["mode=prior runs no corrector"]),
     (["mode=prior", "planner_budget=64x2"], ["mode=prior never plans"]),
     (["mode=naive", "mismatch=one_step"], ["mismatch=one_step", "mode=naive"]),
+    (["mode=naive", "fallback=prior"], ["fallback=prior", "mode=naive"]),
     (["mode=adaptive", "mismatch=two_step"], ["mismatch"]),
     (["resume=true"], ["resume=true", "output="]),
     (["mode=baseline", "num_samples=64", "num_elites=64"], ["num_elites=64 must be < num_samples=64"]),

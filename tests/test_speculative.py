@@ -393,3 +393,19 @@ def test_writer_resumes_from_matching_shards_and_refuses_foreign_ones(agent, tmp
     other = data_schema(16, ACT, 4, {"task": "line", "teacher_sha256": "cd" * 32})
     with pytest.raises(CorrectorDataError, match="teacher_sha256"):
         ShardedParquetWriter(tmp_path / "d.parquet", other).start(resume=True)
+
+
+def test_adaptive_falling_back_to_the_prior_plans_once_per_k_steps_and_counts_the_prior(agent):
+    """fallback=prior: a miss hands the rest of the chunk to the policy prior, so at threshold 0 (every verified
+    step misses) chunks of k = 3 over 11 steps are: plan, miss -> prior, prior; ... worked out by hand."""
+    (rec,), calls, _ = play(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=0.0, fallback="prior"))
+    assert rec["planner_calls"] == calls == 4  # t = 0, 3, 6, 9: like naive, never a replan on a miss
+    assert rec["misses"] == 4  # t = 1, 4, 7, 10: the first verified step of each chunk
+    assert rec["policy_calls"] == 11 - 4 and rec["speculative_steps"] == 0
+    (naive,), _, _ = play(agent, SpeculationSettings("naive", 3))
+    (trusting,), calls, _ = play(agent, SpeculationSettings("adaptive", 3, mismatch_threshold=float("inf"),
+                                                            fallback="prior"))
+    assert trusting["return"] == naive["return"] and trusting["planner_calls"] == calls == 4
+    assert trusting["policy_calls"] == trusting["misses"] == 0
+    with pytest.raises(ValueError, match="unknown fallback"):
+        SpeculationSettings("adaptive", 3, fallback="replan")

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Optional
 
 from gym_qwen.platform.seeds import RESET_SEED_SPAN
 
-from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CORRECTOR_TYPES, MISMATCH_KINDS, MODE_CHOICES,
-                                                 parse_budget)
+from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CORRECTOR_TYPES, FALLBACKS, MISMATCH_KINDS,
+                                                 MODE_CHOICES, parse_budget)
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
@@ -236,6 +236,9 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     mismatch: str = option("open_loop", "adaptive: compare the real latent with the plan's open-loop latent "
                                         "(open_loop) or with the world model's one-step prediction from the previous "
                                         "real latent and the executed action (one_step)", choices=MISMATCH_KINDS)
+    fallback: str = option("plan", "adaptive: on a miss, replan at once (plan) or act with the policy prior for the "
+                                    "rest of the chunk's k steps (prior: no planner call until they are spent)",
+                           choices=FALLBACKS)
     planner_budget: Optional[str] = option(None, "Plan with this budget, <samples>x<iterations> (e.g. 64x2), instead "
                                                  f"of the teacher's planner; {BUDGET_RULE}")
     history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
@@ -282,6 +285,9 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
                  f"mode=prior never plans: planner_budget={self.planner_budget} does nothing there")
         _require(not (mode == "all" and self.planner_budget is not None),
                  "mode=all runs the planner family of planner_budgets=; planner_budget= is for one setting")
+        _require(self.fallback == "plan" or mode == "adaptive",
+                 f"fallback={self.fallback} is what adaptive does on a miss: not used by mode={mode} (mode=all runs "
+                 "the prior fallback as one of its rows)")
         _require(self.mismatch == "open_loop" or mode in ("adaptive", "all"),
                  f"mismatch={self.mismatch} is how adaptive verifies a step: not used by mode={mode}")
         _require(not (self.resume and not self.output), "resume=true continues the episodes of output=: give output=")

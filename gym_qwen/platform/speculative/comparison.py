@@ -56,8 +56,8 @@ def single_spec(cfg, resolved: dict, teacher_horizon: int) -> ExecutionSpec:
         if not Path(path).is_file():
             raise ConfigError(f"corrector file {path} not found: distill one with gym-qwen distill "
                               f"or give corrector_checkpoint=")
-    return ExecutionSpec(SpeculationSettings(mode, k, cfg.mismatch_threshold, cfg.history_len, cfg.mismatch),
-                         corrector, path, measure_teacher=cfg.measure_teacher)
+    return ExecutionSpec(SpeculationSettings(mode, k, cfg.mismatch_threshold, cfg.history_len, cfg.mismatch,
+                                             cfg.fallback), corrector, path, measure_teacher=cfg.measure_teacher)
 
 
 def budget_specs(cfg, teacher_planner: dict) -> tuple[list[tuple], list[str]]:
@@ -77,8 +77,8 @@ def budget_specs(cfg, teacher_planner: dict) -> tuple[list[tuple], list[str]]:
 def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) -> tuple[list[ExecutionSpec], list[str]]:
     """mode=all: baseline, the policy prior alone, the planner family (one row per budget, replanning every
     step), naive at each k > 1, each available corrector at each k > 1 (spec_corrector up to H, spec_extended past
-    it), adaptive at the largest k with each corrector and without, and speculation (corrected k = H, adaptive)
-    on the `spec_budgets` cheapest budgets. Ordered so that the settings with nothing to choose come first (the
+    it), adaptive at the largest k with each corrector and without, speculation (corrected k = H, adaptive) on
+    the `spec_budgets` cheapest budgets, and adaptive falling back to the policy prior on a miss. Ordered so that the settings with nothing to choose come first (the
     competitors, naive, the correctors), and adaptive, whose threshold is chosen on collection episodes, last:
     with an episode log a long run can be resumed with the threshold set before it reaches those rows. `teacher_planner`: the teacher's planner settings (a budget equal to them is the
     baseline). Returns (specs, notes)."""
@@ -96,9 +96,9 @@ def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) ->
             notes.append(f"no {kind} corrector at {path}: its rows are left out")
     family, budget_notes = budget_specs(cfg, teacher_planner or {})
     notes += budget_notes
-    spec = lambda mode, k, kind="none", overrides=(): ExecutionSpec(  # noqa: E731
-        SpeculationSettings(mode, k, thr, hist, kind_mismatch if mode == "adaptive" else "open_loop"), kind,
-        correctors.get(kind), overrides, teach)
+    spec = lambda mode, k, kind="none", overrides=(), fallback="plan": ExecutionSpec(  # noqa: E731
+        SpeculationSettings(mode, k, thr, hist, kind_mismatch if mode == "adaptive" else "open_loop", fallback),
+        kind, correctors.get(kind), overrides, teach)
     kinds = list(correctors)
     corrected = lambda k, kind, over=(): spec("spec_corrector" if k <= H else "spec_extended", k, kind, over)  # noqa
     specs = [spec("baseline", 1), spec("prior", 1)] + [spec("baseline", 1, overrides=o) for o in family]
@@ -111,6 +111,7 @@ def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) ->
     if ks:
         specs += [spec("adaptive", ks[-1], kind) for kind in kinds + ["none"]]
         specs += [spec("adaptive", ks[-1], kinds[0] if kinds else "none", over) for over in cheap]
+        specs.append(spec("adaptive", ks[-1], kinds[0] if kinds else "none", fallback="prior"))
     return specs, notes
 
 
@@ -162,7 +163,8 @@ def comparison_record(task: str, results: list[tuple[ExecutionSpec, object]], ba
         s = res.summary()
         out.append({"setting": spec.label, "mode": spec.settings.mode, "k": spec.settings.exec_horizon,
                     "corrector": spec.corrector_type, "threshold": spec.settings.mismatch_threshold,
-                    "mismatch": spec.settings.mismatch, "planner_overrides": dict(spec.planner_overrides),
+                    "mismatch": spec.settings.mismatch, "fallback": spec.settings.fallback,
+                    "planner_overrides": dict(spec.planner_overrides),
                     "planner_budget": budget_name(spec.planner_overrides), "returns": res.returns,
                     "episode_planner_calls": res.episode_planner_calls,
                     "return_mean": res.mean, "return_std": res.std, "return_stderr": res.stderr,
@@ -192,6 +194,8 @@ def _plot_label(s: dict) -> str:
     if s["mode"] not in ("baseline", "prior"):
         name += f" k={s['k']}"
     name += PLOT_CORRECTORS.get(s["corrector"], f" {s['corrector']}")
+    if s.get("fallback", "plan") != "plan":
+        name += f" -> {s['fallback']}"
     if s["planner_overrides"]:
         over = dict(s["planner_overrides"])
         budget = s.get("planner_budget") or f"{over.get('num_samples', '?')}x{over.get('iterations', '?')}"

@@ -42,6 +42,8 @@ def setting_key(spec, agent_overrides: dict, corrector_sha256: str | None) -> st
            "agent": sorted([k, v] for k, v in agent.items())}
     if s.mode == "adaptive":
         key.update(threshold=s.mismatch_threshold, mismatch=s.mismatch)
+        if s.fallback != "plan":  # absent for the default, so logs written before the key existed still match
+            key["fallback"] = s.fallback
     if spec.corrector_type != "none":
         key["history_len"] = s.history_len
     if spec.measure_teacher:

@@ -11,7 +11,9 @@ spec_corrector / spec_extended encode the real observation at each speculative s
 (z_real, z^_j, a_j, mismatch history) to the action; adaptive accepts a speculative step while
 ||z_real - z^_j|| <= threshold and replans at once on a miss (one planner call, counted), never running more
 than k steps of one chunk. With mismatch=one_step it compares z_real instead with the world model's one-step
-prediction from the previous real latent and the action executed there (one dynamics call per verified step). Warm starts shift the previous MPPI mean by the steps actually executed.
+prediction from the previous real latent and the action executed there (one dynamics call per verified step).
+With fallback=prior a miss does not replan: the rest of the chunk's k steps act with the policy prior's mean action
+at the real latent (one policy call each), and the next plan comes when the k steps are spent. Warm starts shift the previous MPPI mean by the steps actually executed.
 
 Counts are taken where the work happens (planner rows, encoder rows, corrector rows, extension rows) per
 environment row; the planner keeps its own tally too. An optional shadow planner (the teacher: the full
@@ -68,6 +70,7 @@ class SpeculativeExecutor:
         self.pos = torch.full((batch,), self.k, dtype=torch.long, device=dev)  # k = "no chunk: plan next"
         self.last_z = torch.zeros(batch, self.L, device=dev)  # the previous step's real latent and executed action
         self.last_action = torch.zeros(batch, self.A, device=dev)  # (mismatch=one_step)
+        self.fallen = torch.zeros(batch, dtype=torch.bool, device=dev)  # fallback=prior: the chunk missed
         self.uses_history = corrector is not None or on_step is not None
         self.history = HistoryWindow(batch, settings.history_len, feature_dim(self.L, self.A), dev)
         self.teacher = teacher or on_step is not None
@@ -83,6 +86,7 @@ class SpeculativeExecutor:
         for b in rows:
             self.pos[b] = self.k
             self.prev_mean[b] = float("nan")
+            self.fallen[b] = False
             self.stats[b] = StepStats()
         self.history.reset(torch.as_tensor(list(rows), dtype=torch.long, device=self.device))
 
@@ -122,11 +126,18 @@ class SpeculativeExecutor:
         spec = ~need_plan
         pos = self.pos[row_t].clamp(max=self.chunk_actions.shape[1] - 1)
         z_pred = self.chunk_latents[row_t, pos]
+        on_prior = torch.zeros(R, dtype=torch.bool, device=self.device)
         if self.s.mode == "adaptive":
-            miss = spec & (self._mismatch(rows, row_t, spec, z, z_pred) > self.s.mismatch_threshold)
+            fallen = self.fallen[row_t] & spec
+            miss = spec & ~fallen & (self._mismatch(rows, row_t, spec, z, z_pred) > self.s.mismatch_threshold)
             self._count([rows[i] for i in miss.nonzero().squeeze(1).tolist()], "misses")
-            need_plan |= miss
-            spec &= ~miss
+            if self.s.fallback == "plan":
+                need_plan |= miss
+                spec &= ~miss
+            else:
+                self.fallen[row_t[miss]] = True
+                on_prior = fallen | miss
+                spec &= ~on_prior
         plan_idx = need_plan.nonzero().squeeze(1)
         if len(plan_idx):
             self._plan([rows[i] for i in plan_idx.tolist()], z[plan_idx])
@@ -137,6 +148,13 @@ class SpeculativeExecutor:
         if self.uses_history:
             hist_rows = row_t[encode]
             self.history.push(hist_rows, mismatch_feature(z[encode], z_pred[encode], actions[encode]))
+        prior_idx = on_prior.nonzero().squeeze(1)
+        if len(prior_idx):
+            prior_rows = [rows[i] for i in prior_idx.tolist()]
+            t0 = time.perf_counter()
+            actions[prior_idx] = self.model.pi(z[prior_idx])[1]["mean"]
+            self._time(prior_rows, "policy", time.perf_counter() - t0)
+            self._count(prior_rows, "policy_calls")
         if len(spec_idx):
             spec_rows = [rows[i] for i in spec_idx.tolist()]
             self._count(spec_rows, "speculative_steps")
@@ -195,6 +213,7 @@ class SpeculativeExecutor:
         plan = self.planner.plan(z, self.prev_mean[row_t], shift=self.pos[row_t])
         self._time(rows, "plan", time.perf_counter() - t0)
         self._count(rows, "planner_calls")
+        self.fallen[row_t] = False
         H = self.H
         self.prev_mean[row_t] = plan.mean
         self.chunk_actions[row_t, :H] = plan.actions

@@ -8,6 +8,9 @@ MODES = ("baseline", "prior", "naive", "spec_corrector", "spec_extended", "adapt
 # How adaptive measures the mismatch of a speculative step: against the plan's open-loop latent z^_j, or against the
 # world model's one-step prediction from the previous real latent and the action actually executed there.
 MISMATCH_KINDS = ("open_loop", "one_step")
+# What adaptive does on a miss: replan at once (one planner call), or act with the policy prior for the rest of the
+# chunk's k steps (no planner call until the chunk's k steps are spent)
+FALLBACKS = ("plan", "prior")
 
 # Agent keys that change only the planner: a setting that sets them plans with another planner (a budget)
 PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
@@ -36,6 +39,7 @@ class SpeculationSettings:
     mismatch_threshold: float = 0.5
     history_len: int = 4
     mismatch: str = "open_loop"
+    fallback: str = "plan"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -46,6 +50,8 @@ class SpeculationSettings:
             raise ValueError(f"mode={self.mode} decides every step afresh: spec_exec_horizon must be 1")
         if self.mismatch not in MISMATCH_KINDS:
             raise ValueError(f"unknown mismatch {self.mismatch!r}; valid: {', '.join(MISMATCH_KINDS)}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACKS)}")
 
     @property
     def encodes_every_step(self) -> bool:
@@ -122,6 +128,8 @@ class ExecutionSpec:
             name += f" thr={s.mismatch_threshold:g}"
             if s.mismatch != "open_loop":
                 name += f" {s.mismatch}"
+            if s.fallback != "plan":
+                name += f" fallback={s.fallback}"
         if self.corrector_type != "none":
             name += f" +{self.corrector_type}"
         if self.planner_overrides:
