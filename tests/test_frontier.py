@@ -215,3 +215,25 @@ def test_the_adaptive_threshold_is_chosen_once_on_collection_episodes_and_record
         rc, out, err = _evaluate(tmp_path, kept + bad, capsys, monkeypatch)
         assert rc == 2 and len(err.strip().splitlines()) == 1, (bad, err)
         assert all(w in err for w in words), (words, err)
+
+
+def test_collecting_for_a_cheap_planner_plans_and_teaches_with_that_budget(tmp_path, capsys, monkeypatch, untrained):
+    """collect planner_budget=16x1: every planner call (the chunks' plans and the teacher's) uses the budget, and
+    the file says so; a corrector distilled from it is a corrector of that cheap planner."""
+    from gym_qwen.jobs.cli import main as cli
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+    from gym_qwen.platform.tdmpc2.planner import MPPIPlanner
+
+    used = []
+    plan = MPPIPlanner.plan
+    monkeypatch.setattr(MPPIPlanner, "plan", lambda self, *a, **k: (used.append(
+        (self.s.num_samples, self.s.iterations, self.s.num_elites, self.s.num_pi_trajs)), plan(self, *a, **k))[1])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cheap.parquet"
+    assert cli(["collect", f"checkpoint={untrained}", "episodes=1", "spec_exec_horizon=3", "progress=false",
+                "torch_threads=1", "planner_budget=16x1", f"output={out}"]) == 0
+    assert used and set(used) == {(16, 1, 4, 2)}
+    assert read_corrector_data(out)[1]["planner_budget"] == "16x1"
+    capsys.readouterr()
+    assert cli(["collect", f"checkpoint={untrained}", "episodes=1", "planner_budget=16", f"output={tmp_path / 'x.parquet'}"]) == 2
+    assert "planner budget '16'" in capsys.readouterr().err

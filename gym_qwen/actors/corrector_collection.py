@@ -17,6 +17,7 @@ from gym_qwen.platform.seeds import RESET_SEED_BASE
 from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema, seed_kind
 from gym_qwen.platform.speculative.comparison import corrector_path
 from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
+from gym_qwen.platform.speculative.modes import budget_overrides, parse_budget
 from gym_qwen.platform.speculative.correctors import load_corrector
 from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
 
@@ -78,11 +79,13 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     overrides = {} if cfg.spec_plan_horizon is None else {"horizon": cfg.spec_plan_horizon}
+    if cfg.planner_budget is not None:  # the chunks' planner and the teacher: the cheap planner the data is for
+        overrides.update(budget_overrides(*parse_budget(cfg.planner_budget)))
     plan_horizon = cfg.spec_plan_horizon or int(ckpt["config"].get("horizon", 3))
     metadata = {"task": ckpt["task"], "teacher_checkpoint": cfg.checkpoint, "teacher_sha256": sha256_of(cfg.checkpoint),
                 "plan_horizon": plan_horizon, "exec_horizon": cfg.spec_exec_horizon, "seed": cfg.seed,
                 "episodes": cfg.episodes, "min_distance": cfg.min_distance, "max_samples": cfg.max_samples,
-                "code_version": code_version(), "executed": "plan"}
+                "code_version": code_version(), "executed": "plan", "planner_budget": cfg.planner_budget}
     corrector_file = _dagger_corrector(cfg, metadata)
     metadata["seed_kind"] = seed_kind(corrector_file is not None)  # which seed range its episodes reset from
     metadata["reset_seed_base"] = RESET_SEED_BASE[metadata["seed_kind"]]

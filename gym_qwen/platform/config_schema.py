@@ -494,6 +494,9 @@ class CollectConfig(RayOptions):
     spec_exec_horizon: int = option(6, "Steps executed per chunk (k); rows at j = 1..k-1, past the plan horizon "
                                        "by plan extension", min=2)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon (none = the teacher's)", min=1)
+    planner_budget: Optional[str] = option(None, "Plan the chunks, and be the teacher, with this budget "
+                                                 "<samples>x<iterations> instead of the teacher's planner: data for a "
+                                                 f"corrector of that cheap planner ({BUDGET_RULE})")
     history_len: int = option(4, "Mismatch features kept per row (the temporal corrector's window)", min=1)
     min_distance: float = option(0.0, "Drop rows whose latent mismatch is below this", min=0.0)
     max_samples: int = option(-1, "Keep at most this many rows, in episode order (-1 = all)", min=-1)
@@ -516,6 +519,11 @@ class CollectConfig(RayOptions):
                                         "models/walker-walk-size1-seed1.pt")
         _require(bool(self.output), "output= is required: the Parquet file to write")
         _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        if self.planner_budget is not None:
+            try:
+                parse_budget(self.planner_budget)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
         _require(self.seed + self.episodes <= RESET_SEED_SPAN,
                  f"seed={self.seed} + episodes={self.episodes} must be <= {RESET_SEED_SPAN}: collection episodes "
