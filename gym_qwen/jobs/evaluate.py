@@ -96,7 +96,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if problem:
             raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
-    choice = None
+    choice = one_step_choice = None
     if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played
         from gym_qwen.platform.speculative.calibration import threshold_from_data
 
@@ -104,13 +104,20 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
             raise ConfigError("give mismatch_threshold= or threshold_data=, not both")
         k = max(cfg.spec_exec_horizons) if cfg.mode == "all" else (cfg.spec_exec_horizon or 3)
         try:
-            choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget)
+            choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget, cfg.mismatch)
+            if cfg.mode == "all" and cfg.mismatch == "open_loop":  # and one more row: the one-step verifier
+                try:
+                    one_step_choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget, "one_step")
+                except ValueError as e:
+                    print(f"no adaptive one_step row: {e}")
         except ValueError as e:
             raise ConfigError(f"threshold_data={cfg.threshold_data}: {e}") from None
         cfg = dataclasses.replace(cfg, mismatch_threshold=choice["threshold"])
-        print(f"adaptive threshold {choice['threshold']:g}, chosen on {choice['episodes']} {choice['seed_kind']} "
-              f"episodes of {cfg.threshold_data}: estimated {choice['estimated_planner_calls_per_step']:.3f} planner "
-              f"calls per step at k={k} (budget {cfg.threshold_budget:g})")
+        for c in filter(None, (choice, one_step_choice)):
+            print(f"adaptive threshold ({c['mismatch']}) {c['threshold']:g}, chosen on {c['episodes']} "
+                  f"{c['seed_kind']} episodes of {cfg.threshold_data}: estimated "
+                  f"{c['estimated_planner_calls_per_step']:.3f} planner calls per step at k={k} "
+                  f"(budget {cfg.threshold_budget:g})")
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     task = ckpt["task"]
@@ -120,7 +127,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if note:
             print(note)
         teacher_planner = {**ckpt["config"], **overrides}
-        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides), teacher_planner)
+        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides), teacher_planner,
+                                 one_step_choice and one_step_choice["threshold"])
         for line in notes:
             print(line)
     else:  # the setting a sweep trial with the same keys runs
@@ -154,6 +162,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
                    episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
                    episode_log=None if log is None else str(log.path), threshold_choice=choice)
+        if one_step_choice:
+            rec["threshold_choice_one_step"] = one_step_choice
         return rec, base
 
     for spec in specs:

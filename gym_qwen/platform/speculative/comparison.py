@@ -74,11 +74,13 @@ def budget_specs(cfg, teacher_planner: dict) -> tuple[list[tuple], list[str]]:
     return family, notes
 
 
-def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) -> tuple[list[ExecutionSpec], list[str]]:
+def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None,
+              one_step_threshold: float | None = None) -> tuple[list[ExecutionSpec], list[str]]:
     """mode=all: baseline, the policy prior alone, the planner family (one row per budget, replanning every
     step), naive at each k > 1, each available corrector at each k > 1 (spec_corrector up to H, spec_extended past
     it), adaptive at the largest k with each corrector and without, speculation (corrected k = H, adaptive) on
-    the `spec_budgets` cheapest budgets, and adaptive falling back to the policy prior on a miss. Ordered so that the settings with nothing to choose come first (the
+    the `spec_budgets` cheapest budgets, adaptive falling back to the policy prior on a miss, and (given
+    `one_step_threshold`, chosen for that kind of mismatch) adaptive verified by the one-step mismatch. Ordered so that the settings with nothing to choose come first (the
     competitors, naive, the correctors), and adaptive, whose threshold is chosen on collection episodes, last:
     with an episode log a long run can be resumed with the threshold set before it reaches those rows. `teacher_planner`: the teacher's planner settings (a budget equal to them is the
     baseline). Returns (specs, notes)."""
@@ -112,6 +114,10 @@ def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) ->
         specs += [spec("adaptive", ks[-1], kind) for kind in kinds + ["none"]]
         specs += [spec("adaptive", ks[-1], kinds[0] if kinds else "none", over) for over in cheap]
         specs.append(spec("adaptive", ks[-1], kinds[0] if kinds else "none", fallback="prior"))
+        if one_step_threshold is not None:
+            kind = kinds[0] if kinds else "none"
+            specs.append(ExecutionSpec(SpeculationSettings("adaptive", ks[-1], one_step_threshold, hist, "one_step"),
+                                       kind, correctors.get(kind), (), teach))
     return specs, notes
 
 

@@ -171,7 +171,7 @@ class SpeculativeExecutor:
                 self._shadow(spec_rows, spec_idx, z, z_pred, a_plan, actions, ts)
                 start += time.perf_counter() - t0  # the shadow is not the agent's work: out of the step's time
         actions = actions.clamp(-1, 1)
-        if self.s.mismatch == "one_step":
+        if self.s.mismatch == "one_step" or self.on_step is not None:  # collection records both mismatches
             self.last_z[row_t] = z
             self.last_action[row_t] = actions
         self.pos[row_t] += 1
@@ -246,11 +246,12 @@ class SpeculativeExecutor:
         if self.on_step is not None:
             window, mask = self.history.window(row_t)
             dist = latent_distance(z[idx], z_pred[idx])
+            one_step = latent_distance(z[idx], self.model.next(self.last_z[row_t], self.last_action[row_t]))
             for i, b in enumerate(rows):
                 j = int(self.pos[b])
                 self.on_step({
                     "row": b, "t": ts[int(idx[i])], "step_in_chunk": j, "extended": j >= self.H,
-                    "distance": float(dist[i]), "z_real": z[idx[i]].cpu().numpy(),
+                    "distance": float(dist[i]), "distance_one_step": float(one_step[i]), "z_real": z[idx[i]].cpu().numpy(),
                     "z_pred": z_pred[idx[i]].cpu().numpy(), "a_plan": a_plan[i].cpu().numpy(),
                     "a_teacher": teacher[i].cpu().numpy(), "a_teacher_mean": plan.mean[i, 0].cpu().numpy(),
                     "history": window[i].cpu().numpy(), "history_valid": int(mask[i].sum())})
