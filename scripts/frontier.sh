@@ -7,6 +7,8 @@
 #   scripts/frontier.sh start      start or resume every task in TASKS
 #   scripts/frontier.sh status     running or not, settings and episodes logged
 #   scripts/frontier.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
+#   scripts/frontier.sh timing     ms per step of every setting: TIMING_EPISODES (1) episodes each, both tasks at
+#                                  once on an otherwise idle machine (pause everything else first)
 # The adaptive rows' mismatch threshold is chosen by evaluate's threshold_data= rule (budget 0.33 planner calls per
 # step) on data/<task>-calibration.parquet, collection episodes never evaluated:
 #   gym-qwen collect checkpoint=models/<task>-size1-seed1.pt episodes=16 seed=1 spec_exec_horizon=6 \
@@ -19,15 +21,18 @@ TASKS=${TASKS:-"walker-walk cheetah-run"}
 EPISODES=${EPISODES:-30}
 
 pids() { pgrep -f "gym-qwen evaluate checkpoint=models/$1-size1-seed1.pt mode=all" || true; }
+thresholds() {  # the adaptive rows' thresholds: chosen on the calibration episodes when they are there
+  local calib="data/$1-calibration.parquet"
+  if [ -f "$calib" ]; then echo "threshold_data=$calib threshold_budget=0.33"
+  else echo "mismatch_threshold=0.2"; echo "$1: no $calib yet: restart with it before the adaptive rows" >&2; fi
+}
 
 case "${1:-status}" in
   start)
     mkdir -p logs docs/frontier
     for t in $TASKS; do
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
-      calib="data/$t-calibration.parquet"
-      if [ -f "$calib" ]; then threshold="threshold_data=$calib threshold_budget=0.33"
-      else threshold="mismatch_threshold=0.2"; echo "$t: no $calib yet: restart with it before the adaptive rows"; fi
+      threshold=$(thresholds "$t")
       resume=false; [ -f "docs/frontier/$t.episodes.jsonl" ] && resume=true
       # shellcheck disable=SC2086
       setsid nohup nice -n 10 .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" mode=all episodes="$EPISODES" \
@@ -36,6 +41,16 @@ case "${1:-status}" in
         resume=$resume >> "logs/frontier-$t.log" 2>&1 < /dev/null &
       echo "$t: started (log: logs/frontier-$t.log)"
     done ;;
+  timing)  # ms per step: every setting on the first TIMING_EPISODES episodes, both tasks at once, nothing else running
+    mkdir -p logs docs/frontier
+    for t in $TASKS; do
+      # shellcheck disable=SC2086
+      .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" episodes="${TIMING_EPISODES:-1}" mode=all \
+        seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 $(thresholds "$t") \
+        torch_threads=1 compile=true progress=false output="docs/frontier/$t-timing.json" resume=true \
+        > "logs/frontier-timing-$t.log" 2>&1 &
+    done
+    wait; tail -n 30 logs/frontier-timing-*.log ;;
   status)
     for t in $TASKS; do
       p=$(pids "$t" | tr '\n' ' ')
@@ -50,5 +65,5 @@ for label, n in c.items(): print(f'  {n:3d} episodes  {label}')"
   pause|continue)
     sig=$([ "$1" = pause ] && echo STOP || echo CONT)
     for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
-  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|timing|pause|continue" >&2; exit 2 ;;
 esac
