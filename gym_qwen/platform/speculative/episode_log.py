@@ -44,6 +44,11 @@ def setting_key(spec, agent_overrides: dict, corrector_sha256: str | None) -> st
         key.update(threshold=s.mismatch_threshold, mismatch=s.mismatch)
         if s.fallback != "plan":  # absent for the default, so logs written before the key existed still match
             key["fallback"] = s.fallback
+    if s.mode == "async" and s.mismatch_threshold != float("inf"):
+        key["threshold"] = s.mismatch_threshold
+    if spec.clock is not None:  # absent without a clock, so logs written before the key existed still match
+        clock = spec.clock  # d fixes the episodes (the same d on any machine, the same actions); L is recorded
+        key["clock"] = {"control_period_ms": clock.control_period_ms, "delay": clock.delay, "realtime": clock.realtime}
     if spec.corrector_type != "none":
         key["history_len"] = s.history_len
     if spec.measure_teacher:

@@ -75,7 +75,7 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
     resolved, note = resolve_mode(cfg)
     overrides = agent_overrides(cfg, given, resolved)
     teacher_horizon = planning_horizon(ckpt, overrides)
-    spec = single_spec(cfg, resolved, teacher_horizon)
+    spec = single_spec(cfg, resolved, teacher_horizon, given)
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     return TrialSetting(checkpoint, overrides, spec, planner, note)
 
