@@ -406,6 +406,7 @@ def test_the_realtime_sweep_preset_is_valid_and_its_trials_log_the_clock():
     assert {s.spec.corrector_type for _, s in by_family["async"]} == {"none", "two_tower"}
     assert all(s.spec.clock is None for _, s in by_family["baseline"])  # the unconstrained reference
     point, setting = next((p, s) for p, s in by_family["async"] if s.spec.clock.delay == 3)
+    assert setting.label.endswith("[P=100ms d=3]")  # trials of different periods are told apart
     params = trial_params(point, setting, "sha")
     assert params["delay"] == params["spec_exec_horizon"] == 3 and params["latency_source"] == "given"
     assert params["control_period_ms"] == setting.spec.clock.control_period_ms

@@ -27,7 +27,8 @@ class TrialSetting:
         from ..speculative.modes import ExecutionSpec
 
         s = self.spec
-        return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items())).label
+        return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items()),
+                             clock=s.clock).label
 
 
 def absolute(path: str | None, workdir: str | Path) -> str | None:
