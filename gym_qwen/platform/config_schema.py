@@ -225,11 +225,12 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
                                               min=1)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon H (none = the teacher's)", min=1)
     spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
-    corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended and adaptive",
+    corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended, adaptive and async",
                                  choices=CORRECTOR_TYPES)
     corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
                                                        "<corrector_type>.pt in the teacher's folder)")
-    mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
+    mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this (async, "
+                                            "when given: a miss cancels the plan in flight)", min=0.0)
     threshold_data: Optional[str] = option(None, "adaptive: choose mismatch_threshold on these collection "
                                                  "episodes (a gym-qwen collect file, never evaluation episodes) as "
                                                  "the smallest whose estimated planner calls per step at the "
