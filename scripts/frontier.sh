@@ -11,9 +11,12 @@
 #   scripts/frontier.sh timing     ms per step of every setting: TIMING_EPISODES (1) episodes each, both tasks at
 #                                  once on an otherwise idle machine (pause everything else first)
 # The adaptive rows' mismatch threshold is chosen by evaluate's threshold_data= rule (budget 0.33 planner calls per
-# step) on data/<task>-calibration.parquet, collection episodes never evaluated:
+# step) on collection episodes never evaluated, made by
 #   gym-qwen collect checkpoint=models/<task>-size1-seed1.pt episodes=16 seed=1 spec_exec_horizon=6 \
 #     output=data/<task>-calibration.parquet torch_threads=1
+# and shipped slimmed to the columns the rule reads (calibration.CALIBRATION_COLUMNS, 80 kB) as
+# docs/frontier/<task>-calibration.parquet, so every machine chooses the same thresholds (likewise
+# docs/frontier/<task>-64x2-calibration.parquet from data/<task>-64x2-corrector.parquet for the extras).
 # Without that file the run starts anyway (the adaptive rows come last) and must be restarted with it before it
 # reaches them. Background runs are niced so that foreground work keeps the CPU.
 set -euo pipefail
@@ -29,7 +32,7 @@ pids() { pgrep -f "gym-qwen evaluate checkpoint=models/$1-size1-seed1.pt mode=al
 extras() {
   local c="corrector_type=two_tower corrector_checkpoint=models/correctors/$1-size1-seed1-64x2-two_tower.pt"
   echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
-  echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=data/$1-64x2-corrector.parquet threshold_budget=0.33"
+  echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
 }
 # $1 task, $2 episodes, $3 tag suffix ("" or "-timing"): play the extra settings one after the other
 run_extras() {
@@ -40,7 +43,7 @@ run_extras() {
   done
 }
 thresholds() {  # the adaptive rows' thresholds: chosen on the calibration episodes when they are there
-  local calib="data/$1-calibration.parquet"
+  local calib="docs/frontier/$1-calibration.parquet"
   if [ -f "$calib" ]; then echo "threshold_data=$calib threshold_budget=0.33"
   else echo "mismatch_threshold=0.2"; echo "$1: no $calib yet: restart with it before the adaptive rows" >&2; fi
 }

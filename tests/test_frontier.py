@@ -248,7 +248,7 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
     import torch
 
     from gym_qwen.jobs.cli import main as cli
-    from gym_qwen.platform.speculative.calibration import threshold_from_data
+    from gym_qwen.platform.speculative.calibration import CALIBRATION_COLUMNS, threshold_from_data
     from gym_qwen.platform.speculative.corrector_data import read_corrector_data
     from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
@@ -285,3 +285,9 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
     with pytest.raises(ValueError, match="no one_step mismatches"):
         threshold_from_data(str(old), 3, 0.6, "one_step")
     assert threshold_from_data(str(old), 3, 0.6)["threshold"] == record["threshold_choice"]["threshold"]
+    slim = tmp_path / "slim.parquet"  # slimmed to the columns the rule reads: the same thresholds
+    pq.write_table(table.select(list(CALIBRATION_COLUMNS)).replace_schema_metadata(table.schema.metadata), slim)
+    assert slim.stat().st_size < data.stat().st_size / 5
+    for kind in ("open_loop", "one_step"):
+        assert threshold_from_data(str(slim), 3, 0.6, kind)["threshold"] == threshold_from_data(str(data), 3, 0.6,
+                                                                                                kind)["threshold"]

@@ -11,6 +11,9 @@ import numpy as np
 
 
 MISMATCH_COLUMNS = {"open_loop": "distance", "one_step": "distance_one_step"}
+# what choosing a threshold reads of a collection file (with its metadata): scripts/frontier.sh ships files slimmed
+# to these, small enough for git, so a later machine chooses the same thresholds
+CALIBRATION_COLUMNS = ("episode", "t", "step_in_chunk", *MISMATCH_COLUMNS.values())
 
 
 def chunk_mismatches(columns: dict, k: int, mismatch: str = "open_loop") -> list[np.ndarray]:
@@ -59,10 +62,15 @@ def threshold_from_data(path: str, k: int, budget: float, mismatch: str = "open_
     """Choose the adaptive threshold of `mismatch`'s kind on a collection file by RULE; everything needed to say
     how it was chosen. ValueError (one line) if the file holds evaluation episodes, lacks that kind's mismatches or
     no threshold meets the budget."""
-    from ..files import sha256_of
-    from .corrector_data import read_corrector_data
+    import pyarrow.parquet as pq  # pyarrow only where Parquet is read (import cost)
 
-    columns, info = read_corrector_data(path)
+    from ..files import sha256_of
+    from .corrector_data import read_metadata
+
+    info = read_metadata(path)  # only the columns the rule needs: a file slimmed to them chooses the same
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in CALIBRATION_COLUMNS if c in present])
+    columns = {name: table[name].to_numpy() for name in table.column_names}
     kind = info.get("seed_kind", "collection")
     if kind not in ("collection", "dagger"):
         raise ValueError(f"{path} holds {kind} episodes: thresholds are chosen on collection episodes")
