@@ -381,7 +381,8 @@ def test_make_dataset_and_dataset_info_commands(tmp_path, capsys, monkeypatch):
     import json
 
     info = json.loads(out)
-    assert info["transitions"] == 300 and info["metadata"]["command"].startswith("gym-qwen make-dataset env=hopper")
+    assert info["transitions"] == 300
+    assert info["metadata"]["command"] == "gym-qwen make-dataset env=hopper dataset=random seed=0 transitions=300"
     assert f"content sha256 {info['content_sha256']}" in _cli(["dataset-info", "path=data/hopper-random-v5.hdf5"],
                                                                 capsys)[1]
     # made again, the file records another `seconds`; its content hash stays
