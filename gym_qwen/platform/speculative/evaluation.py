@@ -1,7 +1,6 @@
 """Evaluation of a TD-MPC2 agent: returns, planner calls per step, decision latency, optional video."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
