@@ -490,8 +490,9 @@ class DistillConfig:
                                  min=0.0, max=1.0)
     test_fraction: float = option(0.15, "Fraction of the episodes held out as the test split: never used to choose "
                                         "anything, its error is the one reported (0 < f < 1)", min=0.0, max=1.0)
-    label: str = option("sample", "Target action: sample (the elite MPPI picked, Gumbel-sampled: what the planner "
-                                  "would execute) or mean (the final MPPI mean, a_teacher_mean)",
+    label: str = option("mean", "Target action: mean (the final MPPI mean, a_teacher_mean; the default: lower test "
+                                "error than sample against both targets on both tasks, BENCHMARKS.md) or sample (the "
+                                "elite MPPI picked, Gumbel-sampled: what the planner would execute)",
                         choices=("sample", "mean"))
     seed: int = option(0, "Random seed (split, initialisation, batches)", min=0)
     hidden: int = option(256, "Hidden width of the two-tower corrector", min=1)
