@@ -40,10 +40,10 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def _experiment_dir(sweep) -> Path:
-    from gym_qwen.platform.files import directory_problem
+    from gym_qwen.platform.files import output_folder_problem
 
     storage = Path(sweep.settings.storage).absolute()
-    problem = directory_problem(storage)
+    problem = output_folder_problem(storage)
     if problem:
         raise ConfigError(f"storage={sweep.settings.storage}: cannot keep the sweep there ({problem})")
     return storage / sweep.experiment

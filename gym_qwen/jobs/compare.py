@@ -19,14 +19,14 @@ def _compare(cfg: CompareConfig) -> None:
 
 def compare_runs(cfg: CompareConfig) -> list:
     """Print the tables, write the plot and CSV (and log them); returns the compared settings."""
-    from gym_qwen.platform.files import directory_problem
+    from gym_qwen.platform.files import output_folder_problem
     from gym_qwen.platform.sweeps.compare import (
         CompareError, by_task, check_store, load_runs, plot, pool, table_header, table_rows, write_csv)
     from gym_qwen.platform.tracking import default_tracking_uri
 
     name = (cfg.experiment or cfg.sweep)[0]
     output = Path(cfg.output or f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
-    problem = directory_problem(output.parent if str(output.parent) else Path("."))
+    problem = output_folder_problem(output.parent if str(output.parent) else Path("."))
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")
     uri = default_tracking_uri()

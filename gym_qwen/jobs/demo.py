@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import USER_ERRORS, run_job, table
 from gym_qwen.platform.config import ConfigError, DemoConfig, TrainConfig
+from gym_qwen.platform.files import require_output_folder
 
 
 def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
@@ -225,6 +226,7 @@ def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple
 def _demo(cfg: DemoConfig) -> int:
     started = time.perf_counter()
     root = Path(cfg.output_dir) / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    require_output_folder(root, f"output_dir={cfg.output_dir}", ConfigError)
     teacher = _teacher_file(cfg)
     checked = _check_sweep(cfg, teacher, root) if teacher else None
     print("Gym Qwen demo: how much replanning does a TD-MPC2 agent need? "

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
-from gym_qwen.platform.config import EvaluateConfig
+from gym_qwen.platform.config import ConfigError, EvaluateConfig
+from gym_qwen.platform.files import require_output_folder
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 
 
@@ -77,6 +78,20 @@ def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_p
     return result, len(todo)
 
 
+def check_output_paths(cfg: EvaluateConfig) -> None:
+    """Every folder evaluate would write into can be written (ConfigError otherwise), before any work: output=
+    and its episode log, plot= (mode=all: docs/ by default), video_path= (video=true: the checkpoint's folder by
+    default)."""
+    targets = {f"{key}={getattr(cfg, key)}": getattr(cfg, key) for key in ("output", "plot", "video_path")}
+    if cfg.mode == "all" and cfg.plot is None:
+        targets["the plot (plot= not given)"] = "docs/speculation.png"
+    if cfg.video and cfg.video_path is None:
+        targets["the video (video_path= not given)"] = str(Path(cfg.checkpoint).with_suffix(".gif"))
+    for what, target in targets.items():
+        if target:
+            require_output_folder(Path(target).parent, what, ConfigError)
+
+
 def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     import torch
 
@@ -87,14 +102,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.speculative.modes import BUDGET_RULE
     from gym_qwen.platform.sweeps.setting import agent_overrides, planning_horizon, resolve_setting
 
-    from gym_qwen.platform.files import directory_problem
-    from gym_qwen.platform.config import ConfigError
-
-    for key in ("output", "plot", "video_path"):
-        target = getattr(cfg, key)
-        problem = target and directory_problem(Path(target).parent)
-        if problem:
-            raise ConfigError(f"{key}={target}: cannot write there ({problem})")
+    check_output_paths(cfg)
     torch.set_num_threads(cfg.torch_threads)
     choice = None
     if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from gym_qwen.platform.config_schema import ConfigError
-from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem, publish_together
+from gym_qwen.platform.files import (atomic_write_bytes, code_version, output_folder_problem,
+                                     publish_together)
 from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
 
 from .d4rl import ENV_IDS, REF_MAX_SCORE, DatasetError, normalized_score
@@ -279,7 +280,7 @@ def train_behaviour(cfg, show_progress: bool = True) -> dict:
     if policy_path.exists() and not cfg.force:
         raise ConfigError(f"{policy_path} exists; pass force=true to replace it")
     for folder in (out, Path(cfg.models_dir)):
-        problem = directory_problem(folder)
+        problem = output_folder_problem(folder)
         if problem:
             raise ConfigError(f"cannot write into {folder}: {problem}")
     state = _check_resume(cfg, out)

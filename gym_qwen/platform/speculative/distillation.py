@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gym_qwen.platform.files import atomic_write_bytes, code_version
+from gym_qwen.platform.files import atomic_write_bytes, code_version, require_output_folder
 from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import command_line, config_to_dict
 from gym_qwen.platform.devices import resolve_device
@@ -236,6 +236,7 @@ def distill(cfg, show_progress: bool = True) -> dict:
     existing = [str(p) for pair in paths.values() for p in pair if p.exists()]
     if existing and not cfg.force:
         raise CorrectorError(f"{existing[0]} exists: choose another save_path or add force=true to replace it")
+    require_output_folder(next(iter(paths.values()))[0].parent, f"save_path={cfg.save_path}", CorrectorError)
     device = resolve_device(cfg.device)
     data, info, ckpt, sha = _load_inputs(cfg)
     dims = {"latent_dim": int(info["latent_dim"]), "action_dim": int(info["action_dim"]),

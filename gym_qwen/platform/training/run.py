@@ -15,7 +15,7 @@ import torch
 from ..config import (ConfigError, TrainConfig, config_from_dict, config_to_dict, format_value, load_config,
                       save_config)
 from ..envs import task_spec
-from ..files import atomic_write_bytes, directory_problem
+from ..files import atomic_write_bytes, output_folder_problem
 from ..progress import progress_bar
 from ..tdmpc2.checkpoints import agent_payload, check_compatible, load_checkpoint, model_signature, save_checkpoint
 from ..torch_files import CheckpointError
@@ -150,7 +150,7 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
         raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
                                 f"exp_name= or output_dir=")
-    problem = directory_problem(out)
+    problem = output_folder_problem(out)
     if problem:
         raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
     ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None

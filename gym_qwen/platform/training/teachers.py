@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, command_line, config_from_dict, config_to_dict
-from ..files import atomic_write_bytes, directory_problem, publish_together, sha256_of
+from ..files import atomic_write_bytes, output_folder_problem, publish_together, sha256_of
 from ..tdmpc2.checkpoints import load_agent, load_checkpoint
 from ..torch_files import CheckpointError
 
@@ -186,7 +186,7 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
     cfg = ckpt["config"]
     name = name or f"{ckpt['task']}-size{cfg['model_size']}-seed{cfg['seed']}"
     output_dir = Path(output_dir)
-    problem = directory_problem(output_dir)
+    problem = output_folder_problem(output_dir)
     if problem:
         raise TeacherError(f"cannot write teachers into output_dir={output_dir}: {problem}")
     model_file, card_file = output_dir / f"{name}.pt", output_dir / f"{name}.json"
