@@ -22,7 +22,7 @@ def compare_runs(cfg: CompareConfig) -> list:
     from gym_qwen.platform.files import output_folder_problem
     from gym_qwen.platform.sweeps.compare import (
         CompareError, by_task, check_store, load_runs, plot, pool, table_header, table_rows, write_csv)
-    from gym_qwen.platform.tracking import default_tracking_uri
+    from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
 
     name = (cfg.experiment or cfg.sweep)[0]
     output = Path(cfg.output or f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
@@ -47,10 +47,12 @@ def compare_runs(cfg: CompareConfig) -> list:
     png = plot(settings, output)
     csv_path = write_csv(settings, output.with_suffix(".csv"))
     print(f"plot: {png}  table: {csv_path}")
+    c = client(uri)
+    for name in sorted({s.experiment for s in settings}):
+        experiment = c.get_experiment_by_name(name)
+        if experiment is not None:
+            print(f"browse {name}: {browse_hint(uri, experiment.experiment_id)}")
     if cfg.log and parents:
-        from gym_qwen.platform.tracking import client
-
-        c = client(uri)
         for run_id in parents:
             c.log_artifact(run_id, str(png), "compare")
             c.log_artifact(run_id, str(csv_path), "compare")

@@ -162,7 +162,7 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     env = data.env
     rtg_target = cfg.rtg_target if cfg.rtg_target is not None else DT_TARGETS[env]
     model, trainer = build(cfg, windows, device)
-    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     tracker.preflight()
 
     stamp = datetime.now().strftime("%y-%m-%d-%H-%M-%S")
@@ -235,6 +235,8 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
         summary["summary"] = str(summary_path)
         tracker.log_artifact(csv_path)
         tracker.log_artifact(summary_path)
+        for checkpoint in (model_path, best_path):  # weights-only files: gym-qwen dt-test reads them back
+            tracker.log_artifact(checkpoint, "checkpoints")
         status = "FINISHED"
         return summary
     finally:

@@ -47,8 +47,8 @@ def _write_eval_csv(path: Path, history: list) -> None:
 # compile change the arithmetic's speed, not what is learned; Ray placement). Every other key is the run's own:
 # changing it on resume is refused. docs/architecture.md ("Resuming a run") has the reasons.
 RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
-                  "mlflow_experiment", "torch_threads", "output_dir", "device", "compile", "ray_address",
-                  "worker_cpus", "learner_cpus")
+                  "mlflow_experiment", "system_metrics", "torch_threads", "output_dir", "device", "compile",
+                  "ray_address", "worker_cpus", "learner_cpus")
 # How episodes are collected. num_workers, num_envs and chunk_decisions may change while collection stays
 # asynchronous, and an in-process run may continue asynchronously (the Ray backend reads in-process checkpoints);
 # nothing else.
@@ -154,7 +154,7 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
     if problem:
         raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
     ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
-    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
     backend = None
     status = "FAILED"
