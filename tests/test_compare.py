@@ -43,14 +43,17 @@ def _result(returns, calls, ms, steps=1000):
 
 def _log_like_evaluate(experiment: str, seed: int, names, returns_of=None) -> None:
     """What `gym-qwen evaluate checkpoint=models/walker-walk-size1-seed1.pt ... mlflow=true` logs (its own code)."""
-    from gym_qwen.jobs.evaluate import _log_mlflow
+    from gym_qwen.jobs.evaluate import SettingRuns
     from gym_qwen.platform.config import EvaluateConfig
 
     cfg = EvaluateConfig(checkpoint="models/walker-walk-size1-seed1.pt", episodes=2, seed=seed, mlflow=True,
                          mlflow_experiment=experiment)
     results = [(_spec(n), _result((returns_of or {}).get(n, SETTINGS[n][0]), *SETTINGS[n][1:])) for n in names]
     base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
-    _log_mlflow(cfg, "walker-walk", {"env_steps": 1_000_000}, results, base, {})
+    runs = SettingRuns(cfg, "walker-walk", {}, {})
+    for spec, _ in results:
+        runs.start(spec)
+    runs.finish(results, base, 1_000_000)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 from ..config_schema import CompareConfig, ConfigError
-from ..files import directory_problem
+from ..files import output_folder_problem
 from ..progress import table
 from ..speculative.modes import budget_name
-from ..tracking import check_tracking_uri, client, default_tracking_uri
+from ..tracking import browse_hint, check_tracking_uri, client, default_tracking_uri
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
@@ -420,7 +420,7 @@ def compare_runs(cfg: CompareConfig) -> list[Setting]:
     both to the sweeps' parent runs (cfg.log); returns the compared settings."""
     name = (cfg.experiment or cfg.sweep)[0]
     output = Path(cfg.output or f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
-    problem = directory_problem(output.parent if str(output.parent) else Path("."))
+    problem = output_folder_problem(output.parent if str(output.parent) else Path("."))
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")
     uri = default_tracking_uri()
@@ -441,8 +441,12 @@ def compare_runs(cfg: CompareConfig) -> list[Setting]:
     png = plot(settings, output)
     csv_path = write_csv(settings, output.with_suffix(".csv"))
     print(f"plot: {png}  table: {csv_path}")
+    c = client(uri)
+    for name in sorted({s.experiment for s in settings}):
+        experiment = c.get_experiment_by_name(name)
+        if experiment is not None:
+            print(f"browse {name}: {browse_hint(uri, experiment.experiment_id)}")
     if cfg.log and parents:
-        c = client(uri)
         for run_id in parents:
             c.log_artifact(run_id, str(png), "compare")
             c.log_artifact(run_id, str(csv_path), "compare")
