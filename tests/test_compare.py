@@ -210,10 +210,13 @@ def test_compare_on_a_real_evaluate_mode_all_run(tmp_path, capsys, monkeypatch):
     ran = [line for line in out.splitlines() if line.startswith("cartpole-balance")]
     rc, out, err = _main_in(cwd, ["compare", "experiment=all"], capsys, monkeypatch)
     assert rc == 0, err
-    rows = [line for line in out.splitlines() if line.split() and line.split()[0] in ("baseline", "naive",
+    rows = [line for line in out.splitlines() if line.split() and line.split()[0] in ("baseline", "prior", "naive",
                                                                                        "adaptive")]
-    assert len(rows) == len(ran) == 4  # baseline, the cheap planner, naive k=2, adaptive k=2
-    assert any("samples=64 iters=2" in r or "iters=2" in r for r in rows)
+    # baseline, prior, three planner budgets, naive k=2, adaptive k=2 planning with three planners and with
+    # fallback=prior: the fallback is part of the setting (once, the two adaptive rows were pooled as one)
+    assert len(rows) == len(ran) == 10
+    assert sum("fallback=prior" in r for r in rows) == 1
+    assert sum(" 64x2 " in r for r in rows) == 2
     assert (cwd / "compare-all.png").is_file()
 
 

@@ -276,7 +276,7 @@ class SettingRuns:
             "checkpoint": shown(cfg.checkpoint), "episodes": cfg.episodes, "seed": cfg.seed,
             "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
             "corrector_type": spec.corrector_type, "corrector_checkpoint": shown(spec.corrector_checkpoint),
-            "mismatch_threshold": spec.settings.mismatch_threshold,
+            "mismatch_threshold": spec.settings.mismatch_threshold, "fallback": spec.settings.fallback,
             "planner_overrides": {**self.planner, **dict(spec.planner_overrides)}, **clock},
             tags={"task": self.task, "command": "evaluate"})
         self.trackers.append(tracker)
