@@ -2,10 +2,11 @@
 
 Each actor builds its state once (`setup(*setup_args)`: load an agent, make an environment), then runs
 `episode_fn(state, index)` for the episode indices it is handed; the function returns records (a list of
-dicts, or an Arrow table). The farm tags every record with its episode index, restarts actors that die and
-hands their episodes out again, keeps each episode once, and stops handing out episodes when a global cap on
-records is reached. The merged table is ordered by episode (then by record), so it equals what one process
-running the episodes in order would produce, whatever the number of actors. Evaluation runs on it; corrector
+dicts, or an Arrow table). The farm tags every record with its episode index, restarts actors that die (alone
+or with their node) and hands their episodes out again, as it does episodes whose results were lost with their
+node; it keeps each episode once, and stops handing out episodes when a global cap on records is reached. The
+merged table is ordered by episode (then by record), so it equals what one process running the episodes in
+order would produce, whatever the number of actors. Evaluation runs on it; corrector
 data collection (which records many rows per episode) will too.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError
 
 from .cluster import check_resources, threads_for
 from .rollout_worker import FAULTS_ENV, fault_runtime_env
@@ -77,11 +78,13 @@ def merge(tables: Iterable[pa.Table], max_records: int | None = None) -> pa.Tabl
 
 
 class EpisodeFarm:
-    """A pool of `num_workers` FarmWorker actors (`cpus` each). `run(indices)` returns the merged table."""
+    """A pool of `num_workers` FarmWorker actors (`cpus` each). `run(indices)` returns the merged table.
+    `scale_wait`: seconds to wait for the autoscaler when only nodes it may add hold the actors."""
 
     def __init__(self, setup: Callable, episode_fn: Callable, num_workers: int, *, setup_args: tuple = (),
-                 cpus: float = 1.0, max_records: int | None = None, what: str = "episode worker"):
-        check_resources([(what, num_workers, cpus, 0)])
+                 cpus: float = 1.0, max_records: int | None = None, what: str = "episode worker",
+                 scale_wait: float = 0.0):
+        check_resources([(what, num_workers, cpus, 0)], hint="lower num_workers= or worker_cpus=", wait_s=scale_wait)
         cls = ray.remote(FarmWorker).options(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                                              **fault_runtime_env())
         # Held for the farm's life: a restarted actor is rebuilt from these arguments, and an object ref among them
@@ -115,7 +118,7 @@ class EpisodeFarm:
             idle.append(w)
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
-            except RayActorError as e:
+            except (RayActorError, ObjectLostError) as e:  # the actor died, or the node holding its result did
                 if getattr(e, "actor_init_failed", False):  # a deterministic setup error: retrying cannot help
                     raise EpisodeFarmError(f"an episode worker could not start: {_first_line(e)}") from None
                 self.restarts += 1

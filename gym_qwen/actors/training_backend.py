@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
 from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError
 
-from .cluster import check_resources, connect, disconnect, threads_for
+from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
 from .rollout_worker import RolloutWorker, fault_runtime_env
 
@@ -87,14 +87,12 @@ class RayTrainingBackend:
     def _start_actors(self, cfg) -> None:
         from gym_qwen.platform.config import config_to_dict
 
-        # The learner may land on another node than this driver: "auto" asks the cluster, not this machine.
-        if cfg.device == "auto":
-            device = "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
-        else:
-            device = cfg.device
+        # The learner may land on another node than this driver: "auto" asks the cluster (its nodes, then the node
+        # types its autoscaler may add), not this machine, and says what it chose
+        device = choose_device(cfg.device)
         gpus = 1 if device == "cuda" else 0
         check_resources([("rollout worker", cfg.num_workers, cfg.worker_cpus, 0),
-                         ("learner", 1, cfg.learner_cpus, gpus)])
+                         ("learner", 1, cfg.learner_cpus, gpus)], wait_s=cfg.scale_wait)
         config = config_to_dict(cfg)
         self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
             config, threads_for(cfg.learner_cpus), device)
@@ -217,9 +215,14 @@ class RayTrainingBackend:
             self.idle.remove(w)
 
     def _ingested(self, ref) -> list:
-        """A finished learner ingest: new counters and weights; its worker may play on."""
+        """A finished learner ingest: new counters and weights; its worker may play on. A chunk the learner
+        could not fetch (lost with its worker's node) is played again like a dead worker's."""
         w = self.ingesting.pop(ref)
-        result = _get(ref, "the learner")
+        try:
+            result = _get(ref, "the learner")
+        except ObjectLostError:  # raised before the learner changed anything
+            self._replay(w)
+            return []
         self.decisions, self.num_updates = result["decisions"], result["updates"]
         self.version, self.weights_box = result["version"], result["weights"]
         self.running = {int(i): int(n) for i, n in result["running"].items()}
@@ -241,16 +244,20 @@ class RayTrainingBackend:
         on the restarted worker under the same ids (same starts)."""
         w = self.in_flight.pop(ref)
         try:
-            ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker died before finishing
-        except RayActorError:
-            self.restarts += 1
-            if self.restarts > WORKER_RESTARTS * len(self.workers):
-                raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
-            ids, _ = self.batches.pop(w)
-            self.retry_ids.extendleft(sorted(ids, reverse=True))
-            self.idle.append(w)
+            ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker (or its node) died before finishing
+        except (RayActorError, ObjectLostError):
+            self._replay(w)
             return
         self.ingesting[self.learner.ingest.remote([ref])] = w  # the learner fetches the chunk
+
+    def _replay(self, w: int) -> None:
+        """Worker `w`'s unfinished episodes are played again from their starts, under the same ids."""
+        self.restarts += 1
+        if self.restarts > WORKER_RESTARTS * len(self.workers):
+            raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
+        ids, _ = self.batches.pop(w)
+        self.retry_ids.extendleft(sorted(ids, reverse=True))
+        self.idle.append(w)
 
     def _advance_async(self, total_decisions: int) -> list:
         self._dispatch(total_decisions)

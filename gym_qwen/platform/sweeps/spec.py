@@ -51,6 +51,7 @@ _SWEEP_OWNS = {
     "mlflow_experiment": "the sweep's experiment= names the MLflow experiment",
     "progress": "trials show no progress bars; the sweep prints a line per trial",
     "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
+    "scale_wait": "the sweep waits for the autoscaler before its trials start (the sweep's own scale_wait=)",
 }
 NOT_SWEPT = {
     "evaluate": {
