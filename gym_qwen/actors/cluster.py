@@ -217,12 +217,11 @@ def _wait_for_nodes(asks: list[Ask], verdict, wait_s: float, hint: str, say) -> 
         request_resources(bundles=[])  # the request is persistent: withdraw it, held or not
 
 
-def choose_device(device: str, say=None) -> str:
-    """The learner's device on the cluster: `auto` is cuda when a node has a GPU or a node type the autoscaler
-    may add has one, else cpu; which one and why is said in one line."""
+def choose_device(device: str) -> tuple[str, str | None]:
+    """The learner's device on the cluster and, for `auto`, the line that says which and why: cuda when a node
+    has a GPU or a node type the autoscaler may add has one, else cpu. (Said once the actors are placed, so a
+    refused request prints nothing but its one line.)"""
     if device != "auto":
-        return device
-    say = say or _say
+        return device, None
     chosen, why = auto_device(live_nodes(), node_types())
-    say(f"device=auto: {chosen} for the learner ({why})")
-    return chosen
+    return chosen, f"device=auto: {chosen} for the learner ({why})"

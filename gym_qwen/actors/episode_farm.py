@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import ray
-from ray.exceptions import ObjectLostError, RayActorError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 
 from .cluster import check_resources, threads_for
-from .rollout_worker import FAULTS_ENV, fault_runtime_env
+from .rollout_worker import FAULTS_ENV, fault_runtime_env, injected_fault
+from .unreachable import UnreachableActors
 
 EPISODE_COLUMN = "episode"
 MAX_RESTARTS = 8
@@ -54,10 +56,7 @@ class FarmWorker:
 
     def run(self, index: int) -> pa.Table:
         table = records_to_table(self.episode_fn(self.state, index), index)
-        if self.plan.get("crash_at_episode") == index and not os.path.exists(self.plan["marker"]):
-            with open(self.plan["marker"], "w") as f:  # injected fault: die with the episode's result unsent
-                f.write(str(os.getpid()))
-            os._exit(1)
+        injected_fault(self.plan, "episode", index)  # a test's: die (or wait to die) with the result unsent
         return table
 
 
@@ -104,20 +103,42 @@ class EpisodeFarm:
         done: dict[int, pa.Table] = {}
         in_flight: dict = {}
         idle = list(range(len(self.workers)))
-        records = 0
+        unreachable = UnreachableActors()
+        records, waited = 0, 0.0
+
+        def wanted() -> bool:  # episodes to hand out: lost ones always, new ones below the cap
+            return bool(retry) or bool(todo and (self.max_records is None or records < self.max_records))
+
         while todo or retry or in_flight:
-            while idle and (retry or (todo and (self.max_records is None or records < self.max_records))):
-                w, index = idle.pop(0), (retry.pop() if retry else todo.pop())
+            for w in [w for w in idle if unreachable.ready(w)]:
+                if not wanted():
+                    break
+                index = retry.pop() if retry else todo.pop()
+                idle.remove(w)
                 in_flight[self.workers[w].run.remote(index)] = (w, index)
-            if not in_flight:
+            pause = unreachable.next_in(idle) if wanted() else None
+            if not in_flight and pause is None:
                 break  # the cap is reached: the rest is not needed
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_SECONDS)
+            timeout = WAIT_SECONDS if pause is None else pause
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout) if in_flight else ([], [])
             if not ready:
-                raise EpisodeFarmError(f"no episode finished within {WAIT_SECONDS} s")
+                if not in_flight:
+                    time.sleep(pause)  # every idle actor is unreachable for now
+                waited += timeout
+                if waited >= WAIT_SECONDS:
+                    raise EpisodeFarmError(f"no episode finished within {WAIT_SECONDS} s")
+                continue
+            waited = 0.0
             w, index = in_flight.pop(ready[0])
             idle.append(w)
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
+            except ActorUnavailableError:  # its node is dying or gone, and Ray has not restarted it yet
+                if not unreachable.failed(w):
+                    raise EpisodeFarmError(f"an episode worker was unreachable for over {unreachable.limit_s:g} s; "
+                                           "giving up") from None
+                retry.append(index)
+                continue
             except (RayActorError, ObjectLostError) as e:  # the actor died, or the node holding its result did
                 if getattr(e, "actor_init_failed", False):  # a deterministic setup error: retrying cannot help
                     raise EpisodeFarmError(f"an episode worker could not start: {_first_line(e)}") from None
@@ -126,6 +147,7 @@ class EpisodeFarm:
                     raise EpisodeFarmError(f"episode workers died {self.restarts} times; giving up") from None
                 retry.append(index)  # run it again on the restarted actor
                 continue
+            unreachable.reached(w)
             if index not in done:
                 done[index] = table if keep else None
                 records += table.num_rows
