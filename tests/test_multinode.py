@@ -231,7 +231,7 @@ def test_a_node_dies_mid_training_and_its_episodes_are_played_again(cluster, kil
     cluster.wait_for_nodes()
     try:
         monkeypatch.chdir(tmp_path)
-        common = ("mlflow=false", "steps=4000", "eval_freq=0", "device=cpu")
+        common = ("mlflow=false", "steps=3000", "eval_freq=0", "device=cpu")
         local = _in_process_counts(tiny_train_config(tmp_path / "local", *common))
         monkeypatch.setenv(FAULTS_ENV, json.dumps({"hold_at_decision": 250, "marker": str(tmp_path / "held")}))
         killer = kill_node()
