@@ -91,7 +91,8 @@ class EpisodeFarm:
         self.setup_args = setup_args
         self.workers = [cls.remote(setup, episode_fn, threads_for(cpus), *setup_args) for _ in range(num_workers)]
         self.max_records = max_records
-        self.restarts = 0
+        self.restarts = 0  # episodes handed out again (their actor crashed, died or was unreachable)
+        self.deaths = 0  # of those, the actors Ray saw die (the budget: MAX_RESTARTS an actor)
 
     def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None,
             keep: bool = True) -> pa.Table | None:
@@ -133,7 +134,8 @@ class EpisodeFarm:
             idle.append(w)
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
-            except ActorUnavailableError:  # its node is dying or gone, and Ray has not restarted it yet
+            except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
+                self.restarts += 1
                 if not unreachable.failed(w):
                     raise EpisodeFarmError(f"an episode worker was unreachable for over {unreachable.limit_s:g} s; "
                                            "giving up") from None
@@ -143,8 +145,9 @@ class EpisodeFarm:
                 if getattr(e, "actor_init_failed", False):  # a deterministic setup error: retrying cannot help
                     raise EpisodeFarmError(f"an episode worker could not start: {_first_line(e)}") from None
                 self.restarts += 1
-                if self.restarts > MAX_RESTARTS * len(self.workers):
-                    raise EpisodeFarmError(f"episode workers died {self.restarts} times; giving up") from None
+                self.deaths += 1
+                if self.deaths > MAX_RESTARTS * len(self.workers):
+                    raise EpisodeFarmError(f"episode workers died {self.deaths} times; giving up") from None
                 retry.append(index)  # run it again on the restarted actor
                 continue
             unreachable.reached(w)

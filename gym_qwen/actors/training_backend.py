@@ -74,8 +74,8 @@ class RayTrainingBackend:
             raise
         self.decisions = 0
         self.num_updates = 0
-        self.restarts = 0  # workers that died (and Ray restarted)
-        self.replayed = 0  # batches played again: their worker died or was unreachable, or their chunk was lost
+        self.restarts = 0  # batches played again: their worker died or was unreachable, or their chunk was lost
+        self.deaths = 0  # of those, the workers Ray saw die (the budget: WORKER_RESTARTS a worker)
         # async bookkeeping
         self.next_id = 0
         self.retry_ids: collections.deque[int] = collections.deque()
@@ -251,7 +251,7 @@ class RayTrainingBackend:
         w = self.in_flight.pop(ref)
         try:
             ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker (or its node) died before finishing
-        except ActorUnavailableError:  # its node is dying or gone, and Ray has not restarted it yet
+        except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
             if not self.unreachable.failed(w):
                 raise TrainingActorError(f"a rollout worker was unreachable for over {self.unreachable.limit_s:g} s; "
                                          "giving up") from None
@@ -265,10 +265,10 @@ class RayTrainingBackend:
 
     def _replay(self, w: int, died: bool = True) -> None:
         """Worker `w`'s unfinished episodes are played again from their starts, under the same ids."""
-        self.replayed += 1
-        self.restarts += died
-        if self.restarts > WORKER_RESTARTS * len(self.workers):
-            raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
+        self.restarts += 1
+        self.deaths += died
+        if self.deaths > WORKER_RESTARTS * len(self.workers):
+            raise TrainingActorError(f"rollout workers died {self.deaths} times; giving up") from None
         ids, _ = self.batches.pop(w)
         self.retry_ids.extendleft(sorted(ids, reverse=True))
         self.idle.append(w)

@@ -1,7 +1,8 @@
-"""Actors that could not be reached: when a node dies, calls to its actors fail at once with ActorUnavailableError
-until Ray has seen the node die and restarts them elsewhere (calls made then wait for the restart). A driver that
-sent the lost work straight back would burn its restart budget in milliseconds; this waits 1, 2, 4 ... (at
-most 30) seconds before the next call to such an actor, and gives up after `limit_s` seconds unreachable."""
+"""Actors that could not be reached: when an actor's process or node dies, calls to it fail with
+ActorUnavailableError until Ray has restarted it (calls made after that wait for the restart); after a node's
+death that takes until the GCS has seen the node die, and calls made meanwhile fail at once. A driver that sent
+the lost work straight back would spin through failures; this waits 1, 2, 4 ... (at most 30) seconds before the
+next call to such an actor, and gives up after `limit_s` seconds unreachable."""
 from __future__ import annotations
 
 import time
