@@ -29,10 +29,13 @@ from test_cluster import _free_port, _stop_cluster
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
 VENV_BIN = Path(sys.executable).parent
+STORE = 200 * 1024 * 1024  # each node's object store (Ray's default, 30% of memory each, crowds a small machine)
 NODE_TYPES = {
     "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
-    "cpu_worker": {"resources": {"CPU": 2}, "node_config": {}, "min_workers": 0, "max_workers": 1},
-    "gpu_worker": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1},
+    "cpu_worker": {"resources": {"CPU": 2, "object_store_memory": STORE}, "node_config": {}, "min_workers": 0,
+                   "max_workers": 1},
+    "gpu_worker": {"resources": {"CPU": 1, "GPU": 1, "object_store_memory": STORE}, "node_config": {},
+                   "min_workers": 0, "max_workers": 1},
 }
 
 
@@ -48,6 +51,19 @@ def _launcher_config(gcs_address: str) -> dict:
             "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": []}
 
 
+def _leave_earlier_ray() -> None:
+    """Leave any Ray this process joined before, and collect what is left of it: an actor handle of an earlier
+    session that the garbage collector frees later would release the actor of the same id in this one (ids
+    restart with each session's first job), killing it."""
+    import gc
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def autoscaling_cluster(tmp_path_factory):
     """The head (1 CPU) with its autoscaler; yields (GCS address, the head's HOME, env). Stopped after: every
@@ -55,8 +71,7 @@ def autoscaling_cluster(tmp_path_factory):
     import ray
     from ray._private.services import get_node_ip_address
 
-    if ray.is_initialized():
-        ray.shutdown()
+    _leave_earlier_ray()
     home = tmp_path_factory.mktemp("head_home")
     port = _free_port()
     address = f"{get_node_ip_address()}:{port}"
@@ -69,8 +84,8 @@ def autoscaling_cluster(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     temp_dir = f"/tmp/gqas{secrets.token_hex(4)}"
     start = subprocess.run([str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=1",
-                            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-                            f"--autoscaling-config={config}",
+                            f"--object-store-memory={STORE}", "--include-dashboard=false", "--disable-usage-stats",
+                            f"--temp-dir={temp_dir}", f"--autoscaling-config={config}",
                             *(f"--{name}={_free_port()}" for name in (
                                 "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                 "runtime-env-agent-port", "metrics-export-port"))],
@@ -86,8 +101,14 @@ def autoscaling_cluster(tmp_path_factory):
 @pytest.fixture
 def on_the_head(autoscaling_cluster, monkeypatch):
     """This process as a driver on the head: its HOME (where the launcher config lies), the address."""
+    import ray
+
     address, home, env = autoscaling_cluster
     monkeypatch.setenv("HOME", env["HOME"])
+    # A first job, joined and left at once: the test's driver is then job 2, whose actor ids no stale handle of an
+    # earlier session in this process (job 1 of another cluster) can share
+    ray.init(address=address, logging_level="ERROR")
+    ray.shutdown()
     monkeypatch.setenv("RAY_ADDRESS", address)
     return address
 
@@ -132,7 +153,7 @@ def test_requests_wait_for_the_nodes_the_autoscaler_may_add_or_are_refused(on_th
     rc, out, err = _main_in(tmp_path / "c", [*train, "device=cpu", "learner_cpus=2", "steps=1000",
                                              "seed_steps=100", f"output_dir={tmp_path / 'c' / 'runs'}"],
                             capsys, monkeypatch)
-    assert rc == 0, err[-3000:]
+    assert rc == 0, out[-3000:] + err[-3000:]
     assert "waiting up to 900 s (scale_wait=) for the autoscaler to add 1 x cpu_worker for rollout worker 1 x " \
            "(0.5 CPU) + learner 1 x (2 CPU)" in out
     assert "the cluster holds them after" in out

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_TASK, tiny_train_config
+from test_autoscaling import _leave_earlier_ray
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
@@ -48,8 +49,7 @@ def cluster(tmp_path_factory):
     import ray
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():  # another module's local Ray is not this cluster
-        ray.shutdown()
+    _leave_earlier_ray()  # another module's local Ray is not this cluster
     started = time.perf_counter()
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "resources": {"head": 1}, "include_dashboard": False, "_system_config": HEALTH,
