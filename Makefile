@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gym-qwen-installed
-# The default suite leaves out the tests marked slow (learning, resume equality, compile, signal drills); make
-# test-all runs them too.
+# The default suite leaves out the tests marked slow (learning, compile, the SIGTERM drill, the cluster tests, most
+# whole Tune sweeps); make test-all runs them too.
 PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: venv demo test test-all bench lock clean

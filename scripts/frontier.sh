@@ -7,29 +7,75 @@
 #   scripts/frontier.sh start      start or resume every task in TASKS
 #   scripts/frontier.sh status     running or not, settings and episodes logged
 #   scripts/frontier.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
-# THRESHOLD_<task> sets the adaptive rows' mismatch threshold (chosen on collection episodes, see BENCHMARKS.md).
+#   scripts/frontier.sh extras     the extra settings (the cheap planner with its own corrector), 30 episodes each
+#   scripts/frontier.sh timing     ms per step of every setting: TIMING_EPISODES (1) episodes each, both tasks at
+#                                  once on an otherwise idle machine (pause everything else first)
+# The adaptive rows' mismatch threshold is chosen by evaluate's threshold_data= rule (budget 0.33 planner calls per
+# step) on collection episodes never evaluated, made by
+#   gym-qwen collect checkpoint=models/<task>-size1-seed1.pt episodes=16 seed=1 spec_exec_horizon=6 \
+#     output=data/<task>-calibration.parquet torch_threads=1
+# and shipped slimmed to the columns the rule reads (calibration.CALIBRATION_COLUMNS, 80 kB) as
+# docs/frontier/<task>-calibration.parquet, so every machine chooses the same thresholds (likewise
+# docs/frontier/<task>-64x2-calibration.parquet from data/<task>-64x2-corrector.parquet for the extras).
+# Without that file the run starts anyway (the adaptive rows come last) and must be restarted with it before it
+# reaches them. Background runs are niced so that foreground work keeps the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-"walker-walk cheetah-run"}
 EPISODES=${EPISODES:-30}
-THRESHOLD_walker_walk=${THRESHOLD_walker_walk:-0.2029}
-THRESHOLD_cheetah_run=${THRESHOLD_cheetah_run:-0.1526}
 
 pids() { pgrep -f "gym-qwen evaluate checkpoint=models/$1-size1-seed1.pt mode=all" || true; }
+# The extra settings, each in its own log on the same episodes: speculation on the cheapest budget with a corrector
+# distilled from that budget's own plans (collect planner_budget=64x2 seed=3 spec_exec_horizon=6 episodes=16, then
+# distill label=mean, the label with the lower test error on both tasks), corrected k=3 and adaptive k=6 with its
+# threshold chosen on that collection. One line each: <tag> <evaluate keys>.
+extras() {
+  local c="corrector_type=two_tower corrector_checkpoint=models/correctors/$1-size1-seed1-64x2-two_tower.pt"
+  echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
+  echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
+}
+# $1 task, $2 episodes, $3 tag suffix ("" or "-timing"): play the extra settings one after the other
+run_extras() {
+  extras "$1" | while read -r tag keys; do
+    # shellcheck disable=SC2086
+    .venv/bin/gym-qwen evaluate checkpoint="models/$1-size1-seed1.pt" episodes="$2" seed=1 $keys torch_threads=1 \
+      compile=true progress=false output="docs/frontier/$1-$tag$3.json" resume=true
+  done
+}
+thresholds() {  # the adaptive rows' thresholds: chosen on the calibration episodes when they are there
+  local calib="docs/frontier/$1-calibration.parquet"
+  if [ -f "$calib" ]; then echo "threshold_data=$calib threshold_budget=0.33"
+  else echo "mismatch_threshold=0.2"; echo "$1: no $calib yet: restart with it before the adaptive rows" >&2; fi
+}
 
 case "${1:-status}" in
   start)
     mkdir -p logs docs/frontier
     for t in $TASKS; do
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
-      var="THRESHOLD_${t//-/_}"
+      threshold=$(thresholds "$t")
       resume=false; [ -f "docs/frontier/$t.episodes.jsonl" ] && resume=true
-      setsid nohup .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" mode=all episodes="$EPISODES" \
-        seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 mismatch_threshold="${!var}" \
+      # shellcheck disable=SC2086
+      setsid nohup nice -n 10 .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" mode=all episodes="$EPISODES" \
+        seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 $threshold \
         torch_threads=1 compile=true progress=false output="docs/frontier/$t.json" plot="docs/frontier-$t.png" \
         resume=$resume >> "logs/frontier-$t.log" 2>&1 < /dev/null &
       echo "$t: started (log: logs/frontier-$t.log)"
     done ;;
+  extras)  # the extra settings, 30 episodes each (foreground; minutes, the cheap planner plans them)
+    for t in $TASKS; do run_extras "$t" "$EPISODES" "" > "logs/frontier-extras-$t.log" 2>&1 & done; wait
+    for t in $TASKS; do tail -n 4 "logs/frontier-extras-$t.log"; done ;;
+  timing)  # ms per step: every setting on the first TIMING_EPISODES episodes, both tasks at once, nothing else running
+    mkdir -p logs docs/frontier
+    for t in $TASKS; do
+      # shellcheck disable=SC2086
+      .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" episodes="${TIMING_EPISODES:-1}" mode=all \
+        seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 $(thresholds "$t") \
+        torch_threads=1 compile=true progress=false output="docs/frontier/$t-timing.json" resume=true \
+        > "logs/frontier-timing-$t.log" 2>&1 && run_extras "$t" "${TIMING_EPISODES:-1}" -timing \
+        >> "logs/frontier-timing-$t.log" 2>&1 &
+    done
+    wait; tail -n 30 logs/frontier-timing-*.log ;;
   status)
     for t in $TASKS; do
       p=$(pids "$t" | tr '\n' ' ')
@@ -44,5 +90,5 @@ for label, n in c.items(): print(f'  {n:3d} episodes  {label}')"
   pause|continue)
     sig=$([ "$1" = pause ] && echo STOP || echo CONT)
     for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
-  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|extras|timing|pause|continue" >&2; exit 2 ;;
 esac

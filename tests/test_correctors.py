@@ -198,6 +198,7 @@ def synthetic_data(path, teacher_sha: str, episodes: int = 16, steps: int = 40, 
         history = np.stack([padded[t:t + history_len] for t in range(steps)])
         rows = {"episode": np.full(steps, e), "t": np.arange(steps), "step_in_chunk": 1 + np.arange(steps) % 2,
                 "extended": np.zeros(steps, bool), "distance": np.linalg.norm(z_real - z_pred, axis=1),
+                "distance_one_step": np.linalg.norm(z_real - z_pred, axis=1) / 2,
                 "z_real": z_real, "z_pred": z_pred, "a_plan": a_plan, "a_teacher": a_teacher,
                 "a_teacher_mean": a_teacher, "history": history,
                 "history_valid": np.minimum(np.arange(steps) + 1, history_len)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pngs import assert_plot
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
 
 CORRECTED_SWEEP = """experiment: demo-test
@@ -54,6 +55,9 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     runs = client.search_runs([exp.experiment_id])
     trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
     assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    (parent,) = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
+    assert [r.data.tags.get("mlflow.parentRunId") for r in trials] == [parent.info.run_id] * 3  # nested under it
+    assert "mlflow.parentRunId" not in parent.data.tags
     assert {r.data.params.get("corrector_type") for r in trials} >= {"two_tower", "temporal"}
     assert {r.data.params["seed"] for r in trials} == {"2"}  # the demo's seed= reaches every trial
     assert all(r.data.params["checkpoint"].endswith(str(Path("teacher") / "agent.pt")) for r in trials)
@@ -61,7 +65,9 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     with open(root / "compare-demo.csv") as f:
         table = list(csv.DictReader(f))
     assert sorted(r["mode"] for r in table) == ["baseline", "spec_extended", "spec_extended"]
-    assert (root / "compare-demo.png").stat().st_size > 10_000
+    # baseline and spec_extended (purple) only: no naive (red), adaptive (green) or planner family (orange)
+    assert_plot(root / "compare-demo.png", (1680, 648), colours=("tab:purple",),
+                absent=("tab:red", "tab:green", "tab:orange"))
     base = next(r for r in table if r["mode"] == "baseline")
     assert f"The full planner at every step scored {float(base['return_mean']):.1f}" in out
     assert "planner calls per step" in out and "mlflow ui --backend-store-uri" in out

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from pngs import assert_plot
 from test_datasets import _cli, _one_line_error
 
 from gym_qwen.platform.datasets.d4rl import OfflineData, write_hdf5
@@ -243,7 +244,7 @@ def test_dt_train_test_and_plot_commands(tmp_path, hopper_file, capsys, monkeypa
     rc, out, err = _cli(["dt-plot", "env_d4rl_name=hopper-test-v5", "log_dir=runs", "smoothing_window=2",
                          "plot_avg=true", "save_fig=true"], capsys)
     assert rc == 0, err
-    assert Path("runs/hopper-test-v5_avg.png").stat().st_size > 1000
+    assert_plot("runs/hopper-test-v5_avg.png", (1320, 480), colours=("tab:blue",))  # 11 x 4 in at 120 dpi
     import mlflow
 
     runs = mlflow.search_runs(experiment_names=["gym-qwen-dt"])

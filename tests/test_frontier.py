@@ -198,7 +198,7 @@ def test_the_adaptive_threshold_is_chosen_once_on_collection_episodes_and_record
     assert rc == 0, err
     choice = json.loads((tmp_path / "a.json").read_text())["threshold_choice"]
     assert choice["k"] == 3 and choice["budget"] == 0.6 and choice["seed_kind"] == "collection"
-    assert f"adaptive threshold {choice['threshold']:g}, chosen on 2 collection episodes" in out
+    assert f"adaptive threshold (open_loop) {choice['threshold']:g}, chosen on 2 collection episodes" in out
     # the rule by hand: the chosen threshold meets the budget and the next smaller mismatch seen does not
     chunks = chunk_mismatches(read_corrector_data(data)[0], 3)
     seen = sorted({round(float(d), 4) for c in chunks for d in c})
@@ -237,3 +237,57 @@ def test_collecting_for_a_cheap_planner_plans_and_teaches_with_that_budget(tmp_p
     capsys.readouterr()
     assert cli(["collect", f"checkpoint={untrained}", "episodes=1", "planner_budget=16", f"output={tmp_path / 'x.parquet'}"]) == 2
     assert "planner budget '16'" in capsys.readouterr().err
+
+
+def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(tmp_path, capsys, monkeypatch,
+                                                                              untrained):
+    """Each collected row carries the one-step mismatch ||z_t - d(z_(t-1), a_(t-1))|| (checked by hand from the
+    previous row's real latent and executed action); a threshold is chosen for it by the same rule, and mode=all
+    with threshold_data= adds the adaptive row verified by it."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from gym_qwen.jobs.cli import main as cli
+    from gym_qwen.platform.speculative.calibration import CALIBRATION_COLUMNS, threshold_from_data
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "collect.parquet"
+    assert cli(["collect", f"checkpoint={untrained}", "episodes=1", "spec_exec_horizon=3", "progress=false",
+                "torch_threads=1", f"output={data}"]) == 0
+    cols, _ = read_corrector_data(data)
+    model = load_agent(str(untrained), {}, "cpu")[0].model
+    second = [i for i in range(1, len(cols["t"])) if cols["step_in_chunk"][i] == 2]
+    assert len(second) > 100 and all(cols["t"][i - 1] == cols["t"][i] - 1 for i in second)
+    with torch.no_grad():
+        prev_z = torch.as_tensor(cols["z_real"][[i - 1 for i in second]])
+        prev_a = torch.as_tensor(cols["a_plan"][[i - 1 for i in second]]).clamp(-1, 1)  # open loop: the plan runs
+        by_hand = (torch.as_tensor(cols["z_real"][second]) - model.next(prev_z, prev_a)).pow(2).sum(1).sqrt()
+    assert torch.allclose(torch.as_tensor(cols["distance_one_step"][second]), by_hand, atol=1e-4)
+    assert not torch.allclose(torch.as_tensor(cols["distance"][second]), by_hand, atol=1e-4)
+    one_step = threshold_from_data(str(data), 3, 0.6, "one_step")
+    assert one_step["mismatch"] == "one_step" and one_step["estimated_planner_calls_per_step"] <= 0.6
+    capsys.readouterr()
+    args = [f"checkpoint={untrained}", "mode=all", "spec_exec_horizons=1,3", "planner_budgets=16x1", "spec_budgets=0",
+            f"threshold_data={data}", "threshold_budget=0.6", "episodes=1", "progress=false", "torch_threads=1",
+            "output=all.json"]
+    rc, out, err = _evaluate(tmp_path, args, capsys, monkeypatch)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "all.json").read_text())
+    assert record["threshold_choice_one_step"]["threshold"] == one_step["threshold"]
+    rows = [s for s in record["settings"] if s.get("mismatch") == "one_step"]
+    assert len(rows) == 1 and rows[0]["threshold"] == one_step["threshold"] and rows[0]["mode"] == "adaptive"
+    assert f"adaptive threshold (one_step) {one_step['threshold']:g}" in out
+    old = tmp_path / "old.parquet"  # a file collected before the column existed: open loop only, and said so
+    table = pq.read_table(data)
+    pq.write_table(table.drop(["distance_one_step"]).replace_schema_metadata(table.schema.metadata), old)
+    with pytest.raises(ValueError, match="no one_step mismatches"):
+        threshold_from_data(str(old), 3, 0.6, "one_step")
+    assert threshold_from_data(str(old), 3, 0.6)["threshold"] == record["threshold_choice"]["threshold"]
+    slim = tmp_path / "slim.parquet"  # slimmed to the columns the rule reads: the same thresholds
+    pq.write_table(table.select(list(CALIBRATION_COLUMNS)).replace_schema_metadata(table.schema.metadata), slim)
+    assert slim.stat().st_size < data.stat().st_size / 5
+    for kind in ("open_loop", "one_step"):
+        assert threshold_from_data(str(slim), 3, 0.6, kind)["threshold"] == threshold_from_data(str(data), 3, 0.6,
+                                                                                                kind)["threshold"]

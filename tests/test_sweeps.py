@@ -1,7 +1,7 @@
 """gym-qwen sweep: the sweep file (every bad one is one line, exit 2, nothing started), grid expansion, MLflow run
 bookkeeping (continued runs, no step twice, concurrent trials on one SQLite store), a trial continued after an
-interruption, and real Tune sweeps (ray + slow): end to end with a retried trial, an interrupted sweep resumed,
-and a remote tracking server."""
+interruption, an interrupted sweep resumed without running a finished trial again (ray, in the default suite), and
+real Tune sweeps (ray + slow): end to end with a retried trial, Optuna, ASHA, and a remote tracking server."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pngs import assert_plot
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -336,7 +337,6 @@ def test_concurrent_trials_share_one_sqlite_store(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ one trial, no Ray
-@pytest.mark.slow
 def test_an_interrupted_trial_continues_its_run_and_ends_with_the_uninterrupted_numbers(ckpt, tmp_path):
     """A trial killed after logging episode 1 but before reporting it runs episode 1 again when retried from its
     last report: its MLflow run (the same one) holds each step once, and the numbers equal evaluate's."""
@@ -442,7 +442,8 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
     naive = next(line for line in lines if line.lstrip().startswith("naive"))
     assert naive.rstrip().endswith(("*", "*+"))  # fewer planner calls: on the front whatever its return
     png, csv = cwd / f"compare-{sweep_id}.png", cwd / f"compare-{sweep_id}.csv"
-    assert png.stat().st_size > 10_000 and len(csv.read_text().splitlines()) == 3
+    assert_plot(png, (1680, 648), colours=("tab:red",), absent=("tab:blue", "tab:green", "tab:purple"))  # naive
+    assert len(csv.read_text().splitlines()) == 3
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "compare")} == \
         {f"compare/{png.name}", f"compare/{csv.name}"}
 
@@ -616,14 +617,15 @@ def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, 
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt, tmp_path):
     """SIGINT to a running `gym-qwen sweep` (one trial at a time) after its first trial finished: exit 130, the
     sweep resumable; resume=true runs the rest; every trial has one MLflow run, each step once, and the first
     trial's run was not touched again."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3]}\n")
+    # five trials, so that the four after the first outlast the poll even on a fast machine (with three, the sweep
+    # once finished before the SIGINT arrived)
+    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3, 4, 5]}\n")
     path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1, head="", families=families)
     path.write_text(path.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
     uri = f"sqlite:///{cwd / 'mlflow.db'}"
@@ -635,19 +637,19 @@ def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt
         _, runs = _runs(uri)
         return any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs)
 
-    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=2.0, settle=1.0)
+    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=0.5)
     assert rc == 130, err[-3000:]
     assert "resume=true continues it" in err
     c, runs = _runs(uri)
     done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
                    and r.info.status == "FINISHED"}
-    assert 1 <= len(done_before) < 3
+    assert 1 <= len(done_before) < 5
     res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming 3 trials" in res.stdout
+    assert "resuming 5 trials" in res.stdout
     c, runs = _runs(uri)
     trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
-    assert len(trials) == 3 and len({r.data.tags["trial_id"] for r in trials}) == 3
+    assert len(trials) == 5 and len({r.data.tags["trial_id"] for r in trials}) == 5
     assert all(r.info.status == "FINISHED" for r in trials)
     for r in trials:
         assert [m.step for m in c.get_metric_history(r.info.run_id, "return_mean")] == [1]

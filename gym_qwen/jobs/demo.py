@@ -200,9 +200,9 @@ def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
 
 
 def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple | None) -> int:
-    from gym_qwen.jobs.compare import compare_runs
     from gym_qwen.actors.sweep_runner import run_sweep_file
     from gym_qwen.platform.config import CompareConfig, config_from_dict
+    from gym_qwen.platform.sweeps.compare import compare_runs
     from gym_qwen.platform.tracking import default_tracking_uri
 
     _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "

@@ -16,6 +16,7 @@ from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import EvaluateConfig
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
+from gym_qwen.platform.speculative.clock import CLOCK_METRICS
 
 
 def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> list[float] | None:
@@ -96,7 +97,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if problem:
             raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
-    choice = None
+    choice = one_step_choice = None
     if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played
         from gym_qwen.platform.speculative.calibration import threshold_from_data
 
@@ -104,13 +105,20 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
             raise ConfigError("give mismatch_threshold= or threshold_data=, not both")
         k = max(cfg.spec_exec_horizons) if cfg.mode == "all" else (cfg.spec_exec_horizon or 3)
         try:
-            choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget)
+            choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget, cfg.mismatch)
+            if cfg.mode == "all" and cfg.mismatch == "open_loop":  # and one more row: the one-step verifier
+                try:
+                    one_step_choice = threshold_from_data(cfg.threshold_data, k, cfg.threshold_budget, "one_step")
+                except ValueError as e:
+                    print(f"no adaptive one_step row: {e}")
         except ValueError as e:
             raise ConfigError(f"threshold_data={cfg.threshold_data}: {e}") from None
         cfg = dataclasses.replace(cfg, mismatch_threshold=choice["threshold"])
-        print(f"adaptive threshold {choice['threshold']:g}, chosen on {choice['episodes']} {choice['seed_kind']} "
-              f"episodes of {cfg.threshold_data}: estimated {choice['estimated_planner_calls_per_step']:.3f} planner "
-              f"calls per step at k={k} (budget {cfg.threshold_budget:g})")
+        for c in filter(None, (choice, one_step_choice)):
+            print(f"adaptive threshold ({c['mismatch']}) {c['threshold']:g}, chosen on {c['episodes']} "
+                  f"{c['seed_kind']} episodes of {cfg.threshold_data}: estimated "
+                  f"{c['estimated_planner_calls_per_step']:.3f} planner calls per step at k={k} "
+                  f"(budget {cfg.threshold_budget:g})")
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     task = ckpt["task"]
@@ -120,7 +128,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         if note:
             print(note)
         teacher_planner = {**ckpt["config"], **overrides}
-        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides), teacher_planner)
+        specs, notes = all_specs(cfg, planning_horizon(ckpt, overrides), teacher_planner,
+                                 one_step_choice and one_step_choice["threshold"])
         for line in notes:
             print(line)
     else:  # the setting a sweep trial with the same keys runs
@@ -130,6 +139,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         overrides = setting.overrides
         specs = [setting.spec]
     check_overrides(ckpt, overrides, cfg.checkpoint)
+    specs = _clocked(cfg, specs, overrides)
     # planner keys given for every setting (num_samples=64 ...) make each a cheap-planner setting in MLflow
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     video_path = None
@@ -154,6 +164,8 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
                    episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
                    episode_log=None if log is None else str(log.path), threshold_choice=choice)
+        if one_step_choice:
+            rec["threshold_choice_one_step"] = one_step_choice
         return rec, base
 
     for spec in specs:
@@ -168,6 +180,10 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
                 atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(partial, indent=2).encode()))
     record, baseline = record_so_far()
     print(table(comparison_rows(task, results, baseline), ROW_HEADER))
+    if any(spec.clock is not None for spec, _ in results):
+        from gym_qwen.platform.speculative.comparison import CLOCK_HEADER, clock_rows
+
+        print(table(clock_rows(results), CLOCK_HEADER))
     if baseline is not None:
         print("retained: mean return over the baseline's on the same episodes, 95% paired bootstrap interval; "
               "falls: episodes below half the baseline's median")
@@ -184,21 +200,40 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
         _log_mlflow(cfg, task, ckpt, results, baseline, planner)
 
 
+def _clocked(cfg: EvaluateConfig, specs: list, overrides: dict) -> list:
+    """The specs with their clock's planner latency measured here, once, before any episode (so every episode,
+    here or on actors, runs with one d); a line says what the clock is."""
+    from gym_qwen.platform.speculative.evaluation import measure_clocks
+
+    specs = measure_clocks(cfg.checkpoint, specs, overrides, cfg.device, cfg.seed)
+    for spec in specs:
+        c = spec.clock
+        if c is not None and spec.settings.mode != "prior":
+            print(f"clock: P={c.control_period_ms:g} ms, planner latency L={c.planner_latency_ms:.1f} ms "
+                  f"({c.latency_source}), d={c.delay}: a plan started at decision s is ready for decision "
+                  f"s+{c.delay - 1}{' (wall clock)' if c.realtime else ' (simulated clock)'}", flush=True)
+    return specs
+
+
 def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: list | None, planner: dict) -> None:
     from gym_qwen.platform.tracking import Tracker
 
     for spec, res in results:
         s = res.summary()
         tracker = Tracker(True, cfg.mlflow_experiment)
+        clock = spec.clock.record() if spec.clock is not None else {}
         tracker.start(f"evaluate-{task}-{spec.label}", {
             "checkpoint": cfg.checkpoint, "episodes": cfg.episodes, "seed": cfg.seed, "mode": spec.settings.mode,
-            "spec_exec_horizon": spec.settings.exec_horizon, "corrector_type": spec.corrector_type,
+            "spec_exec_horizon": spec.steps_per_plan, "corrector_type": spec.corrector_type,
             "corrector_checkpoint": spec.corrector_checkpoint, "mismatch_threshold": spec.settings.mismatch_threshold,
-            "planner_overrides": {**planner, **dict(spec.planner_overrides)}}, tags={"task": task, "command": "evaluate"})
+            "planner_overrides": {**planner, **dict(spec.planner_overrides)}, **clock},
+            tags={"task": task, "command": "evaluate"})
         metrics = {k: s[k] for k in ("return_mean", "return_std", "planner_calls_per_step", "corrector_calls_per_step",
                                      "encoder_calls_per_step", "ms_per_decision", "plan_ms_per_step",
                                      "encode_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate",
                                      "misses", "teacher_action_mse")}
+        if clock:
+            metrics.update({k: s[k] for k in CLOCK_METRICS})
         if baseline:
             metrics["return_retained"] = res.mean / (sum(baseline) / len(baseline))
         tracker.log_metrics(metrics, step=ckpt["env_steps"])

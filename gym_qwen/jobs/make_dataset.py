@@ -10,16 +10,10 @@ from gym_qwen.platform.config import ConfigError, MakeDatasetConfig
 from gym_qwen.platform.datasets import DatasetError
 
 
-def _command(cfg: MakeDatasetConfig) -> str:
-    keys = ["env", "dataset", "seed"] + [k for k in ("transitions", "format", "output", "minari_root")
-                                         if getattr(cfg, k) != getattr(MakeDatasetConfig(), k)]
-    return "gym-qwen make-dataset " + " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
-
-
 def _make(cfg: MakeDatasetConfig) -> None:
     from gym_qwen.platform.files import directory_problem
     from gym_qwen.platform.datasets import summarize, write_hdf5
-    from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset
+    from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset, make_dataset_command
 
     check_inputs(cfg.env, cfg.dataset, cfg.models_dir)  # a missing behaviour policy: one line, nothing written
     output = cfg.output or default_output(cfg.env, cfg.dataset, cfg.format)
@@ -36,7 +30,7 @@ def _make(cfg: MakeDatasetConfig) -> None:
             raise ConfigError(f"the Minari dataset {output} exists at {minari_path(output, cfg.minari_root)}; "
                               "delete it or give another output= id")
     data = make_dataset(cfg.env, cfg.dataset, cfg.seed, transitions=cfg.transitions, models_dir=cfg.models_dir,
-                        progress=cfg.progress, command=_command(cfg))
+                        progress=cfg.progress, command=make_dataset_command(cfg))
     data.source = output
     if cfg.format == "hdf5":
         write_hdf5(output, data)

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Optional
 
 from gym_qwen.platform.seeds import RESET_SEED_SPAN
 
-from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CORRECTOR_TYPES, FALLBACKS, MISMATCH_KINDS,
-                                                 MODE_CHOICES, parse_budget)
+from gym_qwen.platform.speculative.clock import CLOCK_MODES, MEASURED, parse_latency
+from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CLOCKED_ONLY, CORRECTOR_TYPES, FALLBACKS,
+                                                 MISMATCH_KINDS, MODE_CHOICES, parse_budget)
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
@@ -218,18 +219,21 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
                                    "no planner), naive (k planned actions open loop), "
                                    "spec_corrector (k <= H, corrected), spec_extended (k > H, plan extended by the "
                                    "policy prior, corrected), adaptive (replan when ||z - z^|| > mismatch_threshold), "
-                                   "all (every mode, one comparison table and plot), or one of the original "
-                                   "project's names", choices=MODE_CHOICES)
+                                   "async (under control_period_ms=: plan the next chunk from the predicted state "
+                                   "while this one runs), stale (under control_period_ms=: the synchronous planner "
+                                   "with late plans), all (every mode but the clock's, one comparison table and "
+                                   "plot), or one of the original project's names", choices=MODE_CHOICES)
     spec_exec_horizon: Optional[int] = option(None, "k: steps executed per plan at most (none = the mode's default: "
                                               "baseline and prior 1, naive 3, spec_corrector 3, spec_extended 6, adaptive 3)",
                                               min=1)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon H (none = the teacher's)", min=1)
     spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
-    corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended and adaptive",
+    corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended, adaptive and async",
                                  choices=CORRECTOR_TYPES)
     corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
                                                        "<corrector_type>.pt in the teacher's folder)")
-    mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this", min=0.0)
+    mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this (async, "
+                                            "when given: a miss cancels the plan in flight)", min=0.0)
     threshold_data: Optional[str] = option(None, "adaptive: choose mismatch_threshold on these collection "
                                                  "episodes (a gym-qwen collect file, never evaluation episodes) as "
                                                  "the smallest whose estimated planner calls per step at the "
@@ -245,6 +249,18 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     planner_budget: Optional[str] = option(None, "Plan with this budget, <samples>x<iterations> (e.g. 64x2), instead "
                                                  f"of the teacher's planner; {BUDGET_RULE}")
     history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
+    control_period_ms: Optional[float] = option(None, "Run under a clock: the environment takes a decision every this "
+                                                      "many ms, planned or not (modes async, stale, baseline, prior; "
+                                                      "none = no clock, the environment waits for every plan)")
+    planner_latency_ms: str = option(MEASURED, "With control_period_ms=: how long a plan takes, in ms (measured = "
+                                               "the planner's median time here, timed before the episodes); a "
+                                               "plan started at decision s is ready for decision s + d - 1, d = "
+                                               "max(1, ceil(latency / period))")
+    realtime: bool = option(False, "With control_period_ms=: run on the wall clock (the planner in a thread of its "
+                                   "own, the environment stepped every period, deadline misses counted) instead of "
+                                   "the simulated clock")
+    planner_threads: Optional[int] = option(None, "realtime=true: torch threads of the planner's thread (none = "
+                                                  "torch_threads)", min=1)
     measure_teacher: bool = option(False, "Also run the full planner at every speculative step (a shadow, left out "
                                           "of every count and timing) and report the action error to it")
     num_envs: int = option(1, "Episodes played at once as one batch (B executor rows; >1 changes the random "
@@ -311,6 +327,38 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
                  f"mode={mode} runs no corrector (corrector_type={self.corrector_type}); use spec_corrector, "
                  "spec_extended or adaptive")
         _require(self.plot is None or self.plot.lower().endswith(".png"), f"plot={self.plot!r} must end in .png")
+        self._validate_clock(mode)
+
+    def _validate_clock(self, mode: str) -> None:
+        """The clock's keys (control_period_ms, planner_latency_ms, realtime, planner_threads) fit the mode."""
+        try:
+            latency = parse_latency(self.planner_latency_ms)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        period = self.control_period_ms
+        if period is None:
+            _require(mode not in CLOCKED_ONLY, f"mode={mode} runs under a clock: give control_period_ms= (the "
+                                               "control period in ms)")
+            _require(latency is None, f"planner_latency_ms={self.planner_latency_ms} is the clock's: give "
+                                      "control_period_ms= too")
+            _require(not self.realtime, "realtime=true runs the clock on the wall clock: give control_period_ms=")
+        else:
+            _require(period > 0, f"control_period_ms={period:g} must be > 0 (the control period in ms)")
+            _require(mode in CLOCK_MODES, f"control_period_ms= sets a clock that mode={mode} ignores; the clock's "
+                                          f"modes: {', '.join(CLOCK_MODES)}")
+            _require(self.num_envs == 1, f"a clock runs one environment at a time: num_envs={self.num_envs} must be 1")
+            _require(not self.measure_teacher, f"measure_teacher=true is not measured under a clock (mode={mode})")
+        _require(not (mode == "stale" and self.corrector_type != "none"),
+                 f"mode=stale is the plain late planner: it runs no corrector (corrector_type={self.corrector_type}); "
+                 "use mode=async")
+        _require(not (mode in CLOCKED_ONLY and self.spec_exec_horizon not in (None, 1)),
+                 f"mode={mode}: the clock's d = ceil(planner_latency_ms / control_period_ms) sets the steps per plan; "
+                 f"spec_exec_horizon={self.spec_exec_horizon} does nothing")
+        if self.realtime:
+            _require(self.num_workers == 0, "realtime=true runs the wall clock in this process: num_workers=0")
+            _require(not self.video, "realtime=true: video=true would slow the decisions it times")
+        _require(self.planner_threads is None or self.realtime,
+                 "planner_threads= is the torch threads of realtime=true's planner thread: give realtime=true")
 
 
 @dataclasses.dataclass
@@ -445,8 +493,9 @@ class DistillConfig:
                                  min=0.0, max=1.0)
     test_fraction: float = option(0.15, "Fraction of the episodes held out as the test split: never used to choose "
                                         "anything, its error is the one reported (0 < f < 1)", min=0.0, max=1.0)
-    label: str = option("sample", "Target action: sample (the elite MPPI picked, Gumbel-sampled: what the planner "
-                                  "would execute) or mean (the final MPPI mean, a_teacher_mean)",
+    label: str = option("mean", "Target action: mean (the final MPPI mean, a_teacher_mean; the default: lower test "
+                                "error than sample against both targets on both tasks, BENCHMARKS.md) or sample (the "
+                                "elite MPPI picked, Gumbel-sampled: what the planner would execute)",
                         choices=("sample", "mean"))
     seed: int = option(0, "Random seed (split, initialisation, batches)", min=0)
     hidden: int = option(256, "Hidden width of the two-tower corrector", min=1)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import command_line
 from .d4rl import ENV_IDS, LEVELS, DatasetError, OfflineData, default_name, sha256_of
 from .generate import make_gym_env, rollout
 from .policies import UniformPolicy, behaviour_paths, load_policy, load_recipe
 
 DEFAULT_TRANSITIONS = 1_000_000
+# Where the behaviour policies are read from, whether a file is replaced and how verbosely: not what is made.
+BOOKKEEPING = ("models_dir", "force", "progress")
 
 
 def _policy_for(env: str, level: str, models_dir: str, low, high):
@@ -74,6 +77,11 @@ def make_dataset(env: str, level: str, seed: int, *, transitions: int | None = N
     out = rollout(env, policy, fixed or transitions or DEFAULT_TRANSITIONS, seed, progress=progress,
                   desc=default_name(env, level), metadata={**base, **meta})
     return out
+
+
+def make_dataset_command(cfg) -> str:
+    """The `gym-qwen make-dataset` command that makes the dataset of `cfg` again (keys that differ from defaults)."""
+    return command_line("make-dataset", cfg, ("env", "dataset", "seed"), BOOKKEEPING)
 
 
 def default_output(env: str, level: str, fmt: str, data_dir: str = "data") -> str:

@@ -10,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def chunk_mismatches(columns: dict, k: int) -> list[np.ndarray]:
-    """Per collected chunk, the mismatches of its steps j = 1..k-1 in order (chunks cut short by an episode's
-    end keep what they have)."""
-    episode, t, j, d = columns["episode"], columns["t"], columns["step_in_chunk"], columns["distance"]
+MISMATCH_COLUMNS = {"open_loop": "distance", "one_step": "distance_one_step"}
+# what choosing a threshold reads of a collection file (with its metadata): scripts/frontier.sh ships files slimmed
+# to these, small enough for git, so a later machine chooses the same thresholds
+CALIBRATION_COLUMNS = ("episode", "t", "step_in_chunk", *MISMATCH_COLUMNS.values())
+
+
+def chunk_mismatches(columns: dict, k: int, mismatch: str = "open_loop") -> list[np.ndarray]:
+    """Per collected chunk, the mismatches (`mismatch`'s kind) of its steps j = 1..k-1 in order (chunks cut short
+    by an episode's end keep what they have)."""
+    episode, t, j = columns["episode"], columns["t"], columns["step_in_chunk"]
+    d = columns[MISMATCH_COLUMNS[mismatch]]
     start = t - j
     chunks: dict = {}
     for e, s, step, dist in zip(episode, start, j, d):
@@ -31,9 +38,9 @@ def estimated_calls_per_step(chunks: list[np.ndarray], threshold: float, k: int)
     return len(chunks) / max(steps, 1)
 
 
-def choose_threshold(columns: dict, k: int, budget: float) -> tuple[float, float]:
+def choose_threshold(columns: dict, k: int, budget: float, mismatch: str = "open_loop") -> tuple[float, float]:
     """(threshold, its estimated calls per step): the smallest observed mismatch whose estimate is <= budget."""
-    chunks = chunk_mismatches(columns, k)
+    chunks = chunk_mismatches(columns, k, mismatch)
     candidates = np.unique(np.round(np.concatenate(chunks), 4)) if chunks else np.array([])
     if not len(candidates) or estimated_calls_per_step(chunks, float(candidates[-1]), k) > budget:
         raise ValueError(f"no threshold reaches {budget} planner calls per step with k={k} on these chunks")
@@ -51,20 +58,28 @@ RULE = ("the smallest mismatch seen on the collection episodes whose estimated p
         "<= the budget (open-loop chunks: a chunk runs while each step's mismatch is within the threshold)")
 
 
-def threshold_from_data(path: str, k: int, budget: float) -> dict:
-    """Choose the adaptive threshold on a collection file by RULE; everything needed to say how it was chosen.
-    ValueError (one line) if the file holds evaluation episodes or no threshold meets the budget."""
-    from ..files import sha256_of
-    from .corrector_data import read_corrector_data
+def threshold_from_data(path: str, k: int, budget: float, mismatch: str = "open_loop") -> dict:
+    """Choose the adaptive threshold of `mismatch`'s kind on a collection file by RULE; everything needed to say
+    how it was chosen. ValueError (one line) if the file holds evaluation episodes, lacks that kind's mismatches or
+    no threshold meets the budget."""
+    import pyarrow.parquet as pq  # pyarrow only where Parquet is read (import cost)
 
-    columns, info = read_corrector_data(path)
+    from ..files import sha256_of
+    from .corrector_data import read_metadata
+
+    info = read_metadata(path)  # only the columns the rule needs: a file slimmed to them chooses the same
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in CALIBRATION_COLUMNS if c in present])
+    columns = {name: table[name].to_numpy() for name in table.column_names}
     kind = info.get("seed_kind", "collection")
     if kind not in ("collection", "dagger"):
         raise ValueError(f"{path} holds {kind} episodes: thresholds are chosen on collection episodes")
     if int(info.get("exec_horizon", k)) < k:
         raise ValueError(f"{path} was collected with chunks of {info.get('exec_horizon')} steps: it cannot say how "
                          f"adaptive at k={k} behaves; collect with spec_exec_horizon={k}")
-    threshold, estimate = choose_threshold(columns, k, budget)
-    return {"threshold": threshold, "estimated_planner_calls_per_step": estimate, "k": k, "budget": budget,
+    if MISMATCH_COLUMNS[mismatch] not in columns:
+        raise ValueError(f"{path} has no {mismatch} mismatches (collected before they were recorded): collect again")
+    threshold, estimate = choose_threshold(columns, k, budget, mismatch)
+    return {"threshold": threshold, "mismatch": mismatch, "estimated_planner_calls_per_step": estimate, "k": k, "budget": budget,
             "data": str(path), "data_sha256": sha256_of(path), "seed_kind": kind, "seed": info.get("seed"),
             "episodes": int(len(set(columns["episode"].tolist()))), "rule": RULE}

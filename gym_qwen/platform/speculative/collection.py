@@ -22,7 +22,7 @@ from .episodes import play_episodes
 from .executor import SpeculationSettings, SpeculativeExecutor
 from .features import feature_dim
 
-ROW_KEYS = ("t", "step_in_chunk", "extended", "distance", "z_real", "z_pred", "a_plan", "a_teacher",
+ROW_KEYS = ("t", "step_in_chunk", "extended", "distance", "distance_one_step", "z_real", "z_pred", "a_plan", "a_teacher",
             "a_teacher_mean", "history", "history_valid")
 
 

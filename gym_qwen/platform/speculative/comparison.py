@@ -38,8 +38,20 @@ def resolve_mode(cfg) -> tuple[dict, str | None]:
     return {"mode": mode, "k": k, "plan": plan, "corrector": corrector}, note
 
 
-def single_spec(cfg, resolved: dict, teacher_horizon: int) -> ExecutionSpec:
-    """The one ExecutionSpec of a non-`all` evaluation, checked against the teacher's planning horizon."""
+def clock_of(cfg):
+    """The ClockSettings the keys ask for (control_period_ms=, planner_latency_ms=, realtime=), or None."""
+    if getattr(cfg, "control_period_ms", None) is None:
+        return None
+    from .clock import ClockSettings, parse_latency
+
+    latency = parse_latency(cfg.planner_latency_ms)
+    return ClockSettings(cfg.control_period_ms, latency, "given" if latency is not None else "measured",
+                         cfg.realtime, cfg.planner_threads or (cfg.torch_threads if cfg.realtime else None))
+
+
+def single_spec(cfg, resolved: dict, teacher_horizon: int, given=frozenset()) -> ExecutionSpec:
+    """The one ExecutionSpec of a non-`all` evaluation, checked against the teacher's planning horizon. `given`:
+    the keys set explicitly (async verifies its steps only when mismatch_threshold= is one of them)."""
     mode = resolved["mode"]
     H = resolved["plan"] or teacher_horizon
     k = resolved["k"] if resolved["k"] is not None else DEFAULT_EXEC_HORIZON[mode]
@@ -56,8 +68,11 @@ def single_spec(cfg, resolved: dict, teacher_horizon: int) -> ExecutionSpec:
         if not Path(path).is_file():
             raise ConfigError(f"corrector file {path} not found: distill one with gym-qwen distill "
                               f"or give corrector_checkpoint=")
-    return ExecutionSpec(SpeculationSettings(mode, k, cfg.mismatch_threshold, cfg.history_len, cfg.mismatch,
-                                             cfg.fallback), corrector, path, measure_teacher=cfg.measure_teacher)
+    threshold = cfg.mismatch_threshold
+    if mode == "async" and "mismatch_threshold" not in given:
+        threshold = float("inf")  # plain async: nothing is cancelled
+    return ExecutionSpec(SpeculationSettings(mode, k, threshold, cfg.history_len, cfg.mismatch, cfg.fallback),
+                         corrector, path, measure_teacher=cfg.measure_teacher, clock=clock_of(cfg))
 
 
 def budget_specs(cfg, teacher_planner: dict) -> tuple[list[tuple], list[str]]:
@@ -74,11 +89,13 @@ def budget_specs(cfg, teacher_planner: dict) -> tuple[list[tuple], list[str]]:
     return family, notes
 
 
-def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) -> tuple[list[ExecutionSpec], list[str]]:
+def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None,
+              one_step_threshold: float | None = None) -> tuple[list[ExecutionSpec], list[str]]:
     """mode=all: baseline, the policy prior alone, the planner family (one row per budget, replanning every
     step), naive at each k > 1, each available corrector at each k > 1 (spec_corrector up to H, spec_extended past
     it), adaptive at the largest k with each corrector and without, speculation (corrected k = H, adaptive) on
-    the `spec_budgets` cheapest budgets, and adaptive falling back to the policy prior on a miss. Ordered so that the settings with nothing to choose come first (the
+    the `spec_budgets` cheapest budgets, adaptive falling back to the policy prior on a miss, and (given
+    `one_step_threshold`, chosen for that kind of mismatch) adaptive verified by the one-step mismatch. Ordered so that the settings with nothing to choose come first (the
     competitors, naive, the correctors), and adaptive, whose threshold is chosen on collection episodes, last:
     with an episode log a long run can be resumed with the threshold set before it reaches those rows. `teacher_planner`: the teacher's planner settings (a budget equal to them is the
     baseline). Returns (specs, notes)."""
@@ -112,6 +129,10 @@ def all_specs(cfg, teacher_horizon: int, teacher_planner: dict | None = None) ->
         specs += [spec("adaptive", ks[-1], kind) for kind in kinds + ["none"]]
         specs += [spec("adaptive", ks[-1], kinds[0] if kinds else "none", over) for over in cheap]
         specs.append(spec("adaptive", ks[-1], kinds[0] if kinds else "none", fallback="prior"))
+        if one_step_threshold is not None:
+            kind = kinds[0] if kinds else "none"
+            specs.append(ExecutionSpec(SpeculationSettings("adaptive", ks[-1], one_step_threshold, hist, "one_step"),
+                                       kind, correctors.get(kind), (), teach))
     return specs, notes
 
 
@@ -150,10 +171,32 @@ def comparison_rows(task: str, results: list[tuple[ExecutionSpec, object]], base
     return rows
 
 
+CLOCK_HEADER = ("setting", "P ms", "L ms", "d", "clock", "plans started", "used", "discarded", "cancelled",
+                "steps plan", "corrected", "extension", "prior", "deadline misses", "wait ms/step")
+
+
+def clock_rows(results: list[tuple[ExecutionSpec, object]]) -> list[tuple]:
+    """The clock's table: for each setting run under a clock, P, L, d, the plans (started, used, discarded,
+    cancelled), the decisions by action source, deadline misses and ms per step waiting for a plan."""
+    rows = []
+    for spec, res in results:
+        c = res.clock
+        if c is None:
+            continue
+        latency = "-" if spec.settings.mode == "prior" else f"{c['planner_latency_ms']:.1f}"
+        rows.append((spec.label, f"{c['control_period_ms']:g}", latency, c["delay"],
+                     "wall" if c["realtime"] else "simulated", res.plans_started, res.plans_used, res.plans_discarded,
+                     res.plans_cancelled, res.steps_plan, res.steps_corrected, res.steps_extension, res.steps_prior,
+                     res.deadline_misses, f"{1e3 * res.per_step(res.wait_seconds):.1f}"))
+    return rows
+
+
 RECORD_KEYS = ("planner_calls_per_step", "corrector_calls_per_step", "encoder_calls_per_step", "policy_calls_per_step",
                "ms_per_decision", "plan_ms_per_step", "encode_ms_per_step", "policy_ms_per_step",
                "verify_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate", "misses",
-               "teacher_action_mse", "planner_calls", "decisions")
+               "teacher_action_mse", "planner_calls", "decisions", "clock", "plans_started", "plans_used",
+               "plans_discarded", "plans_cancelled", "steps_plan", "steps_corrected", "steps_extension", "steps_prior",
+               "deadline_misses", "deadline_misses_per_step", "wait_ms_per_step", "predict_ms_per_step")
 
 
 def comparison_record(task: str, results: list[tuple[ExecutionSpec, object]], baseline_returns) -> dict:
@@ -161,8 +204,10 @@ def comparison_record(task: str, results: list[tuple[ExecutionSpec, object]], ba
     out = []
     for (spec, res), p in zip(results, _summaries(results, baseline_returns)):
         s = res.summary()
-        out.append({"setting": spec.label, "mode": spec.settings.mode, "k": spec.settings.exec_horizon,
-                    "corrector": spec.corrector_type, "threshold": spec.settings.mismatch_threshold,
+        out.append({"setting": spec.label, "mode": spec.settings.mode, "k": spec.steps_per_plan,
+                    "corrector": spec.corrector_type,
+                    "threshold": spec.settings.mismatch_threshold if math.isfinite(spec.settings.mismatch_threshold)
+                    else None,
                     "mismatch": spec.settings.mismatch, "fallback": spec.settings.fallback,
                     "planner_overrides": dict(spec.planner_overrides),
                     "planner_budget": budget_name(spec.planner_overrides), "returns": res.returns,
@@ -182,10 +227,10 @@ def comparison_record(task: str, results: list[tuple[ExecutionSpec, object]], ba
 
 
 PLOT_MODES = {"baseline": "baseline", "prior": "policy prior", "naive": "naive", "spec_corrector": "corrected",
-              "spec_extended": "extended", "adaptive": "adaptive"}
+              "spec_extended": "extended", "adaptive": "adaptive", "async": "async", "stale": "stale"}
 PLOT_CORRECTORS = {"none": "", "two_tower": " 2-tower", "temporal": " temporal"}
 FAMILY_COLORS = {"baseline": "black", "prior": "tab:olive", "naive": "tab:red", "spec_corrector": "tab:blue",
-                 "spec_extended": "tab:purple", "adaptive": "tab:green"}
+                 "spec_extended": "tab:purple", "adaptive": "tab:green", "async": "tab:cyan", "stale": "tab:gray"}
 
 
 def _plot_label(s: dict) -> str:

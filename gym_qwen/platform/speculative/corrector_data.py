@@ -1,7 +1,9 @@
 """Corrector data on disk: one Parquet row per speculative step, with the file's provenance in its metadata.
 
 A row: episode, t (decision index), step_in_chunk j (1..k-1), extended (j >= plan horizon: an extension step),
-distance ||z_real - z_pred||, z_real and z_pred (L), a_plan, a_teacher (the full planner's action at the real
+distance ||z_real - z_pred|| (the plan's open-loop latent), distance_one_step ||z_real - d(z_real', a')|| (the
+world model's one-step prediction from the previous real latent and executed action; absent in files collected
+before 2026-12-04), z_real and z_pred (L), a_plan, a_teacher (the full planner's action at the real
 state) and a_teacher_mean (its MPPI mean) (A), history (the last K mismatch features, flattened K*F, current
 step last, zero-padded at an episode's start) and history_valid (how many of the K are real).
 
@@ -38,7 +40,8 @@ def schema(latent_dim: int, action_dim: int, history_len: int, feature: int, met
     import pyarrow as pa
 
     fields = [pa.field("episode", pa.int64()), pa.field("t", pa.int32()), pa.field("step_in_chunk", pa.int32()),
-              pa.field("extended", pa.bool_()), pa.field("distance", pa.float32())]
+              pa.field("extended", pa.bool_()), pa.field("distance", pa.float32()),
+              pa.field("distance_one_step", pa.float32())]
     fields += [pa.field(c, pa.list_(pa.float32(), latent_dim)) for c in LATENT_COLUMNS]
     fields += [pa.field(c, pa.list_(pa.float32(), action_dim)) for c in ACTION_COLUMNS]
     fields += [pa.field("history", pa.list_(pa.float32(), history_len * feature)),

@@ -44,6 +44,15 @@ def setting_key(spec, agent_overrides: dict, corrector_sha256: str | None) -> st
         key.update(threshold=s.mismatch_threshold, mismatch=s.mismatch)
         if s.fallback != "plan":  # absent for the default, so logs written before the key existed still match
             key["fallback"] = s.fallback
+    if s.mode == "async" and s.mismatch_threshold != float("inf"):
+        key["threshold"] = s.mismatch_threshold
+    if spec.clock is not None:  # absent without a clock, so logs written before the key existed still match
+        # d fixes a simulated clock's episodes (P and L only through it: a measured L that moved a little leaves
+        # them as they were); on the wall clock P sets the deadlines too
+        clock = spec.clock
+        key["clock"] = {"delay": clock.delay, "realtime": clock.realtime}
+        if clock.realtime:
+            key["clock"]["control_period_ms"] = clock.control_period_ms
     if spec.corrector_type != "none":
         key["history_len"] = s.history_len
     if spec.measure_teacher:

@@ -27,6 +27,8 @@ def play_episodes(executor, envs: list, reset_seeds: list[int], frames: list | N
             totals[b] += float(reward)
             steps[b] += 1
             done[b] = bool(terminated or truncated)
+            if done[b]:
+                executor.finish([b])
             if frames is not None and b == 0:
                 frames.append(envs[0].render())
     records = []

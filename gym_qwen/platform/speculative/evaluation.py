@@ -1,7 +1,6 @@
 """Evaluation of a TD-MPC2 agent: returns, planner calls per step, decision latency, optional video."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,15 @@ class EvalResult:
     extensions: int = 0
     misses: int = 0
     speculative_steps: int = 0
+    plans_started: int = 0
+    plans_used: int = 0
+    plans_discarded: int = 0
+    plans_cancelled: int = 0
+    steps_plan: int = 0
+    steps_corrected: int = 0
+    steps_extension: int = 0
+    steps_prior: int = 0
+    deadline_misses: int = 0
     decisions: int = 0
     decision_seconds: float = 0.0
     plan_seconds: float = 0.0
@@ -41,9 +49,12 @@ class EvalResult:
     verify_seconds: float = 0.0
     correct_seconds: float = 0.0
     extend_seconds: float = 0.0
+    predict_seconds: float = 0.0
+    wait_seconds: float = 0.0
     teacher_sq_error: float = 0.0
     teacher_steps: int = 0
     episode_planner_calls: list = field(default_factory=list)
+    clock: dict | None = None  # the clock the episodes ran under: P, L, d, where L came from, realtime (clock.py)
     video: str | None = None
 
     @property
@@ -88,6 +99,7 @@ class EvalResult:
                  encoder_calls_per_step=self.per_step(self.encoder_calls),
                  policy_calls_per_step=self.per_step(self.policy_calls), replan_rate=self.replan_rate,
                  teacher_action_mse=self.teacher_action_mse,
+                 deadline_misses_per_step=self.per_step(self.deadline_misses),
                  **{f"{k}_ms_per_step": 1e3 * self.per_step(getattr(self, f"{k}_seconds"))
                     for k in TIMERS})
         return d
@@ -101,20 +113,34 @@ def episode_seed(seed: int, index: int) -> int:
     return reset_seed("evaluation", seed, index)
 
 
-def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0):
-    """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector."""
+def setting_planner(agent, execution=None):
+    """The planner an ExecutionSpec plans with: None for the agent's own, else one with its planner overrides."""
+    if execution is None or not execution.planner_overrides:
+        return None
+    from dataclasses import replace
+
+    from ..tdmpc2.planner import MPPIPlanner
+
+    settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
+    return MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
+
+
+def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0,
+                   planner_seed: int = 0):
+    """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector; under a
+    clock (resolved) a ClockedExecutor whose planner draws from its own generator seeded with `planner_seed`."""
     from .executor import SpeculativeExecutor
     from .modes import ExecutionSpec
 
     execution = execution or ExecutionSpec()
-    planner = None
-    if execution.planner_overrides:
-        from dataclasses import replace
+    planner = setting_planner(agent, execution)
+    if execution.clock is not None:
+        from .clocked import ClockedExecutor
 
-        from ..tdmpc2.planner import MPPIPlanner
-
-        settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
-        planner = MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
+        if batch != 1:
+            raise ValueError("a clock runs one environment at a time")
+        return ClockedExecutor(agent, execution.settings, execution.clock, corrector=corrector, planner=planner,
+                               planner_seed=planner_seed)
     return SpeculativeExecutor(agent, execution.settings, batch=batch, corrector=corrector,
                                teacher=execution.measure_teacher, teacher_seed=teacher_seed, planner=planner)
 
@@ -128,11 +154,14 @@ def evaluate_episodes(agent, envs: list, seed: int, indices: list[int], executio
     from ..rng import derive_seed
 
     first = episode_seed(seed, indices[0])
-    executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7))
+    executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7),
+                              planner_seed=first)  # a clocked planner's generator: seeded like the global stream
     with seeded(first):
         records = play_episodes(executor, envs[:len(indices)], [episode_seed(seed, i) for i in indices], frames)
     for index, rec in zip(indices, records):
         rec["episode"] = index
+        if execution is not None and execution.clock is not None:
+            rec["clock"] = execution.clock.record()
     return records
 
 
@@ -146,6 +175,7 @@ def evaluate_episode(agent, env, seed: int, index: int, frames: list | None = No
 def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult:
     """An EvalResult from per-episode records (in episode order, whoever ran them)."""
     result = EvalResult(task=task, mode=mode)
+    result.clock = next((r["clock"] for r in records if r.get("clock")), None)
     for r in sorted(records, key=lambda r: r["episode"]):
         result.returns.append(float(r["return"]))
         result.lengths.append(int(r["length"]))
@@ -175,8 +205,29 @@ def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int, execut
     from ..tdmpc2.checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
+    execution = with_clock(execution, agent, ckpt["task"], seed)
     return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed,
             "execution": execution, "corrector": load_execution_corrector(execution, agent, teacher_sha256)}
+
+
+def measure_clocks(checkpoint: str, specs: list, overrides: dict, device: str, seed: int) -> list:
+    """`specs` with every clock left to be measured measured, on the checkpoint's agent (loaded once, only if one
+    is): a run's episodes, wherever they are played, then share one d."""
+    if all(s.clock is None or s.clock.resolved for s in specs):
+        return list(specs)
+    from ..tdmpc2.checkpoints import load_agent
+
+    agent, _, ckpt = load_agent(checkpoint, overrides, device, None)
+    return [with_clock(s, agent, ckpt["task"], seed) for s in specs]
+
+
+def with_clock(execution, agent, task: str, seed: int):
+    """`execution` with its clock's planner latency measured here, before any episode, if it was left to be."""
+    if execution is None or execution.clock is None or execution.clock.resolved:
+        return execution
+    from .clocked import resolve_clock
+
+    return resolve_clock(execution, agent, task, seed, setting_planner(agent, execution))
 
 
 def evaluation_episode(state: dict, index: int) -> list[dict]:
@@ -197,7 +248,7 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
     from .modes import ExecutionSpec
 
-    execution = execution or ExecutionSpec()
+    execution = with_clock(execution or ExecutionSpec(), agent, task, seed)
     todo = list(range(episodes)) if indices is None else list(indices)
     envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(max(1, min(num_envs, len(todo))))]
     records, video = [], None

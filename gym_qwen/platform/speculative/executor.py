@@ -32,9 +32,15 @@ from ..rng import TorchRngStream
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
 from .modes import SpeculationSettings
 
-TIMERS = ("plan", "encode", "policy", "verify", "correct", "extend")
+TIMERS = ("plan", "encode", "policy", "verify", "correct", "extend", "predict", "wait")
+# Plans started, used (took over at least one step), discarded (cancelled on a miss, or unfinished when the episode
+# ended; only under a clock); each decision's action source (exactly one of plan, corrected, extension, prior); and
+# decisions whose action came after its deadline (clock.py). `predict`: rolling the world model forward to the
+# state a plan will take over at; `wait`: time the decision waited for a plan (only under a clock)
+PLAN_COUNTERS = ("plans_started", "plans_used", "plans_discarded", "plans_cancelled")
+SOURCES = ("plan", "corrected", "extension", "prior")
 COUNTERS = ("decisions", "planner_calls", "encoder_calls", "policy_calls", "corrector_calls", "extensions", "misses",
-            "speculative_steps")
+            "speculative_steps") + PLAN_COUNTERS + tuple(f"steps_{s}" for s in SOURCES) + ("deadline_misses",)
 
 
 @dataclass
@@ -145,6 +151,7 @@ class SpeculativeExecutor:
         z_pred = torch.where(need_plan.unsqueeze(1), z, self.chunk_latents[row_t, self.pos[row_t].clamp(
             max=self.chunk_latents.shape[1] - 1)])
         spec_idx = spec.nonzero().squeeze(1)
+        self._count_sources(rows, need_plan, on_prior, spec)
         if self.uses_history:
             hist_rows = row_t[encode]
             self.history.push(hist_rows, mismatch_feature(z[encode], z_pred[encode], actions[encode]))
@@ -171,13 +178,31 @@ class SpeculativeExecutor:
                 self._shadow(spec_rows, spec_idx, z, z_pred, a_plan, actions, ts)
                 start += time.perf_counter() - t0  # the shadow is not the agent's work: out of the step's time
         actions = actions.clamp(-1, 1)
-        if self.s.mismatch == "one_step":
+        if self.s.mismatch == "one_step" or self.on_step is not None:  # collection records both mismatches
             self.last_z[row_t] = z
             self.last_action[row_t] = actions
         self.pos[row_t] += 1
         self._count(rows, "decisions")
         self._time(rows, "total", time.perf_counter() - start)
         return actions.cpu().numpy()
+
+    def _count_sources(self, rows, need_plan, on_prior, spec) -> None:
+        """Each row's action source this step: a fresh plan's first action, the policy prior (fallback=prior), or a
+        speculative step (corrected if a corrector runs, else the plan's action, or its extension past H)."""
+        extended = self.pos[torch.as_tensor(rows, dtype=torch.long, device=self.device)] >= self.H
+        for i, b in enumerate(rows):
+            if need_plan[i]:
+                source = "plan"
+            elif on_prior[i]:
+                source = "prior"
+            elif self.corrector is not None:
+                source = "corrected"
+            else:
+                source = "extension" if extended[i] else "plan"
+            self.stats[b].counts[f"steps_{source}"] += 1
+
+    def finish(self, rows) -> None:
+        """The episodes of `rows` ended (nothing is left in flight here: every plan is used at once)."""
 
     def _act_prior(self, obs, rows: list[int], start: float) -> np.ndarray:
         """mode=prior: the policy prior's mean action at each row's encoded observation; no planner."""
@@ -188,7 +213,7 @@ class SpeculativeExecutor:
         actions = self.model.pi(z)[1]["mean"].clamp(-1, 1)
         self._time(rows, "encode", t1 - t0)
         self._time(rows, "policy", time.perf_counter() - t1)
-        for key in ("encoder_calls", "policy_calls", "decisions"):
+        for key in ("encoder_calls", "policy_calls", "decisions", "steps_prior"):
             self._count(rows, key)
         self._time(rows, "total", time.perf_counter() - start)
         return actions.cpu().numpy()
@@ -212,7 +237,8 @@ class SpeculativeExecutor:
         t0 = time.perf_counter()
         plan = self.planner.plan(z, self.prev_mean[row_t], shift=self.pos[row_t])
         self._time(rows, "plan", time.perf_counter() - t0)
-        self._count(rows, "planner_calls")
+        for key in ("planner_calls", "plans_started", "plans_used"):
+            self._count(rows, key)
         self.fallen[row_t] = False
         H = self.H
         self.prev_mean[row_t] = plan.mean
@@ -246,11 +272,12 @@ class SpeculativeExecutor:
         if self.on_step is not None:
             window, mask = self.history.window(row_t)
             dist = latent_distance(z[idx], z_pred[idx])
+            one_step = latent_distance(z[idx], self.model.next(self.last_z[row_t], self.last_action[row_t]))
             for i, b in enumerate(rows):
                 j = int(self.pos[b])
                 self.on_step({
                     "row": b, "t": ts[int(idx[i])], "step_in_chunk": j, "extended": j >= self.H,
-                    "distance": float(dist[i]), "z_real": z[idx[i]].cpu().numpy(),
+                    "distance": float(dist[i]), "distance_one_step": float(one_step[i]), "z_real": z[idx[i]].cpu().numpy(),
                     "z_pred": z_pred[idx[i]].cpu().numpy(), "a_plan": a_plan[i].cpu().numpy(),
                     "a_teacher": teacher[i].cpu().numpy(), "a_teacher_mean": plan.mean[i, 0].cpu().numpy(),
                     "history": window[i].cpu().numpy(), "history_valid": int(mask[i].sum())})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODES = ("baseline", "prior", "naive", "spec_corrector", "spec_extended", "adaptive")
+MODES = ("baseline", "prior", "naive", "spec_corrector", "spec_extended", "adaptive", "async", "stale")
+# Modes that only run under a clock (control_period_ms=): the plan executes for d = ceil(L / P) decisions (clock.py)
+CLOCKED_ONLY = ("async", "stale")
 # How adaptive measures the mismatch of a speculative step: against the plan's open-loop latent z^_j, or against the
 # world model's one-step prediction from the previous real latent and the action actually executed there.
 MISMATCH_KINDS = ("open_loop", "one_step")
@@ -16,7 +18,8 @@ FALLBACKS = ("plan", "prior")
 PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
                 "temperature")
 CORRECTOR_TYPES = ("none", "two_tower", "temporal")
-DEFAULT_EXEC_HORIZON = {"baseline": 1, "prior": 1, "naive": 3, "spec_corrector": 3, "spec_extended": 6, "adaptive": 3}
+DEFAULT_EXEC_HORIZON = {"baseline": 1, "prior": 1, "naive": 3, "spec_corrector": 3, "spec_extended": 6, "adaptive": 3,
+                        "async": 1, "stale": 1}
 # The original project's mode names: alias -> (mode, spec_exec_horizon, spec_plan_horizon, corrector_type)
 ALIASES = {
     "spec6_corrector": ("spec_extended", 6, 3, None),
@@ -32,7 +35,8 @@ MODE_CHOICES = MODES + ("all",) + tuple(ALIASES)
 class SpeculationSettings:
     """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline; prior never
     plans: the policy prior's mean action at the encoded observation, every step). `mismatch` (adaptive): what
-    the real latent is compared with (MISMATCH_KINDS)."""
+    the real latent is compared with (MISMATCH_KINDS). async and stale run under a clock, whose d sets how many
+    steps a plan runs (k stays 1); async with a finite mismatch_threshold cancels the plan in flight on a miss."""
 
     mode: str = "baseline"
     exec_horizon: int = 1
@@ -48,6 +52,8 @@ class SpeculationSettings:
             raise ValueError(f"spec_exec_horizon={self.exec_horizon} must be >= 1")
         if self.mode in ("baseline", "prior") and self.exec_horizon != 1:
             raise ValueError(f"mode={self.mode} decides every step afresh: spec_exec_horizon must be 1")
+        if self.mode in CLOCKED_ONLY and self.exec_horizon != 1:
+            raise ValueError(f"mode={self.mode}: the clock's d sets the steps per plan, not spec_exec_horizon")
         if self.mismatch not in MISMATCH_KINDS:
             raise ValueError(f"unknown mismatch {self.mismatch!r}; valid: {', '.join(MISMATCH_KINDS)}")
         if self.fallback not in FALLBACKS:
@@ -112,18 +118,29 @@ def needs_corrector(mode: str) -> bool:
 @dataclass(frozen=True)
 class ExecutionSpec:
     """One evaluated setting: how plans are executed, which corrector (a checkpoint file), which planner
-    overrides (the cheap planner changes num_samples / iterations), and whether to shadow the teacher."""
+    overrides (the cheap planner changes num_samples / iterations), whether to shadow the teacher, and the clock
+    it runs under (a ClockSettings; None: no clock, the environment waits for every plan)."""
 
     settings: SpeculationSettings = field(default_factory=SpeculationSettings)
     corrector_type: str = "none"
     corrector_checkpoint: str | None = None
     planner_overrides: tuple = ()  # ((key, value), ...) applied to the agent's planner settings
     measure_teacher: bool = False
+    clock: object = None  # clock.ClockSettings
+
+    @property
+    def steps_per_plan(self) -> int:
+        """The most steps one plan runs: k, or under a clock the d of async and stale (what MLflow logs as k)."""
+        if self.settings.mode in CLOCKED_ONLY and self.clock is not None and self.clock.resolved:
+            return self.clock.delay
+        return self.settings.exec_horizon
 
     @property
     def label(self) -> str:
         s = self.settings
-        name = s.mode if s.mode in ("baseline", "prior") else f"{s.mode} k={s.exec_horizon}"
+        name = s.mode if s.mode in ("baseline", "prior") + CLOCKED_ONLY else f"{s.mode} k={s.exec_horizon}"
+        if s.mode == "async" and s.mismatch_threshold != float("inf"):
+            name += f" thr={s.mismatch_threshold:g}"
         if s.mode == "adaptive":
             name += f" thr={s.mismatch_threshold:g}"
             if s.mismatch != "open_loop":
@@ -136,4 +153,6 @@ class ExecutionSpec:
             budget = budget_name(self.planner_overrides)
             name += f" (planner {budget})" if budget else \
                 " (" + " ".join(f"{k}={v}" for k, v in self.planner_overrides) + ")"
+        if self.clock is not None:
+            name += f" [{self.clock.label}]"
         return name

@@ -8,10 +8,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import re
 from pathlib import Path
 
-from ..config_schema import ConfigError
+from ..config_schema import CompareConfig, ConfigError
+from ..files import directory_problem
+from ..progress import table
 from ..speculative.modes import budget_name
+from ..tracking import check_tracking_uri, client, default_tracking_uri
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
@@ -103,8 +107,6 @@ class Setting:
 # --- reading MLflow ----------------------------------------------------------------------------------------------
 def check_store(uri: str) -> None:
     """A local SQLite store must exist (compare never creates one); a server must answer."""
-    from ..tracking import check_tracking_uri
-
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
@@ -410,3 +412,39 @@ def plot(settings: list[Setting], path: str | Path) -> Path:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+
+
+# --- the comparison as `gym-qwen compare` prints it -------------------------------------------------------------
+def compare_runs(cfg: CompareConfig) -> list[Setting]:
+    """`gym-qwen compare` (and the demo's last stage): print one table per task, write the plot and its CSV, log
+    both to the sweeps' parent runs (cfg.log); returns the compared settings."""
+    name = (cfg.experiment or cfg.sweep)[0]
+    output = Path(cfg.output or f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
+    problem = directory_problem(output.parent if str(output.parent) else Path("."))
+    if problem:
+        raise ConfigError(f"output={output}: cannot write there ({problem})")
+    uri = default_tracking_uri()
+    check_store(uri)
+    rows, parents, notes = load_runs(uri, cfg.experiment, cfg.sweep, cfg.task, cfg.unfinished)
+    if not rows:
+        what = f"task {cfg.task} in " if cfg.task else ""
+        raise CompareError(f"no finished evaluation runs of {what}{', '.join(cfg.experiment + cfg.sweep)} to compare "
+                           "(gym-qwen sweep, or gym-qwen evaluate ... mlflow=true, logs them)")
+    unpaired: list[str] = []
+    settings = pool(rows, unpaired)
+    for line in notes + unpaired:
+        print(f"note: {line}")
+    for (task, teacher), group in by_task(settings).items():
+        print(f"\n{task} ({teacher}): {len(group)} settings from {sum(len(s.runs) for s in group)} runs")
+        print(table(table_rows(group), table_header(group)))
+    print("\npareto: * on the front of return against planner calls per step, + against ms per step")
+    png = plot(settings, output)
+    csv_path = write_csv(settings, output.with_suffix(".csv"))
+    print(f"plot: {png}  table: {csv_path}")
+    if cfg.log and parents:
+        c = client(uri)
+        for run_id in parents:
+            c.log_artifact(run_id, str(png), "compare")
+            c.log_artifact(run_id, str(csv_path), "compare")
+        print(f"logged to the sweep's parent run{'s' if len(parents) > 1 else ''} {', '.join(parents)} (compare/)")
+    return settings

@@ -27,7 +27,8 @@ class TrialSetting:
         from ..speculative.modes import ExecutionSpec
 
         s = self.spec
-        return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items())).label
+        return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items()),
+                             clock=s.clock).label
 
 
 def absolute(path: str | None, workdir: str | Path) -> str | None:
@@ -75,7 +76,7 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
     resolved, note = resolve_mode(cfg)
     overrides = agent_overrides(cfg, given, resolved)
     teacher_horizon = planning_horizon(ckpt, overrides)
-    spec = single_spec(cfg, resolved, teacher_horizon)
+    spec = single_spec(cfg, resolved, teacher_horizon, given)
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     return TrialSetting(checkpoint, overrides, spec, planner, note)
 

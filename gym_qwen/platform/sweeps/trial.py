@@ -7,6 +7,7 @@ depend only on the setting, the seed and i), so a continued trial ends with the 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..speculative.clock import CLOCK_METRICS
 from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, open_run
 
 # What a trial reports to Tune and logs to MLflow: the metrics `gym-qwen evaluate mlflow=true` logs, plus the
@@ -32,7 +34,7 @@ def metrics_of(task: str, mode: str, records: list[dict]) -> dict:
     from ..speculative.evaluation import result_from_records
 
     s = result_from_records(task, mode, records).summary()
-    out = {k: s[k] for k in METRICS if s[k] is not None}
+    out = {k: s[k] for k in METRICS + (CLOCK_METRICS if s["clock"] else ()) if s[k] is not None}
     out["episodes_done"] = len(records)
     return out
 
@@ -42,11 +44,12 @@ def trial_params(point, setting, sha256: str) -> dict:
     under the names `gym-qwen evaluate mlflow=true` uses (compare reads both kinds of run the same way)."""
     spec = setting.spec
     cfg = point.cfg
+    clock = spec.clock.record() if spec.clock is not None else {}  # P, L, d: under a clock k is d
     return {**point.values, "checkpoint": point.cfg.checkpoint, "episodes": cfg.episodes, "seed": cfg.seed,
-            "mode": spec.settings.mode, "spec_exec_horizon": spec.settings.exec_horizon,
+            "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
             "corrector_type": spec.corrector_type, "corrector_checkpoint": spec.corrector_checkpoint,
             "mismatch_threshold": spec.settings.mismatch_threshold, "history_len": spec.settings.history_len,
-            "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256}
+            "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256, **clock}
 
 
 def write_episode_table(records: list[dict], path: Path) -> Path:
@@ -89,6 +92,19 @@ def in_process_episodes(ckpt: dict, setting, cfg, sha256: str) -> Callable:
     return play
 
 
+def _measured(setting, ckpt: dict, cfg):
+    """The setting with its clock's planner latency measured in this process (where the trial's episodes run),
+    before its run is opened: its params say P, L and d."""
+    spec = setting.spec
+    if spec.clock is None or spec.clock.resolved:
+        return setting
+    from ..speculative.evaluation import with_clock
+    from ..tdmpc2.checkpoints import agent_from_checkpoint
+
+    agent, _, _ = agent_from_checkpoint(ckpt, setting.overrides, cfg.device)
+    return dataclasses.replace(setting, spec=with_clock(spec, agent, ckpt["task"], cfg.seed))
+
+
 def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
               trial_id: str, records: list[dict], report: Callable[[dict, list], None],
               play_factory: Callable | None = None, faults: dict | None = None, threads: int = 1) -> dict:
@@ -108,7 +124,7 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     path = absolute(cfg.checkpoint, workdir)
     ckpt = load_checkpoint(path)
     sha = sha256_of(path)
-    setting = resolve_setting(cfg, set(point.values), ckpt, workdir)
+    setting = _measured(resolve_setting(cfg, set(point.values), ckpt, workdir), ckpt, cfg)
     task, mode = ckpt["task"], setting.spec.settings.mode
     run = open_run(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
                    f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),

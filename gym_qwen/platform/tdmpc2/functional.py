@@ -75,16 +75,18 @@ class TwoHot:
 
 
 def squashed_gaussian(mean: torch.Tensor, raw_log_std: torch.Tensor, log_std_min: float, log_std_max: float,
-                      eps: torch.Tensor | None = None):
+                      eps: torch.Tensor | None = None, generator: torch.Generator | None = None):
     """Reparameterised tanh-Gaussian sample.
 
     Returns (action, squashed mean, log_prob after the tanh correction, entropy term used by the policy loss).
     The entropy term follows TD-MPC2: the Gaussian log-probability scaled by the action dimension, expressed
-    relative to the squashed log-probability so that gradients flow through both.
+    relative to the squashed log-probability so that gradients flow through both. `generator`: draw the noise
+    from it instead of the global stream (a planner in a thread of its own).
     """
     log_std = log_std_min + 0.5 * (log_std_max - log_std_min) * (torch.tanh(raw_log_std) + 1.0)
     if eps is None:
-        eps = torch.randn_like(mean)
+        eps = torch.randn_like(mean) if generator is None else \
+            torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     gauss_logp = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1, keepdim=True)
     pre = mean + eps * log_std.exp()
     action = torch.tanh(pre)

@@ -45,6 +45,16 @@ class Plan:
         return self.actions[:, 0]
 
 
+class PlanCancelled(Exception):
+    """A plan given up before it finished (its `cancelled()` said so between MPPI iterations)."""
+
+
+def _drawing(generator) -> dict:
+    """Keyword arguments that make a draw use `generator` (none: the global stream, and models whose methods take
+    no generator still work)."""
+    return {} if generator is None else {"generator": generator}
+
+
 def warm_start(prev_mean: torch.Tensor | None, shift, B: int, H: int, A: int, device) -> torch.Tensor:
     """The initial MPPI mean (B, H, A): row b is prev_mean[b] moved `shift[b]` steps earlier, zero-filled."""
     if prev_mean is None:
@@ -76,10 +86,12 @@ class MPPIPlanner:
     def compiled(self) -> bool:
         return self._rollout.active
 
-    def rollout_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def rollout_value(self, z: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> torch.Tensor:
         """Value of action sequences (H, M, A) from latents z (M, L): discounted predicted rewards plus the
         discounted value of the last latent (mean of 2 random Q heads at the policy prior's action)."""
         m, s = self.model, self.s
+        kw = _drawing(generator)
         ret = torch.zeros(z.shape[0], 1, device=z.device)
         alive = torch.ones_like(ret)
         discount = 1.0
@@ -90,27 +102,36 @@ class MPPIPlanner:
             ended = m.terminal(z)
             if ended is not None:
                 alive = alive * (1.0 - ended)
-        a, _ = m.pi(z)
-        return ret + discount * alive * m.q_value(z, a)
+        a, _ = m.pi(z, **kw)
+        return ret + discount * alive * m.q_value(z, a, **kw)
 
-    def _prior_actions(self, z: torch.Tensor) -> torch.Tensor:
+    def _prior_actions(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Roll the policy prior through the dynamics: (H, B, P, A)."""
         s, m = self.s, self.model
+        kw = _drawing(generator)
         B, P = z.shape[0], s.num_pi_trajs
         zp = z.repeat_interleave(P, dim=0)
         out = []
         for t in range(s.horizon):
-            a, _ = m.pi(zp)
+            a, _ = m.pi(zp, **kw)
             out.append(a)
             if t < s.horizon - 1:
                 zp = m.step(zp, a)[1]
         return torch.stack(out).view(s.horizon, B, P, -1)
 
-    def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None, shift=1) -> Plan:
+    def plan(self, z: torch.Tensor, prev_mean: torch.Tensor | None = None, shift=1,
+             generator: torch.Generator | None = None, cancelled=None) -> Plan:
         """Plan from latents z (B, L). prev_mean (B, H, A): the previous plan's mean, warm-starting this one
         shifted by `shift` steps (an int, or one per row: the steps executed since that plan; pass None, or rows
-        of NaN, at the first step of an episode). Steps shifted in past the old plan's end start at zero."""
+        of NaN, at the first step of an episode). Steps shifted in past the old plan's end start at zero.
+
+        `generator`: draw every random number from it instead of the global stream (a planner in a thread of its
+        own: swapping the process's global state is not thread-safe); the draws are the same ones in the same
+        order, so a generator seeded like the global stream gives the same plan (compiled too: TorchDynamo takes
+        the generator as an input). `cancelled()`: asked before each MPPI iteration; True raises PlanCancelled (a
+        background plan that is no longer wanted)."""
         s, m = self.s, self.model
+        kw = _drawing(generator)
         B, H, N, P, K = z.shape[0], s.horizon, s.num_samples, s.num_pi_trajs, s.num_elites
         A = m.action_dim
         dev = z.device
@@ -120,13 +141,15 @@ class MPPIPlanner:
         std = torch.full((B, H, A), s.max_std, device=dev)
         actions = torch.empty(H, B, N, A, device=dev)
         if P > 0:
-            actions[:, :, :P] = self._prior_actions(z)
+            actions[:, :, :P] = self._prior_actions(z, generator)
         z_rep = z.repeat_interleave(N, dim=0)
         batch_idx = torch.arange(B, device=dev)[:, None]
         for _ in range(s.iterations):
-            noise = torch.randn(H, B, N - P, A, device=dev)
+            if cancelled is not None and cancelled():
+                raise PlanCancelled
+            noise = torch.randn(H, B, N - P, A, device=dev, **kw)
             actions[:, :, P:] = (mean.transpose(0, 1).unsqueeze(2) + std.transpose(0, 1).unsqueeze(2) * noise).clamp(-1, 1)
-            value = self._rollout(z_rep, actions.view(H, B * N, A)).view(B, N).nan_to_num(0.0)
+            value = self._rollout(z_rep, actions.view(H, B * N, A), **kw).view(B, N).nan_to_num(0.0)
             elite_value, elite_idx = torch.topk(value, K, dim=1)
             elite_actions = actions[:, batch_idx, elite_idx]  # (H, B, K, A)
             score = torch.exp(s.temperature * (elite_value - elite_value.max(1, keepdim=True).values))
@@ -137,7 +160,7 @@ class MPPIPlanner:
             mean = mean_hb.transpose(0, 1).contiguous()
             std = var.sqrt().clamp(s.min_std, s.max_std).transpose(0, 1).contiguous()
         # Pick one elite per environment with probability proportional to its score (Gumbel-max trick).
-        gumbel = -torch.empty_like(score).exponential_().log()
+        gumbel = -torch.empty_like(score).exponential_(**kw).log()
         pick = torch.argmax(score.log() + gumbel, dim=1)
         chosen = elite_actions[:, torch.arange(B, device=dev), pick].transpose(0, 1).contiguous()  # (B, H, A)
         latents, rewards = self.imagine(z, chosen)
@@ -145,14 +168,16 @@ class MPPIPlanner:
                     value=elite_value[torch.arange(B, device=dev), pick], mean=mean, std=std,
                     stats={"elite_value_mean": float(elite_value.mean()), "std_mean": float(std.mean())})
 
-    def extend(self, z: torch.Tensor, steps: int):
+    def extend(self, z: torch.Tensor, steps: int, generator: torch.Generator | None = None):
         """Continue plans past their horizon with the policy prior's mean action, rolled through the dynamics
         from the last predicted latents z (B, L): actions (B, steps, A) and the latents (B, steps, L) that follow
-        each of them (latent i comes after action i)."""
+        each of them (latent i comes after action i). The prior's sample, unused, still draws (from `generator`
+        if given)."""
         self.extensions += z.shape[0]
         actions, latents = [], []
+        kw = _drawing(generator)
         for _ in range(steps):
-            _, info = self.model.pi(z)
+            _, info = self.model.pi(z, **kw)
             a = info["mean"]
             z = self.model.step(z, a)[1]
             actions.append(a)

@@ -82,24 +82,26 @@ class WorldModel(nn.Module):
     def termination_logit(self, z: torch.Tensor) -> torch.Tensor:
         return self.termination_head(z)
 
-    def pi(self, z: torch.Tensor):
-        """Sample from the policy prior: (action, info) with mean, log_prob and the scaled entropy."""
+    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None):
+        """Sample from the policy prior: (action, info) with mean, log_prob and the scaled entropy. `generator`:
+        draw from it instead of the global stream."""
         mean, raw_log_std = self.policy(z).chunk(2, dim=-1)
         action, squashed_mean, log_prob, entropy = squashed_gaussian(
-            mean, raw_log_std, self.log_std_min, self.log_std_max)
+            mean, raw_log_std, self.log_std_min, self.log_std_max, generator=generator)
         return action, {"mean": squashed_mean, "log_prob": log_prob, "scaled_entropy": entropy}
 
-    def random_heads(self, k: int = 2) -> torch.Tensor:
-        return torch.randperm(self.dims.num_q, device=self.qs.weights[0].device)[:k]
+    def random_heads(self, k: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randperm(self.dims.num_q, device=self.qs.weights[0].device, generator=generator)[:k]
 
     def Q(self, z: torch.Tensor, a: torch.Tensor, reduce: str = "min", target: bool = False,
-          detach: bool = False) -> torch.Tensor:
-        """Q values. reduce: "all" -> logits of every head; "min"/"avg" -> scalar over 2 random heads."""
+          detach: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Q values. reduce: "all" -> logits of every head; "min"/"avg" -> scalar over 2 random heads (drawn from
+        `generator` if given, else the global stream)."""
         za = torch.cat([z, a], dim=-1)
         net = self.target_qs if target else self.qs
         if reduce == "all":
             return net(za, detach=detach)
-        values = self.two_hot.decode(net(za, heads=self.random_heads(), detach=detach))
+        values = self.two_hot.decode(net(za, heads=self.random_heads(generator=generator), detach=detach))
         return values.min(0).values if reduce == "min" else values.mean(0)
 
     # ----------------------------------------------------------------- planning interface
@@ -112,9 +114,9 @@ class WorldModel(nn.Module):
         """(predicted reward (M, 1), next latent) for latents z and actions a."""
         return self.two_hot.decode(self.reward(z, a)), self.next(z, a)
 
-    def q_value(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Mean of 2 random Q heads (only those two heads are evaluated)."""
-        return self.Q(z, a, reduce="avg")
+    def q_value(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of 2 random Q heads (only those two heads are evaluated; drawn from `generator` if given)."""
+        return self.Q(z, a, reduce="avg", generator=generator)
 
     def terminal(self, z: torch.Tensor) -> torch.Tensor | None:
         """1.0 where the termination head predicts the episode ended (episodic tasks), else None."""

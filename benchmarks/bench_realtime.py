@@ -1,0 +1,402 @@
+"""Real-time control: return against the control period, for the full planner at model size 1 (issue 31).
+
+    python benchmarks/bench_realtime.py                                  # walker-walk and cheetah-run, 30 episodes
+    python benchmarks/bench_realtime.py tasks=walker-walk episodes=5 realtime=true
+    python benchmarks/bench_realtime.py tasks=walker-walk episodes=1 samples=32 iterations=1 budgets=16x1 \\
+        out=/tmp/rt plot_dir=/tmp/rt                                     # a smoke run with tiny settings
+
+For each task's shipped teacher (models/<task>-size1-seed1.pt): the full planner's latency L is measured here
+(median of 5 plans; `latency=<ms>` gives it instead), and each control period P = fraction x L x margin is run
+under the simulated clock (d = max(1, ceil(L / P)); a plan started at decision s is ready for decision s + d - 1)
+with every mode on the same episodes: async without and with the corrector, stale, the policy prior, the planner
+budgets whose measured latency fits within P (d = 1: they replan every step on time), and the unconstrained
+baseline (no clock), the reference for "retained". Settings whose episodes cannot differ are run once: the
+simulated clock depends on P only through d, and with d = 1 async and stale are the baseline step for step
+(tests/test_realtime.py), so they reuse its episodes. `realtime=true` also runs async (with and without the
+corrector) on the wall clock at every P, with L as measured, and counts deadline misses.
+
+Every finished episode is appended to <out>/realtime-<task>.episodes.jsonl; running the same command again
+continues from it, with the L the earlier run measured (more episodes= extends it; fresh=true starts over). Writes <out>/realtime-<task>.json (every
+row with its 95% intervals, the control rate each setting sustains while keeping >= 95% of the baseline's return,
+the issue's targets at d = 3) and <plot_dir>/realtime-<task>.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULTS = {
+    "tasks": "walker-walk,cheetah-run", "episodes": "30", "seed": "1", "periods": "1/8,1/4,1/3,1/2,1,2",
+    "margin": "1.0", "latency": "measured", "budgets": "64x2,128x3,256x4", "corrector": "two_tower",
+    "threads": "1", "compile": "teacher", "samples": "none", "iterations": "none", "realtime": "false",
+    "fresh": "false", "out": str(ROOT / "benchmarks" / "results"), "plot_dir": str(ROOT / "docs"),
+}
+HELP = {
+    "tasks": "tasks whose shipped size-1 teachers are run", "episodes": "episodes per setting (paired)",
+    "seed": "evaluation seed", "periods": "control periods as fractions of L",
+    "margin": "P = fraction x L x margin (above 1: slack for the wall clock; d unchanged while margin < d/(d-1))",
+    "latency": "measured, or the full planner's latency in ms", "budgets": "planner budgets <samples>x<iterations>",
+    "corrector": "corrector of the async rows (two_tower or temporal; models/correctors/)",
+    "threads": "torch threads (the realtime planner thread gets as many)",
+    "compile": "teacher (as the checkpoint says), true or false", "samples": "the full planner's samples (none = "
+    "the teacher's; a smoke run makes it small)", "iterations": "the full planner's MPPI iterations (none = the "
+    "teacher's)", "realtime": "also run async on the wall clock", "fresh": "start the episode logs over",
+    "out": "folder of the JSON and the episode logs", "plot_dir": "folder of realtime-<task>.png",
+}
+RETAIN = 0.95  # the control rate a setting sustains: the shortest P at which it keeps this much of the baseline
+TARGET_D = 3
+TARGETS = {"walker-walk": 0.95, "cheetah-run": 0.90}  # async with a corrector at d = 3 (issue 31)
+
+
+def parse_args(argv: list[str]) -> dict:
+    args = dict(DEFAULTS)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEFAULTS:
+            print(f"bench_realtime: error: {item!r}: expected key=value with a key among {', '.join(DEFAULTS)}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        args[key] = value
+    return args
+
+
+def flag(text: str) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes")
+
+
+def fractions(text: str) -> list[Fraction]:
+    return [Fraction(p.strip()) for p in text.split(",") if p.strip()]
+
+
+# ------------------------------------------------------------------------------------------------- running
+class Runner:
+    """Plays settings of one task on its teacher, each episode logged (and read back when resuming)."""
+
+    def __init__(self, task: str, args: dict):
+        import torch
+
+        from gym_qwen.platform.files import sha256_of
+        from gym_qwen.platform.speculative.episode_log import EpisodeLog, episodes_path
+        from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+
+        self.task, self.args = task, args
+        self.checkpoint = ROOT / "models" / f"{task}-size1-seed1.pt"
+        self.episodes, self.seed = int(args["episodes"]), int(args["seed"])
+        torch.set_num_threads(int(args["threads"]))
+        self.overrides = {}
+        if args["compile"] != "teacher":
+            self.overrides["compile"] = flag(args["compile"])
+        for key, name in (("samples", "num_samples"), ("iterations", "iterations")):
+            if args[key] != "none":
+                self.overrides[name] = int(args[key])
+        if "num_samples" in self.overrides:  # a small full planner keeps the paper's proportions
+            n = self.overrides["num_samples"]
+            self.overrides.update(num_elites=max(2, n // 8), num_pi_trajs=max(1, round(n * 24 / 512)))
+        self.agent, _, self.ckpt = load_agent(str(self.checkpoint), self.overrides, "cpu", None)
+        self.sha = sha256_of(self.checkpoint)
+        out = Path(args["out"])
+        log_path = episodes_path(out / f"realtime-{task}.json")
+        if flag(args["fresh"]) and log_path.exists():
+            log_path.unlink()
+        self.log = EpisodeLog(log_path, {"task": task, "checkpoint_sha256": self.sha, "seed": self.seed},
+                              resume=True)
+        self.correctors = {}
+
+    def corrector_file(self, kind: str) -> str:
+        return str(ROOT / "models" / "correctors" / f"{self.checkpoint.stem}-{kind}.pt")
+
+    def latency(self, spec=None) -> float:
+        """The median time (ms) of the setting's planner here."""
+        from gym_qwen.platform.envs import make_env
+        from gym_qwen.platform.seeds import reset_seed
+        from gym_qwen.platform.speculative.clocked import measure_latency_ms
+        from gym_qwen.platform.speculative.evaluation import setting_planner
+
+        env = make_env(self.task, reset_seed("calibration", self.seed, 0))
+        obs, _ = env.reset(seed=reset_seed("calibration", self.seed, 0))
+        env.close()
+        return measure_latency_ms(self.agent, obs, setting_planner(self.agent, spec), seed=self.seed)
+
+    def play(self, spec):
+        """The setting's EvalResult over episodes 0..episodes-1 (those in the log are read, not played)."""
+        from gym_qwen.platform.files import sha256_of
+        from gym_qwen.platform.speculative.episode_log import setting_key
+        from gym_qwen.platform.speculative.evaluation import evaluate, load_execution_corrector, result_from_records
+
+        corrector = None
+        if spec.corrector_checkpoint:
+            if spec.corrector_checkpoint not in self.correctors:
+                self.correctors[spec.corrector_checkpoint] = load_execution_corrector(spec, self.agent, self.sha)
+            corrector = self.correctors[spec.corrector_checkpoint]
+        sha = sha256_of(spec.corrector_checkpoint) if spec.corrector_checkpoint else None
+        key = setting_key(spec, self.overrides, sha)
+        todo = [i for i in range(self.episodes) if i not in self.log.done(key)]
+        start = time.perf_counter()
+        if todo:
+            evaluate(self.agent, self.task, len(todo), self.seed, execution=spec, corrector=corrector, indices=todo,
+                     on_record=lambda rec: self.log.add(key, spec.label, rec))
+        done = self.log.done(key)
+        result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(self.episodes)])
+        print(f"  {spec.label}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
+              f"{result.deadline_misses} deadline misses ({len(todo)} episodes played in "
+              f"{time.perf_counter() - start:.0f} s, {self.episodes - len(todo)} from the log)", flush=True)
+        return result
+
+
+def specs_for(runner: Runner, args: dict) -> dict:
+    """Every setting the benchmark needs, by name, and the clock of each period."""
+    from gym_qwen.platform.speculative.clock import ClockSettings, delay_steps, parse_latency
+    from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings, budget_overrides, parse_budget
+
+    given = parse_latency(args["latency"])
+    earlier = Path(args["out"]) / f"realtime-{runner.task}.json"
+    if given is None and earlier.is_file() and not flag(args["fresh"]):  # continuing: the periods stay the same
+        record = json.loads(earlier.read_text())
+        if record.get("latency_source") == "measured" and record.get("agent_overrides") == runner.overrides:
+            given = record["planner_latency_ms"]
+            print(f"{runner.task}: L as measured by the run being continued ({earlier})", flush=True)
+    latency = given if given is not None else runner.latency()
+    source = "given" if parse_latency(args["latency"]) is not None else "measured"
+    print(f"{runner.task}: the full planner takes L = {latency:.1f} ms ({source}; {args['threads']} threads)",
+          flush=True)
+    margin = float(args["margin"])
+    periods = []
+    for f in fractions(args["periods"]):
+        P = float(f) * latency * margin
+        periods.append({"fraction": str(f), "control_period_ms": P, "delay": delay_steps(P, latency)})
+    inf = float("inf")
+    corrector = runner.corrector_file(args["corrector"])
+    if not Path(corrector).is_file():
+        raise SystemExit(f"bench_realtime: error: no corrector at {corrector}")
+
+    def spec(mode, P=None, corrector_type="none", realtime=False, overrides=()):
+        clock = None if P is None else ClockSettings(P, latency, source, realtime,
+                                                     int(args["threads"]) if realtime else None)
+        return ExecutionSpec(SpeculationSettings(mode, 1, inf), corrector_type,
+                             corrector if corrector_type != "none" else None, tuple(overrides), clock=clock)
+
+    budgets = {}
+    for text in [b for b in args["budgets"].split(",") if b.strip()]:
+        b = spec("baseline", overrides=budget_overrides(*parse_budget(text)).items())
+        budgets[text] = (b, runner.latency(b))
+        print(f"  planner budget {text}: {budgets[text][1]:.1f} ms", flush=True)
+    by_delay = {}  # one simulated setting per d (P matters only through d); d = 1: the baseline's episodes
+    for p in periods:
+        d, P = p["delay"], p["control_period_ms"]
+        if d > 1 and d not in by_delay:
+            by_delay[d] = {"async": spec("async", P), "async +corrector": spec("async", P, args["corrector"]),
+                           "stale": spec("stale", P)}
+    realtime = {}
+    if flag(args["realtime"]):
+        for p in periods:
+            P = p["control_period_ms"]
+            realtime[P] = {"async realtime": spec("async", P, realtime=True),
+                           "async +corrector realtime": spec("async", P, args["corrector"], realtime=True)}
+    return {"latency": latency, "source": source, "periods": periods, "baseline": spec("baseline"),
+            "prior": spec("prior"), "budgets": budgets, "by_delay": by_delay, "realtime": realtime}
+
+
+# ------------------------------------------------------------------------------------------------- numbers
+def row(name: str, res, base_returns, d=None, extra=None) -> dict:
+    from gym_qwen.platform.speculative.statistics import paired_summary
+
+    p = paired_summary(res.returns, base_returns)
+    s = res.summary()
+    return {"setting": name, "delay": d, "returns": res.returns, "return_mean": p.mean, "return_low": p.mean_low,
+            "return_high": p.mean_high, "retained": p.retained, "retained_low": p.retained_low,
+            "retained_high": p.retained_high, "planner_calls_per_step": res.planner_calls_per_step,
+            "ms_per_decision": res.ms_per_decision, "plans_started": res.plans_started, "plans_used": res.plans_used,
+            "plans_discarded": res.plans_discarded, "deadline_misses": res.deadline_misses,
+            "wait_ms_per_step": s["wait_ms_per_step"], "steps_plan": res.steps_plan,
+            "steps_corrected": res.steps_corrected, "steps_extension": res.steps_extension,
+            "steps_prior": res.steps_prior, "clock": res.clock, **(extra or {})}
+
+
+def run_task(task: str, args: dict, command: str) -> dict:
+    from gym_qwen.platform.speculative.statistics import paired_ratio_interval
+
+    runner = Runner(task, args)
+    plan = specs_for(runner, args)
+    base = runner.play(plan["baseline"])
+    prior = runner.play(plan["prior"])
+    budgets = {name: (runner.play(b), ms) for name, (b, ms) in plan["budgets"].items()}
+    sim = {d: {name: runner.play(s) for name, s in group.items()} for d, group in plan["by_delay"].items()}
+    wall = {P: {name: runner.play(s) for name, s in group.items()} for P, group in plan["realtime"].items()}
+    b = base.returns
+    periods = []
+    for p in plan["periods"]:
+        d, P = p["delay"], p["control_period_ms"]
+        rows = [row("baseline (no clock)", base, b, None), row("policy prior", prior, b, 1)]
+        for name in ("async", "async +corrector", "stale"):
+            if d == 1:  # the baseline step for step (tested): its episodes
+                rows.append(row(name, base, b, 1, {"same_as": "baseline (d = 1)"}))
+            else:
+                rows.append(row(name, sim[d][name], b, d))
+        for name, (res, ms) in budgets.items():
+            if ms <= P:
+                rows.append(row(f"planner {name}", res, b, 1, {"budget": name, "budget_latency_ms": ms}))
+        for name, res in wall.get(P, {}).items():
+            rows.append(row(name, res, b, d))
+        periods.append({**p, "rate_hz": 1000.0 / P, "rows": rows})
+    record = {"task": task, "command": command, "checkpoint": str(runner.checkpoint.relative_to(ROOT)),
+              "episodes": runner.episodes, "seed": runner.seed, "threads": int(args["threads"]),
+              "agent_overrides": runner.overrides, "planner_latency_ms": plan["latency"],
+              "latency_source": plan["source"], "margin": float(args["margin"]),
+              "budget_latency_ms": {n: ms for n, (_, ms) in budgets.items()},
+              "interpretation": "a plan started at decision s is ready for decision s + d - 1, d = max(1, ceil(L/P))",
+              "statistics": "95% percentile bootstrap over episodes; retained: paired ratio of means to the "
+                            "unconstrained baseline on the same episodes", "periods": periods}
+    record["sustains"] = sustained(periods)
+    record["targets"] = targets(task, periods, paired_ratio_interval)
+    return record
+
+
+def sustained(periods: list[dict]) -> dict:
+    """Per setting, the highest control rate (shortest P) of the grid at which it keeps >= RETAIN of the
+    baseline's return (for planner budgets: the best budget that fits P)."""
+    out: dict = {}
+    for p in sorted(periods, key=lambda p: p["control_period_ms"], reverse=True):
+        for r in p["rows"]:
+            name = "planner budget (best fitting P)" if r.get("budget") else r["setting"]
+            if r["retained"] is not None and r["retained"] >= RETAIN:
+                out[name] = {"control_period_ms": p["control_period_ms"], "rate_hz": p["rate_hz"],
+                             "delay": p["delay"], "retained": r["retained"], "setting": r["setting"]}
+    return out
+
+
+def targets(task: str, periods: list[dict], ratio_interval) -> list[dict]:
+    """The issue's targets at the period whose d is 3: async with a corrector keeps the task's share of the
+    baseline and beats stale and the policy prior by more than the interval (the 95% paired interval of the
+    ratio of their returns lies above 1); where it stands against the best budget that fits the same period."""
+    at = [p for p in periods if p["delay"] == TARGET_D]
+    if not at:
+        return [{"target": f"no period of the grid has d = {TARGET_D}", "met": None}]
+    rows = {r["setting"]: r for r in at[0]["rows"]}
+    a = rows["async +corrector"]
+    goal = TARGETS.get(task, RETAIN)
+    out = [{"target": f"async +corrector at d={TARGET_D} keeps >= {100 * goal:.0f}% of the baseline",
+            "value": a["retained"], "interval": [a["retained_low"], a["retained_high"]],
+            "met": a["retained"] is not None and a["retained"] >= goal}]
+    for other in ("stale", "policy prior"):
+        ratio, low, high = ratio_interval(a["returns"], rows[other]["returns"])
+        out.append({"target": f"async +corrector beats {other} by more than the interval", "value": ratio,
+                    "interval": [low, high], "met": bool(low > 1) if low == low else None})
+    fitting = [r for r in at[0]["rows"] if r.get("budget")]
+    best = max(fitting, key=lambda r: r["return_mean"], default=None)
+    out.append({"target": "async +corrector against the best planner budget fitting the period",
+                "value": None if best is None else {"budget": best["budget"], "budget_retained": best["retained"],
+                                                    "async_retained": a["retained"]},
+                "met": None if best is None else a["return_mean"] >= best["return_mean"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- output
+STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v"),
+         "async realtime": ("tab:cyan", "x"), "async +corrector realtime": ("tab:blue", "+")}
+
+
+def plot(record: dict, path: Path) -> Path:
+    """Return (mean, 95% interval) against the control period: async with and without the corrector, stale,
+    realtime async if run, the best planner budget fitting each P; the baseline and the policy prior as lines."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gym_qwen.platform.files import atomic_write_bytes
+
+    periods = sorted(record["periods"], key=lambda p: p["control_period_ms"])
+    xs = [p["control_period_ms"] for p in periods]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name, (color, marker) in STYLE.items():
+        pts = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r["setting"] == name]
+        if not pts:
+            continue
+        ys = [r["return_mean"] for _, r in pts]
+        err = [[max(0.0, r["return_mean"] - r["return_low"]) if r["return_low"] == r["return_low"] else 0
+                for _, r in pts], [max(0.0, r["return_high"] - r["return_mean"]) if r["return_high"] ==
+                                   r["return_high"] else 0 for _, r in pts]]
+        shift = 1.04 if "realtime" in name else 1.0  # beside the simulated point it should equal
+        ax.errorbar([x * shift for x, _ in pts], ys, yerr=err, color=color, marker=marker, capsize=3, label=name,
+                    ls="-" if "realtime" not in name else "none")
+    best = []
+    for p in periods:
+        fit = [r for r in p["rows"] if r.get("budget")]
+        if fit:
+            top = max(fit, key=lambda r: r["return_mean"])
+            best.append((p["control_period_ms"], top))
+    if best:
+        ax.plot([x for x, _ in best], [r["return_mean"] for _, r in best], color="tab:orange", marker="D", ls=":",
+                label="best planner budget fitting P")
+        for x, r in best:
+            ax.annotate(r["budget"], (x, r["return_mean"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
+    first = periods[0]["rows"]
+    for name, color in (("baseline (no clock)", "black"), ("policy prior", "tab:olive")):
+        r = next(r for r in first if r["setting"] == name)
+        ax.axhline(r["return_mean"], color=color, ls="--", lw=1, label=f"{name}: {r['return_mean']:.0f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:.0f}\n(d={p['delay']})" for x, p in zip(xs, periods)], fontsize=8)
+    ax.set_xlabel(f"control period P, ms (planner latency L = {record['planner_latency_ms']:.0f} ms; "
+                  "d = ceil(L/P))")
+    ax.set_ylabel("return (mean, 95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{record['task']}: {record['episodes']} episodes per setting, the same episodes for all "
+                 "(simulated clock unless marked realtime)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130)
+    plt.close(fig)
+    return atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+
+
+def print_table(record: dict) -> None:
+    from gym_qwen.jobs.common import table
+
+    rows = []
+    for p in record["periods"]:
+        for r in p["rows"]:
+            retained = "-" if r["retained"] is None else \
+                f"{100 * r['retained']:.1f}% [{100 * (r['retained_low'] or math.nan):.1f}, " \
+                f"{100 * (r['retained_high'] or math.nan):.1f}]"
+            rows.append((f"{p['control_period_ms']:.1f}", p["delay"], r["setting"], f"{r['return_mean']:.1f}",
+                         retained, f"{r['planner_calls_per_step']:.3f}", r["plans_discarded"], r["deadline_misses"],
+                         f"{r['wait_ms_per_step']:.1f}"))
+    print(table(rows, ("P ms", "d", "setting", "return", "retained [95% CI]", "planner calls/step", "discarded",
+                       "deadline misses", "wait ms/step")))
+    for name, s in record["sustains"].items():
+        print(f"sustains >= {100 * RETAIN:.0f}%: {name} up to {s['rate_hz']:.1f} Hz (P = {s['control_period_ms']:.1f} "
+              f"ms, d = {s['delay']}, {s['setting']})")
+    verdict = {True: "MET ", False: "MISS", None: "----"}
+    for t in record["targets"]:
+        print(f"{verdict[t['met']]} {t['target']}: {t.get('value')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gym_qwen.platform.files import atomic_write_bytes
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    command = "python benchmarks/bench_realtime.py " + " ".join(argv)
+    for task in [t.strip() for t in args["tasks"].split(",") if t.strip()]:
+        record = run_task(task, args, command)
+        out = Path(args["out"]) / f"realtime-{task}.json"
+        atomic_write_bytes(out, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        png = plot(record, Path(args["plot_dir"]) / f"realtime-{task}.png")
+        print_table(record)
+        print(f"numbers: {out}  plot: {png}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""Execution under a clock (clock.py): one environment whose decisions come every control period, and a planner
+whose plans take d = ceil(L / P) decisions.
+
+Timeline. A plan started at decision s is ready for decision s + d - 1; the planner works without a break, so the
+plan that takes over at t is followed by one started at t + 1 that takes over at t + d. Before the first plan of
+an episode is ready (decisions 0..d-2) the policy prior acts. The modes:
+
+- async (speculative planning): the plan started at t + 1 plans for the state it takes over at, z^(t+d): the real
+  latent z(t+1) rolled through the world model with the current plan's actions for t+1..t+d-1 (the first plan:
+  with the policy prior's mean actions). It is warm-started from the current plan's MPPI mean shifted by d, and
+  its action j is the one for decision t+d+j, taken from its predicted latent j (past the plan's horizon H the
+  chunk is extended with the policy prior through the dynamics, as spec_extended does). Every step after the
+  plan's start is speculative: corrected when a corrector is given. With a finite `mismatch_threshold` each
+  speculative step is verified, ||z_real - z^_j|| <= threshold; a miss cancels the plan in flight (if it was
+  started before this step's observation; once per plan) and starts one from the real latent for decision
+  t + d - 1 (counted: one plan cancelled, discarded).
+- stale (the synchronous planner with late plans): plans from the real latent z(s), not knowing they arrive
+  d - 1 decisions late; a plan executes its actions 0, 1, ... from the decision it arrives at until the next
+  arrives, and the policy prior once past its horizon H.
+- baseline (the synchronous planner ignoring the clock): plans at every decision from the real latent and the
+  decision waits for it: a deadline miss whenever d > 1.
+- prior: the policy prior's mean action at every decision, never late.
+
+With d = 1, async, stale and baseline are the synchronous baseline, step for step and bit for bit (the planner
+draws from its own generator, seeded like the global stream the unclocked baseline draws from).
+
+Simulated clock (the default): plans are computed when they take over (a cancelled plan never is), in the order
+they were started, so nothing depends on how fast this machine is; the decision that takes over a plan it started
+itself waits L ms (`wait`), and a baseline decision with d > 1 counts a deadline miss. Real clock
+(`clock.realtime`): plans run in a BackgroundPlanner thread while this thread encodes, corrects, and sleeps to each
+decision's deadline (the period grid starts at the episode's first decision); a decision whose action is ready
+after its deadline is a deadline miss, the time spent blocked on a plan is `wait`. A late plan is waited for, so
+the actions are the simulated clock's on the same seeds whatever the timing (a cancelled plan's draws are undone
+by restoring the generator), and misses say whether the clock held.
+
+Counts per episode, where they happen: plans started / used (took over) / discarded (cancelled, or in flight when
+the episode ended) / cancelled, each decision's action source (plan, corrected, extension, prior), deadline
+misses, planner / encoder / policy / corrector calls, extensions, mismatch misses, speculative steps.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .background_planner import BackgroundPlanner, PlanJob
+from .executor import StepStats
+from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
+
+
+@dataclass
+class Chunk:
+    """The plan executing now: `actions` (K, A) and the latents they are taken from (K, L), the MPPI mean (1, H, A)
+    that warm-starts the next plan, the decision it was started at and the one it took over at."""
+
+    actions: torch.Tensor
+    latents: torch.Tensor
+    mean: torch.Tensor
+    started: int = 0
+    took_over: int = 0
+
+
+class ClockedExecutor:
+    """Acts for one environment under `clock` (a resolved ClockSettings) in settings.mode (async, stale, baseline or
+    prior); see the module docstring. `planner`: plan with this MPPIPlanner over the agent's model instead of the
+    agent's (a budget). `planner_seed` seeds the planner's own generator (the evaluation seeds it like the
+    episode's global stream). The executor interface of SpeculativeExecutor: reset, act, finish, stats."""
+
+    def __init__(self, agent, settings, clock, corrector=None, planner=None, planner_seed: int = 0):
+        self.agent, self.s, self.clock, self.mode = agent, settings, clock, settings.mode
+        if self.mode not in ("async", "stale", "baseline", "prior"):
+            raise ValueError(f"mode={self.mode} does not run under a clock")
+        self.model = agent.model
+        self.planner = planner if planner is not None else agent.planner
+        self.H = self.planner.s.horizon
+        self.d = clock.delay if self.mode != "prior" else 1
+        self.adaptive = self.mode == "async" and math.isfinite(settings.mismatch_threshold)
+        # chunk positions needed: async executes d steps and predicts over the next d - 1; a restart at the chunk's
+        # last step executes and predicts d - 1 more
+        self.K = self.H if self.mode != "async" else max(self.H, self.d, 2 * self.d - 2 if self.adaptive else 0)
+        self.corrector = corrector
+        self.B = 1
+        self.device = agent.device
+        self.A, self.L = self.model.dims.action_dim, self.model.dims.latent_dim
+        self.history = HistoryWindow(1, settings.history_len, feature_dim(self.L, self.A), self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(planner_seed))
+        self.latency_s = (clock.planner_latency_ms or 0.0) / 1000.0
+        self.period_s = clock.control_period_ms / 1000.0
+        self.runner: BackgroundPlanner | None = None
+        self.stats = [StepStats()]
+        self.chunk: Chunk | None = None
+        self.job: PlanJob | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def reset(self, rows=None) -> None:
+        """A new episode: no plan, none in flight, empty history, fresh tallies, the period grid restarts."""
+        self._close_runner()
+        self.stats = [StepStats()]
+        self.chunk, self.job = None, None
+        self.next_start, self.restarted, self.t0 = 0, False, None
+        self.history.reset()
+        if self.clock.realtime and self.mode != "prior":
+            self.runner = BackgroundPlanner(self._compute, self.clock.planner_threads, self.device)
+
+    def finish(self, rows=None) -> None:
+        """The episode ended: a plan still in flight is discarded; the planner thread stops."""
+        if self.job is not None:
+            self._count("plans_discarded")
+            if self.runner is not None:
+                self.runner.cancel(self.job)
+            self.job = None
+        self._close_runner()
+
+    def _close_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.stats[0].counts[key] += n
+
+    def _time(self, key: str, seconds: float) -> None:
+        self.stats[0].seconds[key] += seconds
+
+    # ------------------------------------------------------------------ acting
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, rows=None, t=0) -> np.ndarray:
+        """The action (1, A) in [-1, 1] for decision `t` of the episode (the clock needs it) from observation obs.
+        On the real clock, returns at the decision's deadline (or at once, late)."""
+        start = time.perf_counter()
+        t = int(t) if isinstance(t, (int, np.integer)) else int(list(t)[0])
+        if self.t0 is None:
+            self.t0 = start
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(1, -1)
+        self._z = None
+        self._obs = obs_t
+        if self.corrector is not None:
+            self._real()  # the history sees every step
+        action = None
+        if self.mode != "prior":
+            if self.job is None and t >= self.next_start:
+                self._start(t)
+            if self.job is not None and self.job.ready_at == t:
+                self._take_over(t)
+            if self.chunk is not None:
+                action = self._from_chunk(t)
+        if action is None:
+            action = self._prior()
+        out = action.clamp(-1, 1).cpu().numpy()
+        ready = time.perf_counter()
+        self._count("decisions")
+        self._time("total", ready - start)
+        if self.clock.realtime:
+            deadline = self.t0 + (t + 1) * self.period_s
+            if ready > deadline:
+                self._count("deadline_misses")
+            else:
+                time.sleep(deadline - ready)
+        return out
+
+    def _real(self) -> torch.Tensor:
+        """This decision's encoded observation (encoded once, when first needed)."""
+        if self._z is None:
+            t0 = time.perf_counter()
+            self._z = self.model.encode(self._obs)
+            self._time("encode", time.perf_counter() - t0)
+            self._count("encoder_calls")
+        return self._z
+
+    def _prior(self) -> torch.Tensor:
+        """The policy prior's mean action at the real latent: no plan is ready, or the late plan is spent."""
+        z = self._real()
+        t0 = time.perf_counter()
+        action = self.model.pi(z)[1]["mean"]
+        self._time("policy", time.perf_counter() - t0)
+        self._count("policy_calls")
+        self._count("steps_prior")
+        if self.corrector is not None:
+            self.history.push(torch.zeros(1, dtype=torch.long, device=self.device), mismatch_feature(z, z, action))
+        return action
+
+    def _from_chunk(self, t: int) -> torch.Tensor | None:
+        """The current plan's action for decision t (None: stale past the plan's horizon), verified (adaptive) and
+        corrected at speculative steps."""
+        c = self.chunk
+        j = t - c.took_over
+        if self.mode == "stale" and j >= self.H:
+            return None
+        action, z_pred = c.actions[j:j + 1], c.latents[j:j + 1]
+        source = "extension" if j >= self.H else "plan"
+        speculative = t > c.started
+        if speculative:
+            self._count("speculative_steps")
+            if self.adaptive:
+                self._verify(t, z_pred)
+        if self.corrector is not None:
+            z = self._real()
+            rows = torch.zeros(1, dtype=torch.long, device=self.device)
+            self.history.push(rows, mismatch_feature(z, z_pred, action))
+            if speculative:
+                t0 = time.perf_counter()
+                window, mask = self.history.window(rows)
+                action = self.corrector(z, z_pred, action, window, mask).clamp(-1, 1)
+                self._time("correct", time.perf_counter() - t0)
+                self._count("corrector_calls")
+                source = "corrected"
+        self._count(f"steps_{source}")
+        return action
+
+    def _verify(self, t: int, z_pred: torch.Tensor) -> None:
+        """adaptive async: a miss cancels the plan in flight, if it planned from an older observation than this
+        one and none was cancelled since the current plan took over, and starts one from this real latent."""
+        t0 = time.perf_counter()
+        miss = bool(latent_distance(self._real(), z_pred)[0] > self.s.mismatch_threshold)
+        self._time("verify", time.perf_counter() - t0)
+        if not miss:
+            return
+        self._count("misses")
+        job = self.job
+        if job is None or job.started >= t or self.restarted:
+            return
+        if self.runner is not None:
+            t0 = time.perf_counter()
+            self.runner.cancel(job)
+            if job.generator_state is not None:  # undo its draws, as the simulated clock never made them
+                self.generator.set_state(job.generator_state)
+            self._time("wait", time.perf_counter() - t0)
+        self._count("plans_cancelled")
+        self._count("plans_discarded")
+        self.job = None
+        self._start(t)
+        self.restarted = True
+
+    # ------------------------------------------------------------------ plans
+    def _start(self, t: int) -> None:
+        """Start a plan at decision t (see the module docstring for what each mode plans from)."""
+        z, c = self._real(), self.chunk
+        if self.mode == "async":
+            ready_at = t + self.d - 1
+            z_start = self._predict(z, t, self.d - 1)
+            shift = ready_at - c.took_over if c is not None else 0
+        else:
+            ready_at = t + self.d - 1 if self.mode == "stale" else t
+            z_start = z
+            shift = t - c.started if c is not None else 0
+        job = PlanJob(started=t, ready_at=ready_at, z_start=z_start,
+                      prev_mean=c.mean if c is not None else None, shift=shift)
+        self._count("plans_started")
+        self._count("planner_calls")
+        if self.runner is not None:
+            self.runner.submit(job)
+        self.job = job
+
+    def _predict(self, z: torch.Tensor, t: int, steps: int) -> torch.Tensor:
+        """z rolled `steps` decisions forward with the actions the current plan takes from decision t on (no plan
+        yet: the policy prior's mean actions through the dynamics)."""
+        if steps == 0:
+            return z
+        t0 = time.perf_counter()
+        c = self.chunk
+        for i in range(steps):
+            if c is not None:
+                a = c.actions[t - c.took_over + i].unsqueeze(0)
+            else:
+                a = self.model.pi(z)[1]["mean"]
+                self._count("policy_calls")
+            z = self.model.next(z, a)
+        self._time("predict", time.perf_counter() - t0)
+        return z
+
+    def _take_over(self, t: int) -> None:
+        """The plan in flight is ready for decision t: it becomes the chunk."""
+        job, self.job = self.job, None
+        if self.runner is not None:
+            t0 = time.perf_counter()
+            chunk = self.runner.result(job)
+            self._time("wait", time.perf_counter() - t0)
+            self._time("plan", job.seconds)
+        else:
+            t0 = time.perf_counter()
+            chunk = self._compute(job)
+            self._time("plan", time.perf_counter() - t0)
+            if job.started == t:  # planned within this decision's period: the decision waited L for it
+                self._time("wait", self.latency_s)
+                if self.d > 1:  # ... longer than the period
+                    self._count("deadline_misses")
+        if self.K > self.H:
+            self._count("extensions")
+        chunk.started, chunk.took_over = job.started, t
+        self.chunk = chunk
+        self._count("plans_used")
+        self.next_start, self.restarted = t + 1, False
+
+    def _compute(self, job: PlanJob) -> Chunk:
+        """The planner's work for one job (here, or on the planner thread): the plan from job.z_start and, past
+        H, its extension by the policy prior, every draw from this executor's generator."""
+        g = self.generator
+        job.generator_state = g.get_state()
+        plan = self.planner.plan(job.z_start, job.prev_mean, shift=job.shift, generator=g,
+                                 cancelled=job.cancel.is_set)
+        H, K = self.H, self.K
+        actions = torch.zeros(K, self.A, device=self.device)
+        latents = torch.zeros(K, self.L, device=self.device)
+        actions[:H] = plan.actions[0]
+        latents[0] = job.z_start[0]
+        latents[1:H] = plan.latents[0, :H - 1]
+        if K > H:
+            ext_actions, ext_latents = self.planner.extend(plan.latents[:, H - 1], K - H, generator=g)
+            actions[H:] = ext_actions[0]
+            latents[H] = plan.latents[0, H - 1]
+            latents[H + 1:] = ext_latents[0, :K - H - 1]
+        return Chunk(actions, latents, plan.mean)
+
+
+# ---------------------------------------------------------------------------------------------------- latency
+def measure_latency_ms(agent, obs, planner=None, repeats: int = 5, warmup: int = 1, seed: int = 0) -> float:
+    """The planner's median time (ms) for one plan from observation `obs` on this machine, after `warmup` calls
+    (a compiled rollout compiles there); drawn from a generator of its own, counted nowhere."""
+    planner = planner if planner is not None else agent.planner
+    calls, batches = planner.calls, planner.batches
+    g = torch.Generator(device=agent.device)
+    g.manual_seed(int(seed))
+    times = []
+    with torch.inference_mode():
+        z = agent.model.encode(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).reshape(1, -1))
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            plan = planner.plan(z, None, generator=g)
+            plan.actions.cpu()  # on CUDA: wait for the plan
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    planner.calls, planner.batches = calls, batches
+    return 1000.0 * statistics.median(times)
+
+
+def resolve_clock(execution, agent, task: str, seed: int, planner=None):
+    """`execution` with its clock's planner latency measured (the setting's planner, from the first calibration
+    episode's first observation) if it was left to be measured; unchanged otherwise."""
+    clock = getattr(execution, "clock", None)
+    if clock is None or clock.resolved:
+        return execution
+    if execution.settings.mode == "prior":  # nothing is planned: no latency to measure
+        return replace(execution, clock=clock.with_latency(0.0, "no planner"))
+    from ..envs import make_env
+    from ..seeds import reset_seed
+
+    env = make_env(task, reset_seed("calibration", seed, 0))
+    try:
+        obs, _ = env.reset(seed=reset_seed("calibration", seed, 0))
+    finally:
+        env.close()
+    latency = measure_latency_ms(agent, obs, planner, seed=seed)
+    return replace(execution, clock=clock.with_latency(latency, "measured"))
