@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +54,33 @@ def tiny_run(tmp_path_factory):
 def tiny_checkpoint(tiny_run) -> Path:
     """The agent.pt of the session's tiny run."""
     return tiny_run.checkpoint
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path):
+    """An `mlflow server` on 127.0.0.1 (a SQLite backend and the artifacts it proxies, both under `root`) while
+    inside; yields its URI."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "mlflow server did not start"
+                time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

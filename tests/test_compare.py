@@ -43,14 +43,17 @@ def _result(returns, calls, ms, steps=1000):
 
 def _log_like_evaluate(experiment: str, seed: int, names, returns_of=None) -> None:
     """What `gym-qwen evaluate checkpoint=models/walker-walk-size1-seed1.pt ... mlflow=true` logs (its own code)."""
-    from gym_qwen.jobs.evaluate import _log_mlflow
+    from gym_qwen.jobs.evaluate import SettingRuns
     from gym_qwen.platform.config import EvaluateConfig
 
     cfg = EvaluateConfig(checkpoint="models/walker-walk-size1-seed1.pt", episodes=2, seed=seed, mlflow=True,
                          mlflow_experiment=experiment)
     results = [(_spec(n), _result((returns_of or {}).get(n, SETTINGS[n][0]), *SETTINGS[n][1:])) for n in names]
     base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides), None)
-    _log_mlflow(cfg, "walker-walk", {"env_steps": 1_000_000}, results, base, {})
+    runs = SettingRuns(cfg, "walker-walk", {}, {})
+    for spec, _ in results:
+        runs.start(spec)
+    runs.finish(results, base, 1_000_000)
 
 
 @pytest.fixture
@@ -207,10 +210,13 @@ def test_compare_on_a_real_evaluate_mode_all_run(tmp_path, capsys, monkeypatch):
     ran = [line for line in out.splitlines() if line.startswith("cartpole-balance")]
     rc, out, err = _main_in(cwd, ["compare", "experiment=all"], capsys, monkeypatch)
     assert rc == 0, err
-    rows = [line for line in out.splitlines() if line.split() and line.split()[0] in ("baseline", "naive",
+    rows = [line for line in out.splitlines() if line.split() and line.split()[0] in ("baseline", "prior", "naive",
                                                                                        "adaptive")]
-    assert len(rows) == len(ran) == 4  # baseline, the cheap planner, naive k=2, adaptive k=2
-    assert any("samples=64 iters=2" in r or "iters=2" in r for r in rows)
+    # baseline, prior, three planner budgets, naive k=2, adaptive k=2 planning with three planners and with
+    # fallback=prior: the fallback is part of the setting (once, the two adaptive rows were pooled as one)
+    assert len(rows) == len(ran) == 10
+    assert sum("fallback=prior" in r for r in rows) == 1
+    assert sum(" 64x2 " in r for r in rows) == 2
     assert (cwd / "compare-all.png").is_file()
 
 

@@ -71,6 +71,7 @@ def test_the_demo_collects_distills_sweeps_and_compares(ray_local, tmp_path, cap
     base = next(r for r in table if r["mode"] == "baseline")
     assert f"The full planner at every step scored {float(base['return_mean']):.1f}" in out
     assert "planner calls per step" in out and "mlflow ui --backend-store-uri" in out
+    assert f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs" in out  # the link to the runs
     assert "demo finished in" in out
 
 

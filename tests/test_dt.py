@@ -250,6 +250,12 @@ def test_dt_train_test_and_plot_commands(tmp_path, hopper_file, capsys, monkeypa
     runs = mlflow.search_runs(experiment_names=["gym-qwen-dt"])
     assert len(runs) == 1 and runs["metrics.train/action_loss"].notna().all()
     assert runs["params.dataset_sha256"].iloc[0] == summary["dataset"]["sha256"]
+    from mlflow.artifacts import download_artifacts
+
+    logged = download_artifacts(run_id=runs["run_id"].iloc[0], artifact_path="checkpoints",
+                                dst_path=str(tmp_path / "logged"))
+    assert sorted(p.name for p in Path(logged).iterdir()) == sorted([Path(summary["model"]).name, best])
+    assert (Path(logged) / best).read_bytes() == (Path("runs") / best).read_bytes()  # dt-test reads it back
 
 
 def test_dt_command_errors_are_one_line(tmp_path, hopper_file, capsys, monkeypatch):

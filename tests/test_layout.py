@@ -15,7 +15,8 @@ PACKAGE_DIR = Path(gym_qwen.__file__).resolve().parent
 PLATFORM = PACKAGE_DIR / "platform"
 ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 ROOMS = ("datasets", "dt", "speculative", "sweeps", "tdmpc2", "training")
-SHARED = ("config", "config_schema", "devices", "envs", "files", "progress", "rng", "seeds", "torch_files", "tracking")
+SHARED = ("config", "config_schema", "devices", "envs", "files", "progress", "registry", "rng", "seeds", "torch_files",
+          "tracking")
 
 
 def test_platform_holds_only_rooms_and_the_shared_infrastructure():

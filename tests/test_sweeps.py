@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mlflow_server
 from pngs import assert_plot
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
 
@@ -84,6 +84,8 @@ BAD = {  # file text (CKPT: the tiny checkpoint) -> words the one line must hold
                             ["'return_mean:up' must be METRIC:max or METRIC:min"]),
     "not-swept": (FIXED + "grid: {mode: naive, plot: x.png}\n", ["plot cannot be set in a sweep"]),
     "num-envs": (FIXED + "grid: {mode: naive, num_envs: 4}\n", ["num_envs cannot be set in a sweep"]),
+    "trial-system-metrics": (FIXED + "grid: {mode: naive, system_metrics: true}\n",
+                             ["system_metrics cannot be set in a sweep", "the sweep's own system_metrics=true"]),
     "mode-all": (FIXED + "grid: {mode: all}\n", ["mode=all compares inside one process"]),
     "cross-field": (FIXED + "grid: {mode: naive, corrector_type: [two_tower]}\n", ["mode=naive runs no corrector"]),
     "fixed-and-swept": (FIXED + "grid: {episodes: [1, 2]}\n", ["episodes is both fixed and swept"]),
@@ -426,6 +428,8 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
         tags, params = run.data.tags, run.data.params
         assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["sweep_id"] == sweep_id
         assert tags["trial_id"] and tags["teacher_sha256"] == sha256_of(ckpt)
+        for key in ("mlflow.source.name", "mlflow.source.git.commit", "mlflow.user"):  # the driver's, from Ray
+            assert tags.get(key) == parent.data.tags.get(key), key
         assert run.info.status == "FINISHED"
         assert params["episodes"] == "2" and params["mode"] in ("baseline", "naive")
         for key in ("return_mean", "planner_calls_per_step", "ms_per_decision", "episodes_done"):
@@ -434,6 +438,7 @@ def test_a_two_trial_sweep_end_to_end_with_a_retried_trial_then_compare(ray_loca
     calls = {r.data.params["mode"]: r.data.metrics["planner_calls_per_step"] for r in trials}
     assert calls["baseline"] == 1.0 and calls["naive"] == pytest.approx(1 / 3, abs=0.01)
     assert len({r.data.tags["trial_id"] for r in trials}) == 2
+    assert f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs" in out
 
     rc, out, err = _main_in(cwd, ["compare", f"sweep={sweep_id}"], capsys, monkeypatch)
     assert rc == 0, err
@@ -659,35 +664,12 @@ def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_sweep_logs_to_a_remote_tracking_server(ray_local, ckpt, tmp_path, capsys, monkeypatch):
     """MLFLOW_TRACKING_URI=http://127.0.0.1:PORT (an `mlflow server` with a SQLite backend): the same runs,
     artifacts through the server, and compare reads them back."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(PY).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import urllib.request
-
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(uri + "/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(1)
+    with mlflow_server(tmp_path) as uri:
         cwd = tmp_path / "cwd"
         cwd.mkdir()
         path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1,
@@ -707,9 +689,6 @@ def test_a_sweep_logs_to_a_remote_tracking_server(ray_local, ckpt, tmp_path, cap
         assert main(["compare", f"sweep={sweep_id}"]) == 0
         assert "naive" in capsys.readouterr().out
         assert not (cwd / "mlflow.db").exists()  # nothing went to a local store
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_a_trial_holds_its_evaluator_actors_and_its_gpu_share():

@@ -78,3 +78,75 @@ def test_an_mlflow_server_that_does_not_answer_is_refused_at_once(tmp_path):
     assert time.monotonic() - started < 10
     check_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}")  # local stores are not checked
     Tracker(False).preflight()  # mlflow=false checks nothing
+
+
+# ------------------------------------------------------------------------ what mlflow.start_run would have set
+def _head() -> str | None:
+    """The commit of this checkout (None outside a git checkout: then no commit tag is expected)."""
+    from pathlib import Path
+
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True)
+    return done.stdout.strip() or None
+
+
+def _assert_source_tags(tags: dict, name: str | None = None) -> None:
+    """The tags mlflow.start_run sets (MLflow's own context providers), on a run made with create_run."""
+    import getpass
+
+    assert tags.get("mlflow.source.git.commit") == _head()
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"] == (name or sys.argv[0])
+
+
+def test_a_training_run_carries_the_tags_mlflow_start_run_sets(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    _assert_source_tags(MlflowClient(tiny_run.uri).get_run(tiny_run.summary["mlflow_run_id"]).data.tags)
+
+
+def test_an_evaluation_run_carries_them_and_its_system_metrics(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from test_cli import _main_in
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    # mode=prior: the policy prior alone, an episode without the planner's cost
+    rc, out, err = _main_in(tmp_path, ["evaluate", f"checkpoint={tiny_checkpoint}", "mode=prior", "episodes=1",
+                                       "progress=false", "mlflow=true", "system_metrics=true",
+                                       "mlflow_experiment=ev"], capsys, monkeypatch)
+    assert rc == 0, err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("ev").experiment_id])
+    _assert_source_tags(run.data.tags)
+    assert run.data.tags["command"] == "evaluate" and run.data.metrics["return_mean"] != 0
+    assert run.info.status == "FINISHED"
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert cpu and "system/system_memory_usage_megabytes" in run.data.metrics
+
+
+def test_a_sweep_trial_carries_its_drivers_tags_and_its_system_metrics(tmp_path, monkeypatch):
+    """A trial runs in a Ray worker, whose main file is Ray's: it carries the tags of the sweep's driver (handed
+    down with the sweep's run settings), and logs MLflow's system metrics when the sweep asks for them."""
+    from gym_qwen.platform.config import EvaluateConfig, config_from_dict
+    from gym_qwen.platform.sweeps.runs import find_run
+    from gym_qwen.platform.sweeps.spec import SweepPoint
+    from gym_qwen.platform.sweeps.trial import run_trial
+    from gym_qwen.platform.tracking import client, prepare_experiment, source_tags
+    from test_cli import untrained_checkpoint
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = prepare_experiment(uri, "sweep")
+    driver = {**source_tags(), "mlflow.source.name": "/somewhere/bin/gym-qwen"}  # what the driver hands down
+    values = {"checkpoint": str(ckpt), "episodes": 1, "mode": "naive", "spec_exec_horizon": 3, "device": "cpu"}
+    point = SweepPoint("naive", values, {"mode": "naive"}, config_from_dict(EvaluateConfig, values))
+    run_trial(point, workdir=str(tmp_path), uri=uri, experiment_id=exp, parent_run_id="p", sweep_id="s",
+              trial_id="t1", records=[], report=lambda metrics, records: None, source_tags=driver,
+              system_metrics=True)
+    c = client(uri)
+    run = c.get_run(find_run(c, exp, {"sweep_id": "s", "trial_id": "t1"}).info.run_id)
+    _assert_source_tags(run.data.tags, "/somewhere/bin/gym-qwen")
+    assert run.data.tags["gym_qwen.role"] == "trial" and run.data.tags["mlflow.parentRunId"] == "p"
+    assert c.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from gym_qwen.platform.config import CollectConfig, ConfigError
-from gym_qwen.platform.files import code_version, directory_problem, sha256_of
+from gym_qwen.platform.files import code_version, output_folder_problem, sha256_of
 from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.seeds import RESET_SEED_BASE
 from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema, seed_kind
@@ -92,7 +92,7 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
     max_rows = None if cfg.max_samples < 0 else cfg.max_samples
     setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
                   cfg.history_len, cfg.min_distance, metadata, corrector_file)
-    problem = directory_problem(output.parent)
+    problem = output_folder_problem(output.parent)
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")
     schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,

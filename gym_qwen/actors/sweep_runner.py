@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gym_qwen.platform.config import ConfigError, SweepConfig
 from gym_qwen.platform.progress import table
+from gym_qwen.platform.tracking import browse_hint
 
 from .cluster import check_resources, ray_session
 
@@ -40,10 +41,10 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def _experiment_dir(sweep) -> Path:
-    from gym_qwen.platform.files import directory_problem
+    from gym_qwen.platform.files import output_folder_problem
 
     storage = Path(sweep.settings.storage).absolute()
-    problem = directory_problem(storage)
+    problem = output_folder_problem(storage)
     if problem:
         raise ConfigError(f"storage={sweep.settings.storage}: cannot keep the sweep there ({problem})")
     return storage / sweep.experiment
@@ -111,7 +112,7 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
 def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:
     from gym_qwen.platform.files import atomic_write_bytes
     from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, open_run
-    from gym_qwen.platform.tracking import prepare_experiment
+    from gym_qwen.platform.tracking import prepare_experiment, source_tags
     from gym_qwen.platform.sweeps.trial import FAULTS_KEY
 
     from .tune_trials import run_sweep
@@ -153,7 +154,8 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
             run = {"uri": uri, "experiment_id": exp_id, "parent_run_id": parent.run_id, "sweep_id": sweep_id,
                    "workdir": workdir, "trial_cpus": s.trial_cpus, "trial_gpus": s.trial_gpus,
                    "command": s.trial_command, "experiment": sweep.experiment, "experiment_dir": str(exp_dir),
-                   "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None}
+                   "faults": json.loads(os.environ[FAULTS_KEY]) if os.environ.get(FAULTS_KEY) else None,
+                   "source_tags": source_tags(), "system_metrics": s.system_metrics}
             verb = "resuming" if s.resume else "starting"
             held = f"{s.trial_cpus:g} CPU" + (f" + {s.trial_gpus:g} GPU" if s.trial_gpus else "")
             how = f" chosen by Optuna for {_objectives(sweep)}" if sweep.searched else ""
@@ -205,8 +207,9 @@ def _finish(status: str, rc: int, rows: list, parent, wall: float, seconds: floa
     early = f", {stopped} stopped early" if stopped else ""
     print(f"sweep {sweep_id}: {len(rows) - errored - unfinished - stopped} of {len(rows)} trials done{early} in "
           f"{wall:.0f} s (trials' own time {seconds:.0f} s)")
-    print((f"compare: gym-qwen compare sweep={sweep_id}    " if compare else "")
-          + f"browse: mlflow ui --backend-store-uri {uri}")
+    experiment_id = parent.client.get_run(parent.run_id).info.experiment_id
+    print((f"compare: gym-qwen compare sweep={sweep_id}\n" if compare else "")
+          + f"browse: {browse_hint(uri, experiment_id)}")
     if unfinished:
         print(f"sweep {sweep_id}: interrupted; resume=true continues it", file=sys.stderr)
         return "KILLED", 130

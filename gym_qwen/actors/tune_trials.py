@@ -69,7 +69,7 @@ def _quiet_trial_logs() -> None:
 
 def sweep_trial(config: dict) -> None:
     """The Tune trainable: config = {"trial": {family, values, swept, label, index}, "run": {uri, experiment_id,
-    parent_run_id, sweep_id, workdir, trial_cpus, faults}}."""
+    parent_run_id, sweep_id, workdir, trial_cpus, faults, source_tags, system_metrics}}."""
     from gym_qwen.platform.config import EvaluateConfig, config_from_dict
     from gym_qwen.platform.sweeps.spec import SweepPoint
     from gym_qwen.platform.sweeps.trial import run_trial
@@ -91,7 +91,8 @@ def sweep_trial(config: dict) -> None:
               parent_run_id=r["parent_run_id"], sweep_id=r["sweep_id"], trial_id=tune.get_context().get_trial_id(),
               records=_records_of(tune.get_checkpoint()), report=report,
               play_factory=actor_episodes(cfg.worker_cpus) if cfg.num_workers > 0 else None,
-              faults=r.get("faults"), threads=threads)
+              faults=r.get("faults"), threads=threads, source_tags=r.get("source_tags"),
+              system_metrics=r.get("system_metrics", False))
 
 
 def training_trial(config: dict) -> None:
@@ -108,7 +109,8 @@ def training_trial(config: dict) -> None:
     run_training_trial(r["command"], values, trial_dir=Path(r["experiment_dir"]) / context.get_trial_name(),
                        workdir=r["workdir"], uri=r["uri"], experiment=r["experiment"], experiment_id=r["experiment_id"],
                        parent_run_id=r["parent_run_id"], sweep_id=r["sweep_id"], trial_id=context.get_trial_id(),
-                       family=t["family"], report=lambda metrics: tune.report(metrics))
+                       family=t["family"], report=lambda metrics: tune.report(metrics),
+                       source_tags=r.get("source_tags"), system_metrics=r.get("system_metrics", False))
 
 
 def trial_resources(config: dict) -> tune.PlacementGroupFactory:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.config import CurvesConfig
+from gym_qwen.platform.config import ConfigError, CurvesConfig
+from gym_qwen.platform.files import require_output_folder
 
 
 def _fmt(x) -> str:
@@ -17,6 +18,7 @@ def _fmt(x) -> str:
 def _curves(cfg: CurvesConfig) -> None:
     from gym_qwen.platform.training.curves import compare, plot_curves, read_run, write_numbers
 
+    require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
     curves = [read_run(r) for r in cfg.runs]
     rows = compare(curves, cfg.published)
     png = plot_curves(curves, cfg.output, cfg.published)

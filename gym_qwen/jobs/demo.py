@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import USER_ERRORS, run_job, table
 from gym_qwen.platform.config import ConfigError, DemoConfig, TrainConfig
+from gym_qwen.platform.files import require_output_folder
 
 
 def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
@@ -82,10 +83,11 @@ def _train_part(cfg: DemoConfig, root: Path) -> None:
     print(f"\ntrained in {minutes:.1f} min ({summary['env_steps_per_second']:.1f} env steps/s); "
           f"checkpoint {summary['checkpoint']}")
     if summary["mlflow_run_id"]:
-        from gym_qwen.platform.tracking import default_tracking_uri
+        from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
 
-        print(f"MLflow run {summary['mlflow_run_id']} (browse: mlflow ui --backend-store-uri "
-              f"{default_tracking_uri()})")
+        uri = default_tracking_uri()
+        experiment_id = client(uri).get_run(summary["mlflow_run_id"]).info.experiment_id
+        print(f"MLflow run {summary['mlflow_run_id']} (browse: {browse_hint(uri, experiment_id)})")
 
 
 def _stage(text: str) -> None:
@@ -203,7 +205,7 @@ def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple
     from gym_qwen.actors.sweep_runner import run_sweep_file
     from gym_qwen.platform.config import CompareConfig, config_from_dict
     from gym_qwen.platform.sweeps.compare import compare_runs
-    from gym_qwen.platform.tracking import default_tracking_uri
+    from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
 
     _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "
            f"{cfg.max_concurrent} trials at once)")
@@ -216,15 +218,18 @@ def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple
     print()
     for line in _conclusion(settings, cfg.trial_episodes):
         print(line)
-    experiment = settings[0].experiment if settings else "?"
-    print(f"Browse every trial: mlflow ui --backend-store-uri {default_tracking_uri()}   (experiment {experiment}, "
-          f"sweep {sweep_id}: a parent run with one nested run per trial)")
+    uri = default_tracking_uri()
+    experiment = client(uri).get_experiment_by_name(settings[0].experiment) if settings else None
+    if experiment is not None:
+        print(f"Browse every trial (experiment {experiment.name}, sweep {sweep_id}: a parent run with one nested "
+              f"run per trial): {browse_hint(uri, experiment.experiment_id)}")
     return 0
 
 
 def _demo(cfg: DemoConfig) -> int:
     started = time.perf_counter()
     root = Path(cfg.output_dir) / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    require_output_folder(root, f"output_dir={cfg.output_dir}", ConfigError)
     teacher = _teacher_file(cfg)
     checked = _check_sweep(cfg, teacher, root) if teacher else None
     print("Gym Qwen demo: how much replanning does a TD-MPC2 agent need? "

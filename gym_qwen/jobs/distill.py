@@ -5,6 +5,7 @@ import sys
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import DistillConfig
+from gym_qwen.platform.registry import CHAMPION
 from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 from gym_qwen.platform.speculative.correctors import CorrectorError
 
@@ -29,6 +30,9 @@ def _distill(cfg: DistillConfig) -> None:
     print(table(rows, ("corrector", "test rows", f"test MSE ({cfg.label})", "plan's test MSE", "ratio",
                        "MSE to sample", "MSE to mean", "best epoch (validation)")))
     print("wrote " + ", ".join(f"{r['checkpoint']} (card {r['card']})" for r in results.values()))
+    registered = [r["registered"] for r in results.values() if r.get("registered")]
+    if registered:
+        print(f"registered {', '.join(registered)}, each now the alias {CHAMPION}")
 
 
 def main(argv: list[str] | None = None) -> int:

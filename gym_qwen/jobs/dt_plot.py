@@ -7,11 +7,16 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import ConfigError, DTPlotConfig
+from gym_qwen.platform.files import require_output_folder
 
 
 def _plot(cfg: DTPlotConfig) -> None:
     from gym_qwen.platform.dt.plot import find_logs, plot_runs
 
+    if cfg.output:
+        require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
+    elif cfg.save_fig:  # the PNG goes beside the logs
+        require_output_folder(cfg.log_dir, f"log_dir={cfg.log_dir}", ConfigError)
     files = find_logs(cfg.log_dir, cfg.env_d4rl_name)
     if not files:
         raise ConfigError(f"no logs dt_{cfg.env_d4rl_name}_log_*.csv in {cfg.log_dir}; train with gym-qwen dt-train "

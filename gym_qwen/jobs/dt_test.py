@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from gym_qwen.jobs.common import run_job
-from gym_qwen.platform.config import DTTestConfig
+from gym_qwen.platform.config import ConfigError, DTTestConfig
 from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.files import require_output_folder
 from gym_qwen.platform.torch_files import CheckpointError
 
 
@@ -27,6 +28,8 @@ def _test(cfg: DTTestConfig) -> None:
     from gym_qwen.platform.devices import resolve_device
     from gym_qwen.platform.dt.train import load_dt_checkpoint
 
+    if cfg.output:
+        require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
     path = checkpoint_path(cfg)

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
-from gym_qwen.platform.config import EvaluateConfig
+from gym_qwen.platform.config import ConfigError, EvaluateConfig
+from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.registry import PREFIX, is_registered, local_files
+from gym_qwen.platform.tracking import Tracker
 from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
 from gym_qwen.platform.speculative.clock import CLOCK_METRICS
 
@@ -78,7 +81,41 @@ def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_p
     return result, len(todo)
 
 
-def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
+def check_output_paths(cfg: EvaluateConfig) -> None:
+    """Every folder evaluate would write into can be written (ConfigError otherwise), before any work: output=
+    and its episode log, plot= (mode=all: docs/ by default), video_path= (video=true: the checkpoint's folder by
+    default)."""
+    targets = {f"{key}={getattr(cfg, key)}": getattr(cfg, key) for key in ("output", "plot", "video_path")}
+    if cfg.mode == "all" and cfg.plot is None:
+        targets["the plot (plot= not given)"] = "docs/speculation.png"
+    if cfg.video and cfg.video_path is None:
+        targets["the video (video_path= not given)"] = str(default_video_path(cfg.checkpoint, "task"))
+    for what, target in targets.items():
+        if target:
+            require_output_folder(Path(target).parent, what, ConfigError)
+
+
+def default_video_path(checkpoint: str, task: str) -> Path:
+    """Where video=true records without video_path=: beside the checkpoint file; for a registered checkpoint
+    (models:/...) in the working directory, named after the registered model."""
+    if is_registered(checkpoint):
+        return Path(f"{checkpoint[len(PREFIX):].replace('/', '-').replace('@', '-')}-{task}.gif")
+    return Path(f"{Path(checkpoint).with_suffix('')}-{task}.gif")
+
+
+def _evaluate_given(cfg: EvaluateConfig, explicit: set[str]) -> None:
+    """Evaluate as asked: the output paths and the MLflow server checked before any work, registered files
+    (checkpoint= or corrector_checkpoint= models:/...) read from the registry for the time of the evaluation."""
+    check_output_paths(cfg)
+    Tracker(cfg.mlflow).preflight()
+    keys = ("checkpoint", "corrector_checkpoint")
+    with local_files({k: getattr(cfg, k) for k in keys}) as local:
+        given = {local[k]: getattr(cfg, k) for k in keys if local[k] != getattr(cfg, k)}
+        _evaluate(dataclasses.replace(cfg, **local), explicit, given)
+
+
+def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) -> None:
+    """`given`: a local copy of a registered file -> the models:/ URI given for it (what records name)."""
     import torch
 
     from gym_qwen.platform.files import atomic_write_bytes
@@ -88,14 +125,6 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     from gym_qwen.platform.speculative.modes import BUDGET_RULE
     from gym_qwen.platform.sweeps.setting import agent_overrides, planning_horizon, resolve_setting
 
-    from gym_qwen.platform.files import directory_problem
-    from gym_qwen.platform.config import ConfigError
-
-    for key in ("output", "plot", "video_path"):
-        target = getattr(cfg, key)
-        problem = target and directory_problem(Path(target).parent)
-        if problem:
-            raise ConfigError(f"{key}={target}: cannot write there ({problem})")
     torch.set_num_threads(cfg.torch_threads)
     choice = one_step_choice = None
     if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played
@@ -144,7 +173,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
     planner = {k: v for k, v in overrides.items() if k in PLANNER_KEYS}
     video_path = None
     if cfg.video:
-        video_path = cfg.video_path or f"{Path(cfg.checkpoint).with_suffix('')}-{task}.gif"
+        video_path = cfg.video_path or str(default_video_path(given.get(cfg.checkpoint, cfg.checkpoint), task))
     log = None
     if cfg.output:
         from gym_qwen.platform.files import sha256_of
@@ -161,43 +190,51 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str]) -> None:
                     None)
         base = base if base is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
         rec = comparison_record(task, results, base)
-        rec.update(checkpoint=cfg.checkpoint, checkpoint_env_steps=ckpt["env_steps"], seed=cfg.seed,
-                   episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
+        rec.update(checkpoint=given.get(cfg.checkpoint, cfg.checkpoint), checkpoint_env_steps=ckpt["env_steps"],
+                   seed=cfg.seed, episodes=cfg.episodes, settings_done=len(results), settings_planned=len(specs),
                    episode_log=None if log is None else str(log.path), threshold_choice=choice)
         if one_step_choice:
             rec["threshold_choice_one_step"] = one_step_choice
         return rec, base
 
-    for spec in specs:
-        res, played = _play_setting(cfg, task, spec, overrides, video_path, log)
-        results.append((spec, res))
-        if len(specs) > 1:  # a long comparison keeps what it has: the numbers so far after every setting
-            print(f"[{len(results)}/{len(specs)}] {spec.label}: return {res.mean:.1f} ± {res.std:.1f}, "
-                  f"{res.planner_calls_per_step:.3f} planner calls/step, {res.ms_per_decision:.1f} ms/step "
-                  f"({played} episodes played, {cfg.episodes - played} from the log)", flush=True)
-            if cfg.output:
-                partial = record_so_far()[0]
-                atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(partial, indent=2).encode()))
-    record, baseline = record_so_far()
-    print(table(comparison_rows(task, results, baseline), ROW_HEADER))
-    if any(spec.clock is not None for spec, _ in results):
-        from gym_qwen.platform.speculative.comparison import CLOCK_HEADER, clock_rows
+    runs = SettingRuns(cfg, task, planner, given)
+    try:
+        for spec in specs:
+            runs.start(spec)
+            res, played = _play_setting(cfg, task, spec, overrides, video_path, log)
+            results.append((spec, res))
+            if len(specs) > 1:  # a long comparison keeps what it has: the numbers so far after every setting
+                print(f"[{len(results)}/{len(specs)}] {spec.label}: return {res.mean:.1f} ± {res.std:.1f}, "
+                      f"{res.planner_calls_per_step:.3f} planner calls/step, {res.ms_per_decision:.1f} ms/step "
+                      f"({played} episodes played, {cfg.episodes - played} from the log)", flush=True)
+                if cfg.output:
+                    partial = record_so_far()[0]
+                    atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(partial, indent=2).encode()))
+        record, baseline = record_so_far()
+        print(table(comparison_rows(task, results, baseline), ROW_HEADER))
+        if any(spec.clock is not None for spec, _ in results):
+            from gym_qwen.platform.speculative.comparison import CLOCK_HEADER, clock_rows
 
-        print(table(clock_rows(results), CLOCK_HEADER))
-    if baseline is not None:
-        print("retained: mean return over the baseline's on the same episodes, 95% paired bootstrap interval; "
-              "falls: episodes below half the baseline's median")
-    if results[0][1].video:
-        print(f"video: {results[0][1].video}")
-    if len(results) > 1:
-        plot = plot_comparison(record, cfg.plot or f"docs/speculation-{task}.png")
-        print(f"plot: {plot} (numbers: {plot.with_suffix('.json')})")
-    if cfg.output:
-        payload = record if len(results) > 1 else {**results[0][1].summary(), **record}
-        atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(payload, indent=2).encode()))
-        print(f"episodes: {log.path}")
-    if cfg.mlflow:
-        _log_mlflow(cfg, task, ckpt, results, baseline, planner)
+            print(table(clock_rows(results), CLOCK_HEADER))
+        if baseline is not None:
+            print("retained: mean return over the baseline's on the same episodes, 95% paired bootstrap interval; "
+                  "falls: episodes below half the baseline's median")
+        if results[0][1].video:
+            print(f"video: {results[0][1].video}")
+        if len(results) > 1:
+            plot = plot_comparison(record, cfg.plot or f"docs/speculation-{task}.png")
+            print(f"plot: {plot} (numbers: {plot.with_suffix('.json')})")
+        if cfg.output:
+            payload = record if len(results) > 1 else {**results[0][1].summary(), **record}
+            atomic_write_bytes(cfg.output, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+            print(f"episodes: {log.path}")
+        runs.finish(results, baseline, ckpt["env_steps"])
+    except KeyboardInterrupt:
+        runs.end("KILLED")
+        raise
+    except BaseException:
+        runs.end("FAILED")
+        raise
 
 
 def _clocked(cfg: EvaluateConfig, specs: list, overrides: dict) -> list:
@@ -215,31 +252,53 @@ def _clocked(cfg: EvaluateConfig, specs: list, overrides: dict) -> list:
     return specs
 
 
-def _log_mlflow(cfg, task: str, ckpt: dict, results: list, baseline: list | None, planner: dict) -> None:
-    from gym_qwen.platform.tracking import Tracker
+class SettingRuns:
+    """The MLflow runs of an evaluation with mlflow=true (nothing otherwise): one per setting, made before the
+    setting plays so that its system metrics (system_metrics=true) cover it; the numbers are logged, and the runs
+    ended, once every setting has played (a setting's return retained needs the baseline's)."""
 
-    for spec, res in results:
-        s = res.summary()
-        tracker = Tracker(True, cfg.mlflow_experiment)
+    METRICS = ("return_mean", "return_std", "planner_calls_per_step", "corrector_calls_per_step",
+               "encoder_calls_per_step", "ms_per_decision", "plan_ms_per_step", "encode_ms_per_step",
+               "correct_ms_per_step", "extend_ms_per_step", "replan_rate", "misses", "teacher_action_mse")
+
+    def __init__(self, cfg: EvaluateConfig, task: str, planner: dict, given: dict[str, str]):
+        self.cfg, self.task, self.planner, self.given = cfg, task, planner, given
+        self.trackers: list[Tracker] = []
+
+    def start(self, spec) -> None:
+        """Make the run of setting `spec` (the next to play)."""
+        if not self.cfg.mlflow:
+            return
+        cfg, shown = self.cfg, lambda path: self.given.get(path, path)
+        tracker = Tracker(True, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
         clock = spec.clock.record() if spec.clock is not None else {}
-        tracker.start(f"evaluate-{task}-{spec.label}", {
-            "checkpoint": cfg.checkpoint, "episodes": cfg.episodes, "seed": cfg.seed, "mode": spec.settings.mode,
-            "spec_exec_horizon": spec.steps_per_plan, "corrector_type": spec.corrector_type,
-            "corrector_checkpoint": spec.corrector_checkpoint, "mismatch_threshold": spec.settings.mismatch_threshold,
-            "planner_overrides": {**planner, **dict(spec.planner_overrides)}, **clock},
-            tags={"task": task, "command": "evaluate"})
-        metrics = {k: s[k] for k in ("return_mean", "return_std", "planner_calls_per_step", "corrector_calls_per_step",
-                                     "encoder_calls_per_step", "ms_per_decision", "plan_ms_per_step",
-                                     "encode_ms_per_step", "correct_ms_per_step", "extend_ms_per_step", "replan_rate",
-                                     "misses", "teacher_action_mse")}
-        if clock:
-            metrics.update({k: s[k] for k in CLOCK_METRICS})
-        if baseline:
-            metrics["return_retained"] = res.mean / (sum(baseline) / len(baseline))
-        tracker.log_metrics(metrics, step=ckpt["env_steps"])
-        if res.video:
-            tracker.log_artifact(res.video)
-        tracker.end()
+        tracker.start(f"evaluate-{self.task}-{spec.label}", {
+            "checkpoint": shown(cfg.checkpoint), "episodes": cfg.episodes, "seed": cfg.seed,
+            "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
+            "corrector_type": spec.corrector_type, "corrector_checkpoint": shown(spec.corrector_checkpoint),
+            "mismatch_threshold": spec.settings.mismatch_threshold, "fallback": spec.settings.fallback,
+            "planner_overrides": {**self.planner, **dict(spec.planner_overrides)}, **clock},
+            tags={"task": self.task, "command": "evaluate"})
+        self.trackers.append(tracker)
+
+    def finish(self, results: list, baseline: list | None, env_steps: int) -> None:
+        """Log each setting's numbers at step `env_steps` (the checkpoint's), its video, and end its run."""
+        for tracker, (spec, res) in zip(self.trackers, results):
+            s = res.summary()
+            metrics = {k: s[k] for k in self.METRICS}
+            if spec.clock is not None:
+                metrics.update({k: s[k] for k in CLOCK_METRICS})
+            if baseline:
+                metrics["return_retained"] = res.mean / (sum(baseline) / len(baseline))
+            tracker.log_metrics(metrics, step=env_steps)
+            if res.video:
+                tracker.log_artifact(res.video)
+            tracker.end()
+
+    def end(self, status: str) -> None:
+        """End every run not ended yet with `status` (the evaluation failed or was interrupted)."""
+        for tracker in self.trackers:
+            tracker.end(status)
 
 
 def given_keys(argv: list[str]) -> set[str]:
@@ -255,7 +314,7 @@ def given_keys(argv: list[str]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_job("evaluate", EvaluateConfig, lambda cfg: _evaluate(cfg, given_keys(argv)), argv)
+    return run_job("evaluate", EvaluateConfig, lambda cfg: _evaluate_given(cfg, given_keys(argv)), argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from gym_qwen.platform.datasets import DatasetError
 
 
 def _make(cfg: MakeDatasetConfig) -> None:
-    from gym_qwen.platform.files import directory_problem
+    from gym_qwen.platform.files import output_folder_problem
     from gym_qwen.platform.datasets import summarize, write_hdf5
     from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset, make_dataset_command
 
@@ -20,15 +20,19 @@ def _make(cfg: MakeDatasetConfig) -> None:
     if cfg.format == "hdf5":
         if Path(output).exists() and not cfg.force:
             raise ConfigError(f"{output} exists; pass force=true to replace it")
-        problem = directory_problem(Path(output).parent)
+        problem = output_folder_problem(Path(output).parent)
         if problem:
             raise ConfigError(f"cannot write {output}: {problem}")
     else:
-        from gym_qwen.platform.datasets.minari_io import minari_path
+        from gym_qwen.platform.datasets.minari_io import datasets_root, minari_path
 
-        if minari_path(output, cfg.minari_root).exists():
-            raise ConfigError(f"the Minari dataset {output} exists at {minari_path(output, cfg.minari_root)}; "
-                              "delete it or give another output= id")
+        problem = output_folder_problem(datasets_root(cfg.minari_root))  # before Minari makes the folder itself
+        if problem:
+            raise ConfigError(f"cannot write the Minari dataset {output} into {datasets_root(cfg.minari_root)}: "
+                              f"{problem}")
+        where = minari_path(output, cfg.minari_root)
+        if where.exists():
+            raise ConfigError(f"the Minari dataset {output} exists at {where}; delete it or give another output= id")
     data = make_dataset(cfg.env, cfg.dataset, cfg.seed, transitions=cfg.transitions, models_dir=cfg.models_dir,
                         progress=cfg.progress, command=make_dataset_command(cfg))
     data.source = output

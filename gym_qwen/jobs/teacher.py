@@ -9,14 +9,17 @@ import sys
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import TeacherConfig
+from gym_qwen.platform.registry import CHAMPION
+from gym_qwen.platform.tracking import Tracker
 
 
 def _teacher(cfg: TeacherConfig) -> None:
     import torch
 
-    from gym_qwen.platform.training.teachers import export_teacher
+    from gym_qwen.platform.training.teachers import export_teacher, register_teacher
 
     torch.set_num_threads(cfg.torch_threads)
+    Tracker(cfg.mlflow).preflight()  # an MLflow server that does not answer, refused before any work
     model_file, card = export_teacher(cfg.run, cfg.output_dir, cfg.name, cfg.episodes, cfg.seed, cfg.force,
                                       show_progress=cfg.progress, note=cfg.note)
     ev, tr = card["evaluation"], card["training"]
@@ -26,6 +29,10 @@ def _teacher(cfg: TeacherConfig) -> None:
     print(f"teacher: {model_file} ({card['size_bytes'] / 1e6:.1f} MB), card: {model_file.with_suffix('.json')}")
     print(f"reproduce the return: {ev['command']}")
     print(f"retrain it: {tr['command']}")
+    if cfg.mlflow:
+        registered = register_teacher(model_file, card, cfg.mlflow_experiment)
+        print(f"registered {registered}, now the alias {CHAMPION}: gym-qwen evaluate checkpoint="
+              f"{registered.rsplit('/', 1)[0]}@{CHAMPION}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,11 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_system_metrics(cfg) -> None:
+    """system_metrics=true logs into the command's MLflow run: it needs mlflow=true."""
+    _require(cfg.mlflow or not cfg.system_metrics, "system_metrics=true logs into the MLflow run: give mlflow=true too")
+
+
 @dataclasses.dataclass
 class TDMPC2Config:
     """TD-MPC2 agent settings (world model, planner, optimisation), shared by train/evaluate/info."""
@@ -186,6 +191,9 @@ class TrainConfig(TDMPC2Config, RayOptions):
     exp_name: str = option("default", "Experiment name, part of the run directory")
     mlflow: bool = option(True, "Log parameters, metrics and artifacts to MLflow")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to the run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
     num_envs: int = option(1, "Environments per rollout worker (planned as one batch)", min=1)
@@ -203,6 +211,7 @@ class TrainConfig(TDMPC2Config, RayOptions):
                  f"num_envs={self.num_envs})")
         _require(bool(self.output_dir), "output_dir= must not be empty")
         _require(bool(self.exp_name), "exp_name= must not be empty")
+        _check_system_metrics(self)
         check_task(self.task)
 
 
@@ -213,7 +222,8 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     command: ClassVar[str] = "evaluate"
 
     task: Optional[str] = option(None, "Task to evaluate on (none = the checkpoint's task)")
-    checkpoint: str = option("", "Checkpoint file to evaluate (required)")
+    checkpoint: str = option("", "Checkpoint file to evaluate, or a registered teacher models:/<name>@<alias> (e.g. "
+                                 "models:/walker-walk-teacher@champion) (required)")
     episodes: int = option(10, "Evaluation episodes", min=1)
     mode: str = option("baseline", "Execution mode: baseline (plan every step), prior (the policy prior's mean action, "
                                    "no planner), naive (k planned actions open loop), "
@@ -230,7 +240,8 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     spec_exec_horizons: list[int] = option([1, 3, 6], "The k values mode=all compares", min=1)
     corrector_type: str = option("none", "Corrector for spec_corrector, spec_extended, adaptive and async",
                                  choices=CORRECTOR_TYPES)
-    corrector_checkpoint: Optional[str] = option(None, "Corrector file (none = correctors/<checkpoint stem>-"
+    corrector_checkpoint: Optional[str] = option(None, "Corrector file, or a registered corrector models:/<name>@"
+                                                       "<alias> (none = correctors/<checkpoint stem>-"
                                                        "<corrector_type>.pt in the teacher's folder)")
     mismatch_threshold: float = option(0.5, "adaptive: accept a speculative step while ||z - z^|| <= this (async, "
                                             "when given: a miss cancels the plan in flight)", min=0.0)
@@ -280,8 +291,11 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     output: Optional[str] = option(None, "Write the results to this JSON file, and every episode as it finishes to "
                                          "<output stem>.episodes.jsonl (none = don't)")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
-    mlflow: bool = option(False, "Log the results to MLflow")
+    mlflow: bool = option(False, "Log the results to MLflow (one run per setting, open while it plays)")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to the run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
     progress: bool = option(True, "Show a progress bar")
 
     def validate(self) -> None:
@@ -290,6 +304,7 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         override the checkpoint's settings, so they are checked merged with those (evaluate does that before
         anything runs), never against this schema's defaults."""
         _require(bool(self.checkpoint), "checkpoint= is required")
+        _check_system_metrics(self)
         _require(not (self.video and self.num_workers > 0),
                  "video=true records on this machine: use it with num_workers=0")
         _require(not (self.video and self.mode == "all"), "video=true records one setting: not with mode=all")
@@ -436,6 +451,9 @@ class TeacherConfig:
     seed: int = option(1, "Evaluation seed (the card records it)", min=0)
     force: bool = option(False, "Replace a teacher of the same name")
     note: str = option("", "A remark kept on the card (e.g. how the run directory was recovered)")
+    mlflow: bool = option(True, "Log the teacher and its card to an MLflow run and register them in its Model "
+                                "Registry as <task>-teacher (a new version, alias champion)")
+    mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
 
@@ -476,8 +494,8 @@ class DistillConfig:
 
     data: str = option("", "Corrector data file (Parquet, from gym-qwen collect) (required); several, comma-separated, "
                            "train as one (e.g. open-loop and DAgger collections)")
-    tdmpc_ckpt: str = option("", "The teacher checkpoint the data was collected with (required; its sha256 must "
-                                 "match the data's)")
+    tdmpc_ckpt: str = option("", "The teacher checkpoint the data was collected with, a file or a registered "
+                                 "teacher models:/<name>@<alias> (required; its sha256 must match the data's)")
     save_path: str = option("", "Output stem (required): writes <save_path>-<type>.pt and <save_path>-<type>.json "
                                 "per corrector type (a trailing .pt is dropped), e.g. models/walker-walk-size1-seed1 "
                                 "-> models/walker-walk-size1-seed1-two_tower.pt")
@@ -506,8 +524,12 @@ class DistillConfig:
     device: str = option("auto", "Torch device (auto = cuda if available, else cpu)", choices=("auto", "cpu", "cuda"))
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
-    mlflow: bool = option(True, "Log parameters and train/val curves to MLflow")
+    mlflow: bool = option(True, "Log parameters and train/val curves to MLflow, and register each corrector in "
+                                "its Model Registry as <task>-corrector-<type> (a new version, alias champion)")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to the run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
 
     @property
     def data_files(self) -> list[str]:
@@ -526,6 +548,7 @@ class DistillConfig:
                  f"val_fraction={self.val_fraction} + test_fraction={self.test_fraction} leave no training episodes")
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
         _require(self.max_delta > 0, f"max_delta={self.max_delta} must be > 0")
+        _check_system_metrics(self)
         if self.device == "cuda":
             import torch
 
@@ -683,6 +706,9 @@ class BehaviourPolicyConfig:
     progress: bool = option(True, "Show a progress bar")
     mlflow: bool = option(True, "Log parameters and evaluations to MLflow")
     mlflow_experiment: str = option("gym-qwen-behaviour", "MLflow experiment name")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to the run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
 
     def validate(self) -> None:
         """learning_starts < steps; expert_return > 0."""
@@ -690,6 +716,7 @@ class BehaviourPolicyConfig:
                                                     f"steps={self.steps}")
         _require(self.expert_return is None or self.expert_return > 0,
                  f"expert_return={self.expert_return} must be > 0")
+        _check_system_metrics(self)
 
 
 @dataclasses.dataclass
@@ -730,8 +757,12 @@ class DTTrainConfig:
     device: str = option("auto", "Torch device (auto = cuda if available, else cpu)", choices=("auto", "cpu", "cuda"))
     torch_threads: int = option(2, "torch.set_num_threads for this process", min=1)
     progress: bool = option(True, "Show a progress bar")
-    mlflow: bool = option(True, "Log parameters, the loss curve and the evaluation score by update to MLflow")
+    mlflow: bool = option(True, "Log parameters, the loss curve, the evaluation score by update and the "
+                                "checkpoints to MLflow")
     mlflow_experiment: str = option("gym-qwen-dt", "MLflow experiment name")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to the run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
 
     def validate(self) -> None:
         """At most one of data= and minari=; heads divide the embedding; cuda must exist."""
@@ -739,6 +770,7 @@ class DTTrainConfig:
         _require(self.embed_dim % self.n_heads == 0,
                  f"embed_dim={self.embed_dim} must be a multiple of n_heads={self.n_heads}")
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check_system_metrics(self)
         _check_cuda(self.device)
 
 
@@ -839,6 +871,9 @@ class SweepConfig:
     resume: bool = option(False, "Continue the interrupted sweep in <storage>/<experiment>/ (finished trials are "
                                  "not run again; errored ones are retried)")
     dry_run: bool = option(False, "Check the sweep file, list its trials and stop")
+    system_metrics: bool = option(False, "Also log MLflow's system metrics (CPU, memory, disk, network; GPU with "
+                                         "nvidia-ml-py installed) to every trial's run while it runs, every "
+                                         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
     ray_address: Optional[str] = option(None, "Ray cluster to join (none = RAY_ADDRESS if set, else start Ray on "
                                               "this machine)")
     scale_wait: float = option(900.0, "Seconds to wait for the autoscaler when only nodes it may add (the "

@@ -1,5 +1,6 @@
 """Files written so that a crash never leaves half of one: atomic writes, files published together, the
-folders a write would make, digests and the code version. Standard library only.
+folders a write would make, whether a folder can be written into at all, digests and the code version. Standard
+library only.
 
 Every file is written to a temporary file in the same folder, synced, renamed over the target, and the folder
 is synced (`atomic_write_bytes`); files that belong together (a teacher and its card) are staged and published
@@ -31,8 +32,8 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def directory_problem(path: str | os.PathLike) -> str | None:
-    """Why directory `path` cannot be created or written into (a file in the way, no permission), or None.
-    Creates nothing: commands ask this before they write anything."""
+    """Why directory `path` cannot be created or written into, as far as the file types and permission bits say
+    (a file in the way, no permission), or None. Creates nothing; output_folder_problem also tries it."""
     path = Path(path).absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
@@ -42,6 +43,36 @@ def directory_problem(path: str | os.PathLike) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     return None
+
+
+def output_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into `folder` (made if missing), or None. Tried for real, after the cheap
+    directory_problem: the missing folders are made and a temporary file is created in the deepest, then both are
+    removed again. So a folder that cannot be made although its parent's permission bits allow writing (under
+    /proc, on a read-only mount) is found before any work, and nothing is left behind either way."""
+    problem = directory_problem(folder)
+    if problem:
+        return problem
+    folder = Path(folder).absolute()
+    made = missing_folders(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".gym-qwen-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot create {e.filename or folder}: {e.strerror or e}"
+    finally:
+        remove_empty_folders(made)
+    return None
+
+
+def require_output_folder(folder: str | os.PathLike, what: str, error: type[Exception]) -> None:
+    """Raise `error` with one line, '<what>: cannot write there (<why>)', unless output_folder_problem(folder) is
+    None. `what` names the setting, e.g. 'output=results/x.json'."""
+    problem = output_folder_problem(folder)
+    if problem:
+        raise error(f"{what}: cannot write there ({problem})")
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> Path:

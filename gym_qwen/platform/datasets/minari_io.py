@@ -46,6 +46,14 @@ def _import_minari():
     return minari
 
 
+def datasets_root(root: str | os.PathLike | None = None) -> str:
+    """The folder Minari keeps its datasets in (Minari's rule): `root`, else MINARI_DATASETS_PATH, else
+    ~/.minari/datasets. Minari makes it on first use."""
+    if root is not None:
+        return os.path.abspath(root)
+    return os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+
+
 def minari_path(dataset_id: str, root: str | os.PathLike | None = None):
     minari = _import_minari()
     with minari_root(root):

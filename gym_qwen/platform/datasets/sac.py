@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from gym_qwen.platform.config_schema import ConfigError
-from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem, publish_together
+from gym_qwen.platform.files import (atomic_write_bytes, code_version, output_folder_problem,
+                                     publish_together)
 from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
 
 from .d4rl import ENV_IDS, REF_MAX_SCORE, DatasetError, normalized_score
@@ -37,12 +38,12 @@ from .policies import GaussianActor, behaviour_paths, save_policy, save_recipe
 STATE_FILE, CONFIG_FILE, EVAL_FILE = "train_state.pt", "config.yaml", "eval.csv"
 STATE_FORMAT, STATE_VERSION = "gym-qwen/behaviour-train-state", 1
 # Keys a resumed run may change (how long it goes on, what it logs, where things are written).
-RESUMABLE = ("resume", "steps", "checkpoint_freq", "progress", "mlflow", "mlflow_experiment", "torch_threads",
-             "output_dir", "models_dir", "force")
+RESUMABLE = ("resume", "steps", "checkpoint_freq", "progress", "mlflow", "mlflow_experiment", "system_metrics",
+             "torch_threads", "output_dir", "models_dir", "force")
 EVAL_SEED_OFFSET = 10_000
 # What the card's command leaves out: bookkeeping, not what is learned.
-BOOKKEEPING = ("resume", "progress", "mlflow", "mlflow_experiment", "torch_threads", "output_dir", "models_dir",
-               "force", "checkpoint_freq")
+BOOKKEEPING = ("resume", "progress", "mlflow", "mlflow_experiment", "system_metrics", "torch_threads", "output_dir",
+               "models_dir", "force", "checkpoint_freq")
 
 
 def run_dir(cfg) -> Path:
@@ -279,13 +280,13 @@ def train_behaviour(cfg, show_progress: bool = True) -> dict:
     if policy_path.exists() and not cfg.force:
         raise ConfigError(f"{policy_path} exists; pass force=true to replace it")
     for folder in (out, Path(cfg.models_dir)):
-        problem = directory_problem(folder)
+        problem = output_folder_problem(folder)
         if problem:
             raise ConfigError(f"cannot write into {folder}: {problem}")
     state = _check_resume(cfg, out)
     if state is not None and int(state["steps"]) >= cfg.steps:
         raise ConfigError(f"the run in {out} is at {state['steps']} steps already; ask for more with steps=")
-    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     tracker.preflight()
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)

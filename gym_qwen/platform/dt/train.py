@@ -25,7 +25,7 @@ import torch
 from gym_qwen.platform.config_schema import ConfigError
 from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_name, sha256_of
 from gym_qwen.platform.devices import resolve_device
-from gym_qwen.platform.files import atomic_write_bytes, code_version, directory_problem
+from gym_qwen.platform.files import atomic_write_bytes, code_version, output_folder_problem
 from gym_qwen.platform.torch_files import CheckpointError, read_tagged_file, save_tagged_file
 
 from .data import TrajectoryWindows
@@ -151,10 +151,10 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
 
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
-    data, dataset = load_training_data(cfg)
-    problem = directory_problem(cfg.log_dir)
+    problem = output_folder_problem(cfg.log_dir)
     if problem:
         raise ConfigError(f"cannot write into log_dir={cfg.log_dir}: {problem}")
+    data, dataset = load_training_data(cfg)
     windows = TrajectoryWindows(data, cfg.context_len, cfg.rtg_scale)
     longest = int((windows.ends - windows.starts).max())
     if longest > 4096:
@@ -162,7 +162,7 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     env = data.env
     rtg_target = cfg.rtg_target if cfg.rtg_target is not None else DT_TARGETS[env]
     model, trainer = build(cfg, windows, device)
-    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     tracker.preflight()
 
     stamp = datetime.now().strftime("%y-%m-%d-%H-%M-%S")
@@ -235,6 +235,8 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
         summary["summary"] = str(summary_path)
         tracker.log_artifact(csv_path)
         tracker.log_artifact(summary_path)
+        for checkpoint in (model_path, best_path):  # weights-only files: gym-qwen dt-test reads them back
+            tracker.log_artifact(checkpoint, "checkpoints")
         status = "FINISHED"
         return summary
     finally:

@@ -12,6 +12,7 @@ it (`<save_path>-<type>.json`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gym_qwen.platform.files import atomic_write_bytes, code_version
+from gym_qwen.platform.files import atomic_write_bytes, code_version, require_output_folder, sha256_of
 from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
 from gym_qwen.platform.config import command_line, config_to_dict
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.progress import progress_bar
+from gym_qwen.platform.registry import corrector_name, local_files, register
 from gym_qwen.platform.tracking import Tracker
 
 from .correctors import CorrectorError, build_corrector, save_corrector
@@ -33,7 +35,7 @@ from .corrector_data import CorrectorDataError, read_corrector_data
 
 INPUTS = ("z_real", "z_pred", "a_plan", "history", "history_mask")
 # Keys that do not change what is learned: left out of the reproducing command on the card.
-BOOKKEEPING = ("force", "device", "torch_threads", "progress", "mlflow", "mlflow_experiment")
+BOOKKEEPING = ("force", "device", "torch_threads", "progress", "mlflow", "mlflow_experiment", "system_metrics")
 EVAL_BATCH = 4096
 EPISODES_PER_FILE = 1_000_000  # episode ids of the i-th data file start at i * this
 
@@ -108,8 +110,6 @@ def _load_inputs(cfg):
     """(tensors by column, data metadata, teacher checkpoint, teacher sha256), every compatibility check done.
     Several files are read as one data set: their episodes stay apart (file i's episode e becomes
     i * EPISODES_PER_FILE + e), so validation still holds out whole episodes."""
-    from gym_qwen.platform.files import sha256_of
-
     ckpt = load_checkpoint(cfg.tdmpc_ckpt)
     latent, action_dim = int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"])
     sha = sha256_of(cfg.tdmpc_ckpt)
@@ -227,6 +227,19 @@ def _write_card(path: Path, card: dict) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+def _register(tracker: Tracker, kind: str, path: Path, provenance: dict, report: dict) -> str | None:
+    """Register the corrector the run logged under correctors/<kind> as a new version of <task>-corrector-<kind>
+    with the alias champion; its models:/ URI (None without MLflow)."""
+    if tracker.run is None:
+        return None
+    name = corrector_name(provenance["task"], kind)
+    version = register(tracker.run, f"correctors/{kind}", name,
+                       f"Gym Qwen {kind} correctors of {provenance['task']} teachers (gym-qwen distill)",
+                       {"file": path.name, "sha256": sha256_of(path), "teacher_sha256": provenance["teacher_sha256"],
+                        "test_mse": report["mse"], "code_version": provenance["code_version"]})
+    return f"models:/{name}/{version}"
+
+
 def distill(cfg, show_progress: bool = True) -> dict:
     """Train the correctors a DistillConfig asks for; write each checkpoint and card. Returns kind -> result
     (validation report, rows, episodes, best epoch, checkpoint and card paths, MLflow run id)."""
@@ -236,8 +249,10 @@ def distill(cfg, show_progress: bool = True) -> dict:
     existing = [str(p) for pair in paths.values() for p in pair if p.exists()]
     if existing and not cfg.force:
         raise CorrectorError(f"{existing[0]} exists: choose another save_path or add force=true to replace it")
+    require_output_folder(next(iter(paths.values()))[0].parent, f"save_path={cfg.save_path}", CorrectorError)
     device = resolve_device(cfg.device)
-    data, info, ckpt, sha = _load_inputs(cfg)
+    with local_files({"tdmpc_ckpt": cfg.tdmpc_ckpt}) as local:  # a models:/ teacher is read as its file
+        data, info, ckpt, sha = _load_inputs(dataclasses.replace(cfg, tdmpc_ckpt=local["tdmpc_ckpt"]))
     dims = {"latent_dim": int(info["latent_dim"]), "action_dim": int(info["action_dim"]),
             "history_len": int(info["history_len"])}
     val_mask, test_mask = (torch.as_tensor(m) for m in split_episodes(data["episode"].numpy(), cfg.val_fraction,
@@ -252,7 +267,7 @@ def distill(cfg, show_progress: bool = True) -> dict:
                   "data": str(cfg.data), "rows": rows, "episodes": episodes,
                   "max_step_in_chunk": cfg.max_step_in_chunk, "code_version": code_version(), "command": command}
 
-    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     run_id = tracker.start(f"distill-{Path(cfg.save_path).name.removesuffix('.pt')}",
                            {**config_to_dict(cfg), "teacher_sha256": sha, "task": ckpt.get("task"),
                             "rows": rows, "episodes": episodes}, tags={"command": command})
@@ -283,10 +298,12 @@ def distill(cfg, show_progress: bool = True) -> dict:
             _write_card(card_path, {"corrector": ckpt_path.name, "type": kind, **provenance, "test": report,
                                     "validation": validation, "hyperparameters": hp, "training": training,
                                     "data_metadata": info, "mlflow_run_id": run_id})
-            tracker.log_artifact(ckpt_path, "correctors")
-            tracker.log_artifact(card_path, "correctors")
+            tracker.log_artifact(ckpt_path, f"correctors/{kind}")
+            tracker.log_artifact(card_path, f"correctors/{kind}")
+            registered = _register(tracker, kind, ckpt_path, provenance, report)
             results[kind] = {**report, "best_epoch": best_epoch, "rows": rows, "episodes": episodes,
-                             "checkpoint": str(ckpt_path), "card": str(card_path), "mlflow_run_id": run_id}
+                             "checkpoint": str(ckpt_path), "card": str(card_path), "mlflow_run_id": run_id,
+                             "registered": registered}
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise

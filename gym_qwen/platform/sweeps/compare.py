@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 from ..config_schema import CompareConfig, ConfigError
-from ..files import directory_problem
+from ..files import output_folder_problem
 from ..progress import table
 from ..speculative.modes import budget_name
-from ..tracking import check_tracking_uri, client, default_tracking_uri
+from ..tracking import browse_hint, check_tracking_uri, client, default_tracking_uri
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
@@ -45,6 +45,7 @@ class RunRow:
     corrector: str
     threshold: float | None
     planner: tuple
+    fallback: str
     seed: str
     episodes: int
     return_mean: float
@@ -71,6 +72,7 @@ class Setting:
     corrector: str
     threshold: float | None
     planner: tuple
+    fallback: str
     runs: list
     seeds: list
     episodes: int
@@ -97,6 +99,8 @@ class Setting:
         name = self.mode if self.mode in ("baseline", "prior") else f"{self.mode} k={self.k}"
         if self.threshold is not None:
             name += f" thr={self.threshold:g}"
+        if self.fallback != "plan":
+            name += f" fallback={self.fallback}"
         if self.corrector != "none":
             name += f" +{self.corrector}"
         if self.planner:
@@ -191,6 +195,7 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
             r["run_id"], names.get(r["experiment_id"], r["experiment_id"]), get(r, "tags.task") or "?", Path(str(get(r, "params.checkpoint") or "?")).stem, mode,
             int(_value(get(r, "params.spec_exec_horizon")) or 1), get(r, "params.corrector_type") or "none",
             float(get(r, "params.mismatch_threshold")) if mode == "adaptive" else None, planner,
+            get(r, "params.fallback") or "plan",  # runs logged before fallback= existed planned
             str(get(r, "params.seed")), int(episodes), float(r["metrics.return_mean"]),
             float(get(r, "metrics.return_std") or 0.0), float(r["metrics.planner_calls_per_step"]),
             float(get(r, "metrics.ms_per_decision") or float("nan")),
@@ -201,7 +206,7 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
     latest: dict[tuple, RunRow] = {}  # the same setting and seed run twice in one experiment: the newer run
     for row in sorted(rows, key=lambda r: r.start_time):
         latest[(row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner,
-                row.seed, row.episodes)] = row
+                row.fallback, row.seed, row.episodes)] = row
     if len(latest) < len(rows):
         notes.append(f"{len(rows) - len(latest)} runs repeat a setting and seed of their experiment: the newest "
                      "of each is shown")
@@ -220,7 +225,8 @@ def pool(rows: list[RunRow], unpaired: list[str] | None = None) -> list[Setting]
     unpaired = [] if unpaired is None else unpaired
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
-        key = (row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner)
+        key = (row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner,
+               row.fallback)
         groups.setdefault(key, []).append(row)
     settings = []
     for key, runs in groups.items():
@@ -313,9 +319,13 @@ def table_header(group: list[Setting]) -> tuple:
     return (("experiment",) if len({s.experiment for s in group}) > 1 else ()) + HEADER
 
 
+def _mode_text(s: Setting) -> str:
+    return s.mode if s.fallback == "plan" else f"{s.mode} fallback={s.fallback}"
+
+
 def table_rows(group: list[Setting]) -> list[tuple]:
     several = len({s.experiment for s in group}) > 1
-    return [((s.experiment,) if several else ()) + (s.mode, s.k, s.corrector, "-" if s.threshold is None else f"{s.threshold:g}",
+    return [((s.experiment,) if several else ()) + (_mode_text(s), s.k, s.corrector, "-" if s.threshold is None else f"{s.threshold:g}",
              _planner_text(s.planner), ",".join(s.seeds), s.episodes, f"{s.return_mean:.1f}", f"{s.return_std:.1f}",
              "-" if s.retained is None else f"{100 * s.retained:.1f}%", f"{s.planner_calls_per_step:.3f}",
              f"{s.ms_per_step:.1f}", _front_text(s)) for s in group]
@@ -420,7 +430,7 @@ def compare_runs(cfg: CompareConfig) -> list[Setting]:
     both to the sweeps' parent runs (cfg.log); returns the compared settings."""
     name = (cfg.experiment or cfg.sweep)[0]
     output = Path(cfg.output or f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
-    problem = directory_problem(output.parent if str(output.parent) else Path("."))
+    problem = output_folder_problem(output.parent if str(output.parent) else Path("."))
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")
     uri = default_tracking_uri()
@@ -441,8 +451,12 @@ def compare_runs(cfg: CompareConfig) -> list[Setting]:
     png = plot(settings, output)
     csv_path = write_csv(settings, output.with_suffix(".csv"))
     print(f"plot: {png}  table: {csv_path}")
+    c = client(uri)
+    for name in sorted({s.experiment for s in settings}):
+        experiment = c.get_experiment_by_name(name)
+        if experiment is not None:
+            print(f"browse {name}: {browse_hint(uri, experiment.experiment_id)}")
     if cfg.log and parents:
-        c = client(uri)
         for run_id in parents:
             c.log_artifact(run_id, str(png), "compare")
             c.log_artifact(run_id, str(csv_path), "compare")

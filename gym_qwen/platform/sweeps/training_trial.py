@@ -55,9 +55,12 @@ def planned_evaluations(command: str, cfg) -> int:
 
 def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: str, uri: str, experiment: str,
                        experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str, family: str,
-                       report: Callable[[dict], None]) -> dict:
+                       report: Callable[[dict], None], source_tags: dict | None = None,
+                       system_metrics: bool = False) -> dict:
     """Run (or continue) one training trial; `report(metrics)` after each evaluation, with `evaluations` (how many
-    so far: early stopping's clock) and the command's judged metric (TRAINING_COMMANDS). Returns the summary."""
+    so far: early stopping's clock) and the command's judged metric (TRAINING_COMMANDS). Returns the summary.
+    `source_tags`: the sweep driver's (tracking.source_tags), for a new run; `system_metrics` logs MLflow's
+    system metrics to the run while the trial trains."""
     import os
 
     from ..tracking import Tracker
@@ -65,10 +68,11 @@ def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the trainers' Tracker reads it (this is the trial's own process)
     started = time.perf_counter()
     cfg = training_trial_config(command, values, trial_dir, experiment, workdir)
-    tags = {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id, PARENT_TAG: parent_run_id, ROLE_TAG: "trial",
-            "family": family}
+    tags = {**(source_tags or {}), SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id, PARENT_TAG: parent_run_id,
+            ROLE_TAG: "trial", "family": family}
     earlier = find_run(client(uri), experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id})
-    tracker = Tracker(True, experiment, tags=tags, continue_run=earlier.info.run_id if earlier else None)
+    tracker = Tracker(True, experiment, tags=tags, continue_run=earlier.info.run_id if earlier else None,
+                      system_metrics=system_metrics)
     evaluations = [_evaluations_made(command, cfg)]  # a resumed training's count on early stopping's clock
     planned, last = planned_evaluations(command, cfg), []
 

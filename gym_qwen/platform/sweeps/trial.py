@@ -49,7 +49,7 @@ def trial_params(point, setting, sha256: str) -> dict:
             "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
             "corrector_type": spec.corrector_type, "corrector_checkpoint": spec.corrector_checkpoint,
             "mismatch_threshold": spec.settings.mismatch_threshold, "history_len": spec.settings.history_len,
-            "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256, **clock}
+            "fallback": spec.settings.fallback, "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256, **clock}
 
 
 def write_episode_table(records: list[dict], path: Path) -> Path:
@@ -107,11 +107,13 @@ def _measured(setting, ckpt: dict, cfg):
 
 def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
               trial_id: str, records: list[dict], report: Callable[[dict, list], None],
-              play_factory: Callable | None = None, faults: dict | None = None, threads: int = 1) -> dict:
+              play_factory: Callable | None = None, faults: dict | None = None, threads: int = 1,
+              source_tags: dict | None = None, system_metrics: bool = False) -> dict:
     """Run (or continue, from `records`) one trial (a SweepPoint; relative paths are of `workdir`); returns its
     final metrics. `report(metrics, records)` after every episode (and once at the start of a trial that had all
     its episodes already). play_factory(ckpt, setting, cfg, sha256) -> play(indices, on_record) runs episodes
-    (default: in this process)."""
+    (default: in this process). `source_tags`: the sweep driver's (tracking.source_tags), for a new run;
+    `system_metrics` logs MLflow's system metrics to the run while the trial runs."""
     import torch
 
     from ..tdmpc2.checkpoints import load_checkpoint
@@ -128,8 +130,10 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     task, mode = ckpt["task"], setting.spec.settings.mode
     run = open_run(uri, experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id},
                    f"{setting.label} seed={cfg.seed}", trial_params(point, setting, sha),
-                   {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task, "command": "evaluate",
-                    "setting": setting.label, "family": point.family, "teacher_sha256": sha})
+                   {**(source_tags or {}), PARENT_TAG: parent_run_id, ROLE_TAG: "trial", "task": task,
+                    "command": "evaluate", "setting": setting.label, "family": point.family, "teacher_sha256": sha})
+    if system_metrics:
+        run.log_system_metrics(uri)
     records = sorted(records, key=lambda r: r["episode"])
     done = {r["episode"] for r in records}
     prior = run.latest.get("trial_seconds", 0.0)  # the seconds earlier attempts spent

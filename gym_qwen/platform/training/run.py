@@ -15,7 +15,7 @@ import torch
 from ..config import (ConfigError, TrainConfig, config_from_dict, config_to_dict, format_value, load_config,
                       save_config)
 from ..envs import task_spec
-from ..files import atomic_write_bytes, directory_problem
+from ..files import atomic_write_bytes, output_folder_problem
 from ..progress import progress_bar
 from ..tdmpc2.checkpoints import agent_payload, check_compatible, load_checkpoint, model_signature, save_checkpoint
 from ..torch_files import CheckpointError
@@ -47,8 +47,8 @@ def _write_eval_csv(path: Path, history: list) -> None:
 # compile change the arithmetic's speed, not what is learned; Ray placement). Every other key is the run's own:
 # changing it on resume is refused. docs/architecture.md ("Resuming a run") has the reasons.
 RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
-                  "mlflow_experiment", "torch_threads", "output_dir", "device", "compile", "ray_address",
-                  "worker_cpus", "learner_cpus", "scale_wait")
+                  "mlflow_experiment", "system_metrics", "torch_threads", "output_dir", "device", "compile",
+                  "ray_address", "worker_cpus", "learner_cpus", "scale_wait")
 # How episodes are collected. num_workers, num_envs and chunk_decisions may change while collection stays
 # asynchronous, and an in-process run may continue asynchronously (the Ray backend reads in-process checkpoints);
 # nothing else.
@@ -150,11 +150,11 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
     if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
         raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
                                 f"exp_name= or output_dir=")
-    problem = directory_problem(out)
+    problem = output_folder_problem(out)
     if problem:
         raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
     ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
-    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment)
+    tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
     tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
     backend = None
     status = "FAILED"

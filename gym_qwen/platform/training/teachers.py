@@ -14,15 +14,17 @@ import shutil
 from pathlib import Path
 
 from ..config import TrainConfig, command_line, config_from_dict, config_to_dict
-from ..files import atomic_write_bytes, directory_problem, publish_together, sha256_of
+from ..files import atomic_write_bytes, output_folder_problem, publish_together, sha256_of
+from ..registry import register, teacher_name
 from ..tdmpc2.checkpoints import load_agent, load_checkpoint
 from ..torch_files import CheckpointError
+from ..tracking import Tracker
 
 CARD_VERSION = 1
 PLANNING_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
                  "temperature")
 # Keys that only say where and how verbosely a run writes: left out of the reproduction command.
-BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "mlflow_experiment",
+BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "mlflow_experiment", "system_metrics",
                     "checkpoint_freq", "ray_address", "worker_cpus", "learner_cpus", "scale_wait")
 
 
@@ -186,7 +188,7 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
     cfg = ckpt["config"]
     name = name or f"{ckpt['task']}-size{cfg['model_size']}-seed{cfg['seed']}"
     output_dir = Path(output_dir)
-    problem = directory_problem(output_dir)
+    problem = output_folder_problem(output_dir)
     if problem:
         raise TeacherError(f"cannot write teachers into output_dir={output_dir}: {problem}")
     model_file, card_file = output_dir / f"{name}.pt", output_dir / f"{name}.json"
@@ -211,6 +213,34 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
                 staged.unlink()
     write_index(output_dir)
     return model_file, card
+
+
+def register_teacher(model_file: Path, card: dict, experiment: str = "gym-qwen") -> str:
+    """Log a shipped teacher and its card to an MLflow run of `experiment` (under teacher/, with its evaluation
+    return) and register them as a new version of <task>-teacher with the alias champion; returns the version's
+    models:/ URI."""
+    tracker = Tracker(True, experiment)
+    tracker.start(f"teacher-{card['name']}", {"name": card["name"], "task": card["task"],
+                                              "model_size": card["model_size"], "seed": card["seed"],
+                                              "episodes": card["evaluation"]["episodes"],
+                                              "eval_seed": card["evaluation"]["seed"], "sha256": card["sha256"]},
+                  tags={"command": "teacher", "task": card["task"]})
+    status = "FAILED"
+    try:
+        ev = card["evaluation"]
+        tracker.log_metrics({"eval/return_mean": ev["return_mean"], "eval/return_std": ev["return_std"]},
+                            card["env_steps"])
+        for path in (model_file, model_file.with_suffix(".json")):
+            tracker.log_artifact(path, "teacher")
+        name = teacher_name(card["task"])
+        version = register(tracker.run, "teacher", name, f"Gym Qwen TD-MPC2 teachers of {card['task']} "
+                           "(gym-qwen teacher)", {"file": card["file"], "sha256": card["sha256"],
+                                                  "env_steps": card["env_steps"], "return_mean": ev["return_mean"],
+                                                  "code_version": card["code_version"]})
+        status = "FINISHED"
+    finally:
+        tracker.end(status)
+    return f"models:/{name}/{version}"
 
 
 def write_index(output_dir: str | os.PathLike) -> Path:
@@ -242,4 +272,4 @@ def write_index(output_dir: str | os.PathLike) -> Path:
 
 
 __all__ = ["TeacherError", "SHIPPED_DIR", "shipped_teacher", "export_teacher", "build_card", "check_card",
-           "load_teacher_card", "train_command", "planning_settings", "write_index", "sha256_of"]
+           "load_teacher_card", "train_command", "planning_settings", "write_index", "sha256_of", "register_teacher"]
