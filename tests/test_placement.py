@@ -107,3 +107,20 @@ def test_the_launcher_files_node_types_are_what_requests_are_judged_against():
     assert auto_device([head], types)[0] == "cuda"
     assert judge([Ask("trial", 4, 1.0, 0.25)], [head], types).line == "1 x gpu_worker"
     assert judge([Ask("trial", 1, 1.0, 2.0)], [head], types).action == "refuse"
+
+
+def test_an_unreachable_actor_is_one_loss_until_it_answers_and_waits_longer_each_time():
+    """What the farm and the training backend count a crash or a node's death by: calls that bounce off an actor
+    before it answers again are the same loss (one restart), and each waits twice as long, at most 30 s."""
+    from gym_qwen.actors.unreachable import FIRST_S, MOST_S, UnreachableActors
+
+    u = UnreachableActors(limit_s=600)
+    assert not u.waiting(0) and u.ready(0) and u.next_in([0, 1]) is None
+    assert u.failed(0) and u.waiting(0) and not u.waiting(1)
+    assert not u.ready(0) and 0 < u.next_in([0, 1]) <= FIRST_S
+    for _ in range(8):
+        u.failed(0)
+    assert FIRST_S * 2 < u.next_in([0]) <= MOST_S
+    u.reached(0)
+    assert not u.waiting(0) and u.ready(0)
+    assert not UnreachableActors(limit_s=-1).failed(0)  # unreachable for longer than the limit: give up

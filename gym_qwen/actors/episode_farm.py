@@ -91,7 +91,7 @@ class EpisodeFarm:
         self.setup_args = setup_args
         self.workers = [cls.remote(setup, episode_fn, threads_for(cpus), *setup_args) for _ in range(num_workers)]
         self.max_records = max_records
-        self.restarts = 0  # episodes handed out again (their actor crashed, died or was unreachable)
+        self.restarts = 0  # actors lost (a crash or a node death, each once): their episodes were handed out again
         self.deaths = 0  # of those, the actors Ray saw die (the budget: MAX_RESTARTS an actor)
 
     def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None,
@@ -135,7 +135,8 @@ class EpisodeFarm:
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
             except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
-                self.restarts += 1
+                if not unreachable.waiting(w):  # one loss, however many calls bounce off it before its restart
+                    self.restarts += 1
                 if not unreachable.failed(w):
                     raise EpisodeFarmError(f"an episode worker was unreachable for over {unreachable.limit_s:g} s; "
                                            "giving up") from None
@@ -148,6 +149,7 @@ class EpisodeFarm:
                 self.deaths += 1
                 if self.deaths > MAX_RESTARTS * len(self.workers):
                     raise EpisodeFarmError(f"episode workers died {self.deaths} times; giving up") from None
+                unreachable.failed(w)  # a call that bounces off it before its restart is this same loss
                 retry.append(index)  # run it again on the restarted actor
                 continue
             unreachable.reached(w)

@@ -74,7 +74,7 @@ class RayTrainingBackend:
             raise
         self.decisions = 0
         self.num_updates = 0
-        self.restarts = 0  # batches played again: their worker died or was unreachable, or their chunk was lost
+        self.restarts = 0  # workers lost (a crash or a node death, each once): their batches were played again
         self.deaths = 0  # of those, the workers Ray saw die (the budget: WORKER_RESTARTS a worker)
         # async bookkeeping
         self.next_id = 0
@@ -228,6 +228,7 @@ class RayTrainingBackend:
             result = _get(ref, "the learner")
         except ObjectLostError:  # raised before the learner changed anything
             self._replay(w)
+            self.unreachable.failed(w)  # its worker went with the node: a call bouncing off it is the same loss
             return []
         self.decisions, self.num_updates = result["decisions"], result["updates"]
         self.version, self.weights_box = result["version"], result["weights"]
@@ -252,20 +253,23 @@ class RayTrainingBackend:
         try:
             ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker (or its node) died before finishing
         except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
+            again = self.unreachable.waiting(w)  # a call bouncing off it before its restart: the same loss
             if not self.unreachable.failed(w):
                 raise TrainingActorError(f"a rollout worker was unreachable for over {self.unreachable.limit_s:g} s; "
                                          "giving up") from None
-            self._replay(w, died=False)
+            self._replay(w, died=False, counted=again)
             return
         except (RayActorError, ObjectLostError):
             self._replay(w)
+            self.unreachable.failed(w)  # a call that bounces off it before its restart is this same loss
             return
         self.unreachable.reached(w)
         self.ingesting[self.learner.ingest.remote([ref])] = w  # the learner fetches the chunk
 
-    def _replay(self, w: int, died: bool = True) -> None:
-        """Worker `w`'s unfinished episodes are played again from their starts, under the same ids."""
-        self.restarts += 1
+    def _replay(self, w: int, died: bool = True, counted: bool = False) -> None:
+        """Worker `w`'s unfinished episodes are played again from their starts, under the same ids. `counted`: the
+        loss that made them unfinished was counted already (a restart per crash or node death)."""
+        self.restarts += not counted
         self.deaths += died
         if self.deaths > WORKER_RESTARTS * len(self.workers):
             raise TrainingActorError(f"rollout workers died {self.deaths} times; giving up") from None

@@ -28,6 +28,10 @@ class UnreachableActors:
         self.until[index] = now + min(MOST_S, FIRST_S * 2 ** (self.fails[index] - 1))
         return now - self.since[index] <= self.limit_s
 
+    def waiting(self, index: int) -> bool:
+        """Actor `index` failed a call and has not answered one since: a failure now is the same loss."""
+        return index in self.since
+
     def reached(self, index: int) -> None:
         """A call to actor `index` returned: it is reachable again."""
         for d in (self.since, self.until, self.fails):
