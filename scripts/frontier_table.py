@@ -8,7 +8,7 @@ timing`, an idle machine) where it has the setting, and is marked "-" otherwise.
 named with the log's tag, e.g. "spec_corrector k=3 +two_tower [64x2-corrected]": the long runs' times were taken
 beside other work and are not shown.
 
-    .venv/bin/python scripts/frontier_table.py walker-walk [--min-episodes 30]
+    .venv/bin/python scripts/frontier_table.py walker-walk [--min-episodes 30] [--plot docs/frontier-walker-walk.png]
 """
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def per_step(records: list[dict], key: str) -> float:
     return sum(r[key] for r in records) / max(sum(r["length"] for r in records), 1)
 
 
-def table(task: str, min_episodes: int) -> str:
+def setting_rows(task: str, min_episodes: int) -> list[dict]:
+    """Each setting with at least `min_episodes` episodes: its paired summary against the baseline, planner calls
+    per step and ms per step (None without a timing run)."""
     header, settings = read_log(FOLDER / f"{task}.episodes.jsonl")
     timing = {}
     for extra in sorted(FOLDER.glob(f"{task}-*.episodes.jsonl")):
@@ -51,30 +53,96 @@ def table(task: str, min_episodes: int) -> str:
             else:  # a setting of its own (e.g. a cheap planner with its own corrector): named by its log too
                 settings[f"{label} [{tag}]"] = eps
     baseline = settings["baseline"]
-    rows = ["| setting | episodes | return [95% CI] | IQM | retained % [95% CI] | falls | planner calls/step | "
-            "ms/step (idle, 1 thread) |", "|---|---|---|---|---|---|---|---|"]
+    out = []
     for label, eps in settings.items():
         if len(eps) < min_episodes:
             continue
         idx = sorted(eps)
         if not all(i in baseline for i in idx):
             sys.exit(f"{task}: {label} has episodes the baseline has not played")
-        s = paired_summary([eps[i]["return"] for i in idx], [baseline[i]["return"] for i in idx])
-        calls = per_step([eps[i] for i in idx], "planner_calls")
-        ms = f"{1e3 * per_step(list(timing[label].values()), 'seconds'):.1f}" if label in timing else "-"
+        out.append({"label": label,
+                    "summary": paired_summary([eps[i]["return"] for i in idx], [baseline[i]["return"] for i in idx]),
+                    "calls": per_step([eps[i] for i in idx], "planner_calls"),
+                    "ms": 1e3 * per_step(list(timing[label].values()), "seconds") if label in timing else None})
+    return out
+
+
+def table(task: str, min_episodes: int) -> str:
+    rows = ["| setting | episodes | return [95% CI] | IQM | retained % [95% CI] | falls | planner calls/step | "
+            "ms/step (idle, 1 thread) |", "|---|---|---|---|---|---|---|---|"]
+    for r in setting_rows(task, min_episodes):
+        s, label = r["summary"], r["label"]
+        ms = "-" if r["ms"] is None else f"{r['ms']:.1f}"
         retained = "-" if label == "baseline" else \
             f"{100 * s.retained:.1f} [{100 * s.retained_low:.1f}, {100 * s.retained_high:.1f}]"
         rows.append(f"| {label} | {s.episodes} | {s.mean:.1f} [{s.mean_low:.1f}, {s.mean_high:.1f}] | {s.iqm:.1f} | "
-                    f"{retained} | {100 * s.fall_rate:.0f}% | {calls:.3f} | {ms} |")
+                    f"{retained} | {100 * s.fall_rate:.0f}% | {r['calls']:.3f} | {ms} |")
     return "\n".join(rows)
+
+
+def _colour(label: str) -> str:
+    if label.startswith("prior"):
+        return "tab:olive"
+    if label == "baseline":
+        return "black"
+    if "[" in label:
+        return "tab:brown"  # a cheap planner with its own corrector or threshold (an extra log)
+    if label.startswith("baseline (planner"):
+        return "tab:orange"
+    return "tab:green" if label.startswith("adaptive") else "tab:blue"
+
+
+def plot(task: str, min_episodes: int, path: Path) -> Path:
+    """Return retained (95% interval) against planner calls per step, and against ms per step where the timing
+    run has the setting; the non-dominated settings joined in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gym_qwen.platform.figures import pareto_front, write_png
+
+    rows = setting_rows(task, min_episodes)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, key, xlabel in ((axes[0], "calls", "planner calls per step"),
+                            (axes[1], "ms", "ms per step (idle machine, 1 thread), log scale")):
+        shown = [r for r in rows if r[key] is not None]
+        if not shown:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "no timing run yet (scripts/frontier.sh timing)", ha="center", transform=ax.transAxes)
+            continue
+        for r in shown:
+            s = r["summary"]
+            y = 100.0 if r["label"] == "baseline" else 100 * s.retained
+            err = None if r["label"] == "baseline" else [[y - 100 * s.retained_low], [100 * s.retained_high - y]]
+            ax.errorbar(r[key], y, yerr=err, fmt="o", color=_colour(r["label"]), capsize=3, markersize=5)
+            ax.annotate(r["label"], (r[key], y), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        points = [(r[key], 100.0 if r["label"] == "baseline" else 100 * r["summary"].retained) for r in shown]
+        front = pareto_front(points)
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="grey", lw=1, zorder=0)
+        ax.axhline(100, color="black", lw=0.5, ls=":")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return retained, % of the full planner's (paired, 95% bootstrap)")
+        ax.grid(alpha=0.3)
+        if key == "ms":
+            ax.set_xscale("log")
+    episodes = sorted({r["summary"].episodes for r in rows})
+    fig.suptitle(f"{task}: compute frontier, {'/'.join(map(str, episodes))} paired episodes per setting (black "
+                 "full planner, olive policy prior, orange cheap planners, blue speculation, green adaptive, brown "
+                 "cheap planner with its own corrector or threshold; grey: non-dominated)", fontsize=8)
+    fig.tight_layout()
+    return write_png(fig, path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task")
     parser.add_argument("--min-episodes", type=int, default=30, help="leave out settings with fewer episodes")
+    parser.add_argument("--plot", type=Path, help="also draw the frontier to this PNG (docs/frontier-<task>.png)")
     args = parser.parse_args()
     print(table(args.task, args.min_episodes))
+    if args.plot:
+        print(f"plot: {plot(args.task, args.min_episodes, args.plot)}")
 
 
 if __name__ == "__main__":

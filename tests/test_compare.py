@@ -131,7 +131,7 @@ def test_a_setting_run_twice_with_one_seed_counts_once_and_experiments_stay_apar
 
 
 def test_pareto_front():
-    from gym_qwen.platform.sweeps.compare import pareto_front
+    from gym_qwen.platform.figures import pareto_front
 
     pts = [(1.0, 910), (1.0, 885), (1 / 3, 710), (1 / 3, 900), (0.45, 910), (0.45, 910), (0.2, math.nan)]
     assert pareto_front(pts) == [3, 4, 5]  # equal points are both on it; a NaN never is

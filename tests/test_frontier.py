@@ -291,3 +291,48 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
     for kind in ("open_loop", "one_step"):
         assert threshold_from_data(str(slim), 3, 0.6, kind)["threshold"] == threshold_from_data(str(data), 3, 0.6,
                                                                                                 kind)["threshold"]
+
+
+def _frontier_log(path, header: dict, rows: dict) -> None:
+    """An episode log as `evaluate output=` writes it: {label: [(return, planner calls, seconds), ...]}."""
+    lines = [header]
+    for label, episodes in rows.items():
+        for i, (ret, calls, seconds) in enumerate(episodes):
+            lines.append({"label": label, "return": ret, "length": 100, "planner_calls": calls, "seconds": seconds,
+                          "episode": i})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_the_frontier_table_pairs_every_setting_with_the_baseline_and_draws_it(tmp_path, monkeypatch):
+    """scripts/frontier_table.py: retained is paired episode by episode (a ratio known by construction), planner
+    calls per step are summed from the episodes, ms per step comes only from the timing log, an extra log's
+    settings are tagged, a setting with too few episodes is left out, and the plot shows each family's colour."""
+    import importlib.util
+
+    from pngs import assert_plot
+
+    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
+    frontier_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier_table)
+    monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
+    header = {"log_version": 1, "task": "walker-walk", "checkpoint_sha256": "ab", "seed": 1}
+    base = [(900.0 + 10 * i, 100, 10.0) for i in range(4)]
+    _frontier_log(tmp_path / "walker-walk.episodes.jsonl", header, {
+        "baseline": base, "prior": [(r * 0.5, 0, 0.1) for r, _, _ in base],
+        "naive k=3": [(r * 0.9, 34, 3.0) for r, _, _ in base], "naive k=6": [(800.0, 17, 1.0)] * 2})
+    _frontier_log(tmp_path / "walker-walk-64x2-corrected.episodes.jsonl", header,
+                  {"spec_corrector k=3 +two_tower": [(r * 0.8, 34, 2.0) for r, _, _ in base]})
+    _frontier_log(tmp_path / "walker-walk-timing.episodes.jsonl", header, {"naive k=3": [(1.0, 34, 0.25)]})
+    text = frontier_table.table("walker-walk", min_episodes=4)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()[2:]}
+    assert set(rows) == {"baseline", "prior", "naive k=3", "spec_corrector k=3 +two_tower [64x2-corrected]"}
+    assert rows["prior"][4].startswith("50.0 [50.0, 50.0]") and rows["naive k=3"][4].startswith("90.0 [90.0, 90.0]")
+    assert rows["naive k=3"][6] == "0.340" and rows["prior"][6] == "0.000"
+    assert rows["naive k=3"][7] == "2.5 |" and rows["baseline"][7] == "- |"  # 0.25 s over 100 steps
+    out = frontier_table.plot("walker-walk", 4, tmp_path / "frontier.png")
+    assert_plot(out, (1680, 720), colours=("black", "tab:olive", "tab:blue", "tab:brown"),
+                absent=("tab:orange", "tab:green"))
+    bad = dict(header, seed=2)
+    _frontier_log(tmp_path / "walker-walk-other.episodes.jsonl", bad, {"naive k=3": base})
+    with pytest.raises(SystemExit, match="played on other episodes"):
+        frontier_table.table("walker-walk", min_episodes=4)

@@ -15,7 +15,7 @@ PACKAGE_DIR = Path(gym_qwen.__file__).resolve().parent
 PLATFORM = PACKAGE_DIR / "platform"
 ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 ROOMS = ("datasets", "dt", "speculative", "sweeps", "tdmpc2", "training")
-SHARED = ("config", "config_schema", "devices", "envs", "files", "progress", "registry", "rng", "seeds", "torch_files",
+SHARED = ("config", "config_schema", "devices", "envs", "figures", "files", "progress", "registry", "rng", "seeds", "torch_files",
           "tracking")
 
 

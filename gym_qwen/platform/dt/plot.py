@@ -76,7 +76,7 @@ def plot_runs(files: list[str], name: str, x_key: str, y_key: str, window: int, 
     fig.suptitle(f"{name} (smoothing window {window})")
     fig.tight_layout()
     if output:
-        from gym_qwen.platform.files import atomic_write_bytes
+        from gym_qwen.platform.figures import write_png
 
-        atomic_write_bytes(output, lambda f: fig.savefig(f, format="png", dpi=120))
+        write_png(fig, output, dpi=120, close=False)
     return fig, drawn

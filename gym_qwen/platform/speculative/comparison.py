@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config_schema import ConfigError
+from ..figures import pareto_front, write_png
 from .modes import (ALIASES, BUDGET_RULE, DEFAULT_EXEC_HORIZON, ExecutionSpec, SpeculationSettings, alias_note,
                     budget_name, budget_overrides, parse_budget)
 from .statistics import FALL_FRACTION, paired_summary
@@ -248,17 +249,6 @@ def _plot_label(s: dict) -> str:
     return name
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated points (x lower is better, y higher is better), ordered by x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
 def plot_comparison(record: dict, path: str | Path) -> Path:
     """Two panels: return (mean with its 95% interval) against planner calls per step and against ms per step,
     the non-dominated settings joined, the baseline dashed. Written atomically as PNG, the numbers as JSON beside
@@ -266,8 +256,6 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
     from ..files import atomic_write_bytes
@@ -305,10 +293,6 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
                  "blue/purple corrected, green adaptive; o none, s two-tower, ^ temporal; grey: non-dominated)",
                  fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    path = write_png(fig, path, dpi=130)
     atomic_write_bytes(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=1).encode()))
     return path

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..config_schema import CompareConfig, ConfigError
+from ..figures import pareto_front, write_png
 from ..files import output_folder_problem
 from ..progress import table
 from ..speculative.modes import budget_name
@@ -278,19 +279,6 @@ def by_task(settings: list[Setting]) -> dict[tuple, list[Setting]]:
     return out
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points (cost, value) no other point dominates: no other has cost <= and value >= with one of
-    them strict. Costs or values that are not numbers are never on the front."""
-    ok = [i for i, (c, v) in enumerate(points) if c == c and v == v]
-    front = []
-    for i in ok:
-        ci, vi = points[i]
-        if not any((points[j][0] <= ci and points[j][1] >= vi) and (points[j][0] < ci or points[j][1] > vi)
-                   for j in ok if j != i):
-            front.append(i)
-    return front
-
-
 def mark_front(group: list[Setting], cost: str, flag: str) -> None:
     for i in pareto_front([(getattr(s, cost), s.return_mean) for s in group]):
         setattr(group[i], flag, True)
@@ -385,14 +373,10 @@ def _panel(ax, group: list[Setting], xkey: str, flag: str, xlabel: str, base: Se
 def plot(settings: list[Setting], path: str | Path) -> Path:
     """One row per task (and teacher): return against planner calls per step (the front drawn, the baseline, the
     planner family and the published point on the retained-return axis) and against ms per step."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..files import atomic_write_bytes
 
     groups = by_task(settings)
     fig, axes = plt.subplots(len(groups), 2, figsize=(14, 5.4 * len(groups)), squeeze=False)
@@ -418,10 +402,7 @@ def plot(settings: list[Setting], path: str | Path) -> Path:
                  "green adaptive; o no corrector, s two-tower, ^ temporal; black edge = on the Pareto front",
                  fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    return write_png(fig, path, dpi=120)
 
 
 # --- the comparison as `gym-qwen compare` prints it -------------------------------------------------------------

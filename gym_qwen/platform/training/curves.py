@@ -6,7 +6,6 @@ too) ship as package data under ``gym_qwen/data/published/<algorithm>/<task>.csv
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from collections import defaultdict
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figures import write_png
 from ..files import atomic_write_bytes
 from ..envs import DMC_TASKS
 
@@ -126,10 +126,7 @@ def plot_curves(curves: list[RunCurve], output: str | os.PathLike, algorithm: st
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(output, lambda f: f.write(buf.getvalue()))
+    return write_png(fig, output, dpi=110)
 
 
 def write_numbers(rows: list[dict], curves: list[RunCurve], path: str | os.PathLike) -> Path:
