@@ -127,7 +127,8 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
             elif todo:
                 left = None if max_rows is None else max_rows - writer.rows
                 collect_with_actors(ckpt, todo, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
-                                    ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode)
+                                    ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode,
+                                    scale_wait=cfg.scale_wait)
         rows = writer.finish(max_rows, cfg.episodes)
     except BaseException:
         writer.abort(keep_shards=True)  # the finished episodes stay: resume=true continues from them
@@ -136,7 +137,7 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
 
 
 def collect_with_actors(ckpt: dict, episodes: list[int], setup_args: tuple, *, num_workers: int, cpus: float,
-                        ray_address: str | None, max_rows: int | None, on_episode) -> None:
+                        ray_address: str | None, max_rows: int | None, on_episode, scale_wait: float = 0.0) -> None:
     """Collection episodes `episodes` (indices) on `num_workers` actors; `on_episode(index, table)` once each."""
     import ray  # here, not at the top: collecting in process never loads Ray
 
@@ -144,5 +145,6 @@ def collect_with_actors(ckpt: dict, episodes: list[int], setup_args: tuple, *, n
 
     with ray_session(ray_address):
         with EpisodeFarm(collection_setup, collection_episode, max(1, min(num_workers, len(episodes))), cpus=cpus,
-                         setup_args=(ray.put(ckpt), *setup_args), max_records=max_rows, what="collector") as farm:
+                         setup_args=(ray.put(ckpt), *setup_args), max_records=max_rows, what="collector",
+                         scale_wait=scale_wait) as farm:
             farm.run(episodes, on_episode=on_episode, keep=False)

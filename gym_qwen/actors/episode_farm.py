@@ -2,24 +2,27 @@
 
 Each actor builds its state once (`setup(*setup_args)`: load an agent, make an environment), then runs
 `episode_fn(state, index)` for the episode indices it is handed; the function returns records (a list of
-dicts, or an Arrow table). The farm tags every record with its episode index, restarts actors that die and
-hands their episodes out again, keeps each episode once, and stops handing out episodes when a global cap on
-records is reached. The merged table is ordered by episode (then by record), so it equals what one process
-running the episodes in order would produce, whatever the number of actors. Evaluation runs on it; corrector
+dicts, or an Arrow table). The farm tags every record with its episode index, restarts actors that die (alone
+or with their node) and hands their episodes out again, as it does episodes whose results were lost with their
+node; it keeps each episode once, and stops handing out episodes when a global cap on records is reached. The
+merged table is ordered by episode (then by record), so it equals what one process running the episodes in
+order would produce, whatever the number of actors. Evaluation runs on it; corrector
 data collection (which records many rows per episode) will too.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 
 from .cluster import check_resources, threads_for
-from .rollout_worker import FAULTS_ENV, fault_runtime_env
+from .rollout_worker import FAULTS_ENV, fault_runtime_env, injected_fault
+from .unreachable import UnreachableActors
 
 EPISODE_COLUMN = "episode"
 MAX_RESTARTS = 8
@@ -53,10 +56,7 @@ class FarmWorker:
 
     def run(self, index: int) -> pa.Table:
         table = records_to_table(self.episode_fn(self.state, index), index)
-        if self.plan.get("crash_at_episode") == index and not os.path.exists(self.plan["marker"]):
-            with open(self.plan["marker"], "w") as f:  # injected fault: die with the episode's result unsent
-                f.write(str(os.getpid()))
-            os._exit(1)
+        injected_fault(self.plan, "episode", index)  # a test's: die (or wait to die) with the result unsent
         return table
 
 
@@ -77,11 +77,13 @@ def merge(tables: Iterable[pa.Table], max_records: int | None = None) -> pa.Tabl
 
 
 class EpisodeFarm:
-    """A pool of `num_workers` FarmWorker actors (`cpus` each). `run(indices)` returns the merged table."""
+    """A pool of `num_workers` FarmWorker actors (`cpus` each). `run(indices)` returns the merged table.
+    `scale_wait`: seconds to wait for the autoscaler when only nodes it may add hold the actors."""
 
     def __init__(self, setup: Callable, episode_fn: Callable, num_workers: int, *, setup_args: tuple = (),
-                 cpus: float = 1.0, max_records: int | None = None, what: str = "episode worker"):
-        check_resources([(what, num_workers, cpus, 0)])
+                 cpus: float = 1.0, max_records: int | None = None, what: str = "episode worker",
+                 scale_wait: float = 0.0):
+        check_resources([(what, num_workers, cpus, 0)], hint="lower num_workers= or worker_cpus=", wait_s=scale_wait)
         cls = ray.remote(FarmWorker).options(num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                                              **fault_runtime_env())
         # Held for the farm's life: a restarted actor is rebuilt from these arguments, and an object ref among them
@@ -89,7 +91,8 @@ class EpisodeFarm:
         self.setup_args = setup_args
         self.workers = [cls.remote(setup, episode_fn, threads_for(cpus), *setup_args) for _ in range(num_workers)]
         self.max_records = max_records
-        self.restarts = 0
+        self.restarts = 0  # actors lost (a crash or a node death, each once): their episodes were handed out again
+        self.deaths = 0  # of those, the actors Ray saw die (the budget: MAX_RESTARTS an actor)
 
     def run(self, indices: Iterable[int], on_episode: Callable[[int, pa.Table], None] | None = None,
             keep: bool = True) -> pa.Table | None:
@@ -101,28 +104,55 @@ class EpisodeFarm:
         done: dict[int, pa.Table] = {}
         in_flight: dict = {}
         idle = list(range(len(self.workers)))
-        records = 0
+        unreachable = UnreachableActors()
+        records, waited = 0, 0.0
+
+        def wanted() -> bool:  # episodes to hand out: lost ones always, new ones below the cap
+            return bool(retry) or bool(todo and (self.max_records is None or records < self.max_records))
+
         while todo or retry or in_flight:
-            while idle and (retry or (todo and (self.max_records is None or records < self.max_records))):
-                w, index = idle.pop(0), (retry.pop() if retry else todo.pop())
+            for w in [w for w in idle if unreachable.ready(w)]:
+                if not wanted():
+                    break
+                index = retry.pop() if retry else todo.pop()
+                idle.remove(w)
                 in_flight[self.workers[w].run.remote(index)] = (w, index)
-            if not in_flight:
+            pause = unreachable.next_in(idle) if wanted() else None
+            if not in_flight and pause is None:
                 break  # the cap is reached: the rest is not needed
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_SECONDS)
+            timeout = WAIT_SECONDS if pause is None else pause
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout) if in_flight else ([], [])
             if not ready:
-                raise EpisodeFarmError(f"no episode finished within {WAIT_SECONDS} s")
+                if not in_flight:
+                    time.sleep(pause)  # every idle actor is unreachable for now
+                waited += timeout
+                if waited >= WAIT_SECONDS:
+                    raise EpisodeFarmError(f"no episode finished within {WAIT_SECONDS} s")
+                continue
+            waited = 0.0
             w, index = in_flight.pop(ready[0])
             idle.append(w)
             try:
                 table = ray.get(ready[0], timeout=WAIT_SECONDS)
-            except RayActorError as e:
+            except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
+                if not unreachable.waiting(w):  # one loss, however many calls bounce off it before its restart
+                    self.restarts += 1
+                if not unreachable.failed(w):
+                    raise EpisodeFarmError(f"an episode worker was unreachable for over {unreachable.limit_s:g} s; "
+                                           "giving up") from None
+                retry.append(index)
+                continue
+            except (RayActorError, ObjectLostError) as e:  # the actor died, or the node holding its result did
                 if getattr(e, "actor_init_failed", False):  # a deterministic setup error: retrying cannot help
                     raise EpisodeFarmError(f"an episode worker could not start: {_first_line(e)}") from None
                 self.restarts += 1
-                if self.restarts > MAX_RESTARTS * len(self.workers):
-                    raise EpisodeFarmError(f"episode workers died {self.restarts} times; giving up") from None
+                self.deaths += 1
+                if self.deaths > MAX_RESTARTS * len(self.workers):
+                    raise EpisodeFarmError(f"episode workers died {self.deaths} times; giving up") from None
+                unreachable.failed(w)  # a call that bounces off it before its restart is this same loss
                 retry.append(index)  # run it again on the restarted actor
                 continue
+            unreachable.reached(w)
             if index not in done:
                 done[index] = table if keep else None
                 records += table.num_rows

@@ -11,10 +11,10 @@ from .episode_farm import EpisodeFarm
 def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_workers: int, cpus: float = 1.0,
                          overrides: dict | None = None, task: str | None = None, ray_address: str | None = None,
                          show_progress: bool = False, execution=None, indices: list[int] | None = None,
-                         on_record=None):
+                         on_record=None, scale_wait: float = 0.0):
     """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 (or `indices`) over N CPU evaluator actors,
     each holding the checkpoint's agent (the checkpoint travels once through the object store); `on_record`
-    gets each episode's record as it arrives. Returns (EvalResult, ckpt)."""
+    gets each episode's record as it arrives; `scale_wait`: see EpisodeFarm. Returns (EvalResult, ckpt)."""
     from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
     from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup, result_from_records
     from gym_qwen.platform.files import sha256_of
@@ -42,7 +42,7 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     with ray_session(ray_address):
         setup_args = (ray.put(ckpt), overrides or {}, "cpu", seed, execution, sha256_of(checkpoint))
         with EpisodeFarm(evaluation_setup, evaluation_episode, max(1, min(num_workers, len(todo))), cpus=cpus,
-                         setup_args=setup_args, what="evaluator") as farm, \
+                         setup_args=setup_args, what="evaluator", scale_wait=scale_wait) as farm, \
                 progress_bar(total=len(todo), desc=f"evaluate {ckpt['task']} {execution.label} ({num_workers} actors)",
                              unit="ep", enabled=show_progress) as bar:
             table = farm.run(todo, on_episode=arrived)
@@ -50,7 +50,8 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
 
 
 def evaluate_dt_with_actors(ckpt: dict, target: float, *, episodes: int, seed: int, max_ep_len: int, num_workers: int,
-                            cpus: float, ray_address: str | None, show_progress: bool) -> dict:
+                            cpus: float, ray_address: str | None, show_progress: bool,
+                            scale_wait: float = 0.0) -> dict:
     """`gym-qwen dt-test ... num_workers=N`: a Decision Transformer checkpoint's episodes over N evaluator actors
     (one episode per call, batch 1: equal to eval_batch=1). Returns dt.evaluate's result."""
     from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
@@ -58,7 +59,8 @@ def evaluate_dt_with_actors(ckpt: dict, target: float, *, episodes: int, seed: i
 
     with ray_session(ray_address):
         with EpisodeFarm(dt_eval_setup, dt_eval_episode, min(num_workers, episodes), cpus=cpus,
-                         setup_args=(ray.put(ckpt), seed, target, max_ep_len), what="evaluator") as farm, \
+                         setup_args=(ray.put(ckpt), seed, target, max_ep_len), what="evaluator",
+                         scale_wait=scale_wait) as farm, \
                 progress_bar(total=episodes, desc=f"evaluate DT ({num_workers} actors)", unit="ep",
                              enabled=show_progress) as bar:
             rows = farm.run(range(episodes), on_episode=lambda i, t: bar.update(1)).to_pylist()

@@ -3,25 +3,44 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import ray
 
-FAULTS_ENV = "GYM_QWEN_FAULTS"  # fault injection for tests: {"crash_at_decision": n, "marker": path}
+# fault injection for tests: {"crash_at_decision": n, "marker": path}, or hold_at_decision (rollout workers);
+# crash_at_episode or hold_at_episode (episode-farm actors)
+FAULTS_ENV = "GYM_QWEN_FAULTS"
+
+
+def injected_fault(plan: dict, key: str, value: int) -> None:
+    """A test's fault plan, once per marker file (so the restarted actor carries on): at `crash_at_<key>` ==
+    value the process exits at once (an actor lost alone); at `hold_at_<key>` == value it writes its pid to the
+    marker and waits there, its task unfinished, for the test to kill its node (a machine lost)."""
+    marker = plan.get("marker")
+    if not marker or os.path.exists(marker):
+        return
+    if plan.get(f"crash_at_{key}") == value:
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os._exit(1)
+    if plan.get(f"hold_at_{key}") == value:
+        with open(f"{marker}.tmp", "w") as f:  # whole or absent: the test reads it as soon as it exists
+            f.write(str(os.getpid()))
+        os.replace(f"{marker}.tmp", marker)
+        while True:
+            time.sleep(1)
 
 
 def injected_crash():
-    """The fault plan of GYM_QWEN_FAULTS as an on_decision hook: at decision n of an episode batch the process
-    exits at once (like a machine lost), once per marker file, so the restarted actor carries on. None if unset."""
+    """The fault plan of GYM_QWEN_FAULTS as an on_decision hook (decision n of an episode batch; see
+    injected_fault). None if unset."""
     spec = os.environ.get(FAULTS_ENV)
     if not spec:
         return None
     plan = json.loads(spec)
 
     def on_decision(t: int) -> None:
-        if t == plan["crash_at_decision"] and not os.path.exists(plan["marker"]):
-            with open(plan["marker"], "w") as f:
-                f.write(str(os.getpid()))
-            os._exit(1)
+        injected_fault(plan, "decision", t)
     return on_decision
 
 

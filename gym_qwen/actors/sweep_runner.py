@@ -121,9 +121,12 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
     with ray_session(s.ray_address):
         parent, status = None, "KILLED"
         try:
-            biggest = max(s.trial_cpus + getattr(p.cfg, "num_workers", 0) * getattr(p.cfg, "worker_cpus", 0)
-                          for p in sweep.points)
-            check_resources([("trial", 1, biggest, s.trial_gpus)])
+            # The trial with the most evaluator CPUs: its bundles (the trial, each evaluator) each on one node
+            farm = max(((getattr(p.cfg, "num_workers", 0), getattr(p.cfg, "worker_cpus", 0.0)) for p in sweep.points),
+                       key=lambda nc: nc[0] * nc[1])
+            check_resources([("trial", 1, s.trial_cpus, s.trial_gpus), ("evaluator", *farm, 0)],
+                            hint="lower trial_cpus=, trial_gpus= or the trials' num_workers= and worker_cpus=",
+                            wait_s=s.scale_wait)
             # The store, the experiment and the parent run exist before any trial starts
             exp_id = prepare_experiment(uri, sweep.experiment)
             teachers = sorted(set(shas.values()))

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 from dataclasses import dataclass
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError
 
 from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError
 
-from .cluster import check_resources, connect, disconnect, threads_for
+from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
 from .rollout_worker import RolloutWorker, fault_runtime_env
+from .unreachable import UnreachableActors
 
 WAIT_SECONDS = 3600  # one worker task (an episode batch) or learner call; far above any real one
 WORKER_RESTARTS = 8
@@ -72,7 +74,8 @@ class RayTrainingBackend:
             raise
         self.decisions = 0
         self.num_updates = 0
-        self.restarts = 0
+        self.restarts = 0  # workers lost (a crash or a node death, each once): their batches were played again
+        self.deaths = 0  # of those, the workers Ray saw die (the budget: WORKER_RESTARTS a worker)
         # async bookkeeping
         self.next_id = 0
         self.retry_ids: collections.deque[int] = collections.deque()
@@ -80,6 +83,7 @@ class RayTrainingBackend:
         self.in_flight: dict = {}  # play_chunk ref -> worker index
         self.ingesting: dict = {}  # learner ingest ref -> worker index (the worker waits for these weights)
         self.idle = list(range(cfg.num_workers))
+        self.unreachable = UnreachableActors()  # workers on a node that died, not restarted yet
         self.running: dict[int, int] = {}  # decisions the learner credited to episodes not finished yet
         self._chunk_means = MetricMeans()
         self._sync_means = MetricMeans()
@@ -87,14 +91,14 @@ class RayTrainingBackend:
     def _start_actors(self, cfg) -> None:
         from gym_qwen.platform.config import config_to_dict
 
-        # The learner may land on another node than this driver: "auto" asks the cluster, not this machine.
-        if cfg.device == "auto":
-            device = "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
-        else:
-            device = cfg.device
+        # The learner may land on another node than this driver: "auto" asks the cluster (its nodes, then the node
+        # types its autoscaler may add), not this machine, and says what it chose
+        device, why = choose_device(cfg.device)
         gpus = 1 if device == "cuda" else 0
         check_resources([("rollout worker", cfg.num_workers, cfg.worker_cpus, 0),
-                         ("learner", 1, cfg.learner_cpus, gpus)])
+                         ("learner", 1, cfg.learner_cpus, gpus)], wait_s=cfg.scale_wait)
+        if why:
+            print(why, flush=True)
         config = config_to_dict(cfg)
         self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
             config, threads_for(cfg.learner_cpus), device)
@@ -201,7 +205,7 @@ class RayTrainingBackend:
 
     def _dispatch(self, total_decisions: int) -> None:
         """Each idle worker plays its next chunk: of the batch it holds, else of a new batch."""
-        for w in list(self.idle):
+        for w in [w for w in self.idle if self.unreachable.ready(w)]:
             start = None
             if w not in self.batches:
                 batch = self._next_batch(total_decisions)
@@ -217,9 +221,15 @@ class RayTrainingBackend:
             self.idle.remove(w)
 
     def _ingested(self, ref) -> list:
-        """A finished learner ingest: new counters and weights; its worker may play on."""
+        """A finished learner ingest: new counters and weights; its worker may play on. A chunk the learner
+        could not fetch (lost with its worker's node) is played again like a dead worker's."""
         w = self.ingesting.pop(ref)
-        result = _get(ref, "the learner")
+        try:
+            result = _get(ref, "the learner")
+        except ObjectLostError:  # raised before the learner changed anything
+            self._replay(w)
+            self.unreachable.failed(w)  # its worker went with the node: a call bouncing off it is the same loss
+            return []
         self.decisions, self.num_updates = result["decisions"], result["updates"]
         self.version, self.weights_box = result["version"], result["weights"]
         self.running = {int(i): int(n) for i, n in result["running"].items()}
@@ -241,24 +251,45 @@ class RayTrainingBackend:
         on the restarted worker under the same ids (same starts)."""
         w = self.in_flight.pop(ref)
         try:
-            ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker died before finishing
-        except RayActorError:
-            self.restarts += 1
-            if self.restarts > WORKER_RESTARTS * len(self.workers):
-                raise TrainingActorError(f"rollout workers died {self.restarts} times; giving up") from None
-            ids, _ = self.batches.pop(w)
-            self.retry_ids.extendleft(sorted(ids, reverse=True))
-            self.idle.append(w)
+            ray.get(ref, timeout=WAIT_SECONDS)  # raises if the worker (or its node) died before finishing
+        except ActorUnavailableError:  # it crashed or its node died, and Ray has not restarted it yet
+            again = self.unreachable.waiting(w)  # a call bouncing off it before its restart: the same loss
+            if not self.unreachable.failed(w):
+                raise TrainingActorError(f"a rollout worker was unreachable for over {self.unreachable.limit_s:g} s; "
+                                         "giving up") from None
+            self._replay(w, died=False, counted=again)
             return
+        except (RayActorError, ObjectLostError):
+            self._replay(w)
+            self.unreachable.failed(w)  # a call that bounces off it before its restart is this same loss
+            return
+        self.unreachable.reached(w)
         self.ingesting[self.learner.ingest.remote([ref])] = w  # the learner fetches the chunk
+
+    def _replay(self, w: int, died: bool = True, counted: bool = False) -> None:
+        """Worker `w`'s unfinished episodes are played again from their starts, under the same ids. `counted`: the
+        loss that made them unfinished was counted already (a restart per crash or node death)."""
+        self.restarts += not counted
+        self.deaths += died
+        if self.deaths > WORKER_RESTARTS * len(self.workers):
+            raise TrainingActorError(f"rollout workers died {self.deaths} times; giving up") from None
+        ids, _ = self.batches.pop(w)
+        self.retry_ids.extendleft(sorted(ids, reverse=True))
+        self.idle.append(w)
 
     def _advance_async(self, total_decisions: int) -> list:
         self._dispatch(total_decisions)
         waiting = [*self.ingesting, *self.in_flight]
+        pause = self.unreachable.next_in(self.idle)  # idle workers waiting to be reachable again
         if not waiting:
-            raise TrainingActorError("no episode is being collected or learned from, yet the run is not done")
-        done, _ = ray.wait(waiting, num_returns=1, timeout=WAIT_SECONDS)
+            if pause is None:
+                raise TrainingActorError("no episode is being collected or learned from, yet the run is not done")
+            time.sleep(pause)
+            return []
+        done, _ = ray.wait(waiting, num_returns=1, timeout=WAIT_SECONDS if pause is None else pause)
         if not done:
+            if pause is not None:
+                return []
             raise TrainingActorError(f"no rollout worker or learner answered within {WAIT_SECONDS} s")
         if done[0] in self.ingesting:
             return self._ingested(done[0])

@@ -46,7 +46,8 @@ def _test(cfg: DTTestConfig) -> None:
 
         r = evaluate_dt_with_actors(ckpt, target, episodes=cfg.num_eval_ep, seed=cfg.seed,
                                     max_ep_len=cfg.max_eval_ep_len, num_workers=cfg.num_workers,
-                                    cpus=cfg.worker_cpus, ray_address=cfg.ray_address, show_progress=cfg.progress)
+                                    cpus=cfg.worker_cpus, ray_address=cfg.ray_address, show_progress=cfg.progress,
+                                    scale_wait=cfg.scale_wait)
     else:
         r = evaluate_dt(model, ckpt["env"], cfg.num_eval_ep, cfg.seed, rtg_target=target, rtg_scale=ckpt["rtg_scale"],
                         state_mean=ckpt["state_mean"].numpy(), state_std=ckpt["state_std"].numpy(),

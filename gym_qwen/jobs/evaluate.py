@@ -46,7 +46,7 @@ def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None,
         return evaluate_with_actors(cfg.checkpoint, cfg.episodes, cfg.seed, num_workers=cfg.num_workers,
                                     cpus=cfg.worker_cpus, overrides=overrides, task=cfg.task,
                                     ray_address=cfg.ray_address, show_progress=cfg.progress, execution=spec,
-                                    indices=indices, on_record=on_record)
+                                    indices=indices, on_record=on_record, scale_wait=cfg.scale_wait)
     return evaluate_checkpoint(cfg.checkpoint, cfg.episodes, cfg.seed, overrides=overrides, device=cfg.device,
                                task=cfg.task, video_path=video_path, show_progress=cfg.progress, execution=spec,
                                num_envs=cfg.num_envs, indices=indices, on_record=on_record)

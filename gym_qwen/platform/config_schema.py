@@ -165,6 +165,9 @@ class RayOptions:
                                 min=0.01)
     ray_address: Optional[str] = option(None, "Ray cluster to join, e.g. ray://host:10001 or auto (none = "
                                               "RAY_ADDRESS if set, else start Ray on this machine)")
+    scale_wait: float = option(900.0, "Seconds to wait for the autoscaler when only nodes it may add (the "
+                                      "cluster's node types) hold the actors, then refuse (0 = refuse at once)",
+                               min=0.0)
 
 
 @dataclasses.dataclass
@@ -873,6 +876,9 @@ class SweepConfig:
                                          "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default)")
     ray_address: Optional[str] = option(None, "Ray cluster to join (none = RAY_ADDRESS if set, else start Ray on "
                                               "this machine)")
+    scale_wait: float = option(900.0, "Seconds to wait for the autoscaler when only nodes it may add (the "
+                                      "cluster's node types) hold a trial, then refuse (0 = refuse at once)",
+                               min=0.0)
 
     def validate(self) -> None:
         """The sweep file is required; names are not empty."""

@@ -52,6 +52,7 @@ _SWEEP_OWNS = {
     "system_metrics": "the sweep's own system_metrics=true logs them for every trial",
     "progress": "trials show no progress bars; the sweep prints a line per trial",
     "ray_address": "trials run on the sweep's Ray (the sweep's own ray_address=)",
+    "scale_wait": "the sweep waits for the autoscaler before its trials start (the sweep's own scale_wait=)",
 }
 NOT_SWEPT = {
     "evaluate": {

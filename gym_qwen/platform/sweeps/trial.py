@@ -25,7 +25,8 @@ METRICS = ("return_mean", "return_std", "planner_calls_per_step", "corrector_cal
            "correct_ms_per_step", "extend_ms_per_step", "replan_rate", "misses", "teacher_action_mse")
 EPISODE_COLUMNS = ("episode", "return", "length", "seconds", "planner_calls", "encoder_calls", "corrector_calls",
                    "extensions", "misses", "speculative_steps")
-FAULTS_KEY = "GYM_QWEN_SWEEP_FAULTS"  # tests: {"crash_at_episode": i, "marker": path} exits a trial's process once
+# tests: {"crash_at_episode": i, "marker": path} exits a trial's process once; hold_at_episode waits to be killed
+FAULTS_KEY = "GYM_QWEN_SWEEP_FAULTS"
 
 
 def metrics_of(task: str, mode: str, records: list[dict]) -> dict:
@@ -62,10 +63,18 @@ def write_episode_table(records: list[dict], path: Path) -> Path:
 
 
 def injected_fault(faults: dict | None, episode: int) -> None:
-    """Tests: exit this process at once (a lost machine) after logging `episode`, once per marker file."""
-    if faults and faults.get("crash_at_episode") == episode and not os.path.exists(faults["marker"]):
+    """Tests, once per marker file, after logging `episode`: crash_at_episode exits this process at once (a lost
+    process); hold_at_episode writes its pid to the marker and waits for the test to kill its node."""
+    if not faults or os.path.exists(faults["marker"]):
+        return
+    if faults.get("crash_at_episode") == episode:
         Path(faults["marker"]).write_text(str(os.getpid()))
         os._exit(1)
+    if faults.get("hold_at_episode") == episode:
+        Path(f"{faults['marker']}.tmp").write_text(str(os.getpid()))
+        os.replace(f"{faults['marker']}.tmp", faults["marker"])  # whole or absent
+        while True:
+            time.sleep(1)
 
 
 def in_process_episodes(ckpt: dict, setting, cfg, sha256: str) -> Callable:

@@ -48,7 +48,7 @@ def _write_eval_csv(path: Path, history: list) -> None:
 # changing it on resume is refused. docs/architecture.md ("Resuming a run") has the reasons.
 RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
                   "mlflow_experiment", "system_metrics", "torch_threads", "output_dir", "device", "compile",
-                  "ray_address", "worker_cpus", "learner_cpus")
+                  "ray_address", "worker_cpus", "learner_cpus", "scale_wait")
 # How episodes are collected. num_workers, num_envs and chunk_decisions may change while collection stays
 # asynchronous, and an in-process run may continue asynchronously (the Ray backend reads in-process checkpoints);
 # nothing else.

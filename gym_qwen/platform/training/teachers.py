@@ -25,7 +25,7 @@ PLANNING_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_t
                  "temperature")
 # Keys that only say where and how verbosely a run writes: left out of the reproduction command.
 BOOKKEEPING_KEYS = ("output_dir", "exp_name", "progress", "resume", "mlflow", "mlflow_experiment", "system_metrics",
-                    "checkpoint_freq", "ray_address", "worker_cpus", "learner_cpus")
+                    "checkpoint_freq", "ray_address", "worker_cpus", "learner_cpus", "scale_wait")
 
 
 # The source tree's models/ (an editable install, as `make` does); a wheel install ships no teachers.
