@@ -89,7 +89,7 @@ def test_cluster_files_parse_and_match_the_locked_ray():
 
 def test_documented_commands_are_real():
     lines = []
-    for doc in (CLUSTER / "README.md", ROOT / "README.md"):
+    for doc in (CLUSTER / "README.md", ROOT / "README.md", ROOT / "docs" / "cluster.md"):
         text = doc.read_text().replace("\\\n", " ")
         lines += re.findall(r"-- ((?:gym-qwen|python -m gym_qwen\.jobs\.)[^\n`]*)", text)
     assert len(lines) >= 3
