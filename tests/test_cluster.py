@@ -65,7 +65,7 @@ def test_cluster_files_parse_and_match_the_locked_ray():
     launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
     assert launcher["docker"]["image"] == f"rayproject/ray:{version}-py311-gpu"
     assert launcher["docker"]["head_image"] == f"rayproject/ray:{version}-py311-cpu"
-    assert set(launcher["available_node_types"]) == {"head_cpu", "gpu_worker"}
+    assert set(launcher["available_node_types"]) == {"head_cpu", "cpu_worker", "gpu_worker"}
     assert launcher["head_node_type"] == "head_cpu"
     assert any("pip install" in c and "gym-qwen" in c for c in launcher["setup_commands"])
     assert all("RAY_AUTH_MODE=token" in c for c in launcher["head_start_ray_commands"] + launcher[
@@ -89,7 +89,7 @@ def test_cluster_files_parse_and_match_the_locked_ray():
 
 def test_documented_commands_are_real():
     lines = []
-    for doc in (CLUSTER / "README.md", ROOT / "README.md"):
+    for doc in (CLUSTER / "README.md", ROOT / "README.md", ROOT / "docs" / "cluster.md"):
         text = doc.read_text().replace("\\\n", " ")
         lines += re.findall(r"-- ((?:gym-qwen|python -m gym_qwen\.jobs\.)[^\n`]*)", text)
     assert len(lines) >= 3

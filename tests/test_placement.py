@@ -95,18 +95,20 @@ def test_device_auto_on_a_cluster_says_what_it_chose_and_why(nodes, types, devic
 
 
 def test_the_launcher_files_node_types_are_what_requests_are_judged_against():
-    """cluster/ray-cluster.yaml, as the head's ~/ray_bootstrap_config.yaml: its GPU worker type (the head's own
-    type left out) with its declared resources and max_workers."""
+    """cluster/ray-cluster.yaml, as the head's ~/ray_bootstrap_config.yaml: its CPU and GPU worker types (the
+    head's own type left out) with their declared resources and max_workers; a CPU-only request waits for the
+    CPU type, one that wants a GPU for the GPU type."""
     from pathlib import Path
 
     from gym_qwen.actors.cluster import types_from_launcher_config
 
     types = types_from_launcher_config(Path(__file__).resolve().parents[1] / "cluster" / "ray-cluster.yaml")
-    assert types == [Node("gpu_worker", {"CPU": 16.0, "GPU": 1.0}, 4)]
+    assert types == [Node("cpu_worker", {"CPU": 16.0}, 4), Node("gpu_worker", {"CPU": 16.0, "GPU": 1.0}, 4)]
     head = Node("10.0.0.1 (node head0000)", {"CPU": 16.0})  # the launcher's head: no GPU, min_workers 0
     assert auto_device([head], types)[0] == "cuda"
     assert judge([Ask("trial", 4, 1.0, 0.25)], [head], types).line == "1 x gpu_worker"
     assert judge([Ask("trial", 1, 1.0, 2.0)], [head], types).action == "refuse"
+    assert judge([Ask("rollout worker", 20, 1.0, 0.0)], [head], types).line == "1 x cpu_worker"
 
 
 def test_an_unreachable_actor_is_one_loss_until_it_answers_and_waits_longer_each_time():
