@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gym_qwen.platform.config import ConfigError
 
@@ -27,9 +29,6 @@ def check_address(address: str, where: str = "ray_address") -> None:
     """Raise ClusterAddressError unless something accepts a TCP connection at `address` (host:port,
     ray://host:port or http(s)://host:port) within a few seconds: Ray's own client keeps retrying a dead address
     for minutes. "auto", "local" and other forms are left to Ray."""
-    import socket
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(address if "://" in address else f"tcp://{address}")
         host, port = parts.hostname, parts.port
@@ -48,6 +47,7 @@ def connect(address: str | None = None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else start Ray on this machine
     bound to 127.0.0.1. A second call does nothing. Returns whether this call connected, so that the caller
     (and only it) calls `disconnect` when done. An address nobody answers at is a ClusterAddressError."""
+    # Ray takes seconds to import; only the Ray paths need it
     import ray
 
     if ray.is_initialized():
@@ -72,6 +72,7 @@ def disconnect(connected: bool) -> None:
     """Leave Ray if `connect` returned True: a job run inside a longer-lived process (a notebook, a test) must not
     leave its Ray behind for the next caller, who would find this machine's CPU count instead of its own."""
     if connected:
+        # Ray takes seconds to import; only the Ray paths need it
         import ray
 
         ray.shutdown()
@@ -105,6 +106,7 @@ def _say(line: str) -> None:
 
 def live_nodes() -> list[Node]:
     """The cluster's live nodes with their total resources (not what is free now)."""
+    # Ray takes seconds to import; only the Ray paths need it
     import ray
 
     nodes = []
@@ -119,6 +121,7 @@ def _types_from_gcs() -> list[Node] | None:
     """Node types an autoscaler reported to the GCS (its ClusterConfig), or None when none did. Ray's own
     reader is private, so any failure of it is read as "none reported"."""
     try:
+        # Ray takes seconds to import; only the Ray paths need it
         from ray._private.state import state
 
         config = state.get_cluster_config()
@@ -139,6 +142,7 @@ def types_from_launcher_config(path: str | Path) -> list[Node]:
     """The worker node types of a cluster-launcher config (available_node_types, less the head's type): each
     with its declared resources (None when it declares none: the autoscaler reads them off the machine) and
     its max_workers (the file's max_workers when the type gives none)."""
+    # yaml is imported only where presets are read
     import yaml
 
     config = yaml.safe_load(Path(path).expanduser().read_text()) or {}
@@ -187,6 +191,7 @@ def check_resources(requests: list[tuple[str, int, float, float]], hint: str = "
 
 
 def _wait_for_nodes(asks: list[Ask], verdict, wait_s: float, hint: str, say) -> None:
+    # Ray takes seconds to import; only the Ray paths need it
     from ray.autoscaler.sdk import request_resources
 
     asked = " + ".join(a.describe() for a in asks)

@@ -17,11 +17,12 @@ from gym_qwen.platform.seeds import RESET_SEED_BASE
 from gym_qwen.platform.speculative.collection import collection_episode, collection_setup, data_schema, seed_kind
 from gym_qwen.platform.speculative.comparison import corrector_path
 from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
-from gym_qwen.platform.speculative.modes import budget_overrides, parse_budget
 from gym_qwen.platform.speculative.correctors import load_corrector
+from gym_qwen.platform.speculative.modes import budget_overrides, parse_budget
 from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
 
 from .cluster import ray_session
+from .episode_farm import EpisodeFarm
 
 CHUNK_STATS_HEADER = ("step in chunk", "rows", "mean ||z - z^||", "plan-teacher MSE")
 
@@ -141,7 +142,6 @@ def collect_with_actors(ckpt: dict, episodes: list[int], setup_args: tuple, *, n
     """Collection episodes `episodes` (indices) on `num_workers` actors; `on_episode(index, table)` once each."""
     import ray  # here, not at the top: collecting in process never loads Ray
 
-    from .episode_farm import EpisodeFarm
 
     with ray_session(ray_address):
         with EpisodeFarm(collection_setup, collection_episode, max(1, min(num_workers, len(episodes))), cpus=cpus,

@@ -18,7 +18,10 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import ray
+import torch
 from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
+
+from gym_qwen.platform.envs import quiet_library_logs
 
 from .cluster import check_resources, threads_for
 from .rollout_worker import FAULTS_ENV, fault_runtime_env, injected_fault
@@ -44,10 +47,6 @@ class FarmWorker:
     """Ray actor: the state of `setup`, and `run(index)` -> Arrow table of that episode's records."""
 
     def __init__(self, setup: Callable, episode_fn: Callable, threads: int, *setup_args):
-        import torch
-
-        from gym_qwen.platform.envs import quiet_library_logs
-
         torch.set_num_threads(threads)
         quiet_library_logs()
         self.state = setup(*setup_args)

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import ray
 
+from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
+from gym_qwen.platform.files import sha256_of
+from gym_qwen.platform.progress import progress_bar
+from gym_qwen.platform.speculative.evaluation import (
+    evaluation_episode, evaluation_setup, load_execution_corrector, result_from_records)
+from gym_qwen.platform.speculative.modes import ExecutionSpec
+from gym_qwen.platform.tdmpc2.checkpoints import agent_from_checkpoint, check_compatible, load_checkpoint
+
 from .cluster import ray_session
 from .episode_farm import EpisodeFarm
 
@@ -15,19 +23,11 @@ def evaluate_with_actors(checkpoint: str, episodes: int, seed: int, *, num_worke
     """`gym-qwen evaluate ... num_workers=N`: episodes 0..episodes-1 (or `indices`) over N CPU evaluator actors,
     each holding the checkpoint's agent (the checkpoint travels once through the object store); `on_record`
     gets each episode's record as it arrives; `scale_wait`: see EpisodeFarm. Returns (EvalResult, ckpt)."""
-    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
-    from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup, result_from_records
-    from gym_qwen.platform.files import sha256_of
-    from gym_qwen.platform.progress import progress_bar
-    from gym_qwen.platform.speculative.modes import ExecutionSpec
-
     execution = execution or ExecutionSpec()
     ckpt = load_checkpoint(checkpoint)
     check_compatible(ckpt, task=task, path=checkpoint)
     # Everything an evaluator builds is built once here first: a bad checkpoint, override or corrector fails in
     # one line like the sequential run, instead of in every actor's constructor.
-    from gym_qwen.platform.tdmpc2.checkpoints import agent_from_checkpoint
-    from gym_qwen.platform.speculative.evaluation import load_execution_corrector
 
     agent, _, _ = agent_from_checkpoint(ckpt, overrides or {}, "cpu", task, path=checkpoint)
     load_execution_corrector(execution, agent, sha256_of(checkpoint))
@@ -54,9 +54,6 @@ def evaluate_dt_with_actors(ckpt: dict, target: float, *, episodes: int, seed: i
                             scale_wait: float = 0.0) -> dict:
     """`gym-qwen dt-test ... num_workers=N`: a Decision Transformer checkpoint's episodes over N evaluator actors
     (one episode per call, batch 1: equal to eval_batch=1). Returns dt.evaluate's result."""
-    from gym_qwen.platform.dt.evaluate import dt_eval_episode, dt_eval_setup, result_of
-    from gym_qwen.platform.progress import progress_bar
-
     with ray_session(ray_address):
         with EpisodeFarm(dt_eval_setup, dt_eval_episode, min(num_workers, episodes), cpus=cpus,
                          setup_args=(ray.put(ckpt), seed, target, max_ep_len), what="evaluator",

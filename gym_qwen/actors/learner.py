@@ -1,7 +1,17 @@
 """LearnerActor: the replay buffer and the updates of one training run, as a Ray actor (GPU when asked)."""
 from __future__ import annotations
 
+import time
+
 import ray
+import torch
+
+from gym_qwen.platform.config import TrainConfig, config_from_dict
+from gym_qwen.platform.envs import quiet_library_logs
+from gym_qwen.platform.rng import global_rng_state, set_global_rng_state
+from gym_qwen.platform.speculative.evaluation import evaluate
+from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+from gym_qwen.platform.training.loop import MetricMeans, build_learning
 
 
 class LearnerActor:
@@ -12,13 +22,6 @@ class LearnerActor:
     not the value)."""
 
     def __init__(self, config: dict, threads: int, device: str):
-        import torch
-
-        from gym_qwen.platform.envs import quiet_library_logs
-
-        from gym_qwen.platform.config import TrainConfig, config_from_dict
-        from gym_qwen.platform.training.loop import build_learning
-
         torch.set_num_threads(threads)
         quiet_library_logs()
         self.cfg = config_from_dict(TrainConfig, config)
@@ -51,8 +54,6 @@ class LearnerActor:
         updates the new decisions make due. Returns counters, the updates run and their mean metrics, the
         finished episodes' (id, length, return), the running episodes' credited decisions and the current
         weights version with its boxed ref."""
-        from gym_qwen.platform.training.loop import MetricMeans
-
         chunks = ray.get(list(chunk_refs), timeout=600)
         added = dupes = 0
         summaries = []
@@ -119,7 +120,6 @@ class LearnerActor:
     def update(self, n: int) -> dict:
         """n updates on what the buffer holds, outside the update-to-data schedule (benchmarks). Returns the
         mean metrics and the seconds they took."""
-        import time
         start = time.perf_counter()
         metrics = self.learner.update(n)
         if metrics:
@@ -130,12 +130,9 @@ class LearnerActor:
     def evaluate(self, episodes: int, seed: int, version: int | None = None, weights_box: list | None = None):
         """Evaluate the current weights, or the given earlier version (what the driver last saw: updates queued
         behind it may have run since) on a separate copy of the agent."""
-        from gym_qwen.platform.speculative.evaluation import evaluate
-
         agent = self.agent
         if version is not None and version != self.version:
             if self._eval_agent is None:
-                from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
                 s = self.spec
                 self._eval_agent = TDMPC2Agent(self.cfg, s.obs_dim, s.action_dim, s.episode_length, s.episodic,
                                                self.agent.device)
@@ -144,7 +141,6 @@ class LearnerActor:
         return evaluate(agent, self.cfg.task, episodes, seed)
 
     def state(self) -> dict:
-        from gym_qwen.platform.rng import global_rng_state
         return {"agent": _to_cpu(self.agent.state_dict(with_optim=True)), "buffer": self.learner.buffer.state(),
                 "num_updates": self.learner.num_updates, "torch_rng": global_rng_state(),
                 "learner": {"decisions": self.decisions, "deferred": self.learner.deferred,
@@ -152,7 +148,6 @@ class LearnerActor:
                             "running": [[i, n] for i, n in sorted(self.running.items())]}}
 
     def load_state(self, ckpt: dict) -> None:
-        from gym_qwen.platform.rng import set_global_rng_state
         self.agent.load_state_dict(ckpt["agent"])
         self.learner.buffer.load_state(ckpt["buffer"])
         self.learner.num_updates = int(ckpt["num_updates"])
@@ -173,7 +168,6 @@ class LearnerActor:
 
 
 def _to_cpu(x):
-    import torch
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, dict):

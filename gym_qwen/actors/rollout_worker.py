@@ -6,6 +6,13 @@ import os
 import time
 
 import ray
+import torch
+
+from gym_qwen.platform.config import TrainConfig, config_from_dict
+from gym_qwen.platform.envs import quiet_library_logs, task_spec
+from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+from gym_qwen.platform.training.loop import ExperienceCollector, resolve_seed_steps
+from gym_qwen.platform.training.rollouts import EpisodeRunner
 
 # fault injection for tests: {"crash_at_decision": n, "marker": path}, or hold_at_decision (rollout workers);
 # crash_at_episode or hold_at_episode (episode-farm actors)
@@ -61,16 +68,6 @@ class RolloutWorker:
     Sync mode (`sync_step`): one decision of a platform ExperienceCollector at a time, for lockstep training."""
 
     def __init__(self, config: dict, worker_index: int, threads: int):
-        import torch
-
-        from gym_qwen.platform.envs import quiet_library_logs
-
-        from gym_qwen.platform.config import TrainConfig, config_from_dict
-        from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.training.rollouts import EpisodeRunner
-        from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
-        from gym_qwen.platform.training.loop import ExperienceCollector, resolve_seed_steps
-
         torch.set_num_threads(threads)
         quiet_library_logs()
         self.cfg = cfg = config_from_dict(TrainConfig, config)

@@ -16,10 +16,18 @@ import time
 from pathlib import Path
 
 from gym_qwen.platform.config import ConfigError, SweepConfig
+from gym_qwen.platform.files import atomic_write_bytes, output_folder_problem
 from gym_qwen.platform.progress import table
-from gym_qwen.platform.tracking import browse_hint
+from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, open_run
+from gym_qwen.platform.sweeps.setting import resolve_sweep
+from gym_qwen.platform.sweeps.spec import TRAINING_COMMANDS, load_sweep
+from gym_qwen.platform.sweeps.training_trial import planned_evaluations, resolve_training_sweep
+from gym_qwen.platform.sweeps.trial import FAULTS_KEY
+from gym_qwen.platform.tracking import (
+    browse_hint, check_tracking_uri, client, default_tracking_uri, prepare_experiment, source_tags)
 
 from .cluster import check_resources, ray_session
+from .tune_trials import can_restore, early_stopping, run_sweep, trial_label
 
 MANIFEST = "gym-qwen-sweep.json"
 
@@ -41,8 +49,6 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 def _experiment_dir(sweep) -> Path:
-    from gym_qwen.platform.files import output_folder_problem
-
     storage = Path(sweep.settings.storage).absolute()
     problem = output_folder_problem(storage)
     if problem:
@@ -54,15 +60,10 @@ def check_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = 
     """The sweep of `cfg.file` (`command_line`: its SweepConfig keys given on the command line; `fixed`: trial keys
     set over the file's `fixed:`), checked: (sweep, its trials' settings, {checkpoint: sha256}). With
     resolve=False only the file and its keys are checked (settings and shas are None)."""
-    from gym_qwen.platform.sweeps.setting import resolve_sweep
-    from gym_qwen.platform.sweeps.spec import load_sweep
-
     sweep = load_sweep(cfg.file, command_line, fixed)
     if not resolve:
         return sweep, None, None
     if sweep.settings.trial_command != "evaluate":
-        from gym_qwen.platform.sweeps.training_trial import resolve_training_sweep
-
         return (sweep, *resolve_training_sweep(sweep))
     return (sweep, *resolve_sweep(sweep, os.getcwd()))
 
@@ -85,13 +86,11 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
         print(table(_trial_rows(sweep, settings), ("trial", "family", "setting", "seed", "episodes", "teacher")))
         print(f"{len(sweep.points)} trials; experiment {sweep.experiment}; nothing started (dry_run=true)")
         return 0, None
-    from gym_qwen.platform.tracking import check_tracking_uri, default_tracking_uri
 
     uri = default_tracking_uri()
     check_tracking_uri(uri)
     exp_dir = _experiment_dir(sweep)
 
-    from .tune_trials import can_restore
 
     manifest = _read_manifest(exp_dir / MANIFEST)
     if s.resume:
@@ -110,13 +109,6 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
 
 
 def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:
-    from gym_qwen.platform.files import atomic_write_bytes
-    from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, open_run
-    from gym_qwen.platform.tracking import prepare_experiment, source_tags
-    from gym_qwen.platform.sweeps.trial import FAULTS_KEY
-
-    from .tune_trials import run_sweep
-
     s = sweep.settings
     with ray_session(s.ray_address):
         parent, status = None, "KILLED"
@@ -186,10 +178,7 @@ def _scheduler(sweep):
     s = sweep.settings
     if s.scheduler != "asha":
         return None
-    from gym_qwen.platform.sweeps.spec import TRAINING_COMMANDS
-    from gym_qwen.platform.sweeps.training_trial import planned_evaluations
 
-    from .tune_trials import early_stopping
 
     longest = max(planned_evaluations(s.trial_command, p.cfg) for p in sweep.points)
     return early_stopping(TRAINING_COMMANDS[s.trial_command], longest, s.asha_grace, s.asha_reduction)
@@ -225,8 +214,6 @@ def _report_trainings(results, trials: list[dict], sweep, parent, wall: float, s
     """A training sweep's table (the last evaluation of each trial; `stopped early` for the trials ASHA ended),
     its totals, and the MLflow runs of stopped trials closed as KILLED with the reason in a tag."""
     from gym_qwen.platform.sweeps.runs import SWEEP_TAG, TRIAL_TAG, find_run
-    from gym_qwen.platform.tracking import client
-    from gym_qwen.platform.sweeps.training_trial import planned_evaluations
 
     by_index = {res.config["trial"]["index"]: res for res in results if res.config}
     interrupted = results.num_terminated + results.num_errors < len(trials)
@@ -264,8 +251,6 @@ def _report(results, trials: list[dict] | None, total: int, parent, wall: float,
             uri: str) -> tuple[str, int]:
     """The sweep's table, its parent run's totals and its exit status. `trials`: the grid's (None for a search,
     whose trials are the results in the order they were made; trials it never started count as unfinished)."""
-    from .tune_trials import trial_label
-
     rows, seconds = [], 0.0
     if trials is None:
         def started(res) -> float:  # Tune's trial ids are random: number the trials in the order they started

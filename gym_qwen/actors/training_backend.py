@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostError, RayActorError
 
-from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError
+from gym_qwen.platform.config import config_to_dict
+from gym_qwen.platform.envs import task_spec
+from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError, resolve_seed_steps
 
 from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
@@ -59,9 +61,6 @@ class RayTrainingBackend:
     """The training backend of `gym-qwen train num_workers=N` (see platform.training.loop.InProcessBackend)."""
 
     def __init__(self, cfg):
-        from gym_qwen.platform.envs import task_spec
-        from gym_qwen.platform.training.loop import resolve_seed_steps
-
         self.cfg = cfg
         self.spec = task_spec(cfg.task)
         self.seed_steps = resolve_seed_steps(cfg, self.spec.episode_length)
@@ -89,8 +88,6 @@ class RayTrainingBackend:
         self._sync_means = MetricMeans()
 
     def _start_actors(self, cfg) -> None:
-        from gym_qwen.platform.config import config_to_dict
-
         # The learner may land on another node than this driver: "auto" asks the cluster (its nodes, then the node
         # types its autoscaler may add), not this machine, and says what it chose
         device, why = choose_device(cfg.device)

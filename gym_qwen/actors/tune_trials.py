@@ -10,6 +10,7 @@ and no step is logged twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -18,7 +19,15 @@ from pathlib import Path
 
 from ray import tune
 
+from gym_qwen.platform.config import EvaluateConfig, config_from_dict
+from gym_qwen.platform.envs import quiet_library_logs
+from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup
+from gym_qwen.platform.sweeps.spec import SweepPoint
+from gym_qwen.platform.sweeps.training_trial import run_training_trial
+from gym_qwen.platform.sweeps.trial import run_trial
+
 from .cluster import threads_for
+from .episode_farm import EpisodeFarm
 
 RECORDS = "records.json"
 
@@ -36,11 +45,10 @@ def actor_episodes(cpus: float):
     group: Tune captures the actors a trial starts into the trial's group)."""
 
     def factory(ckpt, setting, cfg, sha256):
+        # Ray takes seconds to import; only the Ray paths need it
         import ray
 
-        from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup
 
-        from .episode_farm import EpisodeFarm
 
         farm = EpisodeFarm(evaluation_setup, evaluation_episode, min(cfg.num_workers, cfg.episodes), cpus=cpus,
                            setup_args=(ray.put(ckpt), setting.overrides, "cpu", cfg.seed, setting.spec, sha256),
@@ -58,10 +66,6 @@ def actor_episodes(cpus: float):
 def _quiet_trial_logs() -> None:
     """A trial's process says only what matters: no library chatter, no Tune line after every report
     ("Checkpoint successfully created at ...")."""
-    import logging
-
-    from gym_qwen.platform.envs import quiet_library_logs
-
     quiet_library_logs()
     for name in ("ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -70,10 +74,6 @@ def _quiet_trial_logs() -> None:
 def sweep_trial(config: dict) -> None:
     """The Tune trainable: config = {"trial": {family, values, swept, label, index}, "run": {uri, experiment_id,
     parent_run_id, sweep_id, workdir, trial_cpus, faults, source_tags, system_metrics}}."""
-    from gym_qwen.platform.config import EvaluateConfig, config_from_dict
-    from gym_qwen.platform.sweeps.spec import SweepPoint
-    from gym_qwen.platform.sweeps.trial import run_trial
-
     _quiet_trial_logs()
     t, r = config["trial"], config["run"]
     suggested = config.get("suggested") or {}  # search=optuna: the point the searcher chose
@@ -99,8 +99,6 @@ def training_trial(config: dict) -> None:
     """The Tune trainable of a training sweep (trial_command train or dt-train): config = {"trial": {family,
     values, ...}, "run": {command, uri, experiment, experiment_id, parent_run_id, sweep_id, experiment_dir, ...}}.
     Reports after every evaluation; early stopping (ASHA) ends the trial's process between two."""
-    from gym_qwen.platform.sweeps.training_trial import run_training_trial
-
     _quiet_trial_logs()
     t, r = config["trial"], config["run"]
     values = dict(t["values"])
@@ -129,6 +127,7 @@ def trainable(command: str = "evaluate"):
 def early_stopping(metric: str, max_evaluations: int, grace: int, reduction: int):
     """Tune's ASHA on `metric` (higher is better), its clock the evaluations a trial has made: every trial gets
     `grace` evaluations, then at each rung only the best 1/`reduction` go on, up to `max_evaluations`."""
+    # Ray takes seconds to import; only the Ray paths need it
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(time_attr="evaluations", metric=metric, mode="max", max_t=max(max_evaluations, grace),
@@ -153,6 +152,7 @@ def _domain(d):
 
 def quiet_optuna() -> None:
     """Optuna's INFO lines ("A new study created in memory ...") are not news for the user."""
+    # optional: only the Optuna search needs it
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +163,9 @@ def searcher(objectives, seed: int, num_trials: int = 16):
     ((metric, "max" | "min") pairs); a seeded sampler chooses the same points from the same results. A quarter of
     the budget (at least 3 trials) is drawn at random before TPE's model guides the rest: Optuna's default of 10
     random trials would leave a sweep of 12 almost unguided."""
+    # optional: only the Optuna search needs it
     import optuna
+    # Ray takes seconds to import; only the Ray paths need it
     from ray.tune.search.optuna import OptunaSearch
 
     quiet_optuna()

@@ -7,11 +7,10 @@ import sys
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import BehaviourPolicyConfig
 from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.datasets.sac import train_behaviour
 
 
 def _train(cfg: BehaviourPolicyConfig) -> int:
-    from gym_qwen.platform.datasets.sac import train_behaviour
-
     s = train_behaviour(cfg, show_progress=cfg.progress)
     last = s["evals"][-1] if s["evals"] else None
     print(f"{cfg.env} {cfg.level}: {s['steps']:,} steps in {s['seconds'] / 3600:.2f} h ({s['run_dir']})"

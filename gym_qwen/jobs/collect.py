@@ -5,9 +5,11 @@ import sys
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import CollectConfig
+from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 
 
 def _collect(cfg: CollectConfig) -> None:
+    # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.corrector_collection import CHUNK_STATS_HEADER, collect_corrector_data
 
     rows, stats = collect_corrector_data(cfg)
@@ -16,8 +18,6 @@ def _collect(cfg: CollectConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
-
     return run_job("collect", CollectConfig, _collect, argv, extra_errors=(CorrectorDataError,))
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import ConfigError, CurvesConfig
 from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.tracking import Tracker
+from gym_qwen.platform.training.curves import CurvesError, compare, plot_curves, read_run, write_numbers
 
 
 def _fmt(x) -> str:
@@ -16,8 +18,6 @@ def _fmt(x) -> str:
 
 
 def _curves(cfg: CurvesConfig) -> None:
-    from gym_qwen.platform.training.curves import compare, plot_curves, read_run, write_numbers
-
     require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
     curves = [read_run(r) for r in cfg.runs]
     rows = compare(curves, cfg.published)
@@ -28,8 +28,6 @@ def _curves(cfg: CurvesConfig) -> None:
                 ("task", "seed", "model size", "env steps", "return", f"published {cfg.published} (3-seed mean)")))
     print(f"plot: {png}\nnumbers: {numbers}")
     if cfg.mlflow:
-        from gym_qwen.platform.tracking import Tracker
-
         tracker = Tracker(True, cfg.mlflow_experiment)
         tracker.start("learning-curves", {"runs": ",".join(cfg.runs), "published": cfg.published},
                       tags={"command": "curves"})
@@ -43,7 +41,6 @@ def _curves(cfg: CurvesConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gym_qwen.platform.training.curves import CurvesError
     return run_job("curves", CurvesConfig, _curves, argv, extra_errors=(CurvesError,))
 
 

@@ -7,12 +7,10 @@ import sys
 
 from gym_qwen.jobs.common import print_dataset_summary, run_job
 from gym_qwen.platform.config import DatasetInfoConfig
-from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.datasets import DatasetError, load_offline_data, summarize
 
 
 def _info(cfg: DatasetInfoConfig) -> None:
-    from gym_qwen.platform.datasets import load_offline_data, summarize
-
     data = load_offline_data(data=cfg.path, minari=cfg.minari, env=cfg.env, minari_root=cfg.minari_root)
     s = {**summarize(data), "content_sha256": data.content_sha256()}
     if cfg.json:

@@ -6,21 +6,28 @@ the table, the Pareto plot, what it says in words. `full=true` collects and dist
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from gym_qwen.jobs.common import USER_ERRORS, run_job, table
-from gym_qwen.platform.config import ConfigError, DemoConfig, TrainConfig
+from gym_qwen.platform.config import (
+    CollectConfig, ConfigError, DemoConfig, DistillConfig, TrainConfig, config_from_dict)
+from gym_qwen.platform.envs import make_env
 from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.speculative.distillation import distill
+from gym_qwen.platform.speculative.evaluation import EVAL_SEED_OFFSET, evaluate
+from gym_qwen.platform.sweeps.compare import compare_runs
+from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
+from gym_qwen.platform.training.run import train
+from gym_qwen.platform.training.teachers import shipped_teacher
 
 
 def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
-    import numpy as np
-
-    from gym_qwen.platform.envs import make_env
-    from gym_qwen.platform.speculative.evaluation import EVAL_SEED_OFFSET
-
     env, rng, returns = make_env(task, seed + EVAL_SEED_OFFSET), np.random.default_rng(seed), []
     for i in range(episodes):
         env.reset(seed=seed + EVAL_SEED_OFFSET + i)
@@ -35,8 +42,6 @@ def random_policy_returns(task: str, episodes: int, seed: int) -> list[float]:
 
 def _against_random(label: str, res, rand: list[float], more: list[tuple] = ()) -> str:
     """The demo's table: random actions, then the evaluated agent `res` (an EvalResult), then `more` (label, res)."""
-    import numpy as np
-
     rows = [("random actions", len(rand), f"{np.mean(rand):.1f}", f"{np.std(rand):.1f}", "-", "-")]
     rows += [(name, len(r.returns), f"{r.mean:.1f}", f"{r.std:.1f}", f"{r.planner_calls_per_step:.2f}",
               f"{r.ms_per_decision:.1f}") for name, r in [(label, res), *more]]
@@ -48,7 +53,6 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
         return None
     if cfg.teacher != "auto":
         return cfg.teacher
-    from gym_qwen.platform.training.teachers import shipped_teacher
 
     found = shipped_teacher("walker-walk")
     if found is None:
@@ -59,10 +63,6 @@ def _teacher_file(cfg: DemoConfig) -> str | None:
 
 def _train_part(cfg: DemoConfig, root: Path) -> None:
     """The first demo: a small TD-MPC2 trained briefly on `cfg.task`, against random actions."""
-    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
-    from gym_qwen.platform.speculative.evaluation import evaluate
-    from gym_qwen.platform.training.run import train
-
     small = dict(latent_dim=64, enc_dim=64, mlp_dim=128, num_samples=128, num_elites=16, num_pi_trajs=8,
                  iterations=3, batch_size=128) if cfg.small else {}
     train_cfg = TrainConfig(task=cfg.task, steps=cfg.steps, model_size=cfg.model_size, seed=cfg.seed,
@@ -83,8 +83,6 @@ def _train_part(cfg: DemoConfig, root: Path) -> None:
     print(f"\ntrained in {minutes:.1f} min ({summary['env_steps_per_second']:.1f} env steps/s); "
           f"checkpoint {summary['checkpoint']}")
     if summary["mlflow_run_id"]:
-        from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
-
         uri = default_tracking_uri()
         experiment_id = client(uri).get_run(summary["mlflow_run_id"]).info.experiment_id
         print(f"MLflow run {summary['mlflow_run_id']} (browse: {browse_hint(uri, experiment_id)})")
@@ -97,11 +95,8 @@ def _stage(text: str) -> None:
 def _own_correctors(cfg: DemoConfig, teacher: str, root: Path) -> str:
     """full=true: a copy of the teacher in <root>/teacher/ with correctors distilled here beside it, in
     correctors/ (where evaluate and the sweep look for them). Returns the copy's path."""
-    import shutil
-
+    # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.corrector_collection import collect_corrector_data
-    from gym_qwen.platform.config import CollectConfig, DistillConfig, config_from_dict
-    from gym_qwen.platform.speculative.distillation import distill
 
     src = Path(teacher)
     folder = root / "teacher"
@@ -195,6 +190,7 @@ def _sweep_arguments(cfg: DemoConfig, teacher: str, root: Path) -> tuple:
 def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
     """The sweep file and its trials, checked before anything runs; the check is handed on to the sweep. With
     full=true the correctors do not exist yet: then only the file and the keys are checked (returns None)."""
+    # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.sweep_runner import check_sweep_file
 
     checked = check_sweep_file(*_sweep_arguments(cfg, teacher, root), resolve=not cfg.full)
@@ -202,10 +198,9 @@ def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
 
 
 def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple | None) -> int:
+    # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.sweep_runner import run_sweep_file
     from gym_qwen.platform.config import CompareConfig, config_from_dict
-    from gym_qwen.platform.sweeps.compare import compare_runs
-    from gym_qwen.platform.tracking import browse_hint, client, default_tracking_uri
 
     _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "
            f"{cfg.max_concurrent} trials at once)")

@@ -8,6 +8,7 @@ from gym_qwen.platform.config import DistillConfig
 from gym_qwen.platform.registry import CHAMPION
 from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 from gym_qwen.platform.speculative.correctors import CorrectorError
+from gym_qwen.platform.speculative.distillation import distill
 
 
 def _fmt(x) -> str:
@@ -15,8 +16,6 @@ def _fmt(x) -> str:
 
 
 def _distill(cfg: DistillConfig) -> None:
-    from gym_qwen.platform.speculative.distillation import distill
-
     results = distill(cfg, show_progress=cfg.progress)
     first = next(iter(results.values()))
     print(f"data {cfg.data}: " + ", ".join(f"{first['rows'][k]} {name} rows ({first['episodes'][k]} episodes)"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import ConfigError, DTPlotConfig
+from gym_qwen.platform.dt.plot import find_logs, plot_runs
 from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.tracking import Tracker
 
 
 def _plot(cfg: DTPlotConfig) -> None:
-    from gym_qwen.platform.dt.plot import find_logs, plot_runs
-
     if cfg.output:
         require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
     elif cfg.save_fig:  # the PNG goes beside the logs
@@ -32,8 +32,6 @@ def _plot(cfg: DTPlotConfig) -> None:
     if output:
         print(f"wrote {output}")
         if cfg.mlflow:
-            from gym_qwen.platform.tracking import Tracker
-
             tracker = Tracker(True, cfg.mlflow_experiment)
             tracker.preflight()
             tracker.start(f"dt-plot-{cfg.env_d4rl_name}", {"env_d4rl_name": cfg.env_d4rl_name, "runs": len(files),

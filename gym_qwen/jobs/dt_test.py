@@ -6,10 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import ConfigError, DTTestConfig
 from gym_qwen.platform.datasets import DatasetError
-from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.devices import resolve_device
+from gym_qwen.platform.dt.evaluate import evaluate_dt
+from gym_qwen.platform.dt.train import load_dt_checkpoint
+from gym_qwen.platform.files import atomic_write_bytes, require_output_folder
 from gym_qwen.platform.torch_files import CheckpointError
 
 
@@ -21,13 +26,6 @@ def checkpoint_path(cfg: DTTestConfig) -> Path:
 
 
 def _test(cfg: DTTestConfig) -> None:
-    import torch
-
-    from gym_qwen.platform.files import atomic_write_bytes
-    from gym_qwen.platform.dt.evaluate import evaluate_dt
-    from gym_qwen.platform.devices import resolve_device
-    from gym_qwen.platform.dt.train import load_dt_checkpoint
-
     if cfg.output:
         require_output_folder(Path(cfg.output).parent, f"output={cfg.output}", ConfigError)
     torch.set_num_threads(cfg.torch_threads)
@@ -42,6 +40,7 @@ def _test(cfg: DTTestConfig) -> None:
                               f"dataset={cfg.dataset}")
     target = cfg.rtg_target if cfg.rtg_target is not None else ckpt["rtg_target"]
     if cfg.num_workers > 0:
+        # the Ray path only: importing this module must not load Ray
         from gym_qwen.actors.evaluators import evaluate_dt_with_actors
 
         r = evaluate_dt_with_actors(ckpt, target, episodes=cfg.num_eval_ep, seed=cfg.seed,

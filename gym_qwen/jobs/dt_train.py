@@ -7,6 +7,7 @@ import sys
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import DTTrainConfig
 from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.dt.train import train_dt
 
 
 def _f(x, d=1):
@@ -14,8 +15,6 @@ def _f(x, d=1):
 
 
 def _train(cfg: DTTrainConfig) -> None:
-    from gym_qwen.platform.dt.train import train_dt
-
     s = train_dt(cfg, show_progress=cfg.progress)
     ds = s["dataset"]
     print(f"dataset {ds['name']} ({ds['source']}, {ds['transitions']:,} transitions, sha256 {ds['sha256'][:12]})")

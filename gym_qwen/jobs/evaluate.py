@@ -12,14 +12,22 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from gym_qwen.jobs.common import run_job, table
-from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
-from gym_qwen.platform.config import ConfigError, EvaluateConfig
-from gym_qwen.platform.files import require_output_folder
+from gym_qwen.platform.config import PRESET_KEY, ConfigError, EvaluateConfig, read_preset
+from gym_qwen.platform.files import atomic_write_bytes, require_output_folder, sha256_of
 from gym_qwen.platform.registry import PREFIX, is_registered, local_files
-from gym_qwen.platform.tracking import Tracker
-from gym_qwen.platform.sweeps.setting import PLANNER_KEYS
+from gym_qwen.platform.speculative.calibration import threshold_from_data
 from gym_qwen.platform.speculative.clock import CLOCK_METRICS
+from gym_qwen.platform.speculative.comparison import (
+    CLOCK_HEADER, ROW_HEADER, all_specs, clock_rows, comparison_record, comparison_rows, plot_comparison, resolve_mode)
+from gym_qwen.platform.speculative.episode_log import EpisodeLog, episodes_path, setting_key
+from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint, measure_clocks, result_from_records
+from gym_qwen.platform.speculative.modes import BUDGET_RULE
+from gym_qwen.platform.sweeps.setting import PLANNER_KEYS, agent_overrides, planning_horizon, resolve_setting
+from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, check_overrides, load_checkpoint
+from gym_qwen.platform.tracking import Tracker
 
 
 def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) -> list[float] | None:
@@ -38,8 +46,6 @@ def card_baseline(checkpoint: str, seed: int, episodes: int, overrides: dict) ->
 
 
 def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None, indices=None, on_record=None):
-    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
-
     if cfg.num_workers > 0:  # Ray only when asked for
         from gym_qwen.actors.evaluators import evaluate_with_actors
 
@@ -55,10 +61,6 @@ def _run_one(cfg: EvaluateConfig, spec, overrides: dict, video_path: str | None,
 def _play_setting(cfg: EvaluateConfig, task: str, spec, overrides: dict, video_path: str | None, log):
     """One setting's EvalResult over episodes 0..episodes-1: those in the episode log are read, the others are
     played (and logged as each finishes)."""
-    from gym_qwen.platform.files import sha256_of
-    from gym_qwen.platform.speculative.evaluation import result_from_records
-    from gym_qwen.platform.speculative.episode_log import setting_key
-
     records: dict[int, dict] = {}
     key = None
     if log is not None:
@@ -116,19 +118,9 @@ def _evaluate_given(cfg: EvaluateConfig, explicit: set[str]) -> None:
 
 def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) -> None:
     """`given`: a local copy of a registered file -> the models:/ URI given for it (what records name)."""
-    import torch
-
-    from gym_qwen.platform.files import atomic_write_bytes
-    from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, check_overrides
-    from gym_qwen.platform.speculative.comparison import (
-        all_specs, comparison_record, comparison_rows, plot_comparison, resolve_mode, ROW_HEADER)
-    from gym_qwen.platform.speculative.modes import BUDGET_RULE
-    from gym_qwen.platform.sweeps.setting import agent_overrides, planning_horizon, resolve_setting
-
     torch.set_num_threads(cfg.torch_threads)
     choice = one_step_choice = None
     if cfg.threshold_data:  # chosen once, on collection episodes, before any evaluation episode is played
-        from gym_qwen.platform.speculative.calibration import threshold_from_data
 
         if "mismatch_threshold" in explicit:
             raise ConfigError("give mismatch_threshold= or threshold_data=, not both")
@@ -176,9 +168,6 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) ->
         video_path = cfg.video_path or str(default_video_path(given.get(cfg.checkpoint, cfg.checkpoint), task))
     log = None
     if cfg.output:
-        from gym_qwen.platform.files import sha256_of
-        from gym_qwen.platform.speculative.episode_log import EpisodeLog, episodes_path
-
         log = EpisodeLog(episodes_path(cfg.output), {"task": task, "checkpoint_sha256": sha256_of(cfg.checkpoint),
                                                      "seed": cfg.seed}, resume=cfg.resume)
     if any(s.planner_overrides for s in specs):
@@ -213,8 +202,6 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) ->
         record, baseline = record_so_far()
         print(table(comparison_rows(task, results, baseline), ROW_HEADER))
         if any(spec.clock is not None for spec, _ in results):
-            from gym_qwen.platform.speculative.comparison import CLOCK_HEADER, clock_rows
-
             print(table(clock_rows(results), CLOCK_HEADER))
         if baseline is not None:
             print("retained: mean return over the baseline's on the same episodes, 95% paired bootstrap interval; "
@@ -240,8 +227,6 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) ->
 def _clocked(cfg: EvaluateConfig, specs: list, overrides: dict) -> list:
     """The specs with their clock's planner latency measured here, once, before any episode (so every episode,
     here or on actors, runs with one d); a line says what the clock is."""
-    from gym_qwen.platform.speculative.evaluation import measure_clocks
-
     specs = measure_clocks(cfg.checkpoint, specs, overrides, cfg.device, cfg.seed)
     for spec in specs:
         c = spec.clock
@@ -303,8 +288,6 @@ class SettingRuns:
 
 def given_keys(argv: list[str]) -> set[str]:
     """The keys a user set: on the command line or in the config= preset (those override the checkpoint's)."""
-    from gym_qwen.platform.config import PRESET_KEY, read_preset
-
     pairs = dict(a.split("=", 1) for a in argv if "=" in a)
     keys = set(pairs) - {PRESET_KEY}
     if PRESET_KEY in pairs:

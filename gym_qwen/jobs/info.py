@@ -5,14 +5,13 @@ import sys
 
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import InfoConfig
+from gym_qwen.platform.devices import resolve_device
+from gym_qwen.platform.envs import task_spec
+from gym_qwen.platform.tdmpc2.agent import model_dims
+from gym_qwen.platform.tdmpc2.world_model import WorldModel
 
 
 def _info(cfg: InfoConfig) -> None:
-    from gym_qwen.platform.envs import task_spec
-    from gym_qwen.platform.devices import resolve_device
-    from gym_qwen.platform.tdmpc2.agent import model_dims
-    from gym_qwen.platform.tdmpc2.world_model import WorldModel
-
     resolve_device(cfg.device)  # the counts do not depend on it, but device=cuda without CUDA is still refused
     spec = task_spec(cfg.task)
     dims = model_dims(cfg, spec.obs_dim, spec.action_dim, spec.episodic)

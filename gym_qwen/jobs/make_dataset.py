@@ -7,14 +7,13 @@ from pathlib import Path
 
 from gym_qwen.jobs.common import print_dataset_summary, run_job
 from gym_qwen.platform.config import ConfigError, MakeDatasetConfig
-from gym_qwen.platform.datasets import DatasetError
+from gym_qwen.platform.datasets import DatasetError, summarize, write_hdf5
+from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset, make_dataset_command
+from gym_qwen.platform.datasets.minari_io import datasets_root, export_minari, minari_path
+from gym_qwen.platform.files import output_folder_problem
 
 
 def _make(cfg: MakeDatasetConfig) -> None:
-    from gym_qwen.platform.files import output_folder_problem
-    from gym_qwen.platform.datasets import summarize, write_hdf5
-    from gym_qwen.platform.datasets.make import check_inputs, default_output, make_dataset, make_dataset_command
-
     check_inputs(cfg.env, cfg.dataset, cfg.models_dir)  # a missing behaviour policy: one line, nothing written
     output = cfg.output or default_output(cfg.env, cfg.dataset, cfg.format)
     if cfg.format == "hdf5":
@@ -24,8 +23,6 @@ def _make(cfg: MakeDatasetConfig) -> None:
         if problem:
             raise ConfigError(f"cannot write {output}: {problem}")
     else:
-        from gym_qwen.platform.datasets.minari_io import datasets_root, minari_path
-
         problem = output_folder_problem(datasets_root(cfg.minari_root))  # before Minari makes the folder itself
         if problem:
             raise ConfigError(f"cannot write the Minari dataset {output} into {datasets_root(cfg.minari_root)}: "
@@ -40,8 +37,6 @@ def _make(cfg: MakeDatasetConfig) -> None:
         write_hdf5(output, data)
         where = output
     else:
-        from gym_qwen.platform.datasets.minari_io import export_minari
-
         where = f"Minari dataset {output} at " + export_minari(data, output, root=cfg.minari_root)
     print_dataset_summary(summarize(data))
     print(f"wrote {where}")

@@ -10,6 +10,7 @@ from gym_qwen.platform.config import SweepConfig
 
 
 def _sweep(cfg: SweepConfig, command_line: dict) -> int:
+    # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.sweep_runner import run_sweep_file
 
     return run_sweep_file(cfg, command_line)[0]

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from gym_qwen.jobs.common import run_job, table
 from gym_qwen.platform.config import TeacherConfig
 from gym_qwen.platform.registry import CHAMPION
 from gym_qwen.platform.tracking import Tracker
+from gym_qwen.platform.training.teachers import TeacherError, export_teacher, register_teacher
 
 
 def _teacher(cfg: TeacherConfig) -> None:
-    import torch
-
-    from gym_qwen.platform.training.teachers import export_teacher, register_teacher
-
     torch.set_num_threads(cfg.torch_threads)
     Tracker(cfg.mlflow).preflight()  # an MLflow server that does not answer, refused before any work
     model_file, card = export_teacher(cfg.run, cfg.output_dir, cfg.name, cfg.episodes, cfg.seed, cfg.force,
@@ -36,7 +35,6 @@ def _teacher(cfg: TeacherConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gym_qwen.platform.training.teachers import TeacherError
     return run_job("teacher", TeacherConfig, _teacher, argv, extra_errors=(TeacherError,))
 
 

@@ -6,12 +6,11 @@ import sys
 
 from gym_qwen.jobs.common import run_job
 from gym_qwen.platform.config import TrainConfig
+from gym_qwen.platform.training.loop import InProcessBackend, TrainingBackendError
+from gym_qwen.platform.training.run import train
 
 
 def _train(cfg: TrainConfig) -> None:
-    from gym_qwen.platform.training.run import train
-    from gym_qwen.platform.training.loop import InProcessBackend, TrainingBackendError
-
     backend = InProcessBackend
     if cfg.num_workers > 0:  # Ray only when asked for: the in-process loop never imports it
         from gym_qwen.actors.training_backend import RayTrainingBackend

@@ -13,11 +13,13 @@ import difflib
 import os
 from typing import Any, ClassVar, Optional
 
-from gym_qwen.platform.seeds import RESET_SEED_SPAN
+import torch
 
+from gym_qwen.platform.envs import TASKS
+from gym_qwen.platform.seeds import RESET_SEED_SPAN
 from gym_qwen.platform.speculative.clock import CLOCK_MODES, MEASURED, parse_latency
-from gym_qwen.platform.speculative.modes import (ALIASES, BUDGET_RULE, CLOCKED_ONLY, CORRECTOR_TYPES, FALLBACKS,
-                                                 MISMATCH_KINDS, MODE_CHOICES, parse_budget)
+from gym_qwen.platform.speculative.modes import (
+    ALIASES, BUDGET_RULE, CLOCKED_ONLY, CORRECTOR_TYPES, FALLBACKS, MISMATCH_KINDS, MODE_CHOICES, parse_budget)
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
@@ -47,7 +49,6 @@ def check_task(task: str, key: str = "task") -> None:
     """Raise :class:`ConfigError` unless ``task`` is a task known to :mod:`gym_qwen.platform.envs`."""
     # Lazy import (envs pulls in gymnasium). Membership in TASKS, not task_spec(): the latter
     # builds an environment the first time, far too slow for argument checking.
-    from gym_qwen.platform.envs import TASKS
 
     if task not in TASKS:
         close = difflib.get_close_matches(task, TASKS, n=1)
@@ -550,8 +551,6 @@ class DistillConfig:
         _require(self.max_delta > 0, f"max_delta={self.max_delta} must be > 0")
         _check_system_metrics(self)
         if self.device == "cuda":
-            import torch
-
             _require(torch.cuda.is_available(), "device=cuda was asked for but no CUDA device is available "
                                                 "(use device=auto or cpu)")
 
@@ -616,8 +615,6 @@ DT_LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
 def _check_cuda(device: str) -> None:
     if device == "cuda":
-        import torch
-
         _require(torch.cuda.is_available(), "device=cuda was asked for but no CUDA device is available "
                                             "(use device=auto or cpu)")
 

@@ -299,6 +299,7 @@ def quiet_library_logs() -> None:
     a user can do nothing about them, so keep them off stderr (absl errors still show). Commands and actors
     call this once per process."""
     try:
+        # absl is imported only to silence dm_control's logging
         from absl import logging as absl_logging
     except ImportError:
         return

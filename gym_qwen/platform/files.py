@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -125,8 +126,6 @@ def publish_together(pairs: list[tuple[Path, Path]]) -> None:
     targets that did not exist are removed again. Targets never go missing in between. The folders are synced.
     Between two renames a crash can still leave the first published alone; a reader that must know checks a
     digest (a teacher's card holds its file's sha256)."""
-    import shutil
-
     done: list[tuple[Path, Path | None]] = []  # (target, backup of its previous content, or None if new)
     try:
         for staged, target in pairs:

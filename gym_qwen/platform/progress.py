@@ -27,6 +27,7 @@ def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True, 
     if not enabled:
         yield _Silent()
         return
+    # tqdm is imported only where a progress bar is shown
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, file=sys.stderr,

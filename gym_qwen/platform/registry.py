@@ -79,7 +79,9 @@ def fetch(uri: str, folder: Path, what: str) -> Path:
     """Download the registered model version `uri` into `folder`; the path of the one .pt file it holds. Every
     refusal (a malformed URI, no store, no such model, alias or version, not exactly one .pt) is a RegistryError
     whose line starts with `<what>=<uri>`."""
+    # MLflow takes seconds to import; only runs that log need it
     import mlflow.artifacts
+    # MLflow takes seconds to import; only runs that log need it
     from mlflow.exceptions import MlflowException
 
     match = _URI.match(uri)

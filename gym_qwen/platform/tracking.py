@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import time
+import urllib.error
 from pathlib import Path
 
 from .config_schema import ConfigError
@@ -59,7 +60,6 @@ class TrackingError(ConfigError):
 def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> None:
     """Raise TrackingError when an MLflow server named by an http(s) URI does not answer within `timeout` seconds
     (MLflow's own client retries for minutes before it gives up). Local stores are not checked here."""
-    import urllib.error
     import urllib.request
 
     uri = uri or default_tracking_uri()
@@ -79,6 +79,7 @@ def client(uri: str, lock: bool = True):
     """An MlflowClient of `uri`, MLflow's and alembic's chatter quieted. Made under the store's file lock: opening
     a SQLite store migrates it when its tables are missing or old, and a second process opening it in the middle
     of another's migration fails ("duplicate column name")."""
+    # MLflow takes seconds to import; only runs that log need it
     from mlflow.tracking import MlflowClient
 
     for name in ("mlflow", "alembic"):  # store creation chatter is not news for the user
@@ -117,8 +118,11 @@ def source_tags() -> dict[str, str]:
 def _resolved_source_tags() -> dict[str, str]:
     # MLflow is imported here, not at the top: `gym-qwen --help` and the commands with mlflow=false never load it
     from mlflow.tracking.context.git_context import GitRunContext
+    # MLflow takes seconds to import; only runs that log need it
     from mlflow.tracking.context.registry import resolve_tags
+    # MLflow takes seconds to import; only runs that log need it
     from mlflow.utils import git_utils
+    # MLflow takes seconds to import; only runs that log need it
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL
 
     tags = resolve_tags(ignore=[GitRunContext])
@@ -185,6 +189,7 @@ class MlflowRun:
         return run
 
     def log_params(self, params: dict) -> None:
+        # MLflow takes seconds to import; only runs that log need it
         from mlflow.entities import Param
 
         flat = {k: ("None" if v is None else str(v)[:6000]) for k, v in _flatten(params).items()}
@@ -195,6 +200,7 @@ class MlflowRun:
 
     def log_metrics(self, metrics: dict, step: int) -> int:
         """Log the metrics at `step` in one call (None and NaN are left out); returns how many were logged."""
+        # MLflow takes seconds to import; only runs that log need it
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
@@ -207,6 +213,7 @@ class MlflowRun:
         return len(ms)
 
     def set_tags(self, tags: dict) -> None:
+        # MLflow takes seconds to import; only runs that log need it
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -219,6 +226,7 @@ class MlflowRun:
         disk, network; GPU where nvidia-ml-py is installed) to this run from a background thread until finish(),
         every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default); a continued run goes on from its
         last step. `uri`: the run's tracking store."""
+        # MLflow takes seconds to import; only runs that log need it
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         if self._monitor is None:
@@ -259,6 +267,7 @@ class Tracker:
         """Make the run (or continue `run_id`, when resuming: its params stay as they were); returns its id."""
         if not self.enabled:
             return None
+        # MLflow takes seconds to import; only runs that log need it
         import mlflow
 
         uri = default_tracking_uri()

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gym_qwen.platform.files import sha256_of  # noqa: F401  (re-exported: datasets name their source)
+from gym_qwen.platform.files import atomic_write_bytes
 
 FORMAT = "gym-qwen/d4rl"
 # env -> Gymnasium task the datasets are made and evaluated on.
@@ -239,9 +240,9 @@ def _metadata_value(value):
 
 def write_hdf5(path: str | os.PathLike, data: OfflineData, compress: bool = True) -> Path:
     """Write `data` in D4RL's layout (atomically: a temp file beside `path`, synced, renamed over it)."""
+    # h5py is imported only where HDF5 files are read or written
     import h5py
 
-    from gym_qwen.platform.files import atomic_write_bytes
 
     data.check()
     opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if compress else {}
@@ -300,6 +301,7 @@ def check_env(data: OfflineData, env: str | None) -> OfflineData:
 
 def read_hdf5(path: str | os.PathLike, env: str | None = None, load_infos: bool = True) -> OfflineData:
     """Read a D4RL-layout HDF5 file: ours or D4RL's own. `env` (if given) must be the dataset's environment."""
+    # h5py is imported only where HDF5 files are read or written
     import h5py
 
     path = Path(path)

@@ -17,6 +17,9 @@ from typing import Callable
 
 import numpy as np
 
+from gym_qwen.platform.envs import quiet_library_logs
+from gym_qwen.platform.progress import progress_bar
+
 from .d4rl import ENV_IDS, DatasetError, OfflineData
 
 SEED_STRIDE = 1_000_003
@@ -28,9 +31,9 @@ def reset_seed(seed: int, episode: int) -> int:
 
 def make_gym_env(env: str):
     """The Gymnasium task of `env` (halfcheetah -> HalfCheetah-v5), with its registered 1000-step limit."""
+    # gymnasium is imported only where an environment is built (import cost)
     import gymnasium
 
-    from gym_qwen.platform.envs import quiet_library_logs
 
     if env not in ENV_IDS:
         raise DatasetError(f"unknown env {env!r}; valid: {', '.join(ENV_IDS)}")
@@ -41,8 +44,6 @@ def make_gym_env(env: str):
 def rollout(env: str, policy: Callable, transitions: int, seed: int, *, progress: bool = False,
             desc: str = "", metadata: dict | None = None) -> OfflineData:
     """`transitions` steps of `policy(obs, rng, step) -> (action, log_prob)` on the env, in D4RL's layout."""
-    from gym_qwen.platform.progress import progress_bar
-
     e = make_gym_env(env)
     try:
         data = e.unwrapped.data

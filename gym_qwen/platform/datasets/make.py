@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gym_qwen.platform.files import code_version
+
 from ..config import command_line
 from .d4rl import ENV_IDS, LEVELS, DatasetError, OfflineData, default_name, sha256_of
 from .generate import make_gym_env, rollout
@@ -54,8 +56,6 @@ def check_inputs(env: str, level: str, models_dir: str) -> None:
 
 def make_dataset(env: str, level: str, seed: int, *, transitions: int | None = None,
                  models_dir: str = "models/behaviour", progress: bool = False, command: str = "") -> OfflineData:
-    from gym_qwen.platform.files import code_version
-
     check_inputs(env, level, models_dir)
     e = make_gym_env(env)
     low, high = e.action_space.low, e.action_space.high

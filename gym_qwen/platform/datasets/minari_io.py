@@ -40,6 +40,7 @@ def minari_root(root: str | os.PathLike | None):
 
 def _import_minari():
     try:
+        # optional: only the Minari format needs it
         import minari
     except ImportError:
         raise DatasetError("the minari package is not installed (pip install -c constraints.txt minari)") from None
@@ -64,6 +65,7 @@ def export_minari(data: OfflineData, dataset_id: str, root: str | os.PathLike | 
                   description: str = "") -> str:
     """Write the complete episodes of `data` as the local Minari dataset `dataset_id`; returns its directory."""
     minari = _import_minari()
+    # optional: only the Minari format needs it
     from minari.data_collector import EpisodeBuffer
 
     if data.next_observations is None:

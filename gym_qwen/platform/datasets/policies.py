@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
+
 from .d4rl import DatasetError
 
 POLICY_FORMAT = "gym-qwen/behaviour-policy"
@@ -110,8 +112,6 @@ def behaviour_paths(models_dir: str | os.PathLike, env: str, level: str) -> tupl
 
 
 def _load(path: Path, fmt: str, what: str, command: str) -> dict:
-    from gym_qwen.platform.torch_files import read_tagged_file
-
     return read_tagged_file(path, fmt, VERSION, BehaviourPolicyError, what,
                             missing=f"no {what} at {path}; train it first with: {command}")
 
@@ -142,8 +142,6 @@ def load_recipe(models_dir: str | os.PathLike, env: str, low, high) -> tuple[Sna
 
 
 def save_policy(path: str | os.PathLike, env: str, level: str, actor_state: dict, extra: dict) -> Path:
-    from gym_qwen.platform.torch_files import save_tagged_file
-
     payload = {"env": env, "level": level, "actor": {k: v.detach().cpu().clone() for k, v in actor_state.items()},
                **extra}
     return save_tagged_file(path, POLICY_FORMAT, VERSION, payload)
@@ -151,8 +149,6 @@ def save_policy(path: str | os.PathLike, env: str, level: str, actor_state: dict
 
 def save_recipe(path: str | os.PathLike, env: str, snapshots: list[dict], snapshot_steps: list[int],
                 learning_starts: int, total_steps: int, extra: dict) -> Path:
-    from gym_qwen.platform.torch_files import save_tagged_file
-
     payload = {"env": env, "snapshots": snapshots, "snapshot_steps": [int(s) for s in snapshot_steps],
                "learning_starts": int(learning_starts), "total_steps": int(total_steps), **extra}
     return save_tagged_file(path, RECIPE_FORMAT, VERSION, payload)

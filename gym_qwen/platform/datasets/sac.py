@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gym_qwen.platform.config import BehaviourPolicyConfig, command_line, config_to_dict, load_config
 from gym_qwen.platform.config_schema import ConfigError
-from gym_qwen.platform.files import (atomic_write_bytes, code_version, output_folder_problem,
-                                     publish_together)
+from gym_qwen.platform.files import atomic_write_bytes, code_version, output_folder_problem, publish_together
+from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
+from gym_qwen.platform.tracking import Tracker
 
 from .d4rl import ENV_IDS, REF_MAX_SCORE, DatasetError, normalized_score
 from .generate import evaluate_policy
@@ -55,8 +57,6 @@ def expert_return(cfg) -> float:
 
 
 def command_of(cfg) -> str:
-    from gym_qwen.platform.config import command_line
-
     return command_line("behaviour-policy", cfg, ("env", "level", "steps", "seed"), BOOKKEEPING)
 
 
@@ -88,6 +88,7 @@ def _set_rng_state(state: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- replay buffer
 def _save_buffer(path: Path, buffer) -> None:
+    # h5py is imported only where HDF5 files are read or written
     import h5py
 
     n = buffer.size()
@@ -102,6 +103,7 @@ def _save_buffer(path: Path, buffer) -> None:
 
 
 def _load_buffer(path: Path, buffer) -> None:
+    # h5py is imported only where HDF5 files are read or written
     import h5py
 
     try:
@@ -176,6 +178,7 @@ class _Run:
 
 
 def _callback(run: _Run, cfg):
+    # stable-baselines3 is imported only to train or run a behaviour policy (import cost)
     from stable_baselines3.common.callbacks import BaseCallback
 
     target = cfg.target_fraction * expert_return(cfg)
@@ -201,8 +204,6 @@ def _callback(run: _Run, cfg):
 
 
 def _check_resume(cfg, out: Path) -> dict | None:
-    from gym_qwen.platform.config import BehaviourPolicyConfig, config_to_dict, load_config
-
     config_path, state_path = out / CONFIG_FILE, out / STATE_FILE
     if not config_path.exists():
         if not cfg.resume and out.exists() and any(out.iterdir()):
@@ -221,7 +222,9 @@ def _check_resume(cfg, out: Path) -> dict | None:
 
 
 def _sb3_model(cfg, buffer_size: int):
+    # gymnasium is imported only where an environment is built (import cost)
     import gymnasium
+    # stable-baselines3 is imported only to train or run a behaviour policy (import cost)
     from stable_baselines3 import SAC
 
     env = gymnasium.make(ENV_IDS[cfg.env])
@@ -242,6 +245,7 @@ def _restore(model, state: dict, out: Path) -> None:
 
 
 def _card(cfg, level: str, steps: int, returns: np.ndarray, seconds: float, extra: dict) -> dict:
+    # stable-baselines3 is imported only to train or run a behaviour policy (import cost)
     import stable_baselines3
 
     return {"env": cfg.env, "env_id": ENV_IDS[cfg.env], "level": level, "steps": steps, "seed": cfg.seed,
@@ -271,8 +275,6 @@ def _publish(files: list[tuple[Path, bytes | None, callable]]) -> None:
 def train_behaviour(cfg, show_progress: bool = True) -> dict:
     """Train (or continue) the run; returns a summary. Raises ConfigError / DatasetError for user errors."""
     from gym_qwen.platform.config import config_to_dict, save_config
-    from gym_qwen.platform.progress import progress_bar
-    from gym_qwen.platform.tracking import Tracker
 
     torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)

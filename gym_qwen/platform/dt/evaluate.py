@@ -17,6 +17,10 @@ import numpy as np
 import torch
 
 from gym_qwen.platform.datasets.d4rl import ENV_IDS, normalized_score
+from gym_qwen.platform.datasets.generate import make_gym_env
+from gym_qwen.platform.progress import progress_bar
+
+from .model import DecisionTransformer, DTDims
 
 DT_TARGETS = {"halfcheetah": 6000.0, "hopper": 3600.0, "walker2d": 5000.0}
 EVAL_SEED_OFFSET = 10_000
@@ -31,8 +35,6 @@ def evaluate_dt(model, env: str, episodes: int, seed: int, *, rtg_target: float,
                 state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int = 1000, batch: int | None = None,
                 first_episode: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Returns {returns, lengths, return_mean, return_std, normalized_mean, normalized_std, ms_per_action, ...}."""
-    from gym_qwen.platform.progress import progress_bar
-
     batch = episodes if batch is None else max(1, int(batch))
     returns, lengths, forward_s, actions_taken = [], [], 0.0, 0
     was_training = model.training
@@ -66,8 +68,6 @@ def result_of(env: str, seed: int, rtg_target: float, returns, lengths, ms_per_a
 # Evaluator actors (gym_qwen/actors/episode_farm.py) run one episode per call with batch 1: the same numbers as
 # evaluate_dt(..., batch=1) in one process.
 def dt_eval_setup(ckpt: dict, seed: int, rtg_target: float, max_ep_len: int) -> dict:
-    from .model import DecisionTransformer, DTDims
-
     model = DecisionTransformer(DTDims(**ckpt["dims"]))
     model.load_state_dict(ckpt["model"])
     return {"model": model.eval(), "env": ckpt["env"], "seed": seed, "rtg_target": rtg_target,
@@ -84,8 +84,6 @@ def dt_eval_episode(state: dict, index: int) -> list[dict]:
 
 @torch.no_grad()
 def _play(model, env, ids, seed, rtg_target, rtg_scale, state_mean, state_std, max_ep_len, device):
-    from gym_qwen.platform.datasets.generate import make_gym_env
-
     K = model.dims.context_len
     E = len(ids)
     envs = [make_gym_env(env) for _ in ids]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gym_qwen.platform.config_schema import ConfigError
+from gym_qwen.platform.figures import write_png
 
 
 def read_log(path: str) -> dict[str, np.ndarray]:
@@ -42,9 +43,11 @@ def find_logs(log_dir: str, name: str) -> list[str]:
 
 def plot_runs(files: list[str], name: str, x_key: str, y_key: str, window: int, plot_avg: bool, output: str | None):
     """Draw the two panels; returns (figure, numbers drawn)."""
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib.pyplot as plt
 
     logs = [read_log(f) for f in files]
@@ -76,7 +79,5 @@ def plot_runs(files: list[str], name: str, x_key: str, y_key: str, window: int, 
     fig.suptitle(f"{name} (smoothing window {window})")
     fig.tight_layout()
     if output:
-        from gym_qwen.platform.figures import write_png
-
         write_png(fig, output, dpi=120, close=False)
     return fig, drawn

@@ -22,11 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gym_qwen.platform.config import config_to_dict
 from gym_qwen.platform.config_schema import ConfigError
+from gym_qwen.platform.datasets import load_offline_data
 from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_name, sha256_of
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.files import atomic_write_bytes, code_version, output_folder_problem
+from gym_qwen.platform.progress import progress_bar
 from gym_qwen.platform.torch_files import CheckpointError, read_tagged_file, save_tagged_file
+from gym_qwen.platform.tracking import Tracker
 
 from .data import TrajectoryWindows
 from .evaluate import DT_TARGETS, evaluate_dt
@@ -44,8 +48,6 @@ def dataset_path(cfg) -> str:
 def load_training_data(cfg) -> tuple[OfflineData, dict]:
     """The dataset named by the config (data=, minari=, or <dataset_dir>/<env>-<dataset>-v5.hdf5) and its identity
     (name, source, sha256 of the file, or of the content for a Minari dataset, and content_sha256)."""
-    from gym_qwen.platform.datasets import load_offline_data
-
     if cfg.minari:
         data = load_offline_data(minari=cfg.minari, env=cfg.env, minari_root=cfg.minari_root)
         name, sha = cfg.minari.replace("/", "-"), None
@@ -145,10 +147,6 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     """Train; returns the summary (also written as JSON beside the checkpoints). `tracker`: the MLflow run to log
     to (default: one made from cfg.mlflow and cfg.mlflow_experiment); `on_evaluation(row, evaluation)` after every
     iteration (row: the CSV log's; evaluation: None when num_eval_ep=0)."""
-    from gym_qwen.platform.config import config_to_dict
-    from gym_qwen.platform.progress import progress_bar
-    from gym_qwen.platform.tracking import Tracker
-
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
     problem = output_folder_problem(cfg.log_dir)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..files import sha256_of
+from .corrector_data import read_metadata
 
 MISMATCH_COLUMNS = {"open_loop": "distance", "one_step": "distance_one_step"}
 # what choosing a threshold reads of a collection file (with its metadata): scripts/frontier.sh ships files slimmed
@@ -64,8 +66,6 @@ def threshold_from_data(path: str, k: int, budget: float, mismatch: str = "open_
     no threshold meets the budget."""
     import pyarrow.parquet as pq  # pyarrow only where Parquet is read (import cost)
 
-    from ..files import sha256_of
-    from .corrector_data import read_metadata
 
     info = read_metadata(path)  # only the columns the rule needs: a file slimmed to them chooses the same
     present = set(pq.read_schema(path).names)

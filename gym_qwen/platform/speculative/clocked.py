@@ -47,6 +47,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..envs import make_env
+from ..seeds import reset_seed
 from .background_planner import BackgroundPlanner, PlanJob
 from .executor import StepStats
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
@@ -347,8 +349,6 @@ def resolve_clock(execution, agent, task: str, seed: int, planner=None):
         return execution
     if execution.settings.mode == "prior":  # nothing is planned: no latency to measure
         return replace(execution, clock=clock.with_latency(0.0, "no planner"))
-    from ..envs import make_env
-    from ..seeds import reset_seed
 
     env = make_env(task, reset_seed("calibration", seed, 0))
     try:

@@ -17,7 +17,9 @@ import numpy as np
 from ..envs import make_env
 from ..rng import derive_seed, seeded
 from ..seeds import RESET_SEED_BASE, reset_seed
+from ..tdmpc2.checkpoints import agent_from_checkpoint
 from .corrector_data import rows_to_table, schema
+from .correctors import load_corrector
 from .episodes import play_episodes
 from .executor import SpeculationSettings, SpeculativeExecutor
 from .features import feature_dim
@@ -74,13 +76,9 @@ def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_h
                      min_distance: float, metadata: dict, corrector_file: str | None = None) -> dict:
     """An episode worker's state: the teacher agent, an environment, the data schema and (DAgger) the corrector
     of `corrector_file`, checked against the teacher (metadata's teacher_sha256)."""
-    from ..tdmpc2.checkpoints import agent_from_checkpoint
-
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     corrector = None
     if corrector_file is not None:
-        from .correctors import load_corrector
-
         corrector, _ = load_corrector(corrector_file, teacher_sha256=metadata.get("teacher_sha256"),
                                       latent_dim=agent.model.dims.latent_dim, history_len=history_len,
                                       device=agent.device)

@@ -11,8 +11,11 @@ import numpy as np
 
 from ..config_schema import ConfigError
 from ..figures import pareto_front, write_png
-from .modes import (ALIASES, BUDGET_RULE, DEFAULT_EXEC_HORIZON, ExecutionSpec, SpeculationSettings, alias_note,
-                    budget_name, budget_overrides, parse_budget)
+from ..files import atomic_write_bytes
+from .clock import ClockSettings, parse_latency
+from .modes import (
+    ALIASES, BUDGET_RULE, DEFAULT_EXEC_HORIZON, ExecutionSpec, SpeculationSettings, alias_note, budget_name,
+    budget_overrides, parse_budget)
 from .statistics import FALL_FRACTION, paired_summary
 
 
@@ -43,7 +46,6 @@ def clock_of(cfg):
     """The ClockSettings the keys ask for (control_period_ms=, planner_latency_ms=, realtime=), or None."""
     if getattr(cfg, "control_period_ms", None) is None:
         return None
-    from .clock import ClockSettings, parse_latency
 
     latency = parse_latency(cfg.planner_latency_ms)
     return ClockSettings(cfg.control_period_ms, latency, "given" if latency is not None else "measured",
@@ -253,12 +255,13 @@ def plot_comparison(record: dict, path: str | Path) -> Path:
     """Two panels: return (mean with its 95% interval) against planner calls per step and against ms per step,
     the non-dominated settings joined, the baseline dashed. Written atomically as PNG, the numbers as JSON beside
     it. The ms axis is logarithmic: the policy prior and the planner family span three orders of magnitude."""
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib.pyplot as plt
 
-    from ..files import atomic_write_bytes
 
     settings = record["settings"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.6))

@@ -37,6 +37,7 @@ def _episode_of(shard: Path) -> int:
 
 
 def schema(latent_dim: int, action_dim: int, history_len: int, feature: int, metadata: dict):
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow as pa
 
     fields = [pa.field("episode", pa.int64()), pa.field("t", pa.int32()), pa.field("step_in_chunk", pa.int32()),
@@ -53,6 +54,7 @@ def schema(latent_dim: int, action_dim: int, history_len: int, feature: int, met
 
 def rows_to_table(rows: dict, schema_):
     """An Arrow table of `schema_` from column arrays: 1-D for scalars, (N, D) for vectors, (N, K, F) history."""
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow as pa
 
     columns = []
@@ -81,6 +83,7 @@ class ShardedParquetWriter:
         if resume and self.parts.is_dir():
             done = {_episode_of(p): p for p in self.parts.glob("episode-*.parquet")}
             if done:
+                # pyarrow is imported only where Parquet files are read or written (import cost)
                 import pyarrow.parquet as pq
 
                 theirs = json.loads(pq.read_schema(next(iter(done.values()))).metadata[META_KEY])
@@ -99,6 +102,7 @@ class ShardedParquetWriter:
         return set()
 
     def write_episode(self, index: int, table) -> None:
+        # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
         table = table.drop_columns([c for c in table.column_names if c not in self.schema.names])
@@ -111,6 +115,7 @@ class ShardedParquetWriter:
     def finish(self, max_rows: int | None = None, episodes: int | None = None) -> int:
         """Merge the shards (of episodes < `episodes` if given) in episode order into the output (atomically);
         returns the rows written."""
+        # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
         shards = sorted(p for p in self.parts.glob("episode-*.parquet")
@@ -138,6 +143,7 @@ class ShardedParquetWriter:
 
     def shards(self, episodes: int | None = None):
         """The shards written so far (episodes < `episodes`), as tables with the columns that summarise them."""
+        # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
         for p in sorted(self.parts.glob("episode-*.parquet")):
@@ -152,7 +158,9 @@ class ShardedParquetWriter:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The provenance of a corrector data file; CorrectorDataError if it is missing, unreadable or foreign."""
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow as pa
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -176,7 +184,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) -> tuple[dict, dict]:
     """(columns, metadata): numpy arrays z_real/z_pred (N, L), a_* (N, A), history (N, K, F),
     history_mask (N, K) bool, and the scalar columns. `latent_dim`: the teacher's, checked against the file's."""
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow as pa
+    # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow.parquet as pq
 
     info = read_metadata(path)

@@ -18,6 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gym_qwen.platform.files import atomic_write_bytes
+from gym_qwen.platform.tdmpc2.checkpoints import FORMAT as AGENT_FORMAT
+from gym_qwen.platform.torch_files import read_tagged_file
+
 from .features import feature_dim
 
 FORMAT = "gym-qwen/corrector"
@@ -129,8 +133,6 @@ def build_corrector(kind: str, latent_dim: int, action_dim: int, history_len: in
 def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) -> Path:
     """Write the corrector atomically. `meta`: teacher_sha256, latent_dim, action_dim, history_len, task,
     validation metrics, code version, data path and rows (plain values only: the file loads weights-only)."""
-    from gym_qwen.platform.files import atomic_write_bytes
-
     hp = corrector.hyperparameters()
     payload = {"format": FORMAT, "version": VERSION, "type": corrector.kind, "hyperparameters": hp,
                "state_dict": {k: v.detach().cpu() for k, v in corrector.state_dict().items()},
@@ -140,9 +142,6 @@ def save_corrector(path: str | os.PathLike, corrector: Corrector, meta: dict) ->
 
 
 def _read(path: Path) -> dict:
-    from gym_qwen.platform.tdmpc2.checkpoints import FORMAT as AGENT_FORMAT
-    from gym_qwen.platform.torch_files import read_tagged_file
-
     return read_tagged_file(path, FORMAT, VERSION, CorrectorError, "corrector", hint="make one with gym-qwen distill",
                             others={AGENT_FORMAT: "a TD-MPC2 agent checkpoint, not a corrector: give it as the teacher"})
 

@@ -1,17 +1,24 @@
 """Evaluation of a TD-MPC2 agent: returns, planner calls per step, decision latency, optional video."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..envs import make_env
+from ..files import atomic_write_bytes, sha256_of
 from ..progress import progress_bar
-from ..rng import seeded
+from ..rng import derive_seed, seeded
 from ..seeds import RESET_SEED_BASE, reset_seed
+from ..tdmpc2.checkpoints import agent_from_checkpoint, load_agent
+from ..tdmpc2.planner import MPPIPlanner
+from .clocked import ClockedExecutor, resolve_clock
+from .correctors import load_corrector
 from .episodes import play_episodes
-from .executor import COUNTERS, TIMERS
+from .executor import COUNTERS, TIMERS, SpeculativeExecutor
+from .modes import ExecutionSpec
 
 EVAL_SEED_OFFSET = RESET_SEED_BASE["evaluation"]  # evaluation episodes never share seeds with other kinds
 
@@ -117,9 +124,7 @@ def setting_planner(agent, execution=None):
     """The planner an ExecutionSpec plans with: None for the agent's own, else one with its planner overrides."""
     if execution is None or not execution.planner_overrides:
         return None
-    from dataclasses import replace
 
-    from ..tdmpc2.planner import MPPIPlanner
 
     settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
     return MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
@@ -129,14 +134,9 @@ def build_executor(agent, execution=None, batch: int = 1, corrector=None, teache
                    planner_seed: int = 0):
     """The executor of an ExecutionSpec (baseline if None), with its planner overrides and corrector; under a
     clock (resolved) a ClockedExecutor whose planner draws from its own generator seeded with `planner_seed`."""
-    from .executor import SpeculativeExecutor
-    from .modes import ExecutionSpec
-
     execution = execution or ExecutionSpec()
     planner = setting_planner(agent, execution)
     if execution.clock is not None:
-        from .clocked import ClockedExecutor
-
         if batch != 1:
             raise ValueError("a clock runs one environment at a time")
         return ClockedExecutor(agent, execution.settings, execution.clock, corrector=corrector, planner=planner,
@@ -151,8 +151,6 @@ def evaluate_episodes(agent, envs: list, seed: int, indices: list[int], executio
     i resets its environment with seed+10000+i, so it starts where baseline's episode i starts; the torch stream
     is seeded from the first index, so a single episode's record depends only on the weights, the setting, the
     seed and the index (evaluator actors reproduce the sequential run)."""
-    from ..rng import derive_seed
-
     first = episode_seed(seed, indices[0])
     executor = build_executor(agent, execution, len(indices), corrector, teacher_seed=derive_seed(first, 7),
                               planner_seed=first)  # a clocked planner's generator: seeded like the global stream
@@ -191,7 +189,6 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
     """The corrector an ExecutionSpec names (None when it names none), checked against the teacher."""
     if execution is None or execution.corrector_checkpoint is None:
         return None
-    from .correctors import load_corrector
 
     corrector, _ = load_corrector(execution.corrector_checkpoint, teacher_sha256=teacher_sha256,
                                   latent_dim=agent.model.dims.latent_dim, history_len=execution.settings.history_len,
@@ -202,8 +199,6 @@ def load_execution_corrector(execution, agent, teacher_sha256: str | None):
 def evaluation_setup(ckpt: dict, overrides: dict, device: str, seed: int, execution=None,
                      teacher_sha256: str | None = None) -> dict:
     """What an evaluator needs, built once: the checkpoint's agent, its corrector and an environment."""
-    from ..tdmpc2.checkpoints import agent_from_checkpoint
-
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
     execution = with_clock(execution, agent, ckpt["task"], seed)
     return {"agent": agent, "env": make_env(ckpt["task"], seed + EVAL_SEED_OFFSET), "seed": seed,
@@ -215,7 +210,6 @@ def measure_clocks(checkpoint: str, specs: list, overrides: dict, device: str, s
     is): a run's episodes, wherever they are played, then share one d."""
     if all(s.clock is None or s.clock.resolved for s in specs):
         return list(specs)
-    from ..tdmpc2.checkpoints import load_agent
 
     agent, _, ckpt = load_agent(checkpoint, overrides, device, None)
     return [with_clock(s, agent, ckpt["task"], seed) for s in specs]
@@ -225,7 +219,6 @@ def with_clock(execution, agent, task: str, seed: int):
     """`execution` with its clock's planner latency measured here, before any episode, if it was left to be."""
     if execution is None or execution.clock is None or execution.clock.resolved:
         return execution
-    from .clocked import resolve_clock
 
     return resolve_clock(execution, agent, task, seed, setting_planner(agent, execution))
 
@@ -246,8 +239,6 @@ def evaluate(agent, task: str, episodes: int, seed: int, *, video_path: str | No
     record as soon as it is finished (a log that a resumed comparison reads).
 
     Each episode group seeds its own torch stream, so evaluating never moves the caller's stream."""
-    from .modes import ExecutionSpec
-
     execution = with_clock(execution or ExecutionSpec(), agent, task, seed)
     todo = list(range(episodes)) if indices is None else list(indices)
     envs = [make_env(task, seed + EVAL_SEED_OFFSET) for _ in range(max(1, min(num_envs, len(todo))))]
@@ -281,12 +272,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
     """Load an agent checkpoint and evaluate it the way `gym-qwen evaluate` does (the same seeds give the same
     returns). `overrides`: agent keys to change, e.g. planner settings; `indices`, `on_record`: see evaluate.
     Returns (EvalResult, checkpoint dict)."""
-    import torch
-
-    from ..tdmpc2.checkpoints import load_agent
-
     agent, _, ckpt = load_agent(checkpoint, overrides or {}, device, task)
-    from ..files import sha256_of
 
     corrector = load_execution_corrector(execution, agent, sha256_of(checkpoint))
     torch.manual_seed(seed)
@@ -298,9 +284,9 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, *, overrides:
 
 def write_video(frames: list, path: str | Path, fps: int = 25) -> Path:
     """Write RGB frames as GIF (or MP4 if the path says so and an ffmpeg plugin is installed), atomically."""
+    # imageio is imported only to write a video
     import imageio.v3 as iio
 
-    from ..files import atomic_write_bytes
 
     path = Path(path)
     ext = path.suffix.lower() or ".gif"

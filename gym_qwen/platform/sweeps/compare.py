@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import re
 from pathlib import Path
 
 from ..config_schema import CompareConfig, ConfigError
 from ..figures import pareto_front, write_png
-from ..files import output_folder_problem
+from ..files import atomic_write_bytes, output_folder_problem
 from ..progress import table
 from ..speculative.modes import budget_name
 from ..tracking import browse_hint, check_tracking_uri, client, default_tracking_uri
+from .runs import SWEEP_TAG
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
@@ -133,10 +135,10 @@ def _value(text):
 
 
 def _frame(uri: str, experiments: list[str], sweeps: list[str]):
+    # MLflow takes seconds to import; only runs that log need it
     import mlflow
 
     from ..tracking import client
-    from .runs import SWEEP_TAG
 
     c = client(uri)
     mlflow.set_tracking_uri(uri)
@@ -155,6 +157,7 @@ def _frame(uri: str, experiments: list[str], sweeps: list[str]):
         if df.empty:
             raise CompareError(f"no runs of sweep {sweep!r} in {uri} (gym-qwen sweep prints its id)")
         frames.append(df)
+    # pandas is imported only where a table is built (import cost)
     import pandas as pd
 
     frames = [f for f in frames if not f.empty]
@@ -325,9 +328,6 @@ CSV_COLUMNS = ("experiment", "task", "teacher", "setting", "family", "mode", "k"
 
 
 def write_csv(settings: list[Setting], path: str | Path) -> Path:
-    from ..files import atomic_write_bytes
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
@@ -373,9 +373,11 @@ def _panel(ax, group: list[Setting], xkey: str, flag: str, xlabel: str, base: Se
 def plot(settings: list[Setting], path: str | Path) -> Path:
     """One row per task (and teacher): return against planner calls per step (the front drawn, the baseline, the
     planner family and the published point on the retained-return axis) and against ms per step."""
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib.pyplot as plt
 
     groups = by_task(settings)

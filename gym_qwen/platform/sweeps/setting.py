@@ -6,8 +6,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..config import TrainConfig, config_from_dict
 from ..config_schema import ConfigError, TDMPC2Config
+from ..files import sha256_of
+from ..speculative.comparison import resolve_mode, single_spec
+from ..speculative.correctors import CorrectorError, load_corrector
 from ..speculative.modes import PLANNER_KEYS  # noqa: F401  (re-exported: the sweep code names it from here)
+from ..speculative.modes import ExecutionSpec, budget_overrides, parse_budget
+from ..tdmpc2.checkpoints import check_compatible, check_overrides, load_checkpoint
+from ..torch_files import CheckpointError
 
 AGENT_KEYS = frozenset(f.name for f in dataclasses.fields(TDMPC2Config)) - {"device"}
 
@@ -24,8 +31,6 @@ class TrialSetting:
 
     @property
     def label(self) -> str:
-        from ..speculative.modes import ExecutionSpec
-
         s = self.spec
         return ExecutionSpec(s.settings, s.corrector_type, s.corrector_checkpoint, tuple(self.planner.items()),
                              clock=s.clock).label
@@ -45,8 +50,6 @@ def agent_overrides(cfg, given: set, resolved: dict) -> dict:
     overrides = {k: getattr(cfg, k) for k in sorted(given & AGENT_KEYS)}
     budget = getattr(cfg, "planner_budget", None)
     if budget is not None:
-        from ..speculative.modes import budget_overrides, parse_budget
-
         scaled = budget_overrides(*parse_budget(budget))
         clash = sorted(set(scaled) & set(overrides))
         if clash:
@@ -68,8 +71,6 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
     """The setting `gym-qwen evaluate` runs for `cfg` (an EvaluateConfig whose explicitly set keys are `given`)
     on the checkpoint `ckpt`: agent overrides, alias resolution, spec_plan_horizon, the mode's default k, and the
     corrector file (beside the teacher unless corrector_checkpoint= names one). ConfigError if it cannot run."""
-    from ..speculative.comparison import resolve_mode, single_spec
-
     checkpoint = absolute(cfg.checkpoint, workdir)
     cfg = dataclasses.replace(cfg, checkpoint=checkpoint,
                               corrector_checkpoint=absolute(cfg.corrector_checkpoint, workdir))
@@ -84,12 +85,6 @@ def resolve_setting(cfg, given: set, ckpt: dict, workdir: str | Path) -> TrialSe
 def resolve_sweep(sweep, workdir: str | Path) -> tuple[list[TrialSetting], dict]:
     """Every trial's TrialSetting, each checkpoint read once and each corrector loaded once against its teacher:
     a trial that could not run fails here, before the sweep starts. Returns (settings, {checkpoint: sha256})."""
-    from ..config import TrainConfig, config_from_dict
-    from ..files import sha256_of
-    from ..speculative.correctors import CorrectorError, load_corrector
-    from ..tdmpc2.checkpoints import check_compatible, check_overrides, load_checkpoint
-    from ..torch_files import CheckpointError
-
     ckpts, shas, correctors, settings = {}, {}, set(), []
     for point in sweep.points:
         where = point.place(sweep.path)

@@ -41,7 +41,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config_schema import ConfigError
+from ..config import _fields, config_from_dict, config_to_dict, read_preset
+from ..config_schema import ConfigError, DTTrainConfig, EvaluateConfig, SweepConfig, TrainConfig
+from .trial import METRICS
 
 MAPPING_KEYS = ("fixed", "grid", "families", "space")
 # Keys a trial cannot take, per trial command: the sweep logs every trial to MLflow itself, gives each trial its own
@@ -188,8 +190,6 @@ def _mapping(value: Any, where: str, key: str) -> dict:
 
 
 def _check_keys(keys, schema, where: str) -> None:
-    from ..config import _fields  # noqa: PLC2701 (the schema's field table, shared with the parser)
-
     valid, refused = list(_fields(schema)), NOT_SWEPT[schema.command]
     for key in keys:
         if key in refused:
@@ -221,14 +221,10 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
     """Read and check the sweep file at `path`; `command_line` holds the SweepConfig keys given on the command
     line (they win over the file's); `fixed_over`, trial keys set over the file's `fixed:` (the demo's teacher).
     ConfigError (one line naming the file, family and key) on any problem."""
-    from ..config import config_from_dict, config_to_dict, read_preset
-    from ..config_schema import SweepConfig
-
     if not path:
         raise ConfigError("config=SWEEP.yaml is required: the sweep file (see configs/sweeps/)")
     data = read_preset(path)
     where = _where(path)
-    from ..config import _fields  # noqa: PLC2701
 
     top = [k for k in _fields(SweepConfig) if k not in ("file", "resume", "dry_run")]
     for key in data:
@@ -295,8 +291,6 @@ def _point_config(schema, values: dict, where: str):
 
 def parse_objectives(text: list, where: str) -> tuple:
     """(metric, "max" | "min") pairs of `objectives=` entries such as return_mean:max."""
-    from .trial import METRICS
-
     out = []
     for entry in text:
         metric, _, direction = str(entry).partition(":")
@@ -361,6 +355,4 @@ def _searched_sweep(path: str, data: dict, settings, schema, fixed: dict) -> Swe
 
 
 def _command_schema(command: str):
-    from ..config_schema import DTTrainConfig, EvaluateConfig, TrainConfig
-
     return {"evaluate": EvaluateConfig, "train": TrainConfig, "dt-train": DTTrainConfig}[command]

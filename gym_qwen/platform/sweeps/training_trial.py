@@ -9,12 +9,19 @@ trial id finds, never a step twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
-from ..tracking import client
+from ..config import config_from_dict
+from ..config_schema import ConfigError, DTTrainConfig, TrainConfig
+from ..dt.train import dataset_path, train_dt
+from ..tracking import Tracker, client
+from ..training.run import STATE_FILE, run_dir, train
 from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run
+from .setting import absolute
 from .spec import TRAINING_COMMANDS
 
 RUN_FOLDER = {"train": "run", "dt-train": "dt"}
@@ -27,17 +34,9 @@ def training_trial_config(command: str, values: dict, trial_dir: Path, experimen
     """The command's config for a trial's keys: its folder inside the trial's, MLflow on (the sweep's experiment),
     no progress bar, data paths taken from `workdir` (where the sweep was started; Tune runs a trial elsewhere);
     a TD-MPC2 trial resumes the run its folder already holds."""
-    import dataclasses
-
-    from ..config import config_from_dict
-    from ..config_schema import DTTrainConfig, TrainConfig
-    from .setting import absolute
-
     folder = trial_dir / RUN_FOLDER[command]
     common = {"mlflow": True, "mlflow_experiment": experiment, "progress": False}
     if command == "train":
-        from ..training.run import STATE_FILE, run_dir
-
         cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial"})
         return dataclasses.replace(cfg, resume=(run_dir(cfg) / STATE_FILE).exists())
     cfg = config_from_dict(DTTrainConfig, {**values, **common,
@@ -61,10 +60,6 @@ def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: 
     so far: early stopping's clock) and the command's judged metric (TRAINING_COMMANDS). Returns the summary.
     `source_tags`: the sweep driver's (tracking.source_tags), for a new run; `system_metrics` logs MLflow's
     system metrics to the run while the trial trains."""
-    import os
-
-    from ..tracking import Tracker
-
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the trainers' Tracker reads it (this is the trial's own process)
     started = time.perf_counter()
     cfg = training_trial_config(command, values, trial_dir, experiment, workdir)
@@ -106,15 +101,12 @@ def _evaluations_made(command: str, cfg) -> int:
 
 def _train(command: str, cfg, tracker, send: Callable[[dict], None]) -> dict:
     if command == "train":
-        from ..training.run import train
-
         def on_evaluation(record: dict) -> None:
             send({"eval_return": record["return_mean"], "eval_return_std": record["return_std"],
                   "env_steps": record["env_steps"]})
 
         return train(cfg, tracker=tracker, on_evaluation=on_evaluation)
 
-    from ..dt.train import train_dt
 
     def on_dt_evaluation(row: dict, evaluation: dict | None) -> None:
         metric = {TRAINING_COMMANDS["dt-train"]: evaluation["normalized_mean"]} if evaluation else {}
@@ -136,9 +128,6 @@ class TrainingSetting:
 def resolve_training_sweep(sweep) -> tuple[list, dict]:
     """Every training trial checked before the sweep starts (its config was built by load_sweep): a dataset the
     Decision Transformer reads must exist, and early stopping needs evaluations to judge. Returns (settings, {})."""
-    from ..config_schema import ConfigError
-    from ..dt.train import dataset_path
-
     command = sweep.settings.trial_command
     for point in sweep.points:
         where = point.place(sweep.path)

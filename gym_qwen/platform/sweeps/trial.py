@@ -15,8 +15,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from ..files import sha256_of
 from ..speculative.clock import CLOCK_METRICS
+from ..speculative.evaluation import evaluation_episode, evaluation_setup, result_from_records, with_clock
+from ..tdmpc2.checkpoints import agent_from_checkpoint, load_checkpoint
 from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, open_run
+from .setting import absolute, resolve_setting
 
 # What a trial reports to Tune and logs to MLflow: the metrics `gym-qwen evaluate mlflow=true` logs, plus the
 # episodes done and the trial's own seconds
@@ -31,8 +37,6 @@ FAULTS_KEY = "GYM_QWEN_SWEEP_FAULTS"
 
 def metrics_of(task: str, mode: str, records: list[dict]) -> dict:
     """The reported numbers of the episodes in `records` (any order)."""
-    from ..speculative.evaluation import result_from_records
-
     s = result_from_records(task, mode, records).summary()
     out = {k: s[k] for k in METRICS + (CLOCK_METRICS if s["clock"] else ()) if s[k] is not None}
     out["episodes_done"] = len(records)
@@ -79,8 +83,6 @@ def injected_fault(faults: dict | None, episode: int) -> None:
 
 def in_process_episodes(ckpt: dict, setting, cfg, sha256: str) -> Callable:
     """play(indices, on_record): the episodes in this process, one after another (the setup built once)."""
-    from ..speculative.evaluation import evaluation_episode, evaluation_setup
-
     state = evaluation_setup(ckpt, setting.overrides, cfg.device, cfg.seed, setting.spec, sha256)
 
     def play(indices, on_record):
@@ -98,8 +100,6 @@ def _measured(setting, ckpt: dict, cfg):
     spec = setting.spec
     if spec.clock is None or spec.clock.resolved:
         return setting
-    from ..speculative.evaluation import with_clock
-    from ..tdmpc2.checkpoints import agent_from_checkpoint
 
     agent, _, _ = agent_from_checkpoint(ckpt, setting.overrides, cfg.device)
     return dataclasses.replace(setting, spec=with_clock(spec, agent, ckpt["task"], cfg.seed))
@@ -114,12 +114,6 @@ def run_trial(point, *, workdir: str, uri: str, experiment_id: str, parent_run_i
     its episodes already). play_factory(ckpt, setting, cfg, sha256) -> play(indices, on_record) runs episodes
     (default: in this process). `source_tags`: the sweep driver's (tracking.source_tags), for a new run;
     `system_metrics` logs MLflow's system metrics to the run while the trial runs."""
-    import torch
-
-    from ..tdmpc2.checkpoints import load_checkpoint
-    from ..files import sha256_of
-    from .setting import absolute, resolve_setting
-
     started = time.perf_counter()
     torch.set_num_threads(threads)
     cfg = point.cfg

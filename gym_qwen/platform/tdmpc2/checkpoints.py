@@ -7,6 +7,7 @@ counters; what `resume=true` continues from).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +16,10 @@ import torch
 
 from ..config import TrainConfig, config_from_dict, config_to_dict, validate_config
 from ..config_schema import ARCH_KEYS
+from ..envs import TaskSpec
 from ..files import code_version
 from ..torch_files import CheckpointError, read_tagged_file, save_tagged_file
+from .agent import TDMPC2Agent
 
 FORMAT = "gym-qwen/tdmpc2"
 VERSION = 1
@@ -78,11 +81,6 @@ def load_agent(checkpoint: str, overrides: dict, device: str, task: str | None =
 
 def agent_from_checkpoint(ckpt: dict, overrides: dict, device: str, task: str | None = None, path: str = ""):
     """load_agent for a checkpoint already in memory (e.g. handed to a Ray actor)."""
-    import dataclasses
-
-    from ..envs import TaskSpec
-    from .agent import TDMPC2Agent
-
     cfg = check_overrides(ckpt, overrides, path)
     check_compatible(ckpt, task=task, path=path)
     cfg = validate_config(dataclasses.replace(cfg, device=device))

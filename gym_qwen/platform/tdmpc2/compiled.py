@@ -13,10 +13,12 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+import torch
+import torch._inductor.config as inductor_config
+from torch._dynamo import exc
+
 
 def _configure_inductor() -> None:
-    import torch._inductor.config as inductor_config
-
     # Inductor's pattern matcher raises BackendCompilerFailed on slice patterns in these graphs (seen with
     # torch 2.13 on CPU); the fusions that matter here (elementwise work around the matmuls) do not need it.
     inductor_config.pattern_matcher = False
@@ -26,8 +28,6 @@ def _configure_inductor() -> None:
 
 def compiler_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the compiler failed" (see the module docstring)."""
-    from torch._dynamo import exc
-
     return exc.BackendCompilerFailed, exc.Unsupported, exc.InternalTorchDynamoError, exc.TorchRuntimeError
 
 
@@ -47,8 +47,6 @@ class CompiledOrEager:
         self.eager, self.name = fn, name
         self.compiled = None
         if enabled:
-            import torch
-
             _configure_inductor()
             self.compiled = torch.compile(fn)
 
@@ -59,7 +57,6 @@ class CompiledOrEager:
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
             return self.eager(*args, **kwargs)
-        import torch
 
         try:
             return self.compiled(*args, **kwargs)

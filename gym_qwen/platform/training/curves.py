@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..envs import DMC_TASKS
 from ..figures import write_png
 from ..files import atomic_write_bytes
-from ..envs import DMC_TASKS
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "data" / "published"
 
@@ -57,6 +57,7 @@ def published_mean_at(task: str, env_steps: int, algorithm: str = "tdmpc2") -> f
 
 def read_run(run_dir: str | os.PathLike) -> RunCurve:
     """A run directory's task, seed and evaluation curve."""
+    # yaml is imported only where presets are read
     import yaml
 
     run_dir = Path(run_dir)
@@ -90,9 +91,12 @@ def compare(curves: list[RunCurve], algorithm: str = "tdmpc2") -> list[dict]:
 def plot_curves(curves: list[RunCurve], output: str | os.PathLike, algorithm: str = "tdmpc2") -> Path:
     """One panel per task: our runs (mean ± std over evaluation episodes) and the published seeds and mean,
     up to the next published point past our longest run. Written atomically as a PNG."""
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib
     matplotlib.use("Agg")
+    # matplotlib is imported only where a plot is drawn (import cost)
     import matplotlib.pyplot as plt
+    # matplotlib is imported only where a plot is drawn (import cost)
     from matplotlib.ticker import FuncFormatter
 
     tasks = list(dict.fromkeys(c.task for c in curves))

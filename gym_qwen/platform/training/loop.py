@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..envs import make_env, task_spec
 from ..rng import TorchRngStream, derive_seed, global_rng_state, set_global_rng_state
-from ..devices import resolve_device
+from ..speculative.evaluation import evaluate
 from ..tdmpc2.agent import TDMPC2Agent
 from ..tdmpc2.buffer import Episode, EpisodeBuffer
 
@@ -224,7 +225,6 @@ class InProcessBackend:
         return [(episode, self._means.take())]
 
     def evaluate(self, episodes: int, seed: int):
-        from ..speculative.evaluation import evaluate
         return evaluate(self.agent, self.cfg.task, episodes, seed)
 
     def state(self) -> dict:

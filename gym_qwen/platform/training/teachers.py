@@ -7,15 +7,19 @@ against the checkpoint's own config, so a card cannot silently drift from the we
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..config import TrainConfig, command_line, config_from_dict, config_to_dict
 from ..files import atomic_write_bytes, output_folder_problem, publish_together, sha256_of
 from ..registry import register, teacher_name
+from ..speculative.evaluation import evaluate_checkpoint
 from ..tdmpc2.checkpoints import load_agent, load_checkpoint
 from ..torch_files import CheckpointError
 from ..tracking import Tracker
@@ -75,8 +79,6 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _read_curve(path: Path) -> list[list[float]]:
-    import csv
-
     if not path.is_file():
         return []
     with open(path, newline="") as f:
@@ -151,7 +153,6 @@ def check_card(card: dict, ckpt: dict, model_file: Path | None = None) -> list[s
     if len(returns) != ev.get("episodes") or not returns:
         problems.append(f"evaluation: {len(returns)} returns for {ev.get('episodes')} episodes")
     else:
-        import numpy as np
         if abs(float(np.mean(returns)) - ev["return_mean"]) > 1e-2 or abs(float(np.std(returns)) -
                                                                             ev["return_std"]) > 1e-2:
             problems.append("evaluation: return_mean/return_std do not match the listed returns")
@@ -176,8 +177,6 @@ def export_teacher(run_dir: str | os.PathLike, output_dir: str | os.PathLike = "
                    show_progress: bool = False, note: str = "") -> tuple[Path, dict]:
     """Copy a finished run's agent to `output_dir/<name>.pt`, evaluate it as `gym-qwen evaluate` would, and
     write its card `<name>.json` and the folder's README index. Nothing is replaced unless `force`."""
-    from ..speculative.evaluation import evaluate_checkpoint
-
     run_dir = Path(run_dir)
     agent_file = run_dir / "agent.pt"
     if not agent_file.is_file():
