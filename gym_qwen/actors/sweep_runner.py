@@ -18,7 +18,7 @@ from pathlib import Path
 from gym_qwen.platform.config import ConfigError, SweepConfig
 from gym_qwen.platform.files import atomic_write_bytes, output_folder_problem
 from gym_qwen.platform.progress import table
-from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, open_run
+from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run, open_run
 from gym_qwen.platform.sweeps.setting import resolve_sweep
 from gym_qwen.platform.sweeps.spec import TRAINING_COMMANDS, load_sweep
 from gym_qwen.platform.sweeps.training_trial import planned_evaluations, resolve_training_sweep
@@ -213,8 +213,6 @@ def _report_trainings(results, trials: list[dict], sweep, parent, wall: float, s
                       experiment_id: str) -> tuple[str, int]:
     """A training sweep's table (the last evaluation of each trial; `stopped early` for the trials ASHA ended),
     its totals, and the MLflow runs of stopped trials closed as KILLED with the reason in a tag."""
-    from gym_qwen.platform.sweeps.runs import SWEEP_TAG, TRIAL_TAG, find_run
-
     by_index = {res.config["trial"]["index"]: res for res in results if res.config}
     interrupted = results.num_terminated + results.num_errors < len(trials)
     rows, seconds, stopped = [], 0.0, 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from gym_qwen.jobs.common import USER_ERRORS, run_job, table
 from gym_qwen.platform.config import (
-    CollectConfig, ConfigError, DemoConfig, DistillConfig, TrainConfig, config_from_dict)
+    CollectConfig, CompareConfig, ConfigError, DemoConfig, DistillConfig, SweepConfig, TrainConfig, config_from_dict)
 from gym_qwen.platform.envs import make_env
 from gym_qwen.platform.files import require_output_folder
 from gym_qwen.platform.speculative.distillation import distill
@@ -181,8 +181,6 @@ def _sweep_overrides(cfg: DemoConfig, teacher: str) -> tuple[dict, dict]:
 
 def _sweep_arguments(cfg: DemoConfig, teacher: str, root: Path) -> tuple:
     """run_sweep_file's (SweepConfig, command_line, fixed) for the demo's sweep of `teacher`."""
-    from gym_qwen.platform.config import SweepConfig, config_from_dict
-
     command_line, fixed = _sweep_overrides(cfg, teacher)
     return config_from_dict(SweepConfig, {"file": cfg.sweep}), {**command_line, "storage": str(root / "sweep")}, fixed
 
@@ -200,7 +198,6 @@ def _check_sweep(cfg: DemoConfig, teacher: str, root: Path) -> tuple | None:
 def _sweep_and_compare(cfg: DemoConfig, teacher: str, root: Path, checked: tuple | None) -> int:
     # the Ray path only: importing this module must not load Ray
     from gym_qwen.actors.sweep_runner import run_sweep_file
-    from gym_qwen.platform.config import CompareConfig, config_from_dict
 
     _stage(f"sweeping speculation settings on {teacher} ({cfg.sweep}, {cfg.trial_episodes} episode(s) per trial, "
            f"{cfg.max_concurrent} trials at once)")

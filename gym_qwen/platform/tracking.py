@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 from .config_schema import ConfigError
@@ -60,8 +61,6 @@ class TrackingError(ConfigError):
 def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> None:
     """Raise TrackingError when an MLflow server named by an http(s) URI does not answer within `timeout` seconds
     (MLflow's own client retries for minutes before it gives up). Local stores are not checked here."""
-    import urllib.request
-
     uri = uri or default_tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gym_qwen.platform.config import BehaviourPolicyConfig, command_line, config_to_dict, load_config
+from gym_qwen.platform.config import BehaviourPolicyConfig, command_line, config_to_dict, load_config, save_config
 from gym_qwen.platform.config_schema import ConfigError
 from gym_qwen.platform.files import atomic_write_bytes, code_version, output_folder_problem, publish_together
 from gym_qwen.platform.progress import progress_bar
@@ -274,8 +274,6 @@ def _publish(files: list[tuple[Path, bytes | None, callable]]) -> None:
 
 def train_behaviour(cfg, show_progress: bool = True) -> dict:
     """Train (or continue) the run; returns a summary. Raises ConfigError / DatasetError for user errors."""
-    from gym_qwen.platform.config import config_to_dict, save_config
-
     torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)
     policy_path, card_path = behaviour_paths(cfg.models_dir, cfg.env, cfg.level)

@@ -18,7 +18,7 @@ from ..files import atomic_write_bytes, output_folder_problem
 from ..progress import table
 from ..speculative.modes import budget_name
 from ..tracking import browse_hint, check_tracking_uri, client, default_tracking_uri
-from .runs import SWEEP_TAG
+from .runs import ROLE_TAG, SWEEP_TAG
 
 # The original project's published result, for scale (arXiv:2512.17250, humanoid-walk, another task): planner
 # calls 500 -> 282 per episode (-43.6%), return 935 -> 869 (-7.1%)
@@ -138,7 +138,6 @@ def _frame(uri: str, experiments: list[str], sweeps: list[str]):
     # MLflow takes seconds to import; only runs that log need it
     import mlflow
 
-    from ..tracking import client
 
     c = client(uri)
     mlflow.set_tracking_uri(uri)
@@ -172,8 +171,6 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
               unfinished: bool = False) -> tuple[list[RunRow], list[str], list[str]]:
     """(evaluation runs, parent run ids of the sweeps among them, notes). Runs that are not evaluations of one
     setting (parents, training runs) are left out; unfinished runs too unless asked."""
-    from .runs import ROLE_TAG, SWEEP_TAG
-
     df, names = _frame(uri, experiments, sweeps)
     get = lambda row, col: row.get(col) if col in row and row.get(col) == row.get(col) else None  # noqa: E731
     rows, parents, notes, skipped = [], [], [], 0

@@ -281,8 +281,6 @@ def load_sweep(path: str, command_line: dict | None = None, fixed_over: dict | N
 
 
 def _point_config(schema, values: dict, where: str):
-    from ..config import config_from_dict
-
     try:
         return config_from_dict(schema, values)
     except ConfigError as e:

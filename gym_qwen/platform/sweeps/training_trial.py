@@ -93,7 +93,6 @@ def _evaluations_made(command: str, cfg) -> int:
     """The evaluations a resumed TD-MPC2 run made before (the rows of its eval.csv); 0 for anything else."""
     if command != "train" or not cfg.resume:
         return 0
-    from ..training.run import run_dir
 
     done = run_dir(cfg) / "eval.csv"
     return max(0, len(done.read_text().splitlines()) - 1) if done.exists() else 0
