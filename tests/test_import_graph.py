@@ -101,3 +101,35 @@ def test_a_package_without_a_cycle_passes(tmp_path):
     graph = import_graph(pkg)
     assert graph == {"pkg": {"pkg.sub"}, "pkg.sub": set(), "pkg.sub.y": {"pkg.sub"}, "pkg.z": {"pkg.sub.y"}}
     assert find_cycle(graph) is None
+
+
+def imports_without_a_reason(package_dir: Path) -> list[str]:
+    """Imports inside functions with no comment on their line, their last line or the line above: the reason an
+    import stays out of the module's top (Ray's import cost, an optional package, ...) is written beside it."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        seen = set()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in seen:
+                    seen.add(node.lineno)
+                    near = lines[max(node.lineno - 2, 0):node.end_lineno]
+                    if not any("#" in line for line in near):
+                        found.append(f"{path.name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_every_import_inside_a_function_says_why_it_is_not_at_the_top():
+    assert imports_without_a_reason(PACKAGE_DIR) == []
+
+
+def test_an_import_inside_a_function_without_a_comment_is_found(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    import json\n    return json\n\n\n"
+                              "def g():\n    # matplotlib is slow to import\n    import math\n    return math\n")
+    assert imports_without_a_reason(pkg) == ["a.py:2: import json"]
