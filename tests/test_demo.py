@@ -98,3 +98,26 @@ def test_the_demo_checks_its_sweep_before_it_prints_anything(tmp_path, capsys, m
     demo_yaml = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "demo.yaml"
     _assert_user_error(*_main_in(cwd, ["demo", f"teacher={teacher}", f"sweep={demo_yaml}"], capsys, monkeypatch),
                        cwd, ["family 'corrected'", "plan horizon 1"])
+
+
+def test_the_conclusion_names_the_prior_on_its_own_when_it_keeps_95_percent():
+    """A one-episode demo can see the policy prior (0 planner calls per step) keep 95% of the full planner's
+    return: the conclusion says so in its own line, and the fewest-calls line names the best setting that plans
+    (once, it divided by the prior's 0 calls)."""
+    from gym_qwen.jobs.demo import _conclusion
+    from gym_qwen.platform.sweeps.compare import Setting
+
+    def setting(mode, k, calls, ms, ret, planner=()):
+        return Setting("demo", "walker-walk", "t", mode, k, "none", None, planner, "plan", ["r"], ["1"], 1, ret, 0.0,
+                       float("nan"), calls, ms, 0.0, retained=ret / 929.2)
+
+    settings = [setting("baseline", 1, 1.0, 322.5, 929.2), setting("prior", 1, 0.0, 1.1, 922.0),
+                setting("naive", 3, 0.334, 166.4, 962.6), setting("naive", 6, 0.168, 44.3, 859.7),
+                setting("baseline", 1, 1.0, 121.9, 962.8, planner=(("iterations", 2), ("num_samples", 64)))]
+    settings[0].retained = 1.0
+    lines = _conclusion(settings, 1)
+    assert any(line.startswith("The policy prior alone kept 95%") for line in lines)
+    fewest = next(line for line in lines if line.startswith("Fewest planner calls"))
+    assert "naive k=3" in fewest and "one plan per 3.0 steps" in fewest
+    fastest = next(line for line in lines if line.startswith("Fastest keeping 95%"))
+    assert "the policy prior alone" in fastest

@@ -156,7 +156,12 @@ def _conclusion(settings: list, trial_episodes: int) -> list[str]:
                      f"({100 * prior.retained:.1f}%) at {prior.ms_per_step:.1f} ms per step: what planning adds "
                      "is measured against this.")
     kept = [s for s in settings if s is not base and s.retained is not None and s.retained >= 0.95]
-    fewest = min((s for s in kept if s.mode != "baseline"), key=lambda s: s.planner_calls_per_step, default=None)
+    if prior in kept:
+        lines.append("The policy prior alone kept 95%: on these episodes the planner adds nothing the table can "
+                     "resolve.")
+    # the settings that speculate with the planner (the prior makes no planner calls: it is said on its own above)
+    fewest = min((s for s in kept if s.mode not in ("baseline", "prior")), key=lambda s: s.planner_calls_per_step,
+                 default=None)
     if fewest is not None:
         lines.append(f"Fewest planner calls keeping 95% of it: {_name(fewest)}: {fewest.return_mean:.1f} "
                      f"({100 * fewest.retained:.1f}%) at {fewest.planner_calls_per_step:.3f} planner calls per step "
