@@ -143,13 +143,17 @@ def _name(s) -> str:
     return f"the planner budget {s.label.split('(', 1)[1][:-1]}" if s.mode == "baseline" and s.planner else s.label
 
 
+def _ms(ms: float) -> str:
+    return f"{ms:.0f}" if ms >= 10 else f"{ms:.1f}"  # the prior's 0.3 ms is not "0 ms"
+
+
 def _conclusion(settings: list, trial_episodes: int) -> list[str]:
     """What the comparison says, in words: the baseline, and the setting with the fewest planner calls per step
     that keeps 95% of its return."""
     base = next((s for s in settings if s.mode == "baseline" and not s.planner), None)
     if base is None:
         return []
-    lines = [f"The full planner at every step scored {base.return_mean:.1f} at {base.ms_per_step:.0f} ms per step."]
+    lines = [f"The full planner at every step scored {base.return_mean:.1f} at {_ms(base.ms_per_step)} ms per step."]
     prior = next((s for s in settings if s.mode == "prior"), None)
     if prior is not None and prior.retained is not None:
         lines.append(f"{_name(prior)[0].upper()}{_name(prior)[1:]} scored {prior.return_mean:.1f} "
@@ -165,12 +169,12 @@ def _conclusion(settings: list, trial_episodes: int) -> list[str]:
     if fewest is not None:
         lines.append(f"Fewest planner calls keeping 95% of it: {_name(fewest)}: {fewest.return_mean:.1f} "
                      f"({100 * fewest.retained:.1f}%) at {fewest.planner_calls_per_step:.3f} planner calls per step "
-                     f"(one plan per {1 / fewest.planner_calls_per_step:.1f} steps), {fewest.ms_per_step:.0f} ms per "
+                     f"(one plan per {1 / fewest.planner_calls_per_step:.1f} steps), {_ms(fewest.ms_per_step)} ms per "
                      "step.")
     fastest = min(kept, key=lambda s: s.ms_per_step, default=None)
     if fastest is not None and fastest is not fewest:
         lines.append(f"Fastest keeping 95%: {_name(fastest)}: {fastest.return_mean:.1f} "
-                     f"({100 * fastest.retained:.1f}%) at {fastest.ms_per_step:.0f} ms per step.")
+                     f"({100 * fastest.retained:.1f}%) at {_ms(fastest.ms_per_step)} ms per step.")
     if trial_episodes < 5:
         lines.append(f"Each setting ran {trial_episodes} episode{'s' if trial_episodes > 1 else ''} (same seeds): "
                      "differences of a few percent are noise here; BENCHMARKS.md's compute frontier has 30 "
