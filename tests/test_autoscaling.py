@@ -136,17 +136,19 @@ def test_requests_wait_for_the_nodes_the_autoscaler_may_add_or_are_refused(on_th
                        tmp_path / "a", ["no node, and no node type the autoscaler may add, can hold a trial (1 CPU, 2 "
                                         "GPU)", "the largest node type, gpu_worker, has 1 CPU, 1 GPU"])
 
-    # a learner on the GPU of a gpu_worker, which cannot come within 1 s: refused when the time is up
+    # a learner on the GPU of a gpu_worker, which cannot come within 0.2 s (the autoscaler's own loop runs every few
+    # seconds, then a node starts): refused when the time is up. With 1 s and a 2 s poll, CI once saw the fake
+    # gpu_worker arrive in time, and the learner placed on it found no CUDA
     train = ["train", *[a for a in TINY if not a.startswith(("device=", "seed_steps="))], f"task={TINY_TASK}",
              "mlflow=false", "eval_freq=0", "num_workers=1", "worker_cpus=0.5"]
     (tmp_path / "b").mkdir()
-    rc, out, err = _main_in(tmp_path / "b", [*train, "device=cuda", "scale_wait=1",
+    rc, out, err = _main_in(tmp_path / "b", [*train, "device=cuda", "scale_wait=0.2",
                                              f"output_dir={tmp_path / 'b' / 'runs'}"], capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("gym-qwen train: error: the autoscaler added no node that holds rollout worker 1 x "
-                               "(0.5 CPU) + learner 1 x (1 CPU, 1 GPU) within 1 s (scale_wait=)")
-    assert out.startswith("waiting up to 1 s (scale_wait=) for the autoscaler to add 1 x gpu_worker")
+                               "(0.5 CPU) + learner 1 x (1 CPU, 1 GPU) within 0.2 s (scale_wait=)")
+    assert out.startswith("waiting up to 0.2 s (scale_wait=) for the autoscaler to add 1 x gpu_worker")
 
     # a learner of 2 CPUs: only a cpu_worker holds it; the autoscaler adds one, and the training runs there
     (tmp_path / "c").mkdir()

@@ -204,7 +204,7 @@ def _wait_for_nodes(asks: list[Ask], verdict, wait_s: float, hint: str, say) -> 
     spoken = started
     try:
         while True:
-            time.sleep(POLL_S)
+            time.sleep(max(0.0, min(POLL_S, started + wait_s - time.monotonic())))  # never past the deadline
             nodes = live_nodes()
             waited = time.monotonic() - started
             if pack(asks, nodes) is not None:
