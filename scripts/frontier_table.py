@@ -67,17 +67,17 @@ def setting_rows(task: str, min_episodes: int) -> list[dict]:
     return out
 
 
-def table(task: str, min_episodes: int) -> str:
-    rows = ["| setting | episodes | return [95% CI] | IQM | retained % [95% CI] | falls | planner calls/step | "
-            "ms/step (idle, 1 thread) |", "|---|---|---|---|---|---|---|---|"]
-    for r in setting_rows(task, min_episodes):
+def table(rows: list[dict]) -> str:
+    lines = ["| setting | episodes | return [95% CI] | IQM | retained % [95% CI] | falls | planner calls/step | "
+             "ms/step (idle, 1 thread) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
         s, label = r["summary"], r["label"]
         ms = "-" if r["ms"] is None else f"{r['ms']:.1f}"
         retained = "-" if label == "baseline" else \
             f"{100 * s.retained:.1f} [{100 * s.retained_low:.1f}, {100 * s.retained_high:.1f}]"
-        rows.append(f"| {label} | {s.episodes} | {s.mean:.1f} [{s.mean_low:.1f}, {s.mean_high:.1f}] | {s.iqm:.1f} | "
-                    f"{retained} | {100 * s.fall_rate:.0f}% | {r['calls']:.3f} | {ms} |")
-    return "\n".join(rows)
+        lines.append(f"| {label} | {s.episodes} | {s.mean:.1f} [{s.mean_low:.1f}, {s.mean_high:.1f}] | {s.iqm:.1f} | "
+                     f"{retained} | {100 * s.fall_rate:.0f}% | {r['calls']:.3f} | {ms} |")
+    return "\n".join(lines)
 
 
 def _colour(label: str) -> str:
@@ -92,7 +92,7 @@ def _colour(label: str) -> str:
     return "tab:green" if label.startswith("adaptive") else "tab:blue"
 
 
-def plot(task: str, min_episodes: int, path: Path) -> Path:
+def plot(task: str, rows: list[dict], path: Path) -> Path:
     """Return retained (95% interval) against planner calls per step, and against ms per step where the timing
     run has the setting; the non-dominated settings joined in grey."""
     import matplotlib
@@ -102,7 +102,6 @@ def plot(task: str, min_episodes: int, path: Path) -> Path:
 
     from gym_qwen.platform.figures import pareto_front, write_png
 
-    rows = setting_rows(task, min_episodes)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     for ax, key, xlabel in ((axes[0], "calls", "planner calls per step"),
                             (axes[1], "ms", "ms per step (idle machine, 1 thread), log scale")):
@@ -140,9 +139,10 @@ def main() -> None:
     parser.add_argument("--min-episodes", type=int, default=30, help="leave out settings with fewer episodes")
     parser.add_argument("--plot", type=Path, help="also draw the frontier to this PNG (docs/frontier-<task>.png)")
     args = parser.parse_args()
-    print(table(args.task, args.min_episodes))
+    rows = setting_rows(args.task, args.min_episodes)  # the logs are read once for the table and the plot
+    print(table(rows))
     if args.plot:
-        print(f"plot: {plot(args.task, args.min_episodes, args.plot)}")
+        print(f"plot: {plot(args.task, rows, args.plot)}")
 
 
 if __name__ == "__main__":

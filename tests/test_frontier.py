@@ -323,16 +323,17 @@ def test_the_frontier_table_pairs_every_setting_with_the_baseline_and_draws_it(t
     _frontier_log(tmp_path / "walker-walk-64x2-corrected.episodes.jsonl", header,
                   {"spec_corrector k=3 +two_tower": [(r * 0.8, 34, 2.0) for r, _, _ in base]})
     _frontier_log(tmp_path / "walker-walk-timing.episodes.jsonl", header, {"naive k=3": [(1.0, 34, 0.25)]})
-    text = frontier_table.table("walker-walk", min_episodes=4)
+    text = frontier_table.table(frontier_table.setting_rows("walker-walk", min_episodes=4))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()[2:]}
     assert set(rows) == {"baseline", "prior", "naive k=3", "spec_corrector k=3 +two_tower [64x2-corrected]"}
     assert rows["prior"][4].startswith("50.0 [50.0, 50.0]") and rows["naive k=3"][4].startswith("90.0 [90.0, 90.0]")
     assert rows["naive k=3"][6] == "0.340" and rows["prior"][6] == "0.000"
     assert rows["naive k=3"][7] == "2.5 |" and rows["baseline"][7] == "- |"  # 0.25 s over 100 steps
-    out = frontier_table.plot("walker-walk", 4, tmp_path / "frontier.png")
+    rows = frontier_table.setting_rows("walker-walk", 4)
+    out = frontier_table.plot("walker-walk", rows, tmp_path / "frontier.png")
     assert_plot(out, (1680, 720), colours=("black", "tab:olive", "tab:blue", "tab:brown"),
                 absent=("tab:orange", "tab:green"))
     bad = dict(header, seed=2)
     _frontier_log(tmp_path / "walker-walk-other.episodes.jsonl", bad, {"naive k=3": base})
     with pytest.raises(SystemExit, match="played on other episodes"):
-        frontier_table.table("walker-walk", min_episodes=4)
+        frontier_table.setting_rows("walker-walk", min_episodes=4)
