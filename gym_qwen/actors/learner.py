@@ -32,14 +32,18 @@ class LearnerActor:
         self.version = 0
         self._weights_ref = None
         self._eval_agent = None
+        self.publishes = True  # a data-parallel learner's ranks but 0 put no weights (ray_train_learner.py)
+        self.put_weights = ray.put  # weights -> their ref (a data-parallel learner's hub owns them instead)
 
     # ------------------------------------------------------------------ weights
     def weights(self) -> tuple[int, list]:
+        if not self.publishes:
+            return self.version, [None]
         if self._weights_ref is None:
             weights = self.agent.state_dict(with_optim=False)
             if self.agent.device.type != "cpu":
                 weights = _to_cpu(weights)
-            self._weights_ref = ray.put(weights)
+            self._weights_ref = self.put_weights(weights)
         return self.version, [self._weights_ref]
 
     def _updated(self) -> None:

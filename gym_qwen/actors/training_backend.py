@@ -22,9 +22,11 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostErr
 from gym_qwen.platform.config import config_to_dict
 from gym_qwen.platform.envs import task_spec
 from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError, resolve_seed_steps
+from gym_qwen.platform.training.run import run_dir
 
 from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
+from .ray_train_learner import LearnerStopped, RayTrainLearner
 from .rollout_worker import RolloutWorker, fault_runtime_env
 from .unreachable import UnreachableActors
 
@@ -55,6 +57,8 @@ def _get(ref, what: str):
         raise TrainingActorError(f"{what} did not answer within {WAIT_SECONDS} s") from None
     except RayActorError as e:
         raise TrainingActorError(f"{what} died: {str(e).splitlines()[0]}") from None
+    except LearnerStopped as e:  # the Ray Train learner's trainer stopped (a worker failed)
+        raise TrainingActorError(str(getattr(e, "cause", e)).splitlines()[0]) from None
 
 
 class RayTrainingBackend:
@@ -92,13 +96,18 @@ class RayTrainingBackend:
         # types its autoscaler may add), not this machine, and says what it chose
         device, why = choose_device(cfg.device)
         gpus = 1 if device == "cuda" else 0
+        ray_train = cfg.learner == "ray_train"
         check_resources([("rollout worker", cfg.num_workers, cfg.worker_cpus, 0),
-                         ("learner", 1, cfg.learner_cpus, gpus)], wait_s=cfg.scale_wait)
+                         ("learner worker" if ray_train else "learner", cfg.learner_workers, cfg.learner_cpus, gpus)],
+                        wait_s=cfg.scale_wait)
         if why:
             print(why, flush=True)
         config = config_to_dict(cfg)
-        self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
-            config, threads_for(cfg.learner_cpus), device)
+        if ray_train:  # its checkpoints go to the run folder through Ray Train
+            self.learner = RayTrainLearner(cfg, config, device, run_dir(cfg))
+        else:
+            self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
+                config, threads_for(cfg.learner_cpus), device)
         worker_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.worker_cpus, max_restarts=WORKER_RESTARTS,
                                                        max_task_retries=0, **fault_runtime_env())
         self.workers = [worker_cls.remote(config, i, threads_for(cfg.worker_cpus)) for i in range(cfg.num_workers)]
@@ -113,7 +122,11 @@ class RayTrainingBackend:
                     "the learner (evaluating)")
 
     def state(self) -> dict:
-        state = _get(self.learner.state.remote(), "the learner (checkpointing)")
+        if isinstance(self.learner, RayTrainLearner):  # a Ray Train checkpoint, and the state for train_state.pt
+            env_steps = self.decisions * self.spec.action_repeat
+            state = _get(self.learner.checkpoint.remote(env_steps), "the learner (checkpointing)")
+        else:
+            state = _get(self.learner.state.remote(), "the learner (checkpointing)")
         if self.cfg.sync:
             state["collector"] = _get(self.workers[0].collector_state.remote(), "the rollout worker")
         return state
@@ -141,9 +154,12 @@ class RayTrainingBackend:
     def close(self) -> None:
         """Kill the actors and leave Ray (if this backend started it). Safe to call twice."""
         try:
-            for actor in [*self.workers, self.learner]:
-                if actor is not None:
-                    ray.kill(actor, no_restart=True)
+            for actor in self.workers:
+                ray.kill(actor, no_restart=True)
+            if isinstance(self.learner, RayTrainLearner):
+                self.learner.close()
+            elif self.learner is not None:
+                ray.kill(self.learner, no_restart=True)
         finally:
             self.workers, self.learner = [], None
             disconnect(self._connected)

@@ -203,10 +203,26 @@ class TrainConfig(TDMPC2Config, RayOptions):
     sync: bool = option(False, "Lockstep with one worker: weights after every update, equal to num_workers=0 "
                                "step for step (for checking; slow)")
     learner_cpus: float = option(1.0, "CPUs reserved for the learner actor (sets its torch threads)", min=0.01)
+    learner: str = option("single", "single: one learner actor; ray_train: a data-parallel learner of "
+                                    "learner_workers processes under Ray Train's TorchTrainer (DDP: gloo on the CPU, "
+                                    "NCCL on GPUs), each learning from its share of every batch; one update equals "
+                                    "the single learner's to float tolerance", choices=("single", "ray_train"))
+    learner_workers: int = option(1, "learner=ray_train: processes of the data-parallel learner (one GPU each with "
+                                     "device=cuda); batch_size must split evenly over them", min=1)
 
     def validate(self) -> None:
-        """Agent rules plus: ``task`` must be known; ``sync`` needs exactly one worker with one environment."""
+        """Agent rules plus: ``task`` must be known; ``sync`` needs exactly one worker with one environment;
+        ``learner=ray_train`` needs rollout workers and a batch that splits over ``learner_workers``."""
         super().validate()
+        if self.learner == "ray_train":
+            _require(self.num_workers > 0, "learner=ray_train learns in Ray Train workers fed by Ray rollout workers: "
+                                           "give num_workers= (1 or more)")
+            _require(not self.sync, "sync=true runs the single learner actor in lockstep: use learner=single")
+            _require(self.batch_size % self.learner_workers == 0,
+                     f"batch_size={self.batch_size} must split evenly over learner_workers={self.learner_workers}")
+        else:
+            _require(self.learner_workers == 1, f"learner_workers={self.learner_workers} sets the processes of "
+                                                "learner=ray_train: give learner=ray_train too")
         _require(not self.sync or (self.num_workers == 1 and self.num_envs == 1),
                  f"sync=true needs num_workers=1 and num_envs=1 (got num_workers={self.num_workers}, "
                  f"num_envs={self.num_envs})")

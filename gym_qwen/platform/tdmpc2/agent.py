@@ -52,6 +52,14 @@ class TDMPC2Agent:
         self._losses = CompiledOrEager(self.model_losses, compile_, "the update losses")
         self._policy_terms = CompiledOrEager(self.policy_terms, compile_, "the policy objective")
         self.rho = cfg.rho ** torch.arange(cfg.horizon + 1, device=self.device, dtype=torch.float32)
+        self.data_parallel = None  # a DataParallelGroup (platform.training.data_parallel): see set_data_parallel
+
+    def set_data_parallel(self, group) -> None:
+        """Learn as one of a data-parallel group (None: alone): each update then sees this process's rows of the
+        global batch, draws the global batch's noise and keeps its rows, and averages gradients, batch
+        statistics and metrics over the group (gym_qwen/platform/training/data_parallel.py)."""
+        self.data_parallel = group if group is not None and group.world > 1 else None
+        self.model.qs.batch_shard = None if self.data_parallel is None else self.data_parallel
 
     # ----------------------------------------------------------------- acting
     @torch.inference_mode()
@@ -92,9 +100,10 @@ class TDMPC2Agent:
         total, consistency_loss, reward_loss, value_loss, termination_loss, zs = self._losses(
             b["obs"], b["action"], b["reward"], b["terminated"])
         total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for mod in m.components().values() if mod is not m.policy for p in mod.parameters()],
-            cfg.grad_clip_norm)
+        model_params = [p for mod in m.components().values() if mod is not m.policy for p in mod.parameters()]
+        if self.data_parallel is not None:  # clip the all-reduced gradients, as DDP would hand them over
+            self.data_parallel.average_gradients(model_params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model_params, cfg.grad_clip_norm)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         pi_loss, entropy = self._update_policy(zs.detach())
@@ -102,15 +111,25 @@ class TDMPC2Agent:
         m.eval()
         losses = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
                   "termination_loss": termination_loss, "total_loss": total, "grad_norm": grad_norm}
-        return {**{k: v.detach().item() for k, v in losses.items()}, "pi_loss": pi_loss, "pi_entropy": entropy,
-                "pi_scale": self.scale.value.item()}
+        metrics = {**{k: v.detach().item() for k, v in losses.items()}, "pi_loss": pi_loss, "pi_entropy": entropy,
+                   "pi_scale": self.scale.value.item()}
+        if self.data_parallel is not None:
+            metrics = self.data_parallel.mean_metrics(metrics, self.device)
+        return metrics
+
+    def _batch_noise(self, z: torch.Tensor):
+        """The policy's Gaussian noise for latents z (..., B, latent): None (drawn inside, alone), or this process's
+        rows of the global batch's draw (data-parallel)."""
+        if self.data_parallel is None:
+            return None
+        return self.data_parallel.noise((*z.shape[:-1], self.model.dims.action_dim), z.device, z.dtype)
 
     def model_losses(self, obs, action, reward, terminated):
         """World-model losses over the horizon (consistency, reward, value, termination) and the latents."""
         cfg, m, H = self.cfg, self.model, self.cfg.horizon
         with torch.no_grad():
             next_z = m.encode(obs[1:])
-            next_a, _ = m.pi(next_z)
+            next_a, _ = m.pi(next_z, eps=self._batch_noise(next_z))
             td_target = reward + self.discount * (1 - terminated) * m.Q(next_z, next_a, reduce="min", target=True)
         z = m.encode(obs[0])
         zs = [z]
@@ -135,17 +154,19 @@ class TDMPC2Agent:
 
     def policy_terms(self, zs: torch.Tensor):
         """Q (through detached Q heads) of the policy's actions at zs, its scaled entropy and log-probability."""
-        action, info = self.model.pi(zs)
+        action, info = self.model.pi(zs, eps=self._batch_noise(zs))
         return self.model.Q(zs, action, reduce="avg", detach=True), info["scaled_entropy"], info["log_prob"]
 
     def _update_policy(self, zs: torch.Tensor):
         m = self.model
         q, scaled_entropy, log_prob = self._policy_terms(zs)
-        self.scale.update(q[0])
+        self.scale.update(q[0] if self.data_parallel is None else self.data_parallel.gather_rows(q[0]))
         q = self.scale(q)
         objective = (self.cfg.entropy_coef * scaled_entropy + q).mean(dim=(1, 2))
         pi_loss = -(objective * self.rho[: len(q)]).mean()
         pi_loss.backward()
+        if self.data_parallel is not None:
+            self.data_parallel.average_gradients(list(m.policy.parameters()))
         torch.nn.utils.clip_grad_norm_(m.policy.parameters(), self.cfg.grad_clip_norm)
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)

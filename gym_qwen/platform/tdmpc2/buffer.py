@@ -85,10 +85,15 @@ class EpisodeBuffer:
             row += len(e) + 1
         self._starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """A batch of `batch_size` sub-trajectories; `rows`: only these rows of it (a data-parallel learner's
+        share: the draws are those of the whole batch, so the shards of a group are disjoint and together equal
+        the single learner's batch)."""
         if len(self._starts) == 0:
             raise RuntimeError("the replay buffer has no episode of at least horizon steps yet")
         start = self._starts[self.rng.integers(0, len(self._starts), size=batch_size)]
+        if rows is not None:
+            start = start[rows]
         rows = start[None, :] + np.arange(self.horizon + 1)[:, None]  # (H+1, B)
         f = self._flat
         return {"obs": f["obs"][rows],

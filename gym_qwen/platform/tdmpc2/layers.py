@@ -76,6 +76,7 @@ class QEnsemble(nn.Module):
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(num_q, 1, dims[i + 1])) for i in range(3)])
         self.ln_weights = nn.ParameterList([nn.Parameter(torch.ones(num_q, 1, hidden)) for _ in range(2)])
         self.ln_biases = nn.ParameterList([nn.Parameter(torch.zeros(num_q, 1, hidden)) for _ in range(2)])
+        self.batch_shard = None  # data-parallel learning: a DataParallelGroup (dropout masks of the global batch)
 
     def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None, detach: bool = False) -> torch.Tensor:
         """x: (..., in_dim) -> logits (k, ..., out_dim) for the selected heads (all heads if `heads` is None)."""
@@ -90,7 +91,7 @@ class QEnsemble(nn.Module):
             h = torch.baddbmm(b, h.expand(w.shape[0], -1, -1) if h.shape[0] == 1 else h, w)
             if i < 2:
                 if i == 0 and self.dropout > 0 and self.training:
-                    h = F.dropout(h, self.dropout, training=True)
+                    h = self._dropout(h, lead)
                 g, beta = self.ln_weights[i], self.ln_biases[i]
                 if heads is not None:
                     g, beta = g[heads], beta[heads]
@@ -98,3 +99,16 @@ class QEnsemble(nn.Module):
                     g, beta = g.detach(), beta.detach()
                 h = ln_mish(h, g, beta)
         return h.reshape(h.shape[0], *lead, h.shape[-1])
+
+    def _dropout(self, h: torch.Tensor, lead) -> torch.Tensor:
+        """Dropout of the first hidden layer h (k, prod(lead), hidden). Data-parallel (batch_shard set, the batch
+        the last dim of `lead`): this process's rows of the mask the single learner draws for the global batch
+        (the same Bernoulli draws, in the same order)."""
+        shard = self.batch_shard
+        if shard is None or not lead:
+            return F.dropout(h, self.dropout, training=True)
+        k, hidden, b = h.shape[0], h.shape[-1], lead[-1]
+        keep = 1.0 - self.dropout
+        mask = torch.empty((k, *lead[:-1], b * shard.world, hidden), device=h.device, dtype=h.dtype).bernoulli_(keep)
+        mask = mask.narrow(-2, shard.rank * b, b).reshape(h.shape)
+        return h * mask / keep

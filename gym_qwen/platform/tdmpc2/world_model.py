@@ -82,12 +82,12 @@ class WorldModel(nn.Module):
     def termination_logit(self, z: torch.Tensor) -> torch.Tensor:
         return self.termination_head(z)
 
-    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None):
+    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None):
         """Sample from the policy prior: (action, info) with mean, log_prob and the scaled entropy. `generator`:
-        draw from it instead of the global stream."""
+        draw from it instead of the global stream; `eps`: this standard normal noise instead of a draw."""
         mean, raw_log_std = self.policy(z).chunk(2, dim=-1)
         action, squashed_mean, log_prob, entropy = squashed_gaussian(
-            mean, raw_log_std, self.log_std_min, self.log_std_max, generator=generator)
+            mean, raw_log_std, self.log_std_min, self.log_std_max, eps=eps, generator=generator)
         return action, {"mean": squashed_mean, "log_prob": log_prob, "scaled_entropy": entropy}
 
     def random_heads(self, k: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -99,6 +99,15 @@ class Learner:
         self.agent, self.buffer, self.batch_size, self.seed_steps = agent, buffer, batch_size, seed_steps
         self.num_updates = 0
         self.deferred = 0
+        self.data_parallel = None
+
+    def set_data_parallel(self, group) -> None:
+        """Learn as one process of a data-parallel group (platform.training.data_parallel; None: alone): each
+        update takes this process's share of the global batch of `batch_size`."""
+        if group is not None:
+            group.local_size(self.batch_size)  # refuses a batch that does not split evenly
+        self.data_parallel = group if group is not None and group.world > 1 else None
+        self.agent.set_data_parallel(self.data_parallel)
 
     def add(self, episode: Episode) -> None:
         self.buffer.add(episode)
@@ -120,7 +129,8 @@ class Learner:
             return {}
         means = MetricMeans()
         for _ in range(n):
-            means.add(self.agent.update(self.buffer.sample(self.batch_size)), 1)
+            rows = None if self.data_parallel is None else self.data_parallel.rows(self.batch_size)
+            means.add(self.agent.update(self.buffer.sample(self.batch_size, rows)), 1)
         self.num_updates += n
         return means.take()
 
