@@ -156,6 +156,18 @@ def test_resuming_and_extending_a_comparison_runs_no_episode_again(tmp_path, cap
     assert base["retained"] == 1.0 and base["retained_low"] == base["retained_high"] == pytest.approx(1.0)
 
 
+def test_one_setting_on_a_budget_is_named_by_it_and_not_retained_against_itself(tmp_path, capsys, monkeypatch,
+                                                                                untrained):
+    """evaluate mode=baseline planner_budget=16x1: the row says which planner ran, and with no run of the teacher's
+    own planner to divide by it claims no retained return (it was 100% of itself before)."""
+    rc, out, err = _evaluate(tmp_path, [f"checkpoint={untrained}", "mode=baseline", "planner_budget=16x1", "episodes=1",
+                                        "torch_threads=1", "progress=false", "output=one.json"], capsys, monkeypatch)
+    assert rc == 0, err
+    (row,) = json.loads((tmp_path / "one.json").read_text())["settings"]
+    assert row["setting"] == "baseline (planner 16x1)" and "baseline (planner 16x1)" in out
+    assert row["retained"] is None
+
+
 @pytest.mark.parametrize("args, words", [
     (["planner_budgets=64x2,64"], ["planner budget '64'"]),
     (["mode=baseline", "planner_budget=12"], ["planner budget '12'"]),

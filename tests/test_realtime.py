@@ -386,7 +386,8 @@ def test_evaluate_measures_the_latency_before_the_episodes(tmp_path, capsys, mon
     clock = json.loads(out.read_text())["clock"]
     assert clock["latency_source"] == "measured" and clock["planner_latency_ms"] > 0
     assert clock["delay"] == delay_steps(0.5, clock["planner_latency_ms"]) >= 2  # no plan takes half a ms here
-    assert f"stale [P=0.5ms d={clock['delay']}]" in text
+    # the row names the planner keys it ran with (the tiny planner's) and the clock
+    assert f"num_samples={TINY_PLANNER['num_samples']}) [P=0.5ms d={clock['delay']}]" in text
 
 
 # ------------------------------------------------------------------------------------------- the sweep preset

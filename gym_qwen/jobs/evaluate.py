@@ -158,7 +158,7 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) ->
         if setting.note:
             print(setting.note)
         overrides = setting.overrides
-        specs = [setting.spec]
+        specs = [dataclasses.replace(setting.spec, agent_planner=tuple(setting.planner.items()))]
     check_overrides(ckpt, overrides, cfg.checkpoint)
     specs = _clocked(cfg, specs, overrides)
     # planner keys given for every setting (num_samples=64 ...) make each a cheap-planner setting in MLflow
@@ -175,8 +175,9 @@ def _evaluate(cfg: EvaluateConfig, explicit: set[str], given: dict[str, str]) ->
     results = []
 
     def record_so_far():
-        base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides),
-                    None)
+        # a setting's own cheap planner is no reference: only the teacher's planner is retained against
+        base = next((r.returns for s, r in results if s.settings.mode == "baseline" and not s.planner_overrides
+                     and not s.agent_planner), None)
         base = base if base is not None else card_baseline(cfg.checkpoint, cfg.seed, cfg.episodes, overrides)
         rec = comparison_record(task, results, base)
         rec.update(checkpoint=given.get(cfg.checkpoint, cfg.checkpoint), checkpoint_env_steps=ckpt["env_steps"],

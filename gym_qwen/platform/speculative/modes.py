@@ -127,6 +127,9 @@ class ExecutionSpec:
     planner_overrides: tuple = ()  # ((key, value), ...) applied to the agent's planner settings
     measure_teacher: bool = False
     clock: object = None  # clock.ClockSettings
+    # planner keys the agent itself was built with (one setting's planner_budget= or num_samples=): named in the
+    # label, not applied again
+    agent_planner: tuple = ()
 
     @property
     def steps_per_plan(self) -> int:
@@ -149,10 +152,10 @@ class ExecutionSpec:
                 name += f" fallback={s.fallback}"
         if self.corrector_type != "none":
             name += f" +{self.corrector_type}"
-        if self.planner_overrides:
-            budget = budget_name(self.planner_overrides)
-            name += f" (planner {budget})" if budget else \
-                " (" + " ".join(f"{k}={v}" for k, v in self.planner_overrides) + ")"
+        planner = self.planner_overrides or self.agent_planner
+        if planner:
+            budget = budget_name(planner)
+            name += f" (planner {budget})" if budget else " (" + " ".join(f"{k}={v}" for k, v in planner) + ")"
         if self.clock is not None:
             name += f" [{self.clock.label}]"
         return name
