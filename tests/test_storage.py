@@ -21,7 +21,7 @@ import pytest
 
 from conftest import TINY, TINY_TASK, mlflow_server, tiny_train_config
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
-from test_sweeps import _interrupt_sweep, _runs, _tiny_sweep
+from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write
 
 PY = sys.executable
 BUCKET = "gym-qwen"
@@ -262,6 +262,37 @@ def test_an_interrupted_sweep_on_s3_resumes_without_running_finished_trials_agai
     parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["experiment_dir"] == f"s3://{BUCKET}/sweeps/tiny"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_interrupted_training_sweep_on_s3_resumes_each_trial_from_its_checkpoint_there(s3, tmp_path):
+    """trial_command=train with storage=s3://...: each trial's run directory is on S3 under its trial folder; a
+    SIGINT once the first trial's checkpoint is there, then resume=true: every trial finishes, the interrupted one
+    from its checkpoint on S3 (each evaluation logged once, one MLflow run per trial)."""
+    from gym_qwen.platform.storage import exists
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    longer = TINY_TRAIN.replace("steps: 2000", "steps: 4000")  # room for the SIGINT after the first checkpoint
+    path = _write(tmp_path / "train.yaml", f"trial_command: train\nexperiment: tres\nmax_concurrent: 1\n"
+                                           f"trial_cpus: 1\nfixed: {{{longer}}}\ngrid: {{seed: [1, 2]}}\n")
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    cmd = [PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}", f"storage=s3://{BUCKET}/tsweeps"]
+    run = f"s3://{BUCKET}/tsweeps/tres/trial-%03d/run/{TINY_TASK}/trial/seed%d"
+    rc, out, err = _interrupt_sweep(cmd, cwd, env, lambda: exists(run % (0, 1) + "/train_state.pt"))
+    assert rc == 130, err[-3000:]
+    assert not exists(run % (0, 1) + "/agent.pt")  # nothing finished before the interrupt
+    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert exists(run % (0, 1) + "/agent.pt") and exists(run % (1, 2) + "/agent.pt")
+    assert not (cwd / "runs").exists()
+    c, runs = _runs(uri)
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:  # (a trial that started afresh in its folder would be refused: "already holds a run")
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/return_mean")] == [1000, 2000, 3000, 4000]
 
 
 # ------------------------------------------------------------------------------------------ MLflow's artifacts

@@ -123,7 +123,8 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
                               "resume=true")
         if manifest.get("fingerprint") != sweep.fingerprint:
             raise ConfigError(f"resume=true: the trials of {cfg.file} differ from those the sweep in "
-                              f"{_shown(exp_dir)} started with; restore the file, or start a new sweep with experiment=ANOTHER_NAME")
+                              f"{_shown(exp_dir)} started with; restore the file, or start a new sweep with "
+                              "experiment=ANOTHER_NAME")
         sweep_id = manifest["sweep_id"]
     else:
         if can_restore(exp_dir):

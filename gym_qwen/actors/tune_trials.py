@@ -269,8 +269,8 @@ def _restore_path(experiment_dir: Path | str) -> tuple[str, dict]:
 def run_sweep(experiment_dir: Path | str, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
               resume: bool, space=(), num_trials: int | None = None, objectives=(), search_seed: int = 0,
               scheduler=None):
-    """Fit a new sweep in experiment_dir (storage/name: a local folder or a URI), or restore the interrupted one there (a search restores its
-    searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
+    """Fit a new sweep in experiment_dir (storage/name: a local folder or a URI), or restore the interrupted one
+    there (a search restores its searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
     chosen by Optuna for `objectives`; `scheduler`: early stopping (training trials). Returns Tune's ResultGrid.
 
     Evaluation trials reuse their worker processes (`reuse_actors`): a trial of one or two episodes otherwise spends
