@@ -57,16 +57,18 @@ def tiny_checkpoint(tiny_run) -> Path:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path):
-    """An `mlflow server` on 127.0.0.1 (a SQLite backend and the artifacts it proxies, both under `root`) while
-    inside; yields its URI."""
+def mlflow_server(root: Path, artifacts: str | None = None, env: dict | None = None):
+    """An `mlflow server` on 127.0.0.1 (a SQLite backend and the artifacts it proxies, both under `root`, or the
+    artifacts at `artifacts`, e.g. an s3:// URI, with the server's environment `env`) while inside; yields its
+    URI."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
+         artifacts or str(root / "artifacts"), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300

@@ -15,8 +15,8 @@ PACKAGE_DIR = Path(gym_qwen.__file__).resolve().parent
 PLATFORM = PACKAGE_DIR / "platform"
 ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "architecture.md"
 ROOMS = ("datasets", "dt", "speculative", "sweeps", "tdmpc2", "training")
-SHARED = ("config", "config_schema", "devices", "envs", "figures", "files", "progress", "registry", "rng", "seeds", "torch_files",
-          "tracking")
+SHARED = ("config", "config_schema", "devices", "envs", "figures", "files", "progress", "registry", "rng", "seeds",
+          "storage", "torch_files", "tracking")
 
 
 def test_platform_holds_only_rooms_and_the_shared_infrastructure():

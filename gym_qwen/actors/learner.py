@@ -11,6 +11,7 @@ from gym_qwen.platform.envs import quiet_library_logs
 from gym_qwen.platform.rng import global_rng_state, set_global_rng_state
 from gym_qwen.platform.speculative.evaluation import evaluate
 from gym_qwen.platform.tdmpc2.agent import TDMPC2Agent
+from gym_qwen.platform.tdmpc2.checkpoints import save_checkpoint
 from gym_qwen.platform.training.loop import MetricMeans, build_learning
 
 
@@ -150,6 +151,11 @@ class LearnerActor:
                 "learner": {"decisions": self.decisions, "deferred": self.learner.deferred,
                             "episode_ids": sorted(self.episode_ids),
                             "running": [[i, n] for i, n in sorted(self.running.items())]}}
+
+    def save_train_state(self, location: str, meta: dict) -> str:
+        """Write train_state.pt ({**meta, **state()}) to `location` (a URI: platform/storage.py) from this
+        process, the learner's node: the checkpoint goes straight to storage, not through the driver."""
+        return str(save_checkpoint(location, {**meta, **self.state()}))
 
     def load_state(self, ckpt: dict) -> None:
         self.agent.load_state_dict(ckpt["agent"])

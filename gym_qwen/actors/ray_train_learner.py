@@ -21,6 +21,7 @@ from pathlib import Path
 import ray
 
 from gym_qwen.platform.config import TrainConfig
+from gym_qwen.platform.storage import is_uri, join
 from gym_qwen.platform.torch_files import read_tagged_file, save_tagged_file
 from gym_qwen.platform.training.data_parallel import DataParallelGroup, default_backend
 
@@ -188,7 +189,7 @@ def _checkpoint(learner: LearnerActor, rank: int, tag: str, seq: int, hub, check
                          {"state": state, "seq": seq, "weights_version": learner.version})
         name = f"checkpoint_{tag}"
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-    ray.get(hub.checkpointed.remote(seq, f"{checkpoint_root}/{name}"))
+    ray.get(hub.checkpointed.remote(seq, join(checkpoint_root, name)))
     return state
 
 
@@ -209,9 +210,10 @@ class RayTrainLearner:
         from ray.train.torch import TorchConfig, TorchTrainer  # the same
 
         self.hub = ray.remote(LearnerHub).options(num_cpus=0, max_concurrency=1000).remote(cfg.learner_workers)
-        self.storage = Path(storage).resolve()
+        # a local folder, or a URI (output_dir=s3://...): Ray Train's workers write their checkpoints straight to it
+        self.storage = storage if is_uri(storage) else str(Path(storage).resolve())
         loop_config = {"train": config, "device": device, "threads": threads_for(cfg.learner_cpus), "hub": self.hub,
-                       "checkpoints": str(self.storage / RUN_NAME),
+                       "checkpoints": join(self.storage, RUN_NAME),
                        # names this trainer's checkpoints apart from an earlier trainer's (a resumed run)
                        "started": time.strftime("%Y%m%d-%H%M%S")}
         self.trainer = TorchTrainer(
@@ -219,7 +221,7 @@ class RayTrainLearner:
             torch_config=TorchConfig(backend=default_backend(device)),
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.learner_workers, use_gpu=device == "cuda",
                                                    resources_per_worker={"CPU": cfg.learner_cpus}),
-            run_config=ray.train.RunConfig(name=RUN_NAME, storage_path=str(self.storage),
+            run_config=ray.train.RunConfig(name=RUN_NAME, storage_path=self.storage,
                                            failure_config=ray.train.FailureConfig(max_failures=LEARNER_RESTARTS),
                                            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
         self.result, self.error = None, None

@@ -18,6 +18,7 @@ from pathlib import Path
 from gym_qwen.platform.config import ConfigError, SweepConfig
 from gym_qwen.platform.files import atomic_write_bytes, output_folder_problem
 from gym_qwen.platform.progress import table
+from gym_qwen.platform.storage import display, is_uri, join, read_bytes, storage_problem, write_bytes
 from gym_qwen.platform.sweeps.runs import ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run, open_run
 from gym_qwen.platform.sweeps.setting import resolve_sweep
 from gym_qwen.platform.sweeps.spec import TRAINING_COMMANDS, load_sweep
@@ -41,14 +42,37 @@ def _objectives(sweep) -> str:
     return ", ".join(f"{'most' if d == 'max' else 'least'} {m}" for m, d in sweep.objectives)
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(exp_dir: Path | str) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        if is_uri(exp_dir):
+            return json.loads(read_bytes(join(exp_dir, MANIFEST)))
+        return json.loads((exp_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
 
 
-def _experiment_dir(sweep) -> Path:
+def _write_manifest(exp_dir: Path | str, manifest: dict) -> None:
+    data = json.dumps(manifest, indent=1).encode()
+    if is_uri(exp_dir):  # an object store: the whole object appears at once
+        write_bytes(join(exp_dir, MANIFEST), data)
+        return
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(exp_dir / MANIFEST, lambda f: f.write(data))
+
+
+def _shown(exp_dir: Path | str) -> str:
+    return display(exp_dir) if is_uri(exp_dir) else str(exp_dir)
+
+
+def _experiment_dir(sweep) -> Path | str:
+    """<storage>/<experiment>: a local folder (made absolute), or a URI (s3://..., platform/storage.py), tried for
+    real before anything starts."""
+    if is_uri(sweep.settings.storage):
+        exp_dir = join(sweep.settings.storage, sweep.experiment)
+        problem = storage_problem(exp_dir)
+        if problem:
+            raise ConfigError(f"storage={display(sweep.settings.storage)}: cannot keep the sweep there ({problem})")
+        return exp_dir
     storage = Path(sweep.settings.storage).absolute()
     problem = output_folder_problem(storage)
     if problem:
@@ -92,23 +116,25 @@ def run_sweep_file(cfg: SweepConfig, command_line: dict, fixed: dict | None = No
     exp_dir = _experiment_dir(sweep)
 
 
-    manifest = _read_manifest(exp_dir / MANIFEST)
+    manifest = _read_manifest(exp_dir)
     if s.resume:
         if not can_restore(exp_dir) or manifest is None:
-            raise ConfigError(f"resume=true: there is no sweep to resume in {exp_dir}; run it without resume=true")
+            raise ConfigError(f"resume=true: there is no sweep to resume in {_shown(exp_dir)}; run it without "
+                              "resume=true")
         if manifest.get("fingerprint") != sweep.fingerprint:
-            raise ConfigError(f"resume=true: the trials of {cfg.file} differ from those the sweep in {exp_dir} "
-                              f"started with; restore the file, or start a new sweep with experiment=ANOTHER_NAME")
+            raise ConfigError(f"resume=true: the trials of {cfg.file} differ from those the sweep in "
+                              f"{_shown(exp_dir)} started with; restore the file, or start a new sweep with "
+                              "experiment=ANOTHER_NAME")
         sweep_id = manifest["sweep_id"]
     else:
         if can_restore(exp_dir):
-            raise ConfigError(f"{exp_dir} already holds the sweep {(manifest or {}).get('sweep_id', '?')}: pass "
-                              "resume=true to continue it, or experiment=ANOTHER_NAME for a new one")
+            raise ConfigError(f"{_shown(exp_dir)} already holds the sweep {(manifest or {}).get('sweep_id', '?')}: "
+                              "pass resume=true to continue it, or experiment=ANOTHER_NAME for a new one")
         sweep_id = f"{sweep.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
     return _run(sweep, settings, shas, sweep_id, uri, exp_dir, workdir), sweep_id
 
 
-def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, workdir: str) -> int:
+def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path | str, workdir: str) -> int:
     s = sweep.settings
     with ray_session(s.ray_address):
         parent, status = None, "KILLED"
@@ -130,11 +156,10 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
                  "max_concurrent": s.max_concurrent, "max_failures": s.max_failures, "trial_cpus": s.trial_cpus,
                  "fixed": sweep.fixed, "families": {k: json.dumps(v, default=str) for k, v in sweep.families.items()}},
                 {"command": "sweep", "teacher_sha256": teachers[0] if len(teachers) == 1 else ",".join(teachers),
-                 "experiment_dir": str(exp_dir)})
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(exp_dir / MANIFEST, lambda f: f.write(json.dumps(
-                {"sweep_id": sweep_id, "experiment": sweep.experiment, "file": sweep.path, "workdir": workdir,
-                 "fingerprint": sweep.fingerprint, "tracking_uri": uri, "parent_run_id": parent.run_id}, indent=1).encode()))
+                 "experiment_dir": _shown(exp_dir)})
+            _write_manifest(exp_dir, {"sweep_id": sweep_id, "experiment": sweep.experiment, "file": sweep.path,
+                                      "workdir": workdir, "fingerprint": sweep.fingerprint, "tracking_uri": uri,
+                                      "parent_run_id": parent.run_id})
             if sweep.searched:  # one template: the fixed keys; the searcher adds each trial's point
                 first = sweep.points[0].cfg
                 trials = [{"index": None, "family": "optuna", "values": sweep.fixed, "swept": {}, "label": "optuna",
@@ -152,7 +177,8 @@ def _run(sweep, settings, shas: dict, sweep_id: str, uri: str, exp_dir: Path, wo
             held = f"{s.trial_cpus:g} CPU" + (f" + {s.trial_gpus:g} GPU" if s.trial_gpus else "")
             how = f" chosen by Optuna for {_objectives(sweep)}" if sweep.searched else ""
             print(f"sweep {sweep_id}: {verb} {sweep.num_trials} trials{how} ({s.max_concurrent or 'as many as fit'} at "
-                  f"once, {held} each); state in {exp_dir}; MLflow {uri}, experiment {sweep.experiment}", flush=True)
+                  f"once, {held} each); state in {_shown(exp_dir)}; MLflow {uri}, experiment {sweep.experiment}",
+                  flush=True)
             started, status = time.perf_counter(), "FAILED"
             try:
                 results = run_sweep(exp_dir, trials, run, max_concurrent=s.max_concurrent, max_failures=s.max_failures,

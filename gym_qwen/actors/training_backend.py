@@ -22,7 +22,8 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, ObjectLostErr
 from gym_qwen.platform.config import config_to_dict
 from gym_qwen.platform.envs import task_spec
 from gym_qwen.platform.training.loop import MetricMeans, TrainingBackendError, resolve_seed_steps
-from gym_qwen.platform.training.run import run_dir
+from gym_qwen.platform.tdmpc2.checkpoints import save_checkpoint
+from gym_qwen.platform.training.run import run_location
 
 from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
@@ -104,7 +105,7 @@ class RayTrainingBackend:
             print(why, flush=True)
         config = config_to_dict(cfg)
         if ray_train:  # its checkpoints go to the run folder through Ray Train
-            self.learner = RayTrainLearner(cfg, config, device, run_dir(cfg))
+            self.learner = RayTrainLearner(cfg, config, device, run_location(cfg))
         else:
             self.learner = ray.remote(LearnerActor).options(num_cpus=cfg.learner_cpus, num_gpus=gpus).remote(
                 config, threads_for(cfg.learner_cpus), device)
@@ -130,6 +131,17 @@ class RayTrainingBackend:
         if self.cfg.sync:
             state["collector"] = _get(self.workers[0].collector_state.remote(), "the rollout worker")
         return state
+
+    def save_state_to(self, location: str, meta: dict) -> None:
+        """A checkpoint on a URI (output_dir=s3://...): the learner actor adds its state to `meta` (the driver's
+        small part: loop counters, config) and writes train_state.pt to `location` itself, so the replay buffer
+        never passes through the driver. (The Ray Train learner's state comes to the driver, as for a local run.)"""
+        if isinstance(self.learner, RayTrainLearner):
+            save_checkpoint(location, {**meta, **self.state()})
+            return
+        if self.cfg.sync:
+            meta = {**meta, "collector": _get(self.workers[0].collector_state.remote(), "the rollout worker")}
+        _get(self.learner.save_train_state.remote(location, meta), "the learner (checkpointing)")
 
     def load_state(self, ckpt: dict) -> None:
         if "learner" not in ckpt:  # a checkpoint of the in-process loop: its collector knows the episodes

@@ -22,6 +22,7 @@ from ray import tune
 from gym_qwen.platform.config import EvaluateConfig, config_from_dict
 from gym_qwen.platform.envs import quiet_library_logs
 from gym_qwen.platform.speculative.evaluation import evaluation_episode, evaluation_setup
+from gym_qwen.platform.storage import basename, is_uri, join, parent, resolve
 from gym_qwen.platform.sweeps.spec import SweepPoint
 from gym_qwen.platform.sweeps.training_trial import run_training_trial
 from gym_qwen.platform.sweeps.trial import run_trial
@@ -104,7 +105,11 @@ def training_trial(config: dict) -> None:
     values = dict(t["values"])
     values.setdefault("torch_threads", threads_for(r["trial_cpus"]))
     context = tune.get_context()
-    run_training_trial(r["command"], values, trial_dir=Path(r["experiment_dir"]) / context.get_trial_name(),
+    if is_uri(r["experiment_dir"]):  # the run goes to <storage URI>/<experiment>/<trial>/, its log stays on the node
+        trial_dir, output_root = Path(os.getcwd()), join(r["experiment_dir"], context.get_trial_name())
+    else:
+        trial_dir = output_root = Path(r["experiment_dir"]) / context.get_trial_name()
+    run_training_trial(r["command"], values, trial_dir=trial_dir, output_root=output_root,
                        workdir=r["workdir"], uri=r["uri"], experiment=r["experiment"], experiment_id=r["experiment_id"],
                        parent_run_id=r["parent_run_id"], sweep_id=r["sweep_id"], trial_id=context.get_trial_id(),
                        family=t["family"], report=lambda metrics: tune.report(metrics),
@@ -244,11 +249,28 @@ def _error_line(trial) -> str:
     return (causes[-1] if causes else (lines[-1] if lines else "see the trial's error.txt"))[:200]
 
 
-def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
+def _tune_storage(experiment_dir: Path | str) -> dict:
+    """Where Tune keeps the sweep: storage_path and name, and for a URI the pyarrow filesystem it names (resolved
+    once, here, so the URI's query options, e.g. endpoint_override, hold for the driver and every trial: Tune
+    pickles the filesystem into each trial, which writes its checkpoints straight to it)."""
+    if not is_uri(experiment_dir):
+        return {"storage_path": str(experiment_dir.parent), "name": experiment_dir.name}
+    fs, path = resolve(parent(str(experiment_dir)))
+    return {"storage_path": path, "name": basename(str(experiment_dir)), "storage_filesystem": fs}
+
+
+def _restore_path(experiment_dir: Path | str) -> tuple[str, dict]:
+    if not is_uri(experiment_dir):
+        return str(experiment_dir), {}
+    fs, path = resolve(str(experiment_dir))
+    return path, {"storage_filesystem": fs}
+
+
+def run_sweep(experiment_dir: Path | str, trials: list[dict], run: dict, *, max_concurrent: int, max_failures: int,
               resume: bool, space=(), num_trials: int | None = None, objectives=(), search_seed: int = 0,
               scheduler=None):
-    """Fit a new sweep in experiment_dir (storage/name), or restore the interrupted one there (a search restores its
-    searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
+    """Fit a new sweep in experiment_dir (storage/name: a local folder or a URI), or restore the interrupted one
+    there (a search restores its searcher's state too). Grid: one trial per entry of `trials`; search (`space` given): `num_trials` points
     chosen by Optuna for `objectives`; `scheduler`: early stopping (training trials). Returns Tune's ResultGrid.
 
     Evaluation trials reuse their worker processes (`reuse_actors`): a trial of one or two episodes otherwise spends
@@ -259,8 +281,9 @@ def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concur
     if space:
         quiet_optuna()
     if resume:
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable(command), resume_unfinished=True,
-                                   resume_errored=True, param_space=params)
+        path, fs = _restore_path(experiment_dir)
+        tuner = tune.Tuner.restore(path, trainable(command), resume_unfinished=True, resume_errored=True,
+                                   param_space=params, **fs)
     else:
         search = dict(search_alg=searcher(objectives, search_seed, num_trials), num_samples=num_trials) if space \
             else {}
@@ -271,7 +294,7 @@ def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concur
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name, reuse_actors=command == "evaluate",
                                         **search),
-            run_config=tune.RunConfig(name=experiment_dir.name, storage_path=str(experiment_dir.parent),
+            run_config=tune.RunConfig(**_tune_storage(experiment_dir),
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       verbose=0, callbacks=[Progress(total)]))
@@ -286,5 +309,6 @@ def run_sweep(experiment_dir: Path, trials: list[dict], run: dict, *, max_concur
             os.environ["RAY_AIR_NEW_OUTPUT"] = quiet
 
 
-def can_restore(experiment_dir: Path) -> bool:
-    return tune.Tuner.can_restore(str(experiment_dir))
+def can_restore(experiment_dir: Path | str) -> bool:
+    path, fs = _restore_path(experiment_dir)
+    return tune.Tuner.can_restore(path, **fs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -72,6 +73,19 @@ SIZE_CHOICES = tuple(MODEL_SIZES)
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+# The URI schemes pyarrow.fs.FileSystem.from_uri reads (platform/storage.py): storage= and train's output_dir=
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+
+
+def _check_location(key: str, value: str) -> None:
+    """A local path, or a URI of a scheme pyarrow reads; the rest (bucket, credentials, server) is tried for real
+    before anything starts (storage.storage_problem)."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    _require(m is None or m.group(1).lower() in STORAGE_SCHEMES,
+             f"{key}={value.split('?')[0]}: unknown storage scheme '{(m.group(1) if m else '')}' (a local path, or a "
+             f"URI of one of {', '.join(s + '://' for s in STORAGE_SCHEMES)})")
 
 
 def _check_system_metrics(cfg) -> None:
@@ -188,7 +202,8 @@ class TrainConfig(TDMPC2Config, RayOptions):
     checkpoint_freq: int = option(10_000, "Checkpoint every this many environment steps (0 = only the final one)",
                                   min=0)
     resume: bool = option(False, "Resume from the run directory's latest checkpoint")
-    output_dir: str = option("runs", "Root directory of run directories")
+    output_dir: str = option("runs", "Root directory of run directories: a path, or a URI (s3://bucket/prefix, "
+                                     "gs://..., any pyarrow filesystem; README, 'Storage on a URI')")
     exp_name: str = option("default", "Experiment name, part of the run directory")
     mlflow: bool = option(True, "Log parameters, metrics and artifacts to MLflow")
     mlflow_experiment: str = option("gym-qwen", "MLflow experiment name")
@@ -227,6 +242,7 @@ class TrainConfig(TDMPC2Config, RayOptions):
                  f"sync=true needs num_workers=1 and num_envs=1 (got num_workers={self.num_workers}, "
                  f"num_envs={self.num_envs})")
         _require(bool(self.output_dir), "output_dir= must not be empty")
+        _check_location("output_dir", self.output_dir)
         _require(bool(self.exp_name), "exp_name= must not be empty")
         _check_system_metrics(self)
         check_task(self.task)
@@ -880,7 +896,8 @@ class SweepConfig:
                                     "each on top)", min=0.01)
     trial_gpus: float = option(0.0, "GPUs each trial holds (fractions share one GPU between trials; its "
                                     "evaluation runs there with device=auto)", min=0.0)
-    storage: str = option("runs/sweeps", "Where Tune keeps the sweep's state: <storage>/<experiment>/")
+    storage: str = option("runs/sweeps", "Where Tune keeps the sweep's state: <storage>/<experiment>/; a path, or "
+                                         "a URI (s3://bucket/prefix, gs://..., any pyarrow filesystem)")
     resume: bool = option(False, "Continue the interrupted sweep in <storage>/<experiment>/ (finished trials are "
                                  "not run again; errored ones are retried)")
     dry_run: bool = option(False, "Check the sweep file, list its trials and stop")
@@ -898,6 +915,7 @@ class SweepConfig:
         _require(bool(self.file), "config=SWEEP.yaml is required: the sweep file (see configs/sweeps/)")
         _require(self.experiment is None or bool(self.experiment.strip()), "experiment= must not be empty")
         _require(bool(self.storage), "storage= must not be empty")
+        _check_location("storage", self.storage)
         _require(bool(self.objectives), "objectives= must name at least one METRIC:max|min")
 
 

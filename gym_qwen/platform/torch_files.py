@@ -6,6 +6,7 @@ one-line errors, and a file that carries code is refused by the weights-only loa
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -39,6 +40,13 @@ def save_tagged_file(path: str | os.PathLike, fmt: str, version: int, payload: d
     """Write `payload` (numpy arrays become tensors) under the `fmt` tag and `version`, atomically."""
     payload = {"format": fmt, "version": version, **_numpy_to_torch(payload)}
     return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def tagged_bytes(fmt: str, version: int, payload: dict) -> bytes:
+    """The bytes save_tagged_file would write: for a file that goes to storage on a URI (platform/storage.py)."""
+    buf = io.BytesIO()
+    torch.save({"format": fmt, "version": version, **_numpy_to_torch(payload)}, buf)
+    return buf.getvalue()
 
 
 def _load_error_reason(e: Exception) -> str:

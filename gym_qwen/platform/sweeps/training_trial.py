@@ -18,8 +18,9 @@ from typing import Callable
 from ..config import config_from_dict
 from ..config_schema import ConfigError, DTTrainConfig, TrainConfig
 from ..dt.train import dataset_path, train_dt
+from ..storage import exists, is_uri, join, read_bytes
 from ..tracking import Tracker, client
-from ..training.run import STATE_FILE, run_dir, train
+from ..training.run import STATE_FILE, run_location, train
 from .runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, TRIAL_TAG, find_run
 from .setting import absolute
 from .spec import TRAINING_COMMANDS
@@ -30,17 +31,21 @@ RUN_FOLDER = {"train": "run", "dt-train": "dt"}
 DATA_PATH_KEYS = ("data", "dataset_dir", "minari_root")  # dt-train's paths, relative to the sweep's folder
 
 
-def training_trial_config(command: str, values: dict, trial_dir: Path, experiment: str, workdir: str | Path = "."):
-    """The command's config for a trial's keys: its folder inside the trial's, MLflow on (the sweep's experiment),
-    no progress bar, data paths taken from `workdir` (where the sweep was started; Tune runs a trial elsewhere);
-    a TD-MPC2 trial resumes the run its folder already holds."""
-    folder = trial_dir / RUN_FOLDER[command]
+def training_trial_config(command: str, values: dict, trial_dir: Path, experiment: str, workdir: str | Path = ".",
+                          output_root: Path | str | None = None):
+    """The command's config for a trial's keys: its folder inside the trial's (`output_root`, default `trial_dir`:
+    a local folder, or a URI for a sweep on URI storage), MLflow on (the sweep's experiment), no progress bar,
+    data paths taken from `workdir` (where the sweep was started; Tune runs a trial elsewhere); a TD-MPC2 trial
+    resumes the run its folder already holds."""
+    root = trial_dir if output_root is None else output_root
+    folder = join(root, RUN_FOLDER[command])
     common = {"mlflow": True, "mlflow_experiment": experiment, "progress": False}
     if command == "train":
-        cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": str(folder), "exp_name": "trial"})
-        return dataclasses.replace(cfg, resume=(run_dir(cfg) / STATE_FILE).exists())
+        cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": folder, "exp_name": "trial"})
+        state = join(run_location(cfg), STATE_FILE)
+        return dataclasses.replace(cfg, resume=exists(state) if is_uri(state) else Path(state).exists())
     cfg = config_from_dict(DTTrainConfig, {**values, **common,
-                                           "log_dir": str(folder / time.strftime("%Y%m%d-%H%M%S"))})
+                                           "log_dir": str(Path(folder) / time.strftime("%Y%m%d-%H%M%S"))})
     return dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k), workdir) for k in DATA_PATH_KEYS
                                        if getattr(cfg, k)})
 
@@ -55,14 +60,15 @@ def planned_evaluations(command: str, cfg) -> int:
 def run_training_trial(command: str, values: dict, *, trial_dir: Path, workdir: str, uri: str, experiment: str,
                        experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str, family: str,
                        report: Callable[[dict], None], source_tags: dict | None = None,
-                       system_metrics: bool = False) -> dict:
+                       system_metrics: bool = False, output_root: Path | str | None = None) -> dict:
     """Run (or continue) one training trial; `report(metrics)` after each evaluation, with `evaluations` (how many
     so far: early stopping's clock) and the command's judged metric (TRAINING_COMMANDS). Returns the summary.
+    `trial_dir` holds the trial's log; the run goes under `output_root` (default `trial_dir`; a URI on URI storage).
     `source_tags`: the sweep driver's (tracking.source_tags), for a new run; `system_metrics` logs MLflow's
     system metrics to the run while the trial trains."""
     os.environ["MLFLOW_TRACKING_URI"] = uri  # the trainers' Tracker reads it (this is the trial's own process)
     started = time.perf_counter()
-    cfg = training_trial_config(command, values, trial_dir, experiment, workdir)
+    cfg = training_trial_config(command, values, trial_dir, experiment, workdir, output_root)
     tags = {**(source_tags or {}), SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id, PARENT_TAG: parent_run_id,
             ROLE_TAG: "trial", "family": family}
     earlier = find_run(client(uri), experiment_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: trial_id})
@@ -94,8 +100,12 @@ def _evaluations_made(command: str, cfg) -> int:
     if command != "train" or not cfg.resume:
         return 0
 
-    done = run_dir(cfg) / "eval.csv"
-    return max(0, len(done.read_text().splitlines()) - 1) if done.exists() else 0
+    done = join(run_location(cfg), "eval.csv")
+    if is_uri(done):
+        text = read_bytes(done).decode() if exists(done) else ""
+    else:
+        text = Path(done).read_text() if Path(done).exists() else ""
+    return max(0, len(text.splitlines()) - 1)
 
 
 def _train(command: str, cfg, tracker, send: Callable[[dict], None]) -> dict:
@@ -128,6 +138,9 @@ def resolve_training_sweep(sweep) -> tuple[list, dict]:
     """Every training trial checked before the sweep starts (its config was built by load_sweep): a dataset the
     Decision Transformer reads must exist, and early stopping needs evaluations to judge. Returns (settings, {})."""
     command = sweep.settings.trial_command
+    if command == "dt-train" and is_uri(sweep.settings.storage):
+        raise ConfigError(f"storage={sweep.settings.storage}: a dt-train sweep keeps its trials' folders on a path "
+                          "(a filesystem every node mounts), not on a URI; give storage= a path")
     for point in sweep.points:
         where = point.place(sweep.path)
         cfg = point.cfg

@@ -18,7 +18,8 @@ from ..config import TrainConfig, config_from_dict, config_to_dict, validate_con
 from ..config_schema import ARCH_KEYS
 from ..envs import TaskSpec
 from ..files import code_version
-from ..torch_files import CheckpointError, read_tagged_file, save_tagged_file
+from ..storage import is_uri, write_bytes
+from ..torch_files import CheckpointError, read_tagged_file, save_tagged_file, tagged_bytes
 from .agent import TDMPC2Agent
 
 FORMAT = "gym-qwen/tdmpc2"
@@ -41,7 +42,11 @@ def agent_payload(cfg, spec, weights: dict | None, env_steps: int) -> dict:
             "agent": weights}
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path | str:
+    """Write a checkpoint to a local path (atomically), or to a URI (s3://...: the whole object at once, straight
+    from the process that calls this; platform/storage.py)."""
+    if is_uri(path):
+        return write_bytes(str(path), tagged_bytes(FORMAT, VERSION, payload))
     return save_tagged_file(path, FORMAT, VERSION, payload)
 
 

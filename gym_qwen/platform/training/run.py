@@ -5,7 +5,9 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import signal
+import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +19,7 @@ from ..config import (ConfigError, TrainConfig, config_from_dict, config_to_dict
 from ..envs import task_spec
 from ..files import atomic_write_bytes, output_folder_problem
 from ..progress import progress_bar
+from ..storage import display, download, exists, is_uri, join, storage_problem, upload
 from ..tdmpc2.checkpoints import agent_payload, check_compatible, load_checkpoint, model_signature, save_checkpoint
 from ..torch_files import CheckpointError
 from ..tracking import Tracker
@@ -31,6 +34,36 @@ class RunDirectoryError(ConfigError):
 
 def run_dir(cfg) -> Path:
     return Path(cfg.output_dir) / cfg.task / cfg.exp_name / f"seed{cfg.seed}"
+
+
+def run_location(cfg) -> str:
+    """Where the run directory is: run_dir's path, or its URI when output_dir is one (s3://...)."""
+    return join(cfg.output_dir, cfg.task, cfg.exp_name, f"seed{cfg.seed}")
+
+
+# The files of a run directory on a URI that a resume reads back (train_state.pt is written there straight by the
+# process that makes it; the others are written locally and then uploaded whole)
+RESUME_FILES = ("config.yaml", STATE_FILE, "eval.csv")
+
+
+def _stage_remote_run(cfg, remote: str) -> Path:
+    """A run directory on a URI: checked (writable, not holding another run unless resume=true) and staged in a
+    local temporary folder, which holds the files a resume reads (downloaded) and those written before upload."""
+    problem = storage_problem(remote)
+    if problem:
+        raise RunDirectoryError(f"cannot write the run directory {display(remote)}: {problem} (change output_dir=)")
+    if not cfg.resume and (exists(join(remote, STATE_FILE)) or exists(join(remote, AGENT_FILE))):
+        raise RunDirectoryError(f"{display(remote)} already holds a run; pass resume=true to continue it, or change "
+                                f"exp_name= or output_dir=")
+    out = Path(tempfile.mkdtemp(prefix="gym-qwen-run-"))
+    try:
+        if cfg.resume:
+            for name in RESUME_FILES:
+                download(join(remote, name), out / name)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
 
 
 def _write_eval_csv(path: Path, history: list) -> None:
@@ -146,17 +179,32 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
     preflight = getattr(backend_factory, "preflight", None)  # e.g. device=cuda on a machine without CUDA
     if preflight is not None:
         preflight(cfg)
-    out = run_dir(cfg)
+    remote = run_location(cfg) if is_uri(cfg.output_dir) else None  # a run directory on a URI (s3://...)
+    if remote is None:
+        out = run_dir(cfg)
+        if not cfg.resume and ((out / STATE_FILE).exists() or (out / AGENT_FILE).exists()):
+            raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
+                                    f"exp_name= or output_dir=")
+        problem = output_folder_problem(out)
+        if problem:
+            raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
+    else:
+        out = _stage_remote_run(cfg, remote)
     state_path = out / STATE_FILE
-    if not cfg.resume and (state_path.exists() or (out / AGENT_FILE).exists()):
-        raise RunDirectoryError(f"{out} already holds a run; pass resume=true to continue it, or change "
-                                f"exp_name= or output_dir=")
-    problem = output_folder_problem(out)
-    if problem:
-        raise RunDirectoryError(f"cannot write the run directory {out}: {problem} (change output_dir=)")
-    ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
+    where = display(remote) if remote else str(out)  # what the summary and messages name
+
+    def publish(name: str) -> None:  # a file written in the staging folder goes to the URI, whole
+        if remote is not None:
+            upload(out / name, join(remote, name))
+
     tracker = tracker or Tracker(cfg.mlflow, cfg.mlflow_experiment, system_metrics=cfg.system_metrics)
-    tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
+    try:
+        ckpt = _resume_checkpoint(cfg, out) if cfg.resume else None
+        tracker.preflight()  # an MLflow server that does not answer, refused in seconds rather than minutes
+    except BaseException:
+        if remote is not None:  # the staging folder goes with the refusal
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     backend = None
     status = "FAILED"
     stop: list = []  # SIGTERM's mark: it stops training at the next episode boundary
@@ -174,6 +222,7 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
             run_id = ckpt.get("mlflow_run_id")
             ckpt = None  # the replay buffer now lives in the backend; do not hold a second copy
         save_config(cfg, out / "config.yaml")
+        publish("config.yaml")
         run_id = tracker.start(f"{cfg.task}-{cfg.exp_name}-seed{cfg.seed}", config_to_dict(cfg),
                                tags={"task": cfg.task, "model_size": str(cfg.model_size), "command": "train"},
                                run_id=run_id) if cfg.mlflow else None
@@ -191,15 +240,19 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
             tracker.log_metrics({"eval/return_mean": res.mean, "eval/return_std": res.std,
                                  "eval/ms_per_decision": res.ms_per_decision}, env_steps)
             _write_eval_csv(out / "eval.csv", state.eval_history + [record])
+            publish("eval.csv")
             bar.write(f"eval @ {env_steps:>8,} env steps: return {res.mean:8.1f} ± {res.std:.1f}")
             if on_evaluation is not None:
                 on_evaluation(record)
             return record
 
         def on_checkpoint(env_steps):
-            save_checkpoint(state_path, {
-                **agent_payload(cfg, spec, None, env_steps), "kind": "train_state", **backend.state(),
-                "loop": asdict(state), "mlflow_run_id": run_id})
+            meta = {**agent_payload(cfg, spec, None, env_steps), "kind": "train_state", "loop": asdict(state),
+                    "mlflow_run_id": run_id}
+            if remote is not None and hasattr(backend, "save_state_to"):
+                backend.save_state_to(join(remote, STATE_FILE), meta)  # the learner's node writes it, not the driver
+            else:  # the in-process learner is this process; a local run directory is the driver's
+                save_checkpoint(join(remote, STATE_FILE) if remote else state_path, {**meta, **backend.state()})
 
         initial = backend.decisions * spec.action_repeat
         with progress_bar(total=cfg.steps, desc=f"train {cfg.task}", unit="step", enabled=cfg.progress,
@@ -209,20 +262,22 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
         env_steps = backend.decisions * spec.action_repeat
         if stop and env_steps < cfg.steps:  # stopped at an episode boundary, just after a checkpoint
             status = "KILLED"
-            return {"task": cfg.task, "stopped": True, "env_steps": env_steps, "run_dir": str(out),
-                    "checkpoint": str(state_path), "mlflow_run_id": run_id}
+            return {"task": cfg.task, "stopped": True, "env_steps": env_steps, "run_dir": where,
+                    "checkpoint": join(where, STATE_FILE), "mlflow_run_id": run_id}
         agent_path = save_checkpoint(out / AGENT_FILE, agent_payload(cfg, spec, backend.agent_weights(), env_steps))
+        publish(AGENT_FILE)
         tracker.log_artifact(agent_path, "checkpoints")
         if (out / "eval.csv").exists():
             tracker.log_artifact(out / "eval.csv")
         summary = {"task": cfg.task, "env_steps": env_steps, "updates": backend.num_updates,
-                   "run_dir": str(out), "checkpoint": str(agent_path), "mlflow_run_id": run_id,
+                   "run_dir": where, "checkpoint": join(where, AGENT_FILE), "mlflow_run_id": run_id,
                    "train_seconds": state.train_seconds,
                    "env_steps_per_second": env_steps / max(state.train_seconds, 1e-9),
                    "last_episode_return": state.episode_returns[-1] if state.episode_returns else None,
                    "eval": state.eval_history[-1] if state.eval_history else None,
                    "eval_history": state.eval_history}
         atomic_write_bytes(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+        publish("summary.json")
         status = "FINISHED"
         return summary
     finally:
@@ -232,3 +287,5 @@ def train(cfg, backend_factory=InProcessBackend, stop_on_sigterm: bool = False, 
                 backend.close()
         finally:
             tracker.end(status)
+            if remote is not None:
+                shutil.rmtree(out, ignore_errors=True)
