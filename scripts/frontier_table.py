@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from gym_qwen.platform.speculative.statistics import paired_summary
+from gym_qwen.platform.speculative.statistics import paired_ratio_interval, paired_summary
 
 FOLDER = Path("docs/frontier")
 
@@ -60,7 +60,7 @@ def setting_rows(task: str, min_episodes: int) -> list[dict]:
         idx = sorted(eps)
         if not all(i in baseline for i in idx):
             sys.exit(f"{task}: {label} has episodes the baseline has not played")
-        out.append({"label": label,
+        out.append({"label": label, "returns": {i: eps[i]["return"] for i in idx},
                     "summary": paired_summary([eps[i]["return"] for i in idx], [baseline[i]["return"] for i in idx]),
                     "calls": per_step([eps[i] for i in idx], "planner_calls"),
                     "ms": 1e3 * per_step(list(timing[label].values()), "seconds") if label in timing else None})
@@ -78,6 +78,54 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {label} | {s.episodes} | {s.mean:.1f} [{s.mean_low:.1f}, {s.mean_high:.1f}] | {s.iqm:.1f} | "
                      f"{retained} | {100 * s.fall_rate:.0f}% | {r['calls']:.3f} | {ms} |")
     return "\n".join(lines)
+
+
+def is_competitor(label: str) -> bool:
+    """The settings speculation must beat: the full planner, the policy prior and the planner family."""
+    return label in ("baseline", "prior") or label.startswith("baseline (planner")
+
+
+def _retained(r: dict) -> tuple[float, float, float]:
+    s = r["summary"]
+    return (1.0, 1.0, 1.0) if r["label"] == "baseline" else (s.retained, s.retained_low, s.retained_high)
+
+
+def answer(rows: list[dict]) -> list[str]:
+    """The frontier's answer in sentences (issue 30): the cheapest setting by ms per step whose retained interval
+    stays above 95% and above 97% (once the timing run has every setting), the settings keeping >= 97% (lower
+    bound >= 95%) at <= 0.33 planner calls per step, and for each speculative setting timed, whether it beats the
+    best competitor (full planner, prior, planner family) taking no more ms per step, by more than the paired 95%
+    interval of their ratio."""
+    lines = []
+    for floor in (0.95, 0.97):
+        keep = [r for r in rows if _retained(r)[1] >= floor]
+        if any(r["ms"] is None for r in rows):  # planner calls of different budgets are not the same cost
+            lines.append(f"cheapest keeping >= {100 * floor:.0f}%: needs ms per step of every setting "
+                         "(scripts/frontier.sh timing)")
+            continue
+        best = min(keep, key=lambda r: (r["ms"], -_retained(r)[0]))
+        ret, low, high = _retained(best)
+        lines.append(f"cheapest keeping >= {100 * floor:.0f}% (interval's lower bound): {best['label']}, "
+                     f"{100 * ret:.1f}% [{100 * low:.1f}, {100 * high:.1f}] at {best['ms']:.1f} ms per step")
+    target = [r for r in rows if _retained(r)[0] >= 0.97 and _retained(r)[1] >= 0.95 and r["calls"] <= 0.335]
+    lines.append("keeping >= 97% (lower bound >= 95%) at <= 0.33 planner calls per step: " +
+                 (", ".join(f"{r['label']} ({100 * _retained(r)[0]:.1f}%, {r['calls']:.3f})" for r in target)
+                  or "none"))
+    for r in rows:
+        if is_competitor(r["label"]) or r["ms"] is None:
+            continue
+        rivals = [c for c in rows if is_competitor(c["label"]) and c["ms"] is not None and c["ms"] <= r["ms"]]
+        if not rivals:
+            lines.append(f"{r['label']}: no competitor as fast ({r['ms']:.1f} ms per step)")
+            continue
+        rival = max(rivals, key=lambda c: c["summary"].mean)
+        shared = sorted(set(r["returns"]) & set(rival["returns"]))
+        ratio, low, high = paired_ratio_interval([r["returns"][i] for i in shared],
+                                                 [rival["returns"][i] for i in shared])
+        verdict = "beats" if low > 1 else "loses to" if high < 1 else "is level with"
+        lines.append(f"{r['label']} ({r['ms']:.1f} ms) {verdict} {rival['label']} ({rival['ms']:.1f} ms): "
+                     f"return ratio {ratio:.3f} [{low:.3f}, {high:.3f}] on {len(shared)} paired episodes")
+    return lines
 
 
 def _colour(label: str) -> str:
@@ -141,6 +189,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = setting_rows(args.task, args.min_episodes)  # the logs are read once for the table and the plot
     print(table(rows))
+    print()
+    for line in answer(rows):
+        print(f"- {line}")
     if args.plot:
         print(f"plot: {plot(args.task, rows, args.plot)}")
 

@@ -349,3 +349,41 @@ def test_the_frontier_table_pairs_every_setting_with_the_baseline_and_draws_it(t
     _frontier_log(tmp_path / "walker-walk-other.episodes.jsonl", bad, {"naive k=3": base})
     with pytest.raises(SystemExit, match="played on other episodes"):
         frontier_table.setting_rows("walker-walk", min_episodes=4)
+
+
+def test_the_frontier_answer_names_the_cheapest_settings_and_judges_speculation_at_equal_time(tmp_path, monkeypatch):
+    """frontier_table.answer on logs whose ratios and times are known: the cheapest setting above 95% / 97% by ms
+    per step, the <= 0.33-calls target, and speculation judged against the best competitor no slower than it
+    (beats, level, loses by the paired interval); without times for every setting, no "cheapest" is claimed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
+    frontier_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier_table)
+    monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
+    header = {"log_version": 1, "task": "cheetah-run", "checkpoint_sha256": "ab", "seed": 1}
+    rng = np.random.default_rng(0)
+    base = [500.0 + float(x) for x in rng.normal(0, 20, 30)]
+    settings = {"baseline": [(r, 100, 20.0) for r in base],  # 200 ms per step
+                "prior": [(0.6 * r, 0, 0.1) for r in base],  # 1 ms
+                "baseline (planner 64x2)": [(0.90 * r, 100, 2.0) for r in base],  # 20 ms
+                "baseline (planner 256x4)": [(0.97 * r, 100, 8.0) for r in base],  # 80 ms
+                "spec_corrector k=3 +two_tower": [(0.98 * r, 33, 7.0) for r in base],  # 70 ms: beats 64x2
+                "naive k=3": [(0.85 * r, 33, 6.9) for r in base],  # loses to 64x2
+                "naive k=6": [(0.90 * r + d, 17, 3.0) for r, d in zip(base, rng.normal(0, 30, 30))]}  # level
+    _frontier_log(tmp_path / "cheetah-run.episodes.jsonl", header, settings)
+    timing = {label: eps[:1] for label, eps in settings.items() if label != "naive k=6"}
+    _frontier_log(tmp_path / "cheetah-run-timing.episodes.jsonl", header, timing)
+    lines = frontier_table.answer(frontier_table.setting_rows("cheetah-run", 30))
+    assert all("needs ms per step" in line for line in lines[:2])  # naive k=6 has no time
+    assert "spec_corrector k=3 +two_tower (98.0%, 0.330)" in lines[2] and "naive" not in lines[2]
+    timing["naive k=6"] = settings["naive k=6"][:1]
+    _frontier_log(tmp_path / "cheetah-run-timing.episodes.jsonl", header, timing)
+    lines = frontier_table.answer(frontier_table.setting_rows("cheetah-run", 30))
+    assert lines[0].startswith("cheapest keeping >= 95% (interval's lower bound): spec_corrector k=3 +two_tower")
+    assert lines[1].startswith("cheapest keeping >= 97% (interval's lower bound): spec_corrector k=3 +two_tower")
+    verdicts = {line.split(" (")[0]: line for line in lines[3:]}
+    assert " beats baseline (planner 64x2) (20.0 ms)" in verdicts["spec_corrector k=3 +two_tower"]
+    assert "ratio 1.089 [1.089, 1.089]" in verdicts["spec_corrector k=3 +two_tower"]
+    assert " loses to baseline (planner 64x2)" in verdicts["naive k=3"]
+    assert " is level with baseline (planner 64x2)" in verdicts["naive k=6"]
