@@ -29,7 +29,8 @@ class Plan:
 
     actions: (B, H, A) the selected action sequence (no exploration noise); latents: (B, H, L) the predicted
     z_1..z_H along it; rewards: (B, H) predicted rewards; value: (B,) its estimated return; mean/std: (B, H, A)
-    the final MPPI distribution (mean is the warm start of the next call); stats: scalar diagnostics.
+    the final MPPI distribution (mean is the warm start of the next call); stats: scalar diagnostics as 0-dim
+    tensors (float() them to read: converting inside plan() would wait for the GPU at every plan).
     """
 
     actions: torch.Tensor
@@ -166,7 +167,7 @@ class MPPIPlanner:
         latents, rewards = self.imagine(z, chosen)
         return Plan(actions=chosen, latents=latents, rewards=rewards,
                     value=elite_value[torch.arange(B, device=dev), pick], mean=mean, std=std,
-                    stats={"elite_value_mean": float(elite_value.mean()), "std_mean": float(std.mean())})
+                    stats={"elite_value_mean": elite_value.mean(), "std_mean": std.mean()})
 
     def extend(self, z: torch.Tensor, steps: int, generator: torch.Generator | None = None):
         """Continue plans past their horizon with the policy prior's mean action, rolled through the dynamics
