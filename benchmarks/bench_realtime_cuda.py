@@ -7,6 +7,7 @@ environment on the CPU. The agent is TD-MPC2 at model size 5 (and size 1) with f
 trained here, so this measures time, not return (the returns printed are an untrained agent's). Steps:
 
 1. the full planner's latency L on the GPU, model sizes 1 and 5 (median of `plans` synchronous plans after warm-up);
+   `cuda_graph=true`: every plan replayed from a CUDA graph (the agent's cuda_graph=true), here and in step 2;
 2. for each control period P (ms) and mode (baseline under the clock, stale, async), `episodes` episodes of
    `task` on the wall clock through `gym-qwen evaluate ... realtime=true device=cuda`: d, deadline misses per
    step, the main thread's wait per step, plans started/used/discarded and the achieved period;
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULTS = {"task": "HalfCheetah-v5", "periods": "2,4,8,16,33", "modes": "baseline,stale,async", "episodes": "1",
-            "sizes": "1,5", "plans": "20", "train_steps": "2000", "device": "cuda", "out": str(ROOT / "benchmarks" / "results" /
-                                                                              "realtime-cuda.json")}
+            "sizes": "1,5", "plans": "20", "train_steps": "2000", "device": "cuda", "cuda_graph": "false",
+            "out": str(ROOT / "benchmarks" / "results" / "realtime-cuda.json")}
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -55,36 +55,25 @@ def make_checkpoint(task: str, size: int, folder: Path, device: str) -> Path:
     return save_checkpoint(folder / f"size{size}.pt", agent_payload(cfg, spec, agent.state_dict(with_optim=False), 0))
 
 
-def planner_latency(ckpt: Path, task: str, plans: int, device: str) -> dict:
-    """Median and spread of synchronous full-planner calls on the GPU (CUDA synchronised around each)."""
-    import numpy as np
-    import torch
-
+def planner_latency(ckpt: Path, task: str, plans: int, device: str, cuda_graph: bool) -> dict:
+    """The full planner's median latency on the GPU, measured as `evaluate` measures it for a clock (the platform's
+    measure_latency_ms: synchronous plans from one real observation, after warm-up)."""
     from gym_qwen.platform.envs import make_env
+    from gym_qwen.platform.speculative.clocked import measure_latency_ms
     from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
-    agent = load_agent(str(ckpt), {}, device)[0]
-    env = make_env(task, seed=1)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    obs, _ = env.reset(seed=1)
-    times = []
-    for i in range(plans + 5):
-        sync()
-        t0 = time.perf_counter()
-        action = agent.act(np.asarray(obs, dtype=np.float32), t0=(i == 0), eval_mode=True)
-        sync()
-        if i >= 5:
-            times.append(1000 * (time.perf_counter() - t0))
-        obs, *_ = env.step(np.asarray(action))
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "plans": len(times)}
+    agent = load_agent(str(ckpt), {"cuda_graph": cuda_graph}, device)[0]
+    obs, _ = make_env(task, seed=1).reset(seed=1)
+    return {"median_ms": measure_latency_ms(agent, obs, repeats=plans, warmup=5), "plans": plans,
+            "cuda_graph": cuda_graph}
 
 
-def evaluate(ckpt: Path, mode: str, period: float, episodes: int, folder: Path, device: str) -> dict:
+def evaluate(ckpt: Path, mode: str, period: float, episodes: int, folder: Path, device: str, cuda_graph: bool) -> dict:
     from gym_qwen.jobs.evaluate import main as evaluate_main
 
     out = folder / f"{mode}-{period:g}.json"
     args = [f"checkpoint={ckpt}", f"mode={mode}", f"episodes={episodes}", f"device={device}", "progress=false",
-            f"output={out}", f"control_period_ms={period:g}", "realtime=true"]
+            f"output={out}", f"control_period_ms={period:g}", "realtime=true", f"cuda_graph={str(cuda_graph).lower()}"]
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
@@ -128,22 +117,24 @@ def main(argv: list[str]) -> int:
 
     args = parse_args(argv)
     device = args["device"]
+    graphed = args["cuda_graph"] == "true"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_realtime_cuda.py needs a CUDA device")
-    result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__, "task": args["task"],
-              "latency": {}, "rows": []}
+    result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__,
+              "task": args["task"], "cuda_graph": graphed, "latency": {}, "rows": []}
     out = Path(args["out"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpts = {}
         for size in [int(s) for s in args["sizes"].split(",")]:
             ckpts[size] = make_checkpoint(args["task"], size, folder, device)
-            result["latency"][f"size{size}"] = planner_latency(ckpts[size], args["task"], int(args["plans"]), device)
+            result["latency"][f"size{size}"] = planner_latency(ckpts[size], args["task"], int(args["plans"]), device,
+                                                               graphed)
             print(f"size {size}: full planner L = {result['latency'][f'size{size}']}", flush=True)
         big = ckpts[max(ckpts)]
         for period in [float(p) for p in args["periods"].split(",")]:
             for mode in args["modes"].split(","):
-                row = evaluate(big, mode, period, int(args["episodes"]), folder, device)
+                row = evaluate(big, mode, period, int(args["episodes"]), folder, device, graphed)
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from ..progress import progress_bar
 from ..rng import derive_seed, seeded
 from ..seeds import RESET_SEED_BASE, reset_seed
 from ..tdmpc2.checkpoints import agent_from_checkpoint, load_agent
-from ..tdmpc2.planner import MPPIPlanner
 from .clocked import ClockedExecutor, resolve_clock
 from .correctors import load_corrector
 from .episodes import play_episodes
@@ -127,7 +126,7 @@ def setting_planner(agent, execution=None):
 
 
     settings = replace(agent.planner_settings, **dict(execution.planner_overrides))
-    return MPPIPlanner(agent.model, settings, compile=agent.planner.compiled)
+    return agent.planner.with_settings(settings)
 
 
 def build_executor(agent, execution=None, batch: int = 1, corrector=None, teacher_seed: int = 0,

@@ -5,9 +5,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config_schema import ConfigError
 from ..devices import resolve_device
 from .compiled import CompiledOrEager
 from .functional import discount_for
+from .graphed_planner import GraphedPlanner
 from .planner import MPPIPlanner, Plan, PlannerSettings
 from .scale import RunningScale
 from .world_model import ModelDims, WorldModel
@@ -40,6 +42,10 @@ class TDMPC2Agent:
             discount=self.discount)
         compile_ = bool(getattr(cfg, "compile", False))
         self.planner = MPPIPlanner(self.model, self.planner_settings, compile=compile_)
+        if getattr(cfg, "cuda_graph", False):
+            if self.device.type != "cuda":
+                raise ConfigError(f"cuda_graph=true captures CUDA graphs: it needs a CUDA device, not {self.device}")
+            self.planner = GraphedPlanner(self.planner)
         self.scale = RunningScale(cfg.tau).to(self.device)
         m = self.model
         self.optim = torch.optim.Adam([

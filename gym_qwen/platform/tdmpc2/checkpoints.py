@@ -88,7 +88,8 @@ def agent_from_checkpoint(ckpt: dict, overrides: dict, device: str, task: str | 
     """load_agent for a checkpoint already in memory (e.g. handed to a Ray actor)."""
     cfg = check_overrides(ckpt, overrides, path)
     check_compatible(ckpt, task=task, path=path)
-    cfg = validate_config(dataclasses.replace(cfg, device=device))
+    # how the loading process runs the planner is its own choice, never the saved run's (it may have had a GPU)
+    cfg = validate_config(dataclasses.replace(cfg, device=device, cuda_graph=bool(overrides.get("cuda_graph", False))))
     spec = TaskSpec(**ckpt["task_spec"])
     agent = TDMPC2Agent(cfg, spec.obs_dim, spec.action_dim, spec.episode_length, spec.episodic, cfg.device)
     agent.load_state_dict(ckpt["agent"])

@@ -87,6 +87,10 @@ class MPPIPlanner:
     def compiled(self) -> bool:
         return self._rollout.active
 
+    def with_settings(self, settings: PlannerSettings) -> "MPPIPlanner":
+        """A planner of the same model with other settings (a planner budget), compiled if this one is."""
+        return MPPIPlanner(self.model, settings, compile=self.compiled)
+
     def rollout_value(self, z: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
                       ) -> torch.Tensor:
         """Value of action sequences (H, M, A) from latents z (M, L): discounted predicted rewards plus the
