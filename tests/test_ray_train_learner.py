@@ -4,6 +4,7 @@ the run folder; a training run with it collects, learns and checkpoints like the
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,8 @@ def test_one_ray_train_worker_trains_as_the_single_learner(ray_local, tmp_path, 
 
 def test_training_with_the_ray_train_learner(ray_local, tmp_path, monkeypatch):
     """Stopped after its first checkpoint and resumed: the ranks restore the learner from the Ray Train checkpoint
-    that train_state.pt names (which holds no replay buffer), and the run ends with the uninterrupted run's counts."""
+    that train_state.pt names (which holds no replay buffer), and the run ends with the uninterrupted run's counts;
+    resumed with learner=single instead, the single learner loads that checkpoint and ends with the same counts."""
     from gym_qwen.actors.ray_train_learner import CHECKPOINT_KEY
     from gym_qwen.actors.training_backend import RayTrainingBackend
     from test_ray_training import _train
@@ -95,9 +97,12 @@ def test_training_with_the_ray_train_learner(ray_local, tmp_path, monkeypatch):
     named = small[CHECKPOINT_KEY]
     assert (tmp_path / "b").resolve() in Path(named).parents
     assert torch.load(f"{named}/learner_state.pt", weights_only=True)["state"]["num_updates"] == small["num_updates"]
+    # the same run resumed with learner=single: its one learner actor loads that checkpoint (through the driver)
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    _, back = _train(tmp_path / "c", monkeypatch, *common, "steps=2000", "resume=true", backend=RayTrainingBackend)
     _, dp = _train(tmp_path / "b", monkeypatch, *common, *dp_keys, "steps=2000", "resume=true",
                    backend=RayTrainingBackend)
-    assert dp["updates"] == single["updates"] > 0
+    assert dp["updates"] == back["updates"] == single["updates"] > 0
     assert dp["env_steps"] == single["env_steps"]
     checkpoints = sorted(p for p in (tmp_path / "b").rglob("ray_train/checkpoint_*") if p.is_dir())
     assert checkpoints, "no Ray Train checkpoint in the run folder"
