@@ -215,6 +215,37 @@ def test_the_ray_learner_writes_its_checkpoint_to_s3_itself(s3, ray_local, tmp_p
     assert state["num_updates"] == summary["updates"] and "buffer" in state
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_ray_train_learner_checkpoints_to_s3_from_its_ranks_and_resumes_from_there(s3, ray_local, tmp_path,
+                                                                                        monkeypatch):
+    """learner=ray_train with output_dir on S3: the ranks write the learner state (replay buffer included) into Ray
+    Train's checkpoints on S3; train_state.pt there is the driver's small state naming one; a resumed run restores
+    the ranks from it and ends with the uninterrupted count of updates."""
+    from gym_qwen.actors.ray_train_learner import CHECKPOINT_KEY
+    from gym_qwen.actors.training_backend import RayTrainingBackend
+    from gym_qwen.platform.storage import read_bytes
+    from gym_qwen.platform.tdmpc2.checkpoints import load_checkpoint
+    from gym_qwen.platform.training.run import train
+
+    monkeypatch.chdir(tmp_path)
+    keys = ("checkpoint_freq=1000", "eval_freq=0", "mlflow=false", "num_workers=1", "worker_cpus=1",
+            "learner_cpus=1", "learner=ray_train", "learner_workers=2")
+    summaries = {}
+    for where, steps in (("once", 2000), ("twice", 1000), ("twice", 2000)):
+        cfg = tiny_train_config(f"s3://{BUCKET}/{where}", f"steps={steps}", *keys,
+                                f"resume={'true' if steps == 2000 and where == 'twice' else 'false'}")
+        summaries[where] = train(cfg, RayTrainingBackend)
+        if where == "twice" and steps == 1000:
+            run = f"s3://{BUCKET}/twice/{TINY_TASK}/default/seed1"
+            (tmp_path / "state.pt").write_bytes(read_bytes(run + "/train_state.pt"))
+            state = load_checkpoint(tmp_path / "state.pt")
+            assert "buffer" not in state and state[CHECKPOINT_KEY].startswith(run + "/ray_train/checkpoint_")
+            assert [k for k in _keys(f"twice/{TINY_TASK}") if k.endswith("/learner_state.pt")]
+    assert summaries["twice"]["env_steps"] == summaries["once"]["env_steps"] == 2000
+    assert summaries["twice"]["updates"] == summaries["once"]["updates"] > 0
+
+
 # ------------------------------------------------------------------------------------------ drill: a sweep
 @pytest.mark.ray
 def test_an_interrupted_sweep_on_s3_resumes_without_running_finished_trials_again(s3, tmp_path):

@@ -27,7 +27,7 @@ from gym_qwen.platform.training.run import run_location
 
 from .cluster import check_resources, choose_device, connect, disconnect, threads_for
 from .learner import LearnerActor
-from .ray_train_learner import LearnerStopped, RayTrainLearner
+from .ray_train_learner import CHECKPOINT_KEY, LearnerStopped, RayTrainLearner, read_learner_state
 from .rollout_worker import RolloutWorker, fault_runtime_env
 from .unreachable import UnreachableActors
 
@@ -123,7 +123,7 @@ class RayTrainingBackend:
                     "the learner (evaluating)")
 
     def state(self) -> dict:
-        if isinstance(self.learner, RayTrainLearner):  # a Ray Train checkpoint, and the state for train_state.pt
+        if isinstance(self.learner, RayTrainLearner):  # a Ray Train checkpoint, and a small state naming it
             env_steps = self.decisions * self.spec.action_repeat
             state = _get(self.learner.checkpoint.remote(env_steps), "the learner (checkpointing)")
         else:
@@ -135,7 +135,8 @@ class RayTrainingBackend:
     def save_state_to(self, location: str, meta: dict) -> None:
         """A checkpoint on a URI (output_dir=s3://...): the learner actor adds its state to `meta` (the driver's
         small part: loop counters, config) and writes train_state.pt to `location` itself, so the replay buffer
-        never passes through the driver. (The Ray Train learner's state comes to the driver, as for a local run.)"""
+        never passes through the driver. (The Ray Train learner's ranks write their state to the Ray Train checkpoint;
+        the driver writes the small state naming it.)"""
         if isinstance(self.learner, RayTrainLearner):
             save_checkpoint(location, {**meta, **self.state()})
             return
@@ -148,7 +149,13 @@ class RayTrainingBackend:
             col = ckpt["collector"]
             ckpt = {**ckpt, "learner": {"decisions": col["decisions"], "deferred": 0,
                                         "episode_ids": list(range(int(col["episode_index"])))}}
-        _get(self.learner.load_state.remote(ckpt), "the learner (resuming)")
+        saved = ckpt.get(CHECKPOINT_KEY)  # a ray_train run: its learner state is in that Ray Train checkpoint
+        if saved is not None and isinstance(self.learner, RayTrainLearner):  # every rank reads it from storage
+            _get(self.learner.restore.remote(saved, int(ckpt["env_steps"])), "the learner (resuming)")
+        else:
+            if saved is not None:  # resumed with learner=single: the state comes through this process
+                ckpt = {**ckpt, **read_learner_state(saved)}
+            _get(self.learner.load_state.remote(ckpt), "the learner (resuming)")
         if self.cfg.sync:
             _get(self.workers[0].load_collector_state.remote(ckpt["collector"]), "the rollout worker")
         extra = ckpt["learner"]

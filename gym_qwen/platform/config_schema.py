@@ -226,6 +226,10 @@ class TrainConfig(TDMPC2Config, RayOptions):
                                     "the single learner's to float tolerance", choices=("single", "ray_train"))
     learner_workers: int = option(1, "learner=ray_train: processes of the data-parallel learner (one GPU each with "
                                      "device=cuda); batch_size must split evenly over them", min=1)
+    learner_log_limit: int = option(256, "learner=ray_train: calls kept for replay after the learner's last "
+                                         "checkpoint (a restarted rank replays them; ingest calls pin their "
+                                         "episodes). At the limit the learner takes a Ray Train checkpoint of its "
+                                         "own and the driver's next call waits for it", min=4)
 
     def validate(self) -> None:
         """Agent rules plus: ``task`` must be known; ``sync`` needs exactly one worker with one environment;

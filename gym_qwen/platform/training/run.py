@@ -79,11 +79,12 @@ def _write_eval_csv(path: Path, history: list) -> None:
 # where and how fast the same maths runs (output_dir only says where the run directory is found; device,
 # compile and cuda_graph change the arithmetic's speed, not what is learned (cuda_graph draws other random
 # numbers); Ray placement; learner and learner_workers: the data-parallel learner's update equals the single
-# learner's to float tolerance). Every other key is the run's own:
+# learner's to float tolerance; learner_log_limit: when it checkpoints). Every other key is the run's own:
 # changing it on resume is refused. docs/architecture.md ("Resuming a run") has the reasons.
 RESUMABLE_KEYS = ("resume", "steps", "eval_freq", "eval_episodes", "checkpoint_freq", "progress", "mlflow",
-                  "mlflow_experiment", "system_metrics", "torch_threads", "output_dir", "device", "compile", "cuda_graph",
-                  "ray_address", "worker_cpus", "learner_cpus", "scale_wait", "learner", "learner_workers")
+                  "mlflow_experiment", "system_metrics", "torch_threads", "output_dir", "device", "compile",
+                  "cuda_graph", "ray_address", "worker_cpus", "learner_cpus", "scale_wait", "learner",
+                  "learner_workers", "learner_log_limit")
 # How episodes are collected. num_workers, num_envs and chunk_decisions may change while collection stays
 # asynchronous, and an in-process run may continue asynchronously (the Ray backend reads in-process checkpoints);
 # nothing else.
