@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -30,22 +29,14 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gym_qwen.platform.config import TrainConfig  # noqa: E402
 from gym_qwen.platform.files import atomic_write_bytes  # noqa: E402
-from gym_qwen.platform.tdmpc2.buffer import Episode  # noqa: E402
 from gym_qwen.platform.training.data_parallel import DataParallelGroup  # noqa: E402
-from gym_qwen.platform.training.loop import build_learning  # noqa: E402
+from bench_ray_train_learner import filled_learner as filled_random  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def filled_learner(task: str, size: int, batch: int, device: str, episodes: int = 4):
     cfg = TrainConfig(task=task, model_size=size, batch_size=batch, device=device, mlflow=False, progress=False)
     cfg.validate()
-    spec, _, learner = build_learning(cfg, device)
-    rng = np.random.default_rng(0)
-    T = spec.episode_length
-    for i in range(episodes):
-        learner.add(Episode(rng.normal(size=(T + 1, spec.obs_dim)).astype(np.float32),
-                            rng.uniform(-1, 1, (T, spec.action_dim)).astype(np.float32),
-                            rng.uniform(0, 1, T).astype(np.float32), np.zeros(T, bool), episode_id=i))
-    return learner
+    return filled_random(cfg, episodes)
 
 
 def timed_updates(learner, updates: int) -> tuple[list[dict], list[float], int]:

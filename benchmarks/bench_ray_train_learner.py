@@ -30,7 +30,8 @@ from gym_qwen.platform.tdmpc2.buffer import Episode  # noqa: E402
 from gym_qwen.platform.training.loop import build_learning  # noqa: E402
 
 
-def _filled(cfg, episodes: int):
+def filled_learner(cfg, episodes: int):
+    """The learner of `cfg` with a replay buffer of `episodes` random episodes (seeded: the same every call)."""
     spec, _, learner = build_learning(cfg, cfg.device)
     rng = np.random.default_rng(0)
     T = spec.episode_length
@@ -71,7 +72,7 @@ def main() -> None:
                       learner="ray_train", learner_workers=args.workers, num_workers=1, mlflow=False, progress=False,
                       learner_cpus=float(args.threads), torch_threads=args.threads, **tiny)
     cfg.validate()
-    learner = _filled(cfg, args.episodes)
+    learner = filled_learner(cfg, args.episodes)
     start = {"agent": copy.deepcopy(learner.agent.state_dict(with_optim=True)), "buffer": learner.buffer.state(),
              "num_updates": 0, "torch_rng": global_rng_state()}
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import TINY, TINY_TASK, mlflow_server, tiny_train_config
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
-from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write
+from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write, resume_interrupted_five_trial_sweep
 
 PY = sys.executable
 BUCKET = "gym-qwen"
@@ -275,24 +275,8 @@ def test_an_interrupted_sweep_on_s3_resumes_without_running_finished_trials_agai
     keys = _keys("sweeps/tiny")
     assert "sweeps/tiny/gym-qwen-sweep.json" in keys and any(k.endswith("/records.json") for k in keys), keys
     assert not (cwd / "runs").exists()
-    c, runs = _runs(uri)
-    done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
-                   and r.info.status == "FINISHED"}
-    assert 1 <= len(done_before) < 5
-    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming 5 trials" in res.stdout
-    c, runs = _runs(uri)
-    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
-    assert len(trials) == 5 and len({r.data.tags["trial_id"] for r in trials}) == 5
-    assert all(r.info.status == "FINISHED" for r in trials)
-    for r in trials:
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "return_mean")] == [1]
-    for run_id, before in done_before.items():  # a finished trial was not run again
-        assert c.get_run(run_id).info.end_time == before.info.end_time
-    parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert parents[0].data.tags["experiment_dir"] == f"s3://{BUCKET}/sweeps/tiny"
+    parent = resume_interrupted_five_trial_sweep(cmd, cwd, env, uri)
+    assert parent.data.tags["experiment_dir"] == f"s3://{BUCKET}/sweeps/tiny"
 
 
 @pytest.mark.ray

@@ -488,6 +488,30 @@ def test_an_optuna_search_runs_its_budget_of_points_inside_the_space(ray_local, 
     assert sum(1 for line in out.splitlines() if line.lstrip().startswith("adaptive")) == 4
 
 
+def resume_interrupted_five_trial_sweep(cmd: list, cwd: Path, env: dict, uri: str):
+    """Resume a five-trial sweep stopped after at least one trial finished (cmd + resume=true) and check that
+    every trial has one finished MLflow run with its one step, that no finished trial ran again, and that there is
+    one finished parent run, which is returned."""
+    c, runs = _runs(uri)
+    done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
+                   and r.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 5
+    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming 5 trials" in res.stdout
+    c, runs = _runs(uri)
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 5 and len({r.data.tags["trial_id"] for r in trials}) == 5
+    assert all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "return_mean")] == [1]
+    for run_id, before in done_before.items():  # a finished trial was not run again
+        assert c.get_run(run_id).info.end_time == before.info.end_time
+    parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    return parents[0]
+
+
 def _interrupt_sweep(cmd: list, cwd: Path, env: dict, ready, poll: float = 1.0, settle: float = 0.0,
                      timeout: float = 300) -> tuple[int, str, str]:
     """Start `gym-qwen sweep` (`cmd`) in its own session, wait until `ready()` (at most `timeout` s; the sweep must
@@ -645,23 +669,7 @@ def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt
     rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=0.5)
     assert rc == 130, err[-3000:]
     assert "resume=true continues it" in err
-    c, runs = _runs(uri)
-    done_before = {r.info.run_id: r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"
-                   and r.info.status == "FINISHED"}
-    assert 1 <= len(done_before) < 5
-    res = subprocess.run(cmd + ["resume=true"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming 5 trials" in res.stdout
-    c, runs = _runs(uri)
-    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
-    assert len(trials) == 5 and len({r.data.tags["trial_id"] for r in trials}) == 5
-    assert all(r.info.status == "FINISHED" for r in trials)
-    for r in trials:
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "return_mean")] == [1]
-    for run_id, before in done_before.items():  # a finished trial was not run again
-        assert c.get_run(run_id).info.end_time == before.info.end_time
-    parents = [r for r in runs if r.data.tags.get("gym_qwen.role") == "sweep"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    resume_interrupted_five_trial_sweep(cmd, cwd, env, uri)
 
 
 @pytest.mark.ray
