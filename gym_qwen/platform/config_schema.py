@@ -602,7 +602,8 @@ class CollectConfig(RayOptions):
     checkpoint: str = option("", "Teacher checkpoint (required), e.g. models/walker-walk-size1-seed1.pt")
     task: Optional[str] = option(None, "Task (none = the checkpoint's; another task is refused)")
     episodes: int = option(50, "Collection episodes", min=1)
-    output: str = option("", "Parquet file to write (required), e.g. data/walker-walk-corrector.parquet")
+    output: str = option("", "Parquet file to write (required), e.g. data/walker-walk-corrector.parquet, or a URI "
+                             "(s3://bucket/x.parquet; written whole at the end)")
     spec_exec_horizon: int = option(6, "Steps executed per chunk (k); rows at j = 1..k-1, past the plan horizon "
                                        "by plan extension", min=2)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon (none = the teacher's)", min=1)
@@ -630,7 +631,8 @@ class CollectConfig(RayOptions):
         _require(bool(self.checkpoint), "checkpoint= is required: a teacher checkpoint such as "
                                         "models/walker-walk-size1-seed1.pt")
         _require(bool(self.output), "output= is required: the Parquet file to write")
-        _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        _require(self.output.split("?")[0].endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        _check_location("output", self.output)
         if self.planner_budget is not None:
             try:
                 parse_budget(self.planner_budget)
