@@ -184,6 +184,34 @@ def test_collect_writes_its_parquet_to_s3_and_distill_reads_it_from_there(s3, tm
                        [f"corrector data not found: s3://{BUCKET}/collect/none.parquet"])
 
 
+def test_dt_train_writes_its_files_to_s3(s3, tmp_path, capsys, monkeypatch):
+    """`dt-train log_dir=s3://...`: the checkpoints, the CSV log and the summary appear there, nothing local; a
+    bad bucket is one line, exit 2, before any work."""
+    from test_dt import TINY_DT, _learnable_data
+
+    from gym_qwen.platform.datasets.d4rl import write_hdf5
+    from gym_qwen.platform.storage import read_bytes
+
+    data = write_hdf5(tmp_path / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    common = ["dt-train", "env=hopper", f"data={data}", "mlflow=false", *TINY_DT]
+    _assert_user_error(*_main_in(cwd, [*common, "log_dir=s3://no-such-bucket/dt"], capsys, monkeypatch), cwd,
+                       ["log_dir=s3://no-such-bucket/dt", "not found"])
+    port = s3.rsplit(":", 1)[1]
+    rc, out, err = _main_in(cwd, [*common, f"log_dir=s3://{BUCKET}/dt?endpoint_override=127.0.0.1:{port}&scheme=http"],
+                            capsys, monkeypatch)
+    assert rc == 0, err
+    assert os.listdir(cwd) == []
+    keys = _keys("dt")
+    assert len(keys) == 4 and [sum(w in k for k in keys) for w in ("_model_", "_best.pt", "_log_", "_summary_")] \
+        == [2, 1, 1, 1], keys
+    summary = json.loads(read_bytes(f"s3://{BUCKET}/" + next(k for k in keys if "_summary_" in k)))
+    assert summary["updates"] == 6 and summary["model"] == f"s3://{BUCKET}/" + next(
+        k for k in keys if "_model_" in k and not k.endswith("_best.pt"))
+    assert len(read_bytes(f"s3://{BUCKET}/" + next(k for k in keys if "_log_" in k)).decode().splitlines()) == 3
+
+
 # ------------------------------------------------------------------------------------------ drill: training
 def test_an_interrupted_training_on_s3_resumes_from_its_checkpoint_there(s3, tmp_path):
     """`gym-qwen train output_dir=s3://...` (the endpoint in the URI's query) SIGKILLed after its first checkpoint

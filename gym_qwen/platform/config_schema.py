@@ -775,7 +775,8 @@ class DTTrainConfig:
                                                "6000, hopper 3600, walker2d 5000)")
     max_eval_ep_len: int = option(1000, "Steps per evaluation episode at most", min=1)
     num_eval_ep: int = option(10, "Evaluation episodes after each iteration", min=0)
-    log_dir: str = option("dt_runs", "Where checkpoints, the CSV log and the summary go")
+    log_dir: str = option("dt_runs", "Where checkpoints, the CSV log and the summary go: a path, or a URI "
+                                     "(s3://bucket/dt; each file uploaded whole as it changes)")
     context_len: int = option(20, "K: timesteps in the context", min=1)
     n_blocks: int = option(3, "Transformer blocks", min=1)
     embed_dim: int = option(128, "Embedding width", min=1)
@@ -807,6 +808,7 @@ class DTTrainConfig:
         _require(self.embed_dim % self.n_heads == 0,
                  f"embed_dim={self.embed_dim} must be a multiple of n_heads={self.n_heads}")
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check_location("log_dir", self.log_dir)
         _check_system_metrics(self)
         _check_cuda(self.device)
 
