@@ -113,6 +113,9 @@ def test_an_unknown_scheme_is_one_line(tmp_path, capsys, monkeypatch):
     args = ["sweep", "config=any.yaml", "storage=ftp://host/sweeps"]
     _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path,
                        ["storage=ftp://host/sweeps", "unknown storage scheme 'ftp'"])
+    args = ["collect", "checkpoint=any.pt", "output=ftp://host/d.parquet"]
+    _assert_user_error(*_main_in(tmp_path, args, capsys, monkeypatch), tmp_path,
+                       ["output=ftp://host/d.parquet", "unknown storage scheme 'ftp'"])
 
 
 def test_a_bucket_that_does_not_exist_is_one_line(s3, tmp_path, capsys, monkeypatch):
@@ -141,6 +144,72 @@ def test_a_second_run_into_the_same_uri_is_refused(s3, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
     with pytest.raises(RunDirectoryError, match="already holds a run; pass resume=true"):
         train(tiny_train_config(root, "steps=600", "eval_freq=0", "mlflow=false"))
+
+
+# ------------------------------------------------------------------------------------------ collect and distill
+def test_collect_writes_its_parquet_to_s3_and_distill_reads_it_from_there(s3, tmp_path, capsys, monkeypatch):
+    """`collect output=s3://...` (the endpoint in the URI's query): the storage is tried before any work (a bad
+    bucket: one line, exit 2), the file appears whole on S3 with nothing left locally (its episode shards were
+    staged in a temporary folder), a second collect there without force=true is refused, and `distill data=s3://...`
+    reads it back."""
+    from gym_qwen.actors.corrector_collection import staging_output
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    port = s3.rsplit(":", 1)[1]
+    uri = f"s3://{BUCKET}/collect/d.parquet?endpoint_override=127.0.0.1:{port}&scheme=http"
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    common = ["collect", f"checkpoint={ckpt}", "episodes=3", "spec_exec_horizon=3", "progress=false",
+              "torch_threads=1"]
+    _assert_user_error(*_main_in(cwd, [*common, "output=s3://no-such-bucket/d.parquet"], capsys, monkeypatch), cwd,
+                       ["output=s3://no-such-bucket/d.parquet: cannot write there", "not found"])
+    rc, out, err = _main_in(cwd, [*common, f"output={uri}"], capsys, monkeypatch)
+    assert rc == 0, err
+    assert f"rows to s3://{BUCKET}/collect/d.parquet\n" in out and "endpoint_override" not in out
+    assert _keys("collect") == ["collect/d.parquet"]
+    assert os.listdir(cwd) == [] and not staging_output(uri).parent.exists()
+    columns, info = read_corrector_data(uri)
+    assert sorted(set(columns["episode"].tolist())) == [0, 1, 2] and info["episodes"] == 3
+    _assert_user_error(*_main_in(cwd, [*common, f"output={uri}"], capsys, monkeypatch), cwd,
+                       [f"output s3://{BUCKET}/collect/d.parquet exists", "force=true"])
+    rc, out, err = _main_in(cwd, ["distill", f"data={uri}", f"tdmpc_ckpt={ckpt}", f"save_path={tmp_path / 'c'}",
+                                  "corrector_type=two_tower", "epochs=1", "device=cpu", "torch_threads=1",
+                                  "progress=false", "mlflow=false", "val_fraction=0.5"], capsys, monkeypatch)
+    assert rc == 0, err
+    assert (tmp_path / "c-two_tower.pt").is_file()
+    missing = uri.replace("d.parquet", "none.parquet")
+    _assert_user_error(*_main_in(cwd, ["distill", f"data={missing}", f"tdmpc_ckpt={ckpt}", f"save_path={tmp_path / 'e'}",
+                                       "mlflow=false"], capsys, monkeypatch), cwd,
+                       [f"corrector data not found: s3://{BUCKET}/collect/none.parquet"])
+
+
+def test_dt_train_writes_its_files_to_s3(s3, tmp_path, capsys, monkeypatch):
+    """`dt-train log_dir=s3://...`: the checkpoints, the CSV log and the summary appear there, nothing local; a
+    bad bucket is one line, exit 2, before any work."""
+    from test_dt import TINY_DT, _learnable_data
+
+    from gym_qwen.platform.datasets.d4rl import write_hdf5
+    from gym_qwen.platform.storage import read_bytes
+
+    data = write_hdf5(tmp_path / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    common = ["dt-train", "env=hopper", f"data={data}", "mlflow=false", *TINY_DT]
+    _assert_user_error(*_main_in(cwd, [*common, "log_dir=s3://no-such-bucket/dt"], capsys, monkeypatch), cwd,
+                       ["log_dir=s3://no-such-bucket/dt", "not found"])
+    port = s3.rsplit(":", 1)[1]
+    rc, out, err = _main_in(cwd, [*common, f"log_dir=s3://{BUCKET}/dt?endpoint_override=127.0.0.1:{port}&scheme=http"],
+                            capsys, monkeypatch)
+    assert rc == 0, err
+    assert os.listdir(cwd) == []
+    keys = _keys("dt")
+    assert len(keys) == 4 and [sum(w in k for k in keys) for w in ("_model_", "_best.pt", "_log_", "_summary_")] \
+        == [2, 1, 1, 1], keys
+    summary = json.loads(read_bytes(f"s3://{BUCKET}/" + next(k for k in keys if "_summary_" in k)))
+    assert summary["updates"] == 6 and summary["model"] == f"s3://{BUCKET}/" + next(
+        k for k in keys if "_model_" in k and not k.endswith("_best.pt"))
+    assert len(read_bytes(f"s3://{BUCKET}/" + next(k for k in keys if "_log_" in k)).decode().splitlines()) == 3
 
 
 # ------------------------------------------------------------------------------------------ drill: training

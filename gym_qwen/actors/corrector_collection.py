@@ -4,6 +4,9 @@ teacher; rows stream to the driver's writer episode by episode, and the farm kee
 collection continues from its finished episodes (resume=true)."""
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from gym_qwen.platform.speculative.comparison import corrector_path
 from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
 from gym_qwen.platform.speculative.correctors import load_corrector
 from gym_qwen.platform.speculative.modes import budget_overrides, parse_budget
+from gym_qwen.platform.storage import display, exists, is_uri, parent, storage_problem, upload
 from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
 
 from .cluster import ray_session
@@ -70,13 +74,37 @@ def _dagger_corrector(cfg: CollectConfig, metadata: dict) -> str | None:
     return path
 
 
+def staging_output(uri: str) -> Path:
+    """The local file an output on a URI is written as before its upload, in a folder of the system's temporary
+    directory named after the URI (without its query), so a resumed collection of the same URI on this machine
+    finds its episode shards there.
+
+    The shards (`<file>.parts/`, one per finished episode) stay local rather than going to the URI: only the
+    driver writes them (actors stream each episode's rows to it, num_workers or not), so no other node ever needs
+    them; an object store would take one upload per episode, and the merge reads them all back. The merged file
+    is uploaded whole, once, so the URI only ever shows a finished output."""
+    digest = hashlib.sha256(display(uri).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"gym-qwen-collect-{digest}" / Path(display(uri)).name
+
+
 def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
     """`gym-qwen collect`: the episodes of `cfg` (those not collected yet, with resume=true) into cfg.output, on
-    cfg.num_workers actors or in this process. Returns the rows written and their per-step statistics."""
+    cfg.num_workers actors or in this process. Returns the rows written and their per-step statistics. An output
+    on a URI (s3://...) is checked before any work (written to for real), collected in a local staging folder
+    (staging_output) and uploaded whole at the end."""
     torch.set_num_threads(cfg.torch_threads)
-    output = Path(cfg.output)
-    if output.exists() and not (cfg.force or cfg.resume):
-        raise ConfigError(f"output {output} exists; use force=true to replace it")
+    remote = cfg.output if is_uri(cfg.output) else None
+    if remote is not None:
+        problem = storage_problem(parent(remote))
+        if problem:
+            raise ConfigError(f"output={display(remote)}: cannot write there ({problem})")
+        if exists(remote) and not (cfg.force or cfg.resume):
+            raise ConfigError(f"output {display(remote)} exists; use force=true to replace it")
+        output = staging_output(remote)
+    else:
+        output = Path(cfg.output)
+        if output.exists() and not (cfg.force or cfg.resume):
+            raise ConfigError(f"output {output} exists; use force=true to replace it")
     ckpt = load_checkpoint(cfg.checkpoint)
     check_compatible(ckpt, task=cfg.task, path=cfg.checkpoint)
     overrides = {} if cfg.spec_plan_horizon is None else {"horizon": cfg.spec_plan_horizon}
@@ -131,9 +159,13 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
                                     ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode,
                                     scale_wait=cfg.scale_wait)
         rows = writer.finish(max_rows, cfg.episodes)
+        if remote is not None:
+            upload(output, remote)
     except BaseException:
         writer.abort(keep_shards=True)  # the finished episodes stay: resume=true continues from them
         raise
+    if remote is not None:  # uploaded: the staging folder has done its work
+        shutil.rmtree(output.parent, ignore_errors=True)
     return rows, stats
 
 

@@ -602,7 +602,8 @@ class CollectConfig(RayOptions):
     checkpoint: str = option("", "Teacher checkpoint (required), e.g. models/walker-walk-size1-seed1.pt")
     task: Optional[str] = option(None, "Task (none = the checkpoint's; another task is refused)")
     episodes: int = option(50, "Collection episodes", min=1)
-    output: str = option("", "Parquet file to write (required), e.g. data/walker-walk-corrector.parquet")
+    output: str = option("", "Parquet file to write (required), e.g. data/walker-walk-corrector.parquet, or a URI "
+                             "(s3://bucket/x.parquet; written whole at the end)")
     spec_exec_horizon: int = option(6, "Steps executed per chunk (k); rows at j = 1..k-1, past the plan horizon "
                                        "by plan extension", min=2)
     spec_plan_horizon: Optional[int] = option(None, "Planning horizon (none = the teacher's)", min=1)
@@ -630,7 +631,8 @@ class CollectConfig(RayOptions):
         _require(bool(self.checkpoint), "checkpoint= is required: a teacher checkpoint such as "
                                         "models/walker-walk-size1-seed1.pt")
         _require(bool(self.output), "output= is required: the Parquet file to write")
-        _require(self.output.endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        _require(self.output.split("?")[0].endswith(".parquet"), f"output={self.output!r} must end in .parquet")
+        _check_location("output", self.output)
         if self.planner_budget is not None:
             try:
                 parse_budget(self.planner_budget)
@@ -773,7 +775,8 @@ class DTTrainConfig:
                                                "6000, hopper 3600, walker2d 5000)")
     max_eval_ep_len: int = option(1000, "Steps per evaluation episode at most", min=1)
     num_eval_ep: int = option(10, "Evaluation episodes after each iteration", min=0)
-    log_dir: str = option("dt_runs", "Where checkpoints, the CSV log and the summary go")
+    log_dir: str = option("dt_runs", "Where checkpoints, the CSV log and the summary go: a path, or a URI "
+                                     "(s3://bucket/dt; each file uploaded whole as it changes)")
     context_len: int = option(20, "K: timesteps in the context", min=1)
     n_blocks: int = option(3, "Transformer blocks", min=1)
     embed_dim: int = option(128, "Embedding width", min=1)
@@ -805,6 +808,7 @@ class DTTrainConfig:
         _require(self.embed_dim % self.n_heads == 0,
                  f"embed_dim={self.embed_dim} must be a multiple of n_heads={self.n_heads}")
         _require(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check_location("log_dir", self.log_dir)
         _check_system_metrics(self)
         _check_cuda(self.device)
 

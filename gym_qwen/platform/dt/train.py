@@ -15,6 +15,8 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from gym_qwen.platform.datasets.d4rl import DatasetError, OfflineData, default_n
 from gym_qwen.platform.devices import resolve_device
 from gym_qwen.platform.files import atomic_write_bytes, code_version, output_folder_problem
 from gym_qwen.platform.progress import progress_bar
+from gym_qwen.platform.storage import display, is_uri, join, storage_problem, upload
 from gym_qwen.platform.torch_files import CheckpointError, read_tagged_file, save_tagged_file
 from gym_qwen.platform.tracking import Tracker
 
@@ -149,9 +152,10 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     iteration (row: the CSV log's; evaluation: None when num_eval_ep=0)."""
     torch.set_num_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
-    problem = output_folder_problem(cfg.log_dir)
+    remote = cfg.log_dir if is_uri(cfg.log_dir) else None  # log_dir on a URI (s3://...)
+    problem = storage_problem(remote) if remote else output_folder_problem(cfg.log_dir)
     if problem:
-        raise ConfigError(f"cannot write into log_dir={cfg.log_dir}: {problem}")
+        raise ConfigError(f"cannot write into log_dir={display(cfg.log_dir)}: {problem}")
     data, dataset = load_training_data(cfg)
     windows = TrajectoryWindows(data, cfg.context_len, cfg.rtg_scale)
     longest = int((windows.ends - windows.starts).max())
@@ -164,7 +168,16 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
     tracker.preflight()
 
     stamp = datetime.now().strftime("%y-%m-%d-%H-%M-%S")
-    log_dir = Path(cfg.log_dir)
+    # log_dir on a URI: the files are written in a local temporary folder and each uploaded whole as it changes
+    # (an object store shows an object only once complete, so a reader never sees half of one)
+    log_dir = Path(tempfile.mkdtemp(prefix="gym-qwen-dt-")) if remote else Path(cfg.log_dir)
+
+    def publish(path: Path) -> None:
+        if remote:
+            upload(path, join(remote, path.name))
+
+    def where(path: Path) -> str:  # what the summary names: the file on the URI, or the local path
+        return display(join(remote, path.name)) if remote else str(path)
     prefix = f"dt_{dataset['name']}"
     model_path = log_dir / f"{prefix}_model_{stamp}.pt"
     best_path = log_dir / f"{prefix}_model_{stamp}_best.pt"
@@ -209,6 +222,7 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
                        "updates_per_s": cfg.num_updates_per_iter / dt}
                 rows.append(row)
                 atomic_write_bytes(csv_path, lambda f: f.write(_csv_bytes(rows)))
+                publish(csv_path)
                 metrics = {"train/action_loss": row["action_loss"], "train/updates_per_s": row["updates_per_s"]}
                 if evaluation:
                     metrics.update({"eval/return": evaluation["return_mean"], "eval/return_std": evaluation["return_std"],
@@ -218,19 +232,22 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
                 tracker.log_metrics(metrics, step=trainer.updates)
                 save_dt_checkpoint(model_path, model, cfg_dict, env, dataset, windows, rtg_target, cfg.rtg_scale,
                                    trainer.updates, evaluation)
+                publish(model_path)
                 score = evaluation["normalized_mean"] if evaluation else -row["action_loss"]
                 if score >= best:
                     best, best_eval = score, evaluation
                     save_dt_checkpoint(best_path, model, cfg_dict, env, dataset, windows, rtg_target, cfg.rtg_scale,
                                        trainer.updates, evaluation)
+                    publish(best_path)
                 if on_evaluation is not None:
                     on_evaluation(row, evaluation)
         summary = {"dataset": dataset, "env": env, "updates": trainer.updates, "train_seconds": train_seconds,
                    "updates_per_s": trainer.updates / max(train_seconds, 1e-9), "final": rows[-1],
-                   "final_eval": evaluation, "best_eval": best_eval, "model": str(model_path), "best": str(best_path),
-                   "log": str(csv_path), "rtg_target": rtg_target, "code_version": code_version()}
+                   "final_eval": evaluation, "best_eval": best_eval, "model": where(model_path), "best": where(best_path),
+                   "log": where(csv_path), "rtg_target": rtg_target, "code_version": code_version()}
         atomic_write_bytes(summary_path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
-        summary["summary"] = str(summary_path)
+        publish(summary_path)
+        summary["summary"] = where(summary_path)
         tracker.log_artifact(csv_path)
         tracker.log_artifact(summary_path)
         for checkpoint in (model_path, best_path):  # weights-only files: gym-qwen dt-test reads them back
@@ -239,3 +256,5 @@ def train_dt(cfg, show_progress: bool = True, tracker=None, on_evaluation=None) 
         return summary
     finally:
         tracker.end(status)
+        if remote:  # everything is on the URI (or the run failed): the staging folder goes
+            shutil.rmtree(log_dir, ignore_errors=True)

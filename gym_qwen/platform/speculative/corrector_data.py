@@ -9,7 +9,8 @@ step last, zero-padded at an episode's start) and history_valid (how many of the
 
 Rows are written as episodes finish, one shard file per episode under `<output>.parts/`; `finish()` merges the
 shards in episode order into the output (temp file + rename), cutting at `max_rows`, one shard in memory at a
-time. Reading checks the format and the latent size and fails with one line.
+time. Reading checks the format and the latent size and fails with one line; it also reads a file on a URI (s3://...,
+what `gym-qwen collect output=s3://...` writes) through pyarrow's filesystem for it.
 """
 from __future__ import annotations
 
@@ -156,6 +157,35 @@ class ShardedParquetWriter:
             shutil.rmtree(self.parts, ignore_errors=True)
 
 
+def _located(path: str | os.PathLike):
+    """(path, pyarrow filesystem or None) to read `path`: a local path as it is, a URI (s3://...) through its
+    filesystem (platform/storage.py; StorageError, one line, for one pyarrow cannot open)."""
+    # storage loads pyarrow at its import: imported only where a file is read (import cost, as pyarrow below)
+    from ..storage import is_uri, resolve
+
+    if not is_uri(path):
+        return str(path), None
+    filesystem, where = resolve(str(path))
+    return where, filesystem
+
+
+def _is_file(where: str, filesystem) -> bool:
+    if filesystem is None:
+        return Path(where).is_file()
+    # pyarrow is imported only where Parquet files are read or written (import cost)
+    import pyarrow.fs as pafs
+
+    return filesystem.get_file_info(where).type == pafs.FileType.File
+
+
+def _shown(path: str | os.PathLike) -> str:
+    """`path` as messages show it: a URI without its query (its options)."""
+    # storage loads pyarrow at its import: imported only where a file is read (import cost)
+    from ..storage import display, is_uri
+
+    return display(str(path)) if is_uri(path) else str(path)
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The provenance of a corrector data file; CorrectorDataError if it is missing, unreadable or foreign."""
     # pyarrow is imported only where Parquet files are read or written (import cost)
@@ -163,11 +193,12 @@ def read_metadata(path: str | os.PathLike) -> dict:
     # pyarrow is imported only where Parquet files are read or written (import cost)
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise CorrectorDataError(f"corrector data not found: {path}")
+    where, filesystem = _located(path)
+    if not _is_file(where, filesystem):
+        raise CorrectorDataError(f"corrector data not found: {_shown(path)}")
+    path = _shown(path)
     try:
-        meta = pq.read_schema(path).metadata or {}
+        meta = pq.read_schema(where, filesystem=filesystem).metadata or {}
     except (pa.ArrowException, OSError) as e:
         raise CorrectorDataError(f"cannot read {path} as Parquet: {' '.join(str(e).split())[:160]}") from None
     try:
@@ -190,11 +221,13 @@ def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) 
     import pyarrow.parquet as pq
 
     info = read_metadata(path)
+    where, filesystem = _located(path)
+    path = _shown(path)
     if latent_dim is not None and int(info["latent_dim"]) != int(latent_dim):
         raise CorrectorDataError(f"{path} holds latents of size {info['latent_dim']} but the teacher's latent size "
                                  f"is {latent_dim}: collect data with this teacher")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(where, filesystem=filesystem)
     except (pa.ArrowException, OSError) as e:
         raise CorrectorDataError(f"cannot read {path}: {' '.join(str(e).split())[:160]}") from None
     n, K, F = table.num_rows, int(info["history_len"]), int(info["feature_dim"])
