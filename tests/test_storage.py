@@ -21,7 +21,8 @@ import pytest
 
 from conftest import TINY, TINY_TASK, mlflow_server, tiny_train_config
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
-from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write, resume_interrupted_five_trial_sweep
+from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write, interrupt_five_trial_sweep, \
+    resume_interrupted_five_trial_sweep
 
 PY = sys.executable
 BUCKET = "gym-qwen"
@@ -322,25 +323,8 @@ def test_an_interrupted_sweep_on_s3_resumes_without_running_finished_trials_agai
     state and the trials' checkpoints are on S3 (nothing under the working directory's runs/); resume=true runs
     the rest; every trial has one MLflow run, each step once, and the first trial's run was not touched again."""
     ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3, 4, 5]}\n")
-    path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1, head="", families=families)
-    path.write_text(path.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
-    uri = f"sqlite:///{cwd / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
-    cmd = ["nice", "-n", "19", PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}",
-           f"storage=s3://{BUCKET}/sweeps"]
-
-    def first_trial_finished() -> bool:
-        if not (cwd / "mlflow.db").exists():
-            return False
-        _, runs = _runs(uri)
-        return any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs)
-
-    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=0.5)
-    assert rc == 130, err[-3000:]
-    assert "resume=true continues it" in err and f"state in s3://{BUCKET}/sweeps/tiny" in out
+    cwd, cmd, env, uri, out, err = interrupt_five_trial_sweep(ckpt, tmp_path, f"storage=s3://{BUCKET}/sweeps")
+    assert f"state in s3://{BUCKET}/sweeps/tiny" in out
     keys = _keys("sweeps/tiny")
     assert "sweeps/tiny/gym-qwen-sweep.json" in keys and any(k.endswith("/records.json") for k in keys), keys
     assert not (cwd / "runs").exists()

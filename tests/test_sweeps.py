@@ -488,6 +488,33 @@ def test_an_optuna_search_runs_its_budget_of_points_inside_the_space(ray_local, 
     assert sum(1 for line in out.splitlines() if line.lstrip().startswith("adaptive")) == 4
 
 
+def interrupt_five_trial_sweep(ckpt, tmp_path: Path, *keys: str):
+    """A five-trial `gym-qwen sweep` (one trial at a time, `keys` added to its command line) in tmp_path/cwd,
+    stopped by SIGINT once its first trial finished: exit 130, resumable. Returns (cwd, cmd, env, tracking uri,
+    stdout, stderr)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    # five trials, so that the four after the first outlast the poll even on a fast machine (with three, the sweep
+    # once finished before the SIGINT arrived)
+    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3, 4, 5]}\n")
+    path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1, head="", families=families)
+    path.write_text(path.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    cmd = ["nice", "-n", "19", PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}", *keys]
+
+    def first_trial_finished() -> bool:
+        if not (cwd / "mlflow.db").exists():
+            return False
+        _, runs = _runs(uri)
+        return any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs)
+
+    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=0.5)
+    assert rc == 130, err[-3000:]
+    assert "resume=true continues it" in err
+    return cwd, cmd, env, uri, out, err
+
+
 def resume_interrupted_five_trial_sweep(cmd: list, cwd: Path, env: dict, uri: str):
     """Resume a five-trial sweep stopped after at least one trial finished (cmd + resume=true) and check that
     every trial has one finished MLflow run with its one step, that no finished trial ran again, and that there is
@@ -650,25 +677,7 @@ def test_an_interrupted_sweep_resumes_without_running_finished_trials_again(ckpt
     """SIGINT to a running `gym-qwen sweep` (one trial at a time) after its first trial finished: exit 130, the
     sweep resumable; resume=true runs the rest; every trial has one MLflow run, each step once, and the first
     trial's run was not touched again."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    # five trials, so that the four after the first outlast the poll even on a fast machine (with three, the sweep
-    # once finished before the SIGINT arrived)
-    families = ("  baseline: {mode: baseline}\n  naive: {mode: naive, spec_exec_horizon: [2, 3, 4, 5]}\n")
-    path = _tiny_sweep(tmp_path / "tiny.yaml", ckpt, episodes=1, head="", families=families)
-    path.write_text(path.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
-    uri = f"sqlite:///{cwd / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
-    cmd = ["nice", "-n", "19", PY, "-m", "gym_qwen.jobs.cli", "sweep", f"config={path}"]
-    def first_trial_finished() -> bool:
-        if not (cwd / "mlflow.db").exists():
-            return False
-        _, runs = _runs(uri)
-        return any(r.info.status == "FINISHED" and r.data.tags.get("gym_qwen.role") == "trial" for r in runs)
-
-    rc, out, err = _interrupt_sweep(cmd, cwd, env, first_trial_finished, poll=0.5)
-    assert rc == 130, err[-3000:]
-    assert "resume=true continues it" in err
+    cwd, cmd, env, uri, out, err = interrupt_five_trial_sweep(ckpt, tmp_path)
     resume_interrupted_five_trial_sweep(cmd, cwd, env, uri)
 
 
