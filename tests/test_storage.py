@@ -185,6 +185,45 @@ def test_collect_writes_its_parquet_to_s3_and_distill_reads_it_from_there(s3, tm
                        [f"corrector data not found: s3://{BUCKET}/collect/none.parquet"])
 
 
+def test_a_failed_upload_keeps_the_collected_episodes_and_resume_uploads_them(s3, tmp_path, capsys, monkeypatch):
+    """The bucket disappears between the check and the upload (a real S3 error from the server): one line, exit 2,
+    the episodes stay staged, and once the bucket is back resume=true uploads them without collecting any again."""
+    import boto3
+
+    from gym_qwen.actors import corrector_collection
+    from gym_qwen.actors.corrector_collection import staging_output
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    bucket, port = "gym-qwen-flaky", s3.rsplit(":", 1)[1]
+    s3_client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    s3_client.create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/d.parquet?endpoint_override=127.0.0.1:{port}&scheme=http"
+    real_upload = corrector_collection.upload
+
+    def bucket_gone_then_upload(local, target):
+        s3_client.delete_bucket(Bucket=bucket)
+        return real_upload(local, target)
+
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    common = ["collect", f"checkpoint={ckpt}", "episodes=3", "spec_exec_horizon=3", "progress=false",
+              "torch_threads=1", f"output={uri}"]
+    monkeypatch.setattr(corrector_collection, "upload", bucket_gone_then_upload)
+    _assert_user_error(*_main_in(cwd, common, capsys, monkeypatch), cwd,
+                       [f"output=s3://{bucket}/d.parquet: upload failed", "resume=true"])
+    parts = staging_output(uri).with_name("d.parquet.parts")
+    assert len(list(parts.glob("episode-*.parquet"))) == 3
+    monkeypatch.setattr(corrector_collection, "upload", real_upload)
+    s3_client.create_bucket(Bucket=bucket)
+    rc, out, err = _main_in(cwd, [*common, "resume=true"], capsys, monkeypatch)
+    assert rc == 0, err
+    assert "resuming: 3 of 3 episodes already collected" in out
+    columns, info = read_corrector_data(uri)
+    assert sorted(set(columns["episode"].tolist())) == [0, 1, 2] and info["episodes"] == 3
+    assert not staging_output(uri).parent.exists()
+
+
 def test_dt_train_writes_its_files_to_s3(s3, tmp_path, capsys, monkeypatch):
     """`dt-train log_dir=s3://...`: the checkpoints, the CSV log and the summary appear there, nothing local; a
     bad bucket is one line, exit 2, before any work."""

@@ -158,9 +158,15 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
                 collect_with_actors(ckpt, todo, setup_args, num_workers=cfg.num_workers, cpus=cfg.worker_cpus,
                                     ray_address=cfg.ray_address, max_rows=left, on_episode=on_episode,
                                     scale_wait=cfg.scale_wait)
-        rows = writer.finish(max_rows, cfg.episodes)
+        # staged for a URI: the shards outlive the merge until the upload has succeeded
+        rows = writer.finish(max_rows, cfg.episodes, keep_shards=remote is not None)
         if remote is not None:
-            upload(output, remote)
+            try:
+                upload(output, remote)
+            except OSError as e:
+                raise ConfigError(f"output={display(remote)}: upload failed ({str(e).splitlines()[0]}); the "
+                                  f"collected episodes stay staged in {output.parent}: the same command with "
+                                  "resume=true uploads them without collecting again") from e
     except BaseException:
         writer.abort(keep_shards=True)  # the finished episodes stay: resume=true continues from them
         raise

@@ -113,9 +113,10 @@ class ShardedParquetWriter:
         os.replace(tmp, self.parts / f"episode-{index:08d}.parquet")
         self.rows += table.num_rows
 
-    def finish(self, max_rows: int | None = None, episodes: int | None = None) -> int:
+    def finish(self, max_rows: int | None = None, episodes: int | None = None, keep_shards: bool = False) -> int:
         """Merge the shards (of episodes < `episodes` if given) in episode order into the output (atomically);
-        returns the rows written."""
+        returns the rows written. With `keep_shards` the shards stay until the caller has put the output where it
+        belongs (an upload that may fail: resume=true then merges them again rather than collecting again)."""
         # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
@@ -139,7 +140,8 @@ class ShardedParquetWriter:
             if tmp.exists():
                 tmp.unlink()
             raise
-        shutil.rmtree(self.parts, ignore_errors=True)
+        if not keep_shards:
+            shutil.rmtree(self.parts, ignore_errors=True)
         return written
 
     def shards(self, episodes: int | None = None):
