@@ -402,6 +402,38 @@ def test_an_interrupted_training_sweep_on_s3_resumes_each_trial_from_its_checkpo
         assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/return_mean")] == [1000, 2000, 3000, 4000]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_decision_transformer_sweep_keeps_its_trials_files_on_s3(s3, ray_local, tmp_path, capsys, monkeypatch):
+    """trial_command=dt-train with storage=s3://...: each trial's checkpoints, CSV log and summary land under its
+    trial folder on S3 (no runs/ in the working folder), each trial logs its nested run."""
+    from test_dt import _learnable_data
+
+    from gym_qwen.platform.datasets.d4rl import write_hdf5
+
+    cwd = tmp_path / "cwd"
+    (cwd / "data").mkdir(parents=True)
+    write_hdf5(cwd / "data" / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
+    path = _write(tmp_path / "dt.yaml",
+                  "trial_command: dt-train\nexperiment: dts3\nmax_concurrent: 2\ntrial_cpus: 1\nfixed: {env: hopper, "
+                  "data: data/hopper-test-v5.hdf5, n_blocks: 1, embed_dim: 16, context_len: 4, batch_size: 8, "
+                  "max_train_iters: 2, num_updates_per_iter: 3, num_eval_ep: 1, max_eval_ep_len: 8, warmup_steps: 2, "
+                  "torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
+    rc, out, err = _main_in(cwd, ["sweep", f"config={path}", f"storage=s3://{BUCKET}/dtsweeps"], capsys, monkeypatch)
+    assert rc == 0, err[-3000:]
+    assert sum(1 for line in out.splitlines() if line.rstrip().endswith(" done")) == 2
+    keys = _keys("dtsweeps/dts3")
+    for trial in ("trial-000", "trial-001"):
+        mine = [k for k in keys if k.startswith(f"dtsweeps/dts3/{trial}/dt/")]
+        assert [sum(w in k for k in mine) for w in ("_model_", "_best.pt", "_log_", "_summary_")] == [2, 1, 1, 1], mine
+    assert not (cwd / "runs").exists()  # (MLflow's own local artifact store stays: mlartifacts/)
+    c, runs = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
+    trials = [r for r in runs if r.data.tags.get("gym_qwen.role") == "trial"]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    for r in trials:
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/d4rl_score")] == [3, 6]
+
+
 # ------------------------------------------------------------------------------------------ MLflow's artifacts
 def test_mlflow_artifacts_go_to_the_same_store(s3, tmp_path):
     """`mlflow server --artifacts-destination s3://...` (docs/cluster.md): an artifact a client logs over HTTP lands

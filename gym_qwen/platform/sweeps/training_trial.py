@@ -44,8 +44,7 @@ def training_trial_config(command: str, values: dict, trial_dir: Path, experimen
         cfg = config_from_dict(TrainConfig, {**values, **common, "output_dir": folder, "exp_name": "trial"})
         state = join(run_location(cfg), STATE_FILE)
         return dataclasses.replace(cfg, resume=exists(state) if is_uri(state) else Path(state).exists())
-    cfg = config_from_dict(DTTrainConfig, {**values, **common,
-                                           "log_dir": str(Path(folder) / time.strftime("%Y%m%d-%H%M%S"))})
+    cfg = config_from_dict(DTTrainConfig, {**values, **common, "log_dir": join(folder, time.strftime("%Y%m%d-%H%M%S"))})
     return dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k), workdir) for k in DATA_PATH_KEYS
                                        if getattr(cfg, k)})
 
@@ -138,9 +137,6 @@ def resolve_training_sweep(sweep) -> tuple[list, dict]:
     """Every training trial checked before the sweep starts (its config was built by load_sweep): a dataset the
     Decision Transformer reads must exist, and early stopping needs evaluations to judge. Returns (settings, {})."""
     command = sweep.settings.trial_command
-    if command == "dt-train" and is_uri(sweep.settings.storage):
-        raise ConfigError(f"storage={sweep.settings.storage}: a dt-train sweep keeps its trials' folders on a path "
-                          "(a filesystem every node mounts), not on a URI; give storage= a path")
     for point in sweep.points:
         where = point.place(sweep.path)
         cfg = point.cfg
