@@ -237,6 +237,58 @@ def test_adaptive_async_cancels_the_plan_in_flight_and_counts_it(agent):
     assert rec["misses"] == 0
 
 
+# ------------------------------------------------------------------------------------- corrector data under async
+def _async_rows(agent, corrector=None, length=13, delay=4):
+    from gym_qwen.platform.speculative.collection import collect_episode_rows, data_schema
+
+    schema = data_schema(16, ACT, 4, {"task": "line", "teacher_sha256": "ab" * 32})
+    return collect_episode_rows(agent, LineEnv(length), 5, 0, 6, 4, 0.0, schema, corrector=corrector,
+                                async_delay=delay)
+
+
+def test_async_collection_records_every_speculative_step_with_the_teachers_action(agent):
+    """collect async_delay=4 on the hand timeline above (plans take over at 3, 7, 11): a row at each of the 10
+    speculative decisions, j counted from the take-over, the teacher's replans neither counted nor changing the
+    episode (it plays as the same async run without rows), from the async collection's seed range."""
+    from gym_qwen.platform.seeds import reset_seed
+    from gym_qwen.platform.speculative.collection import async_clock
+    from gym_qwen.platform.speculative.features import latent_distance
+
+    before = agent.planner.calls
+    table, rec = _async_rows(agent)
+    assert agent.planner.calls - before == 3  # the three plans used: the teacher's calls are restored
+    assert table.num_rows == rec["speculative_steps"] == 10 and rec["planner_calls"] == 4
+    assert table["t"].to_pylist() == list(range(3, 13))
+    assert table["step_in_chunk"].to_pylist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert table["extended"].to_pylist() == [j >= 3 for j in [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]]
+    z, z_pred = (torch.tensor(np.stack(table[c].to_pylist())) for c in ("z_real", "z_pred"))
+    assert np.allclose(table["distance"].to_pylist(), latent_distance(z, z_pred).numpy(), atol=1e-5)
+    assert not np.allclose(np.stack(table["a_teacher"].to_pylist()), np.stack(table["a_plan"].to_pylist()))
+    start = reset_seed("async_collection", 5, 0)
+    with seeded(start):
+        plain = play_episodes(ClockedExecutor(agent, settings("async"), async_clock(4), planner_seed=start),
+                              [LineEnv(13)], [start])[0]
+    assert plain["return"] == rec["return"] and plain["planner_calls"] == rec["planner_calls"]
+
+
+def test_async_dagger_collection_executes_the_corrector_and_records_the_plan(agent, monkeypatch):
+    """With a corrector (one that halves every action) the async episode executes its actions while the rows keep
+    the plan's action, its input. From the same start (the DAgger range pointed at the open-loop one for this
+    test only) the first speculative state is the open-loop one's and the next is not."""
+    from gym_qwen.platform.seeds import RESET_SEED_BASE
+    from gym_qwen.platform.speculative.correctors import build_corrector
+
+    halve = build_corrector("two_tower", 16, ACT, history_len=4).eval()
+    halve.forward = lambda z, z_pred, a, window, mask: 0.5 * a
+    open_loop, _ = _async_rows(agent)
+    monkeypatch.setitem(RESET_SEED_BASE, "async_dagger", RESET_SEED_BASE["async_collection"])
+    dagger, rec = _async_rows(agent, corrector=halve)
+    assert rec["corrector_calls"] == rec["steps_corrected"] == dagger.num_rows == 10
+    z_open, z_dagger = (np.stack(t["z_real"].to_pylist()) for t in (open_loop, dagger))
+    assert np.array_equal(z_open[0], z_dagger[0]) and not np.allclose(z_open[1], z_dagger[1])
+    assert np.array_equal(np.stack(open_loop["a_plan"].to_pylist())[0], np.stack(dagger["a_plan"].to_pylist())[0])
+
+
 # ------------------------------------------------------------------------------------- the planner's thread
 def test_the_background_planner_gives_the_synchronous_plan_for_the_same_generator_seed(walker):
     agent, _ = walker

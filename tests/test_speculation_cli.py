@@ -68,6 +68,31 @@ def test_collect_writes_parquet_and_refuses_to_overwrite(tiny_checkpoint, tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.parquet"]
 
 
+def test_collect_under_the_async_clock(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """collect async_delay=3: each episode runs in mode=async with plans spanning 3 decisions, a row at every
+    speculative decision (2..499: the policy prior acts until the first plan is ready), from the async seed
+    range, recorded in the metadata; adaptive's thresholds refuse such data; async_delay=1 is refused."""
+    from gym_qwen.platform.speculative.corrector_data import read_corrector_data
+
+    work = tmp_path / "work"
+    work.mkdir()
+    args = _collect(tmp_path, tiny_checkpoint, "episodes=1", "async_delay=3")
+    rc, out, err = _main_in(work, args, capsys, monkeypatch)
+    assert rc == 0, err
+    data = tmp_path / "out" / "d.parquet"
+    cols, meta = read_corrector_data(data, latent_dim=16)
+    assert cols["episode"].tolist() == [0] * 498
+    assert cols["t"].tolist()[:4] == [2, 3, 4, 5] and cols["step_in_chunk"].tolist()[:4] == [0, 1, 2, 0]
+    assert (meta["async_delay"], meta["exec_horizon"], meta["seed_kind"], meta["reset_seed_base"]) == \
+        (3, 3, "async_collection", 50_000)
+    assert meta["executed"] == "async d=3, plan"
+    _assert_user_error(*_main_in(work, ["evaluate", f"checkpoint={tiny_checkpoint}", "mode=adaptive",
+                                        "spec_exec_horizon=3", f"threshold_data={data}", "threshold_budget=0.5"],
+                                 capsys, monkeypatch), work, ["collected under the async clock"])
+    _assert_user_error(*_main_in(work, _collect(tmp_path, tiny_checkpoint, "async_delay=1", "force=true"), capsys,
+                                 monkeypatch), work, ["async_delay", "2"])
+
+
 @pytest.mark.ray
 def test_collect_over_actors_with_a_killed_actor_equals_the_sequential_run(ray_local, tiny_checkpoint, tmp_path,
                                                                            capsys, monkeypatch):

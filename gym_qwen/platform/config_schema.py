@@ -613,7 +613,11 @@ class CollectConfig(RayOptions):
     history_len: int = option(4, "Mismatch features kept per row (the temporal corrector's window)", min=1)
     min_distance: float = option(0.0, "Drop rows whose latent mismatch is below this", min=0.0)
     max_samples: int = option(-1, "Keep at most this many rows, in episode order (-1 = all)", min=-1)
-    seed: int = option(1, "Random seed (episode i resets with seed + 20000 + i)", min=0)
+    async_delay: Optional[int] = option(None, "Collect under the simulated clock in mode=async instead of in chunks: "
+                                              "plans take this many decisions (d; spec_exec_horizon is then unused); "
+                                              "rows at every speculative step", min=2)
+    seed: int = option(1, "Random seed (episode i resets with seed + i from its kind's range: open loop 20000, DAgger "
+                          "30000, async 50000, async DAgger 60000)", min=0)
     force: bool = option(False, "Replace an existing output file")
     resume: bool = option(False, "Continue an interrupted collection from the episode shards beside the output "
                                  "(<output>.parts/); episodes already there are not run again")

@@ -5,8 +5,10 @@ from __future__ import annotations
 # RESET_SEED_BASE[kind] + s + i, so no two kinds ever share a start while s + i < RESET_SEED_SPAN (checked).
 # Training episodes reset with s * 100_003 + i (training.TRAIN_SEED_STRIDE), above every range for s >= 1.
 # evaluation: the episodes every table reports; collection: corrector data executing the plan; dagger: corrector
-# data executing a corrector; calibration: episodes run to choose a setting before evaluation (none yet).
-RESET_SEED_BASE = {"evaluation": 10_000, "collection": 20_000, "dagger": 30_000, "calibration": 40_000}
+# data executing a corrector; calibration: episodes run to choose a setting before evaluation (none yet);
+# async_collection / async_dagger: the same two under the simulated clock's async mode (`collect async_delay=d`).
+RESET_SEED_BASE = {"evaluation": 10_000, "collection": 20_000, "dagger": 30_000, "calibration": 40_000,
+                   "async_collection": 50_000, "async_dagger": 60_000}
 RESET_SEED_SPAN = 10_000
 
 

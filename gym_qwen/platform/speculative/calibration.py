@@ -72,6 +72,9 @@ def threshold_from_data(path: str, k: int, budget: float, mismatch: str = "open_
     table = pq.read_table(path, columns=[c for c in CALIBRATION_COLUMNS if c in present])
     columns = {name: table[name].to_numpy() for name in table.column_names}
     kind = info.get("seed_kind", "collection")
+    if kind.startswith("async_"):
+        raise ValueError(f"{path} was collected under the async clock: adaptive's thresholds are chosen on chunked "
+                         "collections (collect without async_delay=)")
     if kind not in ("collection", "dagger"):
         raise ValueError(f"{path} holds {kind} episodes: thresholds are chosen on collection episodes")
     if int(info.get("exec_horizon", k)) < k:

@@ -33,6 +33,11 @@ after its deadline is a deadline miss, the time spent blocked on a plan is `wait
 the actions are the simulated clock's on the same seeds whatever the timing (a cancelled plan's draws are undone
 by restoring the generator), and misses say whether the clock held.
 
+Corrector data (collection.py, `collect async_delay=d`): with `on_step`, every speculative step also replans at
+the real state with the agent's full planner on a generator of its own (the teacher: not counted, not timed) and
+hands `on_step` the row the open-loop collection records, so a corrector can be distilled from (and, with a
+corrector executing, DAgger can follow) the states async reaches.
+
 Counts per episode, where they happen: plans started / used (took over) / discarded (cancelled, or in flight when
 the episode ended) / cancelled, each decision's action source (plan, corrected, extension, prior), deadline
 misses, planner / encoder / policy / corrector calls, extensions, mismatch misses, speculative steps.
@@ -72,7 +77,8 @@ class ClockedExecutor:
     agent's (a budget). `planner_seed` seeds the planner's own generator (the evaluation seeds it like the
     episode's global stream). The executor interface of SpeculativeExecutor: reset, act, finish, stats."""
 
-    def __init__(self, agent, settings, clock, corrector=None, planner=None, planner_seed: int = 0):
+    def __init__(self, agent, settings, clock, corrector=None, planner=None, planner_seed: int = 0,
+                 on_step=None, teacher_seed: int = 0):
         self.agent, self.s, self.clock, self.mode = agent, settings, clock, settings.mode
         if self.mode not in ("async", "stale", "baseline", "prior"):
             raise ValueError(f"mode={self.mode} does not run under a clock")
@@ -85,6 +91,14 @@ class ClockedExecutor:
         # last step executes and predicts d - 1 more
         self.K = self.H if self.mode != "async" else max(self.H, self.d, 2 * self.d - 2 if self.adaptive else 0)
         self.corrector = corrector
+        # corrector data (collection.py): at every speculative step the full planner replans at the real state on
+        # its own generator (the teacher; never counted or timed) and `on_step` gets the row
+        self.on_step = on_step
+        self.uses_history = corrector is not None or on_step is not None
+        self.teacher_generator = None
+        if on_step is not None:
+            self.teacher_generator = torch.Generator(device=agent.device)
+            self.teacher_generator.manual_seed(int(teacher_seed))
         self.B = 1
         self.device = agent.device
         self.A, self.L = self.model.dims.action_dim, self.model.dims.latent_dim
@@ -106,6 +120,7 @@ class ClockedExecutor:
         self.stats = [StepStats()]
         self.chunk, self.job = None, None
         self.next_start, self.restarted, self.t0 = 0, False, None
+        self.last_z = self.last_action = None  # the previous decision's real latent and action (rows' one-step)
         self.history.reset()
         if self.clock.realtime and self.mode != "prior":
             self.runner = BackgroundPlanner(self._compute, self.clock.planner_threads, self.device)
@@ -142,7 +157,8 @@ class ClockedExecutor:
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(1, -1)
         self._z = None
         self._obs = obs_t
-        if self.corrector is not None:
+        self._shadow_s = 0.0
+        if self.uses_history:
             self._real()  # the history sees every step
         action = None
         if self.mode != "prior":
@@ -154,8 +170,11 @@ class ClockedExecutor:
                 action = self._from_chunk(t)
         if action is None:
             action = self._prior()
-        out = action.clamp(-1, 1).cpu().numpy()
-        ready = time.perf_counter()
+        action = action.clamp(-1, 1)
+        if self.on_step is not None:
+            self.last_z, self.last_action = self._real(), action
+        out = action.cpu().numpy()
+        ready = time.perf_counter() - self._shadow_s  # the teacher's replans are not the agent's work
         self._count("decisions")
         self._time("total", ready - start)
         if self.clock.realtime:
@@ -183,7 +202,7 @@ class ClockedExecutor:
         self._time("policy", time.perf_counter() - t0)
         self._count("policy_calls")
         self._count("steps_prior")
-        if self.corrector is not None:
+        if self.uses_history:
             self.history.push(torch.zeros(1, dtype=torch.long, device=self.device), mismatch_feature(z, z, action))
         return action
 
@@ -201,19 +220,40 @@ class ClockedExecutor:
             self._count("speculative_steps")
             if self.adaptive:
                 self._verify(t, z_pred)
-        if self.corrector is not None:
+        a_plan = action
+        if self.uses_history:
             z = self._real()
             rows = torch.zeros(1, dtype=torch.long, device=self.device)
             self.history.push(rows, mismatch_feature(z, z_pred, action))
-            if speculative:
+            if speculative and self.corrector is not None:
                 t0 = time.perf_counter()
                 window, mask = self.history.window(rows)
                 action = self.corrector(z, z_pred, action, window, mask).clamp(-1, 1)
                 self._time("correct", time.perf_counter() - t0)
                 self._count("corrector_calls")
                 source = "corrected"
+        if speculative and self.on_step is not None:
+            t0 = time.perf_counter()
+            self._shadow(t, j, z_pred, a_plan)
+            self._shadow_s += time.perf_counter() - t0
         self._count(f"steps_{source}")
         return action
+
+    def _shadow(self, t: int, j: int, z_pred: torch.Tensor, a_plan: torch.Tensor) -> None:
+        """Corrector data: the teacher's action at this real state (the agent's full planner, warm-started from the
+        current plan's mean shifted to this decision, drawing from its own generator; not counted) and the row."""
+        z, c, tp = self._real(), self.chunk, self.agent.planner
+        calls, batches = tp.calls, tp.batches
+        plan = tp.plan(z, c.mean, shift=j, generator=self.teacher_generator)
+        tp.calls, tp.batches = calls, batches
+        window, mask = self.history.window(torch.zeros(1, dtype=torch.long, device=self.device))
+        one_step = latent_distance(z, self.model.next(self.last_z, self.last_action))  # t > 0: a decision before
+        self.on_step({
+            "row": 0, "t": t, "step_in_chunk": j, "extended": j >= self.H,
+            "distance": float(latent_distance(z, z_pred)[0]), "distance_one_step": float(one_step[0]),
+            "z_real": z[0].cpu().numpy(), "z_pred": z_pred[0].cpu().numpy(), "a_plan": a_plan[0].cpu().numpy(),
+            "a_teacher": plan.actions[0, 0].clamp(-1, 1).cpu().numpy(), "a_teacher_mean": plan.mean[0, 0].cpu().numpy(),
+            "history": window[0].cpu().numpy(), "history_valid": int(mask[0].sum())})
 
     def _verify(self, t: int, z_pred: torch.Tensor) -> None:
         """adaptive async: a miss cancels the plan in flight, if it planned from an older observation than this

@@ -9,6 +9,11 @@ another: never an evaluation episode's start, and a DAgger collection never repl
 With a corrector (DAgger), the chunks execute the corrector's actions instead of the planned ones, so the data
 covers the states the corrected agent reaches, where a corrector trained on open-loop data is off its
 distribution; the rows still hold the plan's action (the corrector's input) and the teacher's (its target).
+
+With `async_delay=d` the episodes run under the simulated clock in mode=async instead (clocked.py: each plan
+planned from the state predicted d - 1 decisions ahead and executed for d decisions, every step of it
+speculative), corrected too with a corrector (DAgger with the async executor in the loop); the rows are recorded
+at every speculative step the same way, and the episodes reset from ranges of their own.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from ..envs import make_env
 from ..rng import derive_seed, seeded
 from ..seeds import RESET_SEED_BASE, reset_seed
 from ..tdmpc2.checkpoints import agent_from_checkpoint
+from .clock import ClockSettings
+from .clocked import ClockedExecutor
 from .corrector_data import rows_to_table, schema
 from .correctors import load_corrector
 from .episodes import play_episodes
@@ -32,9 +39,10 @@ def data_schema(latent_dim: int, action_dim: int, history_len: int, metadata: di
     return schema(latent_dim, action_dim, history_len, feature_dim(latent_dim, action_dim), metadata)
 
 
-def seed_kind(corrected: bool) -> str:
-    """The seed range of a collection: DAgger (a corrector executes) or open loop (the plan executes)."""
-    return "dagger" if corrected else "collection"
+def seed_kind(corrected: bool, clocked: bool = False) -> str:
+    """The seed range of a collection: DAgger (a corrector executes) or open loop (the plan executes), each under
+    the async clock (`clocked`) or in chunks."""
+    return ("async_" if clocked else "") + ("dagger" if corrected else "collection")
 
 
 def episode_reset_seeds(metadata: dict, episodes) -> set[int]:
@@ -51,16 +59,27 @@ def collection_mode(exec_horizon: int, plan_horizon: int, corrected: bool) -> st
     return "spec_corrector" if exec_horizon <= plan_horizon else "spec_extended"
 
 
+def async_clock(delay: int) -> ClockSettings:
+    """A simulated clock whose plans take `delay` decisions (P = 1 ms, L = delay ms: only d matters to it)."""
+    return ClockSettings(control_period_ms=1.0, planner_latency_ms=float(delay), latency_source="given")
+
+
 def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, history_len: int,
-                         min_distance: float, schema_, corrector=None):
+                         min_distance: float, schema_, corrector=None, async_delay: int | None = None):
     """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return.
-    `corrector`: execute its actions instead of the planned ones (DAgger)."""
+    `corrector`: execute its actions instead of the planned ones (DAgger). `async_delay`: run the episode in
+    mode=async under a simulated clock with d = async_delay instead of in chunks of exec_horizon."""
     rows = []
-    start = reset_seed(seed_kind(corrector is not None), seed, index)
-    mode = collection_mode(exec_horizon, agent.planner.s.horizon, corrector is not None)
-    executor = SpeculativeExecutor(agent, SpeculationSettings(mode, exec_horizon, history_len=history_len),
-                                   corrector=corrector, teacher_seed=derive_seed(start, 7),
-                                   on_step=rows.append)
+    start = reset_seed(seed_kind(corrector is not None, async_delay is not None), seed, index)
+    if async_delay is not None:
+        settings = SpeculationSettings("async", 1, mismatch_threshold=float("inf"), history_len=history_len)
+        executor = ClockedExecutor(agent, settings, async_clock(async_delay), corrector=corrector,
+                                   planner_seed=start, on_step=rows.append, teacher_seed=derive_seed(start, 7))
+    else:
+        mode = collection_mode(exec_horizon, agent.planner.s.horizon, corrector is not None)
+        executor = SpeculativeExecutor(agent, SpeculationSettings(mode, exec_horizon, history_len=history_len),
+                                       corrector=corrector, teacher_seed=derive_seed(start, 7),
+                                       on_step=rows.append)
     with seeded(start):
         record = play_episodes(executor, [env], [start])[0]
     kept = [r for r in rows if r["distance"] >= min_distance]
@@ -73,7 +92,8 @@ def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, h
 
 
 def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_horizon: int, history_len: int,
-                     min_distance: float, metadata: dict, corrector_file: str | None = None) -> dict:
+                     min_distance: float, metadata: dict, corrector_file: str | None = None,
+                     async_delay: int | None = None) -> dict:
     """An episode worker's state: the teacher agent, an environment, the data schema and (DAgger) the corrector
     of `corrector_file`, checked against the teacher (metadata's teacher_sha256)."""
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
@@ -84,6 +104,7 @@ def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_h
                                       device=agent.device)
     return {"agent": agent, "env": make_env(ckpt["task"], seed), "seed": seed, "k": exec_horizon,
             "history_len": history_len, "min_distance": min_distance, "corrector": corrector,
+            "async_delay": async_delay,
             "schema": data_schema(agent.model.dims.latent_dim, agent.model.dims.action_dim, history_len, metadata)}
 
 
@@ -91,5 +112,5 @@ def collection_episode(state: dict, index: int):
     """Per-episode function of the episode farm: the rows of collection episode `index`."""
     table, _ = collect_episode_rows(state["agent"], state["env"], state["seed"], index, state["k"],
                                     state["history_len"], state["min_distance"], state["schema"],
-                                    state.get("corrector"))
+                                    state.get("corrector"), state.get("async_delay"))
     return table
