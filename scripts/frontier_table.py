@@ -128,6 +128,11 @@ def answer(rows: list[dict]) -> list[str]:
     return lines
 
 
+GROUPS = {"black": "full planner", "tab:olive": "policy prior", "tab:orange": "planner family (cheap budgets)",
+          "tab:blue": "speculation (naive, corrected, extended)", "tab:green": "adaptive",
+          "tab:brown": "cheap planner with its own corrector or threshold"}
+
+
 def _colour(label: str) -> str:
     if label.startswith("prior"):
         return "tab:olive"
@@ -142,7 +147,8 @@ def _colour(label: str) -> str:
 
 def plot(task: str, rows: list[dict], path: Path) -> Path:
     """Return retained (95% interval) against planner calls per step, and against ms per step where the timing
-    run has the setting; the non-dominated settings joined in grey."""
+    run has the setting; the non-dominated settings joined in grey and named, with the competitors (the rest are
+    told apart by colour: the table names them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,14 +164,16 @@ def plot(task: str, rows: list[dict], path: Path) -> Path:
             ax.set_axis_off()
             ax.text(0.5, 0.5, "no timing run yet (scripts/frontier.sh timing)", ha="center", transform=ax.transAxes)
             continue
-        for r in shown:
-            s = r["summary"]
-            y = 100.0 if r["label"] == "baseline" else 100 * s.retained
-            err = None if r["label"] == "baseline" else [[y - 100 * s.retained_low], [100 * s.retained_high - y]]
-            ax.errorbar(r[key], y, yerr=err, fmt="o", color=_colour(r["label"]), capsize=3, markersize=5)
-            ax.annotate(r["label"], (r[key], y), fontsize=6, xytext=(4, 3), textcoords="offset points")
         points = [(r[key], 100.0 if r["label"] == "baseline" else 100 * r["summary"].retained) for r in shown]
         front = pareto_front(points)
+        for i, r in enumerate(shown):
+            s = r["summary"]
+            y = points[i][1]
+            err = None if r["label"] == "baseline" else [[y - 100 * s.retained_low], [100 * s.retained_high - y]]
+            ax.errorbar(r[key], y, yerr=err, fmt="o", color=_colour(r["label"]), capsize=3, markersize=5,
+                        elinewidth=1, alpha=0.85)
+            if i in front or is_competitor(r["label"]):
+                ax.annotate(r["label"], (r[key], y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="grey", lw=1, zorder=0)
         ax.axhline(100, color="black", lw=0.5, ls=":")
         ax.set_xlabel(xlabel)
@@ -174,10 +182,12 @@ def plot(task: str, rows: list[dict], path: Path) -> Path:
         if key == "ms":
             ax.set_xscale("log")
     episodes = sorted({r["summary"].episodes for r in rows})
-    fig.suptitle(f"{task}: compute frontier, {'/'.join(map(str, episodes))} paired episodes per setting (black "
-                 "full planner, olive policy prior, orange cheap planners, blue speculation, green adaptive, brown "
-                 "cheap planner with its own corrector or threshold; grey: non-dominated)", fontsize=8)
-    fig.tight_layout()
+    used = {_colour(r["label"]) for r in rows}
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=name) for c, name in GROUPS.items() if c in used]
+    handles.append(plt.Line2D([], [], color="grey", lw=1, label="non-dominated (named)"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(f"{task}: compute frontier, {'/'.join(map(str, episodes))} paired episodes per setting", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return write_png(fig, path, dpi=120)
 
 
