@@ -8,6 +8,7 @@
 #   scripts/frontier.sh status     running or not, settings and episodes logged
 #   scripts/frontier.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
 #   scripts/frontier.sh extras     the extra settings (the cheap planner with its own corrector), 30 episodes each
+#   scripts/frontier.sh k3-dagger  a two-tower distilled for k = 3 on DAgger chunks of 3, then 30 episodes with it
 #   scripts/frontier.sh timing     ms per step of every setting: TIMING_EPISODES (1) episodes each, both tasks at
 #                                  once on an otherwise idle machine (pause everything else first)
 # The adaptive rows' mismatch threshold is chosen by evaluate's threshold_data= rule (budget 0.33 planner calls per
@@ -33,6 +34,8 @@ extras() {
   local c="corrector_type=two_tower corrector_checkpoint=models/correctors/$1-size1-seed1-64x2-two_tower.pt"
   echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
   echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
+  local k3="models/correctors/$1-size1-seed1-k3-two_tower.pt"  # made by `k3-dagger`
+  if [ -f "$k3" ]; then echo "k3-dagger mode=spec_corrector spec_exec_horizon=3 corrector_type=two_tower corrector_checkpoint=$k3"; fi
 }
 # $1 task, $2 episodes, $3 tag suffix ("" or "-timing"): play the extra settings one after the other
 run_extras() {
@@ -62,6 +65,22 @@ case "${1:-status}" in
         resume=$resume >> "logs/frontier-$t.log" 2>&1 < /dev/null &
       echo "$t: started (log: logs/frontier-$t.log)"
     done ;;
+  k3-dagger)  # cheetah-run's <= 0.33-calls target: a two-tower distilled for k = 3 on DAgger chunks of 3 (the
+              # shipped one: open-loop and DAgger chunks of 6, label=sample), label=mean, then the extras (its
+              # spec_corrector k=3 row among them) on the frontier's episodes (one torch thread per task)
+    for t in $TASKS; do
+      (
+        set -e
+        data="data/$t-dagger-k3.parquet" stem="models/correctors/$t-size1-seed1-k3"
+        .venv/bin/gym-qwen collect checkpoint="models/$t-size1-seed1.pt" corrector_type=two_tower \
+          spec_exec_horizon=3 episodes=16 seed=20 output="$data" torch_threads=1 progress=false resume=true
+        [ -f "$stem-two_tower.pt" ] || .venv/bin/gym-qwen distill data="data/$t-calibration.parquet,$data" \
+          tdmpc_ckpt="models/$t-size1-seed1.pt" corrector_type=two_tower epochs=150 save_path="$stem" \
+          torch_threads=1 progress=false mlflow=false
+        run_extras "$t" "$EPISODES" ""  # its row is an extra setting once its corrector exists (extras())
+      ) > "logs/frontier-k3-dagger-$t.log" 2>&1 &
+    done
+    wait; tail -n 3 logs/frontier-k3-dagger-*.log ;;
   extras)  # the extra settings, 30 episodes each (foreground; minutes, the cheap planner plans them)
     for t in $TASKS; do run_extras "$t" "$EPISODES" "" > "logs/frontier-extras-$t.log" 2>&1 & done; wait
     for t in $TASKS; do tail -n 4 "logs/frontier-extras-$t.log"; done ;;
@@ -90,5 +109,5 @@ for label, n in c.items(): print(f'  {n:3d} episodes  {label}')"
   pause|continue)
     sig=$([ "$1" = pause ] && echo STOP || echo CONT)
     for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
-  *) echo "usage: $0 start|status|extras|timing|pause|continue" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|extras|k3-dagger|timing|pause|continue" >&2; exit 2 ;;
 esac
