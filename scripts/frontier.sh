@@ -34,6 +34,9 @@ extras() {
   local c="corrector_type=two_tower corrector_checkpoint=models/correctors/$1-size1-seed1-64x2-two_tower.pt"
   echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
   echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
+  # the planner family below 64x2: competitors at the few ms per step that speculation on 64x2 / 128x3 costs
+  echo "32x1 mode=baseline planner_budget=32x1"
+  echo "32x2 mode=baseline planner_budget=32x2"
   local k3="models/correctors/$1-size1-seed1-k3-two_tower.pt"  # made by `k3-dagger`
   if [ -f "$k3" ]; then echo "k3-dagger mode=spec_corrector spec_exec_horizon=3 corrector_type=two_tower corrector_checkpoint=$k3"; fi
 }

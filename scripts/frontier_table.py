@@ -47,14 +47,16 @@ def setting_rows(task: str, min_episodes: int) -> list[dict]:
             sys.exit(f"{extra}: played on other episodes than {task}.episodes.jsonl ({other} vs {header})")
         tag = extra.name[len(task) + 1:-len(".episodes.jsonl")]
         for label, eps in found.items():
-            if tag == "timing" or tag.endswith("-timing"):
-                name = label if tag == "timing" else f"{label} [{tag[:-len('-timing')]}]"
-                timing.setdefault(name, {}).update(eps)
+            if tag == "timing":
+                timing.setdefault(label, {}).update(eps)
+            elif tag.endswith("-timing"):  # an extra log's one setting, timed: found by its tag (its label may
+                timing.setdefault(f"[{tag[:-len('-timing')]}]", {}).update(eps)  # be newer than the long run's)
             else:  # a setting of its own (e.g. a cheap planner with its own corrector): named by its log too
                 settings[f"{label} [{tag}]"] = eps
     baseline = settings["baseline"]
     out = []
     for label, eps in settings.items():
+        timed = timing.get(label) or timing.get(label[label.rfind(" ["):].strip() if label.endswith("]") else None)
         if len(eps) < min_episodes:
             continue
         idx = sorted(eps)
@@ -63,7 +65,7 @@ def setting_rows(task: str, min_episodes: int) -> list[dict]:
         out.append({"label": label, "returns": {i: eps[i]["return"] for i in idx},
                     "summary": paired_summary([eps[i]["return"] for i in idx], [baseline[i]["return"] for i in idx]),
                     "calls": per_step([eps[i] for i in idx], "planner_calls"),
-                    "ms": 1e3 * per_step(list(timing[label].values()), "seconds") if label in timing else None})
+                    "ms": 1e3 * per_step(list(timed.values()), "seconds") if timed else None})
     return out
 
 
@@ -114,18 +116,26 @@ def answer(rows: list[dict]) -> list[str]:
     for r in rows:
         if is_competitor(r["label"]) or r["ms"] is None:
             continue
-        rivals = [c for c in rows if is_competitor(c["label"]) and c["ms"] is not None and c["ms"] <= r["ms"]]
+        timed = [c for c in rows if is_competitor(c["label"]) and c["ms"] is not None]
+        rivals = [c for c in timed if c["ms"] <= r["ms"]]
         if not rivals:
             lines.append(f"{r['label']}: no competitor as fast ({r['ms']:.1f} ms per step)")
             continue
-        rival = max(rivals, key=lambda c: c["summary"].mean)
-        shared = sorted(set(r["returns"]) & set(rival["returns"]))
-        ratio, low, high = paired_ratio_interval([r["returns"][i] for i in shared],
-                                                 [rival["returns"][i] for i in shared])
-        verdict = "beats" if low > 1 else "loses to" if high < 1 else "is level with"
-        lines.append(f"{r['label']} ({r['ms']:.1f} ms) {verdict} {rival['label']} ({rival['ms']:.1f} ms): "
-                     f"return ratio {ratio:.3f} [{low:.3f}, {high:.3f}] on {len(shared)} paired episodes")
+        line = f"{r['label']} ({r['ms']:.1f} ms) " + _versus(r, max(rivals, key=lambda c: c["summary"].mean))
+        slower = [c for c in timed if c["ms"] > r["ms"]]
+        if slower:  # and the next competitor up: beating it as well means dominating it
+            line += "; against the cheapest slower one it " + _versus(r, min(slower, key=lambda c: c["ms"]))
+        lines.append(line)
     return lines
+
+
+def _versus(r: dict, rival: dict) -> str:
+    """`r` against `rival`: beats / loses to / is level with, by the paired 95% interval of their return ratio."""
+    shared = sorted(set(r["returns"]) & set(rival["returns"]))
+    ratio, low, high = paired_ratio_interval([r["returns"][i] for i in shared], [rival["returns"][i] for i in shared])
+    verdict = "beats" if low > 1 else "loses to" if high < 1 else "is level with"
+    return (f"{verdict} {rival['label']} ({rival['ms']:.1f} ms): return ratio {ratio:.3f} [{low:.3f}, {high:.3f}] "
+            f"on {len(shared)} paired episodes")
 
 
 GROUPS = {"black": "full planner", "tab:olive": "policy prior", "tab:orange": "planner family (cheap budgets)",
@@ -138,10 +148,10 @@ def _colour(label: str) -> str:
         return "tab:olive"
     if label == "baseline":
         return "black"
-    if "[" in label:
-        return "tab:brown"  # a cheap planner with its own corrector or threshold (an extra log)
     if label.startswith("baseline (planner"):
         return "tab:orange"
+    if "[" in label:
+        return "tab:brown"  # a cheap planner with its own corrector or threshold (an extra log)
     return "tab:green" if label.startswith("adaptive") else "tab:blue"
 
 
