@@ -13,7 +13,10 @@ budgets whose measured latency fits within P (d = 1: they replan every step on t
 baseline (no clock), the reference for "retained". Settings whose episodes cannot differ are run once: the
 simulated clock depends on P only through d, and with d = 1 async and stale are the baseline step for step
 (tests/test_realtime.py), so they reuse its episodes. `realtime=true` also runs async (with and without the
-corrector) on the wall clock at every P, with L as measured, and counts deadline misses.
+corrector) on the wall clock at every P, with L as measured, and counts deadline misses. At the period whose d
+is 3 (the issue's targets), `gap_correctors=` and `gap_budgets=` add what could close a gap to the best planner
+budget fitting it: async with other correctors (e.g. one distilled on `collect async_delay=3` DAgger data) and
+async with the corrector on cheaper planners (under the same P, each with its own measured latency and d).
 
 Every finished episode is appended to <out>/realtime-<task>.episodes.jsonl; running the same command again
 continues from it, with the L the earlier run measured (more episodes= extends it; fresh=true starts over). Writes <out>/realtime-<task>.json (every
@@ -37,6 +40,7 @@ DEFAULTS = {
     "margin": "1.0", "latency": "measured", "budgets": "64x2,128x3,256x4", "corrector": "two_tower",
     "threads": "1", "compile": "teacher", "samples": "none", "iterations": "none", "realtime": "false",
     "fresh": "false", "out": str(ROOT / "benchmarks" / "results"), "plot_dir": str(ROOT / "docs"),
+    "gap_correctors": "", "gap_budgets": "",
 }
 HELP = {
     "tasks": "tasks whose shipped size-1 teachers are run", "episodes": "episodes per setting (paired)",
@@ -49,6 +53,10 @@ HELP = {
     "the teacher's; a smoke run makes it small)", "iterations": "the full planner's MPPI iterations (none = the "
     "teacher's)", "realtime": "also run async on the wall clock", "fresh": "start the episode logs over",
     "out": "folder of the JSON and the episode logs", "plot_dir": "folder of realtime-<task>.png",
+    "gap_correctors": "what could close a gap at d = 3: async with each of these corrector files (<type>:<path>, "
+                      "comma-separated; e.g. one distilled on `collect async_delay=3` DAgger data)",
+    "gap_budgets": "what could close a gap at d = 3: async with the corrector on each of these cheaper planners "
+                   "(under the same P, with its own measured latency and so its own d)",
 }
 RETAIN = 0.95  # the control rate a setting sustains: the shortest P at which it keeps this much of the baseline
 TARGET_D = 3
@@ -193,6 +201,27 @@ def specs_for(runner: Runner, args: dict) -> dict:
         if d > 1 and d not in by_delay:
             by_delay[d] = {"async": spec("async", P), "async +corrector": spec("async", P, args["corrector"]),
                            "stale": spec("stale", P)}
+    gap = {}  # at the period whose d is TARGET_D: async with other correctors, async on cheaper planners
+    target = next((p for p in periods if p["delay"] == TARGET_D), None)
+    if target is not None:
+        P = target["control_period_ms"]
+        for item in [c.strip() for c in args["gap_correctors"].split(",") if c.strip()]:
+            kind, _, path = item.partition(":")
+            if kind not in ("two_tower", "temporal") or not Path(path).is_file():
+                raise SystemExit(f"bench_realtime: error: gap_correctors entry {item!r}: expected "
+                                 "two_tower:<file> or temporal:<file> of an existing file")
+            gap[f"async +{Path(path).stem}"] = ExecutionSpec(SpeculationSettings("async", 1, inf), kind, path, (),
+                                                             clock=ClockSettings(P, latency, source))
+        for text in [b for b in args["gap_budgets"].split(",") if b.strip()]:
+            overrides = tuple(budget_overrides(*parse_budget(text)).items())
+            ms = budgets[text][1] if text in budgets else runner.latency(spec("baseline", overrides=overrides))
+            if delay_steps(P, ms) == 1:
+                print(f"  async on {text}: its plans ({ms:.1f} ms) fit P = {P:.1f} ms, so it is the budget's own "
+                      "row (d = 1)", flush=True)
+                continue
+            gap[f"async +corrector (planner {text})"] = ExecutionSpec(
+                SpeculationSettings("async", 1, inf), args["corrector"], corrector, overrides,
+                clock=ClockSettings(P, ms, "measured"))
     realtime = {}
     if flag(args["realtime"]):
         for p in periods:
@@ -200,7 +229,7 @@ def specs_for(runner: Runner, args: dict) -> dict:
             realtime[P] = {"async realtime": spec("async", P, realtime=True),
                            "async +corrector realtime": spec("async", P, args["corrector"], realtime=True)}
     return {"latency": latency, "source": source, "periods": periods, "baseline": spec("baseline"),
-            "prior": spec("prior"), "budgets": budgets, "by_delay": by_delay, "realtime": realtime}
+            "prior": spec("prior"), "budgets": budgets, "by_delay": by_delay, "realtime": realtime, "gap": gap}
 
 
 # ------------------------------------------------------------------------------------------------- numbers
@@ -229,6 +258,7 @@ def run_task(task: str, args: dict, command: str) -> dict:
     budgets = {name: (runner.play(b), ms) for name, (b, ms) in plan["budgets"].items()}
     sim = {d: {name: runner.play(s) for name, s in group.items()} for d, group in plan["by_delay"].items()}
     wall = {P: {name: runner.play(s) for name, s in group.items()} for P, group in plan["realtime"].items()}
+    gap = {name: runner.play(s) for name, s in plan["gap"].items()}
     b = base.returns
     periods = []
     for p in plan["periods"]:
@@ -244,6 +274,9 @@ def run_task(task: str, args: dict, command: str) -> dict:
                 rows.append(row(f"planner {name}", res, b, 1, {"budget": name, "budget_latency_ms": ms}))
         for name, res in wall.get(P, {}).items():
             rows.append(row(name, res, b, d))
+        if d == TARGET_D:
+            for name, res in gap.items():
+                rows.append(row(name, res, b, res.clock["delay"] if res.clock else d, {"gap": True}))
         periods.append({**p, "rate_hz": 1000.0 / P, "rows": rows})
     record = {"task": task, "command": command, "checkpoint": str(runner.checkpoint.relative_to(ROOT)),
               "episodes": runner.episodes, "seed": runner.seed, "threads": int(args["threads"]),
@@ -290,16 +323,21 @@ def targets(task: str, periods: list[dict], ratio_interval) -> list[dict]:
                     "interval": [low, high], "met": bool(low > 1) if low == low else None})
     fitting = [r for r in at[0]["rows"] if r.get("budget")]
     best = max(fitting, key=lambda r: r["return_mean"], default=None)
-    out.append({"target": "async +corrector against the best planner budget fitting the period",
-                "value": None if best is None else {"budget": best["budget"], "budget_retained": best["retained"],
-                                                    "async_retained": a["retained"]},
-                "met": None if best is None else a["return_mean"] >= best["return_mean"]})
+    for r in [a] + [r for r in at[0]["rows"] if r.get("gap")]:
+        value = None
+        if best is not None:
+            ratio, low, high = ratio_interval(r["returns"], best["returns"])
+            value = {"budget": best["budget"], "budget_retained": best["retained"], "async_retained": r["retained"],
+                     "ratio": ratio, "interval": [low, high]}
+        out.append({"target": f"{r['setting']} (d={r['delay']}) against the best planner budget fitting the period",
+                    "value": value, "met": None if best is None else r["return_mean"] >= best["return_mean"]})
     return out
 
 
 # ------------------------------------------------------------------------------------------------- output
 STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v"),
          "async realtime": ("tab:cyan", "x"), "async +corrector realtime": ("tab:blue", "+")}
+GAP_COLOURS = ("tab:purple", "tab:pink", "tab:brown", "tab:red")
 
 
 def plot(record: dict, path: Path) -> Path:
@@ -328,6 +366,11 @@ def plot(record: dict, path: Path) -> Path:
         shift = 1.04 if "realtime" in name else 1.0  # beside the simulated point it should equal
         ax.errorbar([x * shift for x, _ in pts], ys, yerr=err, color=color, marker=marker, capsize=3, label=name,
                     ls="-" if "realtime" not in name else "none")
+    gap_rows = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r.get("gap")]
+    for (x, r), color in zip(gap_rows, GAP_COLOURS * len(gap_rows)):
+        ax.errorbar([x * 0.96], [r["return_mean"]], yerr=[[max(0.0, r["return_mean"] - r["return_low"])],
+                                                           [max(0.0, r["return_high"] - r["return_mean"])]],
+                    color=color, marker="*", markersize=9, capsize=3, ls="none", label=f"{r['setting']} (d={r['delay']})")
     best = []
     for p in periods:
         fit = [r for r in p["rows"] if r.get("budget")]
@@ -369,7 +412,8 @@ def print_table(record: dict) -> None:
             retained = "-" if r["retained"] is None else \
                 f"{100 * r['retained']:.1f}% [{100 * (r['retained_low'] or math.nan):.1f}, " \
                 f"{100 * (r['retained_high'] or math.nan):.1f}]"
-            rows.append((f"{p['control_period_ms']:.1f}", p["delay"], r["setting"], f"{r['return_mean']:.1f}",
+            d = r["delay"] if r.get("gap") else p["delay"]  # async on a cheaper planner: its own d
+            rows.append((f"{p['control_period_ms']:.1f}", d, r["setting"], f"{r['return_mean']:.1f}",
                          retained, f"{r['planner_calls_per_step']:.3f}", r["plans_discarded"], r["deadline_misses"],
                          f"{r['wait_ms_per_step']:.1f}"))
     print(table(rows, ("P ms", "d", "setting", "return", "retained [95% CI]", "planner calls/step", "discarded",
