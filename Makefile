@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gym-qwen-installed
 # The default suite leaves out the tests marked slow (learning, compile, the SIGTERM drill, the cluster tests, most
-# whole Tune sweeps); make test-all runs them too.
-PYTEST_ARGS ?= -m "not slow"
+# whole Tune sweeps); make test-all runs them too. The 25 slowest tests are listed at the end (CI has a time budget).
+PYTEST_ARGS ?= -m "not slow" --durations=25
 
 .PHONY: venv demo test test-all bench lock clean
 

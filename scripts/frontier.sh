@@ -37,6 +37,12 @@ extras() {
   # the planner family below 64x2: competitors at the few ms per step that speculation on 64x2 / 128x3 costs
   echo "32x1 mode=baseline planner_budget=32x1"
   echo "32x2 mode=baseline planner_budget=32x2"
+  # ... and speculation on them, as on the family's two cheapest (the full planner's two-tower and thresholds)
+  local full="corrector_type=two_tower threshold_data=docs/frontier/$1-calibration.parquet threshold_budget=0.33"
+  for b in 32x1 32x2; do
+    echo "$b-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=$b corrector_type=two_tower"
+    echo "$b-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=$b $full"
+  done
   local k3="models/correctors/$1-size1-seed1-k3-two_tower.pt"  # made by `k3-dagger`
   if [ -f "$k3" ]; then echo "k3-dagger mode=spec_corrector spec_exec_horizon=3 corrector_type=two_tower corrector_checkpoint=$k3"; fi
 }
