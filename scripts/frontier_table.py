@@ -140,7 +140,7 @@ def _versus(r: dict, rival: dict) -> str:
 
 GROUPS = {"black": "full planner", "tab:olive": "policy prior", "tab:orange": "planner family (cheap budgets)",
           "tab:blue": "speculation (naive, corrected, extended)", "tab:green": "adaptive",
-          "tab:brown": "cheap planner with its own corrector or threshold"}
+          "tab:brown": "speculation from the extra logs ([tag] in the table)"}
 
 
 def _colour(label: str) -> str:
@@ -151,7 +151,7 @@ def _colour(label: str) -> str:
     if label.startswith("baseline (planner"):
         return "tab:orange"
     if "[" in label:
-        return "tab:brown"  # a cheap planner with its own corrector or threshold (an extra log)
+        return "tab:brown"  # speculation from an extra log (a cheap planner, its own corrector, k3-dagger)
     return "tab:green" if label.startswith("adaptive") else "tab:blue"
 
 
