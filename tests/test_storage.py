@@ -22,7 +22,7 @@ import pytest
 from conftest import TINY, TINY_TASK, mlflow_server, tiny_train_config
 from test_cli import _assert_user_error, _main_in, untrained_checkpoint
 from test_sweeps import TINY_TRAIN, _interrupt_sweep, _runs, _tiny_sweep, _write, interrupt_five_trial_sweep, \
-    resume_interrupted_five_trial_sweep
+    resume_interrupted_five_trial_sweep, tiny_dt_sweep
 
 PY = sys.executable
 BUCKET = "gym-qwen"
@@ -407,18 +407,7 @@ def test_an_interrupted_training_sweep_on_s3_resumes_each_trial_from_its_checkpo
 def test_a_decision_transformer_sweep_keeps_its_trials_files_on_s3(s3, ray_local, tmp_path, capsys, monkeypatch):
     """trial_command=dt-train with storage=s3://...: each trial's checkpoints, CSV log and summary land under its
     trial folder on S3 (no runs/ in the working folder), each trial logs its nested run."""
-    from test_dt import _learnable_data
-
-    from gym_qwen.platform.datasets.d4rl import write_hdf5
-
-    cwd = tmp_path / "cwd"
-    (cwd / "data").mkdir(parents=True)
-    write_hdf5(cwd / "data" / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
-    path = _write(tmp_path / "dt.yaml",
-                  "trial_command: dt-train\nexperiment: dts3\nmax_concurrent: 2\ntrial_cpus: 1\nfixed: {env: hopper, "
-                  "data: data/hopper-test-v5.hdf5, n_blocks: 1, embed_dim: 16, context_len: 4, batch_size: 8, "
-                  "max_train_iters: 2, num_updates_per_iter: 3, num_eval_ep: 1, max_eval_ep_len: 8, warmup_steps: 2, "
-                  "torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
+    cwd, path = tiny_dt_sweep(tmp_path, "dts3")
     rc, out, err = _main_in(cwd, ["sweep", f"config={path}", f"storage=s3://{BUCKET}/dtsweeps"], capsys, monkeypatch)
     assert rc == 0, err[-3000:]
     assert sum(1 for line in out.splitlines() if line.rstrip().endswith(" done")) == 2

@@ -643,11 +643,9 @@ def test_an_interrupted_training_sweep_resumes_each_trial_from_its_checkpoint(tm
         assert [m.step for m in c.get_metric_history(r.info.run_id, "eval/return_mean")] == [1000, 2000]
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, tmp_path, capsys, monkeypatch):
-    """trial_command=dt-train over seeds: each trial trains in its own folder (the dataset path taken from the
-    sweep's folder), reports its D4RL score after every iteration and logs a nested MLflow run."""
+def tiny_dt_sweep(tmp_path: Path, experiment: str) -> tuple[Path, Path]:
+    """A working folder with a tiny hopper dataset in data/, and a dt-train sweep file over seeds 0 and 1 on it
+    (two trials of 2 iterations x 3 updates, one evaluation episode each): (working folder, sweep file)."""
     from test_dt import _learnable_data
 
     from gym_qwen.platform.datasets.d4rl import write_hdf5
@@ -656,10 +654,19 @@ def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, 
     (cwd / "data").mkdir(parents=True)
     write_hdf5(cwd / "data" / "hopper-test-v5.hdf5", _learnable_data(n_eps=3, length=30, S=11, A=3))
     path = _write(tmp_path / "dt.yaml",
-                  "trial_command: dt-train\nexperiment: dts\nmax_concurrent: 2\ntrial_cpus: 1\nfixed: {env: hopper, "
-                  "data: data/hopper-test-v5.hdf5, n_blocks: 1, embed_dim: 16, context_len: 4, batch_size: 8, "
-                  "max_train_iters: 2, num_updates_per_iter: 3, num_eval_ep: 1, max_eval_ep_len: 8, warmup_steps: 2, "
-                  "torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
+                  f"trial_command: dt-train\nexperiment: {experiment}\nmax_concurrent: 2\ntrial_cpus: 1\nfixed: "
+                  "{env: hopper, data: data/hopper-test-v5.hdf5, n_blocks: 1, embed_dim: 16, context_len: 4, "
+                  "batch_size: 8, max_train_iters: 2, num_updates_per_iter: 3, num_eval_ep: 1, max_eval_ep_len: 8, "
+                  "warmup_steps: 2, torch_threads: 1, device: cpu}\ngrid: {seed: [0, 1]}\n")
+    return cwd, path
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_decision_transformer_sweep_logs_each_trial_with_its_score(ray_local, tmp_path, capsys, monkeypatch):
+    """trial_command=dt-train over seeds: each trial trains in its own folder (the dataset path taken from the
+    sweep's folder), reports its D4RL score after every iteration and logs a nested MLflow run."""
+    cwd, path = tiny_dt_sweep(tmp_path, "dts")
     rc, out, err = _main_in(cwd, ["sweep", f"config={path}"], capsys, monkeypatch)
     assert rc == 0, err[-3000:]
     assert "D4RL score" in out and sum(1 for line in out.splitlines() if line.rstrip().endswith(" done")) == 2

@@ -55,7 +55,7 @@ import torch
 from ..envs import make_env
 from ..seeds import reset_seed
 from .background_planner import BackgroundPlanner, PlanJob
-from .executor import StepStats
+from .executor import StepStats, collection_row, uncounted_plan
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
 
 
@@ -242,18 +242,12 @@ class ClockedExecutor:
     def _shadow(self, t: int, j: int, z_pred: torch.Tensor, a_plan: torch.Tensor) -> None:
         """Corrector data: the teacher's action at this real state (the agent's full planner, warm-started from the
         current plan's mean shifted to this decision, drawing from its own generator; not counted) and the row."""
-        z, c, tp = self._real(), self.chunk, self.agent.planner
-        calls, batches = tp.calls, tp.batches
-        plan = tp.plan(z, c.mean, shift=j, generator=self.teacher_generator)
-        tp.calls, tp.batches = calls, batches
+        z = self._real()
+        plan = uncounted_plan(self.agent.planner, z, self.chunk.mean, j, generator=self.teacher_generator)
         window, mask = self.history.window(torch.zeros(1, dtype=torch.long, device=self.device))
         one_step = latent_distance(z, self.model.next(self.last_z, self.last_action))  # t > 0: a decision before
-        self.on_step({
-            "row": 0, "t": t, "step_in_chunk": j, "extended": j >= self.H,
-            "distance": float(latent_distance(z, z_pred)[0]), "distance_one_step": float(one_step[0]),
-            "z_real": z[0].cpu().numpy(), "z_pred": z_pred[0].cpu().numpy(), "a_plan": a_plan[0].cpu().numpy(),
-            "a_teacher": plan.actions[0, 0].clamp(-1, 1).cpu().numpy(), "a_teacher_mean": plan.mean[0, 0].cpu().numpy(),
-            "history": window[0].cpu().numpy(), "history_valid": int(mask[0].sum())})
+        self.on_step(collection_row(0, t, j, self.H, latent_distance(z, z_pred)[0], one_step[0], z[0], z_pred[0],
+                                    a_plan[0], plan.actions[0, 0].clamp(-1, 1), plan.mean[0, 0], window[0], mask[0]))
 
     def _verify(self, t: int, z_pred: torch.Tensor) -> None:
         """adaptive async: a miss cancels the plan in flight, if it planned from an older observation than this

@@ -258,11 +258,8 @@ class SpeculativeExecutor:
     def _shadow(self, rows, idx, z, z_pred, a_plan, actions, ts) -> None:
         """The teacher's action at the real state (a replan here, on its own stream; never counted or timed)."""
         row_t = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        tp = self.teacher_planner
-        calls, batches = tp.calls, tp.batches
         with self.teacher_stream:
-            plan = tp.plan(z[idx], self.prev_mean[row_t], shift=self.pos[row_t])
-        tp.calls, tp.batches = calls, batches
+            plan = uncounted_plan(self.teacher_planner, z[idx], self.prev_mean[row_t], self.pos[row_t])
         teacher = plan.actions[:, 0].clamp(-1, 1)
         executed = actions[idx]
         err = ((executed - teacher) ** 2).mean(1)
@@ -275,9 +272,25 @@ class SpeculativeExecutor:
             one_step = latent_distance(z[idx], self.model.next(self.last_z[row_t], self.last_action[row_t]))
             for i, b in enumerate(rows):
                 j = int(self.pos[b])
-                self.on_step({
-                    "row": b, "t": ts[int(idx[i])], "step_in_chunk": j, "extended": j >= self.H,
-                    "distance": float(dist[i]), "distance_one_step": float(one_step[i]), "z_real": z[idx[i]].cpu().numpy(),
-                    "z_pred": z_pred[idx[i]].cpu().numpy(), "a_plan": a_plan[i].cpu().numpy(),
-                    "a_teacher": teacher[i].cpu().numpy(), "a_teacher_mean": plan.mean[i, 0].cpu().numpy(),
-                    "history": window[i].cpu().numpy(), "history_valid": int(mask[i].sum())})
+                self.on_step(collection_row(b, ts[int(idx[i])], j, self.H, dist[i], one_step[i], z[idx[i]],
+                                            z_pred[idx[i]], a_plan[i], teacher[i], plan.mean[i, 0], window[i],
+                                            mask[i]))
+
+
+def uncounted_plan(planner, z, prev_mean, shift, generator=None):
+    """The teacher's plan: `planner`'s plan from z, left out of its own call tally (the executors count their
+    planner calls where they happen; a shadow replan is not one of them)."""
+    calls, batches = planner.calls, planner.batches
+    plan = planner.plan(z, prev_mean, shift=shift, generator=generator)
+    planner.calls, planner.batches = calls, batches
+    return plan
+
+
+def collection_row(row: int, t: int, j: int, horizon: int, distance, distance_one_step, z_real, z_pred, a_plan,
+                   a_teacher, a_teacher_mean, window, mask) -> dict:
+    """One corrector-data row (collection.ROW_KEYS and the environment row) from one speculative step's tensors."""
+    return {"row": row, "t": t, "step_in_chunk": j, "extended": j >= horizon, "distance": float(distance),
+            "distance_one_step": float(distance_one_step), "z_real": z_real.cpu().numpy(),
+            "z_pred": z_pred.cpu().numpy(), "a_plan": a_plan.cpu().numpy(), "a_teacher": a_teacher.cpu().numpy(),
+            "a_teacher_mean": a_teacher_mean.cpu().numpy(), "history": window.cpu().numpy(),
+            "history_valid": int(mask.sum())}
