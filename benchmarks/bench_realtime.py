@@ -18,7 +18,10 @@ is 3 (the issue's targets), `gap_correctors=` and `gap_budgets=` add what could 
 budget fitting it: async with other correctors (e.g. one distilled on `collect async_delay=3` DAgger data) and
 async with the corrector on cheaper planners (under the same P, each with its own measured latency and d).
 
-Every finished episode is appended to <out>/realtime-<task>.episodes.jsonl; running the same command again
+Settings the frontier runs already played on the same teacher, seed and episodes (the baseline, the policy prior,
+the planner budgets: docs/frontier/<task>*.episodes.jsonl) are copied from their logs, each line marked
+`reused_from`, not played again (`reuse=none` plays them). Every finished episode is appended to
+<out>/realtime-<task>.episodes.jsonl; running the same command again
 continues from it, with the L the earlier run measured (more episodes= extends it; fresh=true starts over). Writes <out>/realtime-<task>.json (every
 row with its 95% intervals, the control rate each setting sustains while keeping >= 95% of the baseline's return,
 the issue's targets at d = 3) and <plot_dir>/realtime-<task>.png.
@@ -37,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULTS = {
     "tasks": "walker-walk,cheetah-run", "episodes": "30", "seed": "1", "periods": "1/8,1/4,1/3,1/2,1,2",
-    "margin": "1.0", "latency": "measured", "budgets": "64x2,128x3,256x4", "corrector": "two_tower",
+    "margin": "1.0", "latency": "measured", "budgets": "32x1,32x2,64x2,128x3,256x4", "corrector": "two_tower",
     "threads": "1", "compile": "teacher", "samples": "none", "iterations": "none", "realtime": "false",
     "fresh": "false", "out": str(ROOT / "benchmarks" / "results"), "plot_dir": str(ROOT / "docs"),
-    "gap_correctors": "", "gap_budgets": "",
+    "gap_correctors": "", "gap_budgets": "", "reuse": "frontier",
 }
 HELP = {
     "tasks": "tasks whose shipped size-1 teachers are run", "episodes": "episodes per setting (paired)",
@@ -57,6 +60,9 @@ HELP = {
                       "comma-separated; e.g. one distilled on `collect async_delay=3` DAgger data)",
     "gap_budgets": "what could close a gap at d = 3: async with the corrector on each of these cheaper planners "
                    "(under the same P, with its own measured latency and so its own d)",
+    "reuse": "episode logs of other runs on the same teacher, seed and episodes whose settings are taken from them "
+             "instead of played again (the baseline, the prior, the budgets): frontier (docs/frontier/<task>*."
+             "episodes.jsonl, timing runs left out), none, or comma-separated files",
 }
 RETAIN = 0.95  # the control rate a setting sustains: the shortest P at which it keeps this much of the baseline
 TARGET_D = 3
@@ -113,8 +119,9 @@ class Runner:
         log_path = episodes_path(out / f"realtime-{task}.json")
         if flag(args["fresh"]) and log_path.exists():
             log_path.unlink()
-        self.log = EpisodeLog(log_path, {"task": task, "checkpoint_sha256": self.sha, "seed": self.seed},
-                              resume=True)
+        header = {"task": task, "checkpoint_sha256": self.sha, "seed": self.seed}
+        self.log = EpisodeLog(log_path, header, resume=True)
+        self.reused = reused_logs(task, args["reuse"], header)
         self.correctors = {}
 
     def corrector_file(self, kind: str) -> str:
@@ -146,6 +153,14 @@ class Runner:
         sha = sha256_of(spec.corrector_checkpoint) if spec.corrector_checkpoint else None
         key = setting_key(spec, self.overrides, sha)
         todo = [i for i in range(self.episodes) if i not in self.log.done(key)]
+        copied = 0
+        for other in self.reused:  # the same key on the same teacher, seed and index: the same episode
+            for i in [i for i in todo if i in other.done(key)]:
+                rec = {k: v for k, v in other.done(key)[i].items() if k not in ("setting", "label")}
+                self.log.add(key, spec.label, {**rec, "reused_from": str(other.path.relative_to(ROOT))
+                                               if other.path.is_relative_to(ROOT) else str(other.path)})
+                todo.remove(i)
+                copied += 1
         start = time.perf_counter()
         if todo:
             evaluate(self.agent, self.task, len(todo), self.seed, execution=spec, corrector=corrector, indices=todo,
@@ -154,8 +169,39 @@ class Runner:
         result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(self.episodes)])
         print(f"  {spec.label}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
               f"{result.deadline_misses} deadline misses ({len(todo)} episodes played in "
-              f"{time.perf_counter() - start:.0f} s, {self.episodes - len(todo)} from the log)", flush=True)
+              f"{time.perf_counter() - start:.0f} s, {self.episodes - len(todo) - copied} from the log, {copied} "
+              "reused from another run's log)", flush=True)
         return result
+
+
+def reused_logs(task: str, reuse: str, header: dict) -> list:
+    """The episode logs whose episodes may stand in for this run's (read-only). `frontier`: those of the frontier
+    runs on this task (docs/frontier/<task>.episodes.jsonl and <task>-<extra>.episodes.jsonl; not the timing runs,
+    whose one episode is played beside others to time it); one whose header (teacher, seed) differs is skipped."""
+    from gym_qwen.platform.config_schema import ConfigError
+    from gym_qwen.platform.speculative.episode_log import EpisodeLog
+
+    if reuse.strip().lower() in ("", "none"):
+        return []
+    if reuse.strip().lower() == "frontier":
+        folder = ROOT / "docs" / "frontier"
+        paths = [p for p in sorted(folder.glob(f"{task}*.episodes.jsonl"))
+                 if not p.name.endswith("-timing.episodes.jsonl")
+                 and (p.name == f"{task}.episodes.jsonl" or p.name[len(task)] == "-")]
+        given = False
+    else:
+        paths, given = [Path(p.strip()) for p in reuse.split(",") if p.strip()], True
+    logs = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"bench_realtime: error: reuse: no episode log at {path}")
+        try:
+            logs.append(EpisodeLog(path, header, resume=True, read_only=True))
+        except ConfigError as e:
+            if given:
+                raise SystemExit(f"bench_realtime: error: reuse: {e}") from None
+            print(f"  not reused: {e}", flush=True)
+    return logs
 
 
 def specs_for(runner: Runner, args: dict) -> dict:

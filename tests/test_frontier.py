@@ -92,6 +92,23 @@ def test_episode_log_keeps_finished_episodes_refuses_foreign_ones_and_drops_a_cu
         EpisodeLog(path, {**header, "checkpoint_sha256": "other"}, resume=True)
 
 
+def test_a_read_only_episode_log_is_read_but_never_written_or_truncated(tmp_path):
+    from gym_qwen.platform.speculative.episode_log import EpisodeLog, setting_key
+
+    header = {"task": "walker-walk", "checkpoint_sha256": "abc", "seed": 1}
+    path = tmp_path / "x.episodes.jsonl"
+    key = setting_key(ExecutionSpec(SpeculationSettings("prior", 1)), {}, None)
+    EpisodeLog(path, header, resume=False).add(key, "prior", {"episode": 0, "return": 1.0})
+    with open(path, "ab") as f:
+        f.write(b'{"setting": "being writ')  # another run may be appending to it right now
+    before = path.read_bytes()
+    other = EpisodeLog(path, header, resume=True, read_only=True)
+    assert {i: r["return"] for i, r in other.done(key).items()} == {0: 1.0}
+    with pytest.raises(RuntimeError, match="read-only"):
+        other.add(key, "prior", {"episode": 1, "return": 2.0})
+    assert path.read_bytes() == before
+
+
 def test_setting_keys_name_what_changes_episodes_and_nothing_else():
     from gym_qwen.platform.speculative.episode_log import setting_key
 

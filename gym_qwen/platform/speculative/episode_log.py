@@ -63,10 +63,11 @@ def setting_key(spec, agent_overrides: dict, corrector_sha256: str | None) -> st
 class EpisodeLog:
     """An append-only JSON-lines log of episode records, keyed by setting and episode index."""
 
-    def __init__(self, path: str | os.PathLike, header: dict, resume: bool):
+    def __init__(self, path: str | os.PathLike, header: dict, resume: bool, read_only: bool = False):
         self.path = Path(path)
         self.header = {"log_version": LOG_VERSION, **header}
         self.records: dict[str, dict[int, dict]] = {}
+        self.read_only = read_only  # another run's log, read for its episodes: never written, never truncated
         if self.path.exists() and not resume:
             raise ConfigError(f"{self.path} already holds episodes: give resume=true to continue it, or another "
                               "output=")
@@ -95,11 +96,13 @@ class EpisodeLog:
         for rec in parsed[1:]:
             self.records.setdefault(rec["setting"], {})[int(rec["episode"])] = rec
         size = self.path.stat().st_size
-        if good < size:
+        if good < size and not self.read_only:
             with open(self.path, "r+b") as f:
                 f.truncate(min(good, size))
 
     def _append(self, *objs: dict) -> None:
+        if self.read_only:
+            raise RuntimeError(f"{self.path} was opened read-only")
         new = not self.path.exists()
         made: list[Path] = []
         if new:
