@@ -302,9 +302,12 @@ def run_task(task: str, args: dict, command: str) -> dict:
     base = runner.play(plan["baseline"])
     prior = runner.play(plan["prior"])
     budgets = {name: (runner.play(b), ms) for name, (b, ms) in plan["budgets"].items()}
-    sim = {d: {name: runner.play(s) for name, s in group.items()} for d, group in plan["by_delay"].items()}
-    wall = {P: {name: runner.play(s) for name, s in group.items()} for P, group in plan["realtime"].items()}
+    # the targets first (d = 3 and what could close its gap), so a run stopped early has answered them
+    by_delay = sorted(plan["by_delay"].items(), key=lambda item: (item[0] != TARGET_D, item[0]))
+    sim = {d: {name: runner.play(s) for name, s in group.items()} for d, group in by_delay[:1]}
     gap = {name: runner.play(s) for name, s in plan["gap"].items()}
+    sim.update({d: {name: runner.play(s) for name, s in group.items()} for d, group in by_delay[1:]})
+    wall = {P: {name: runner.play(s) for name, s in group.items()} for P, group in plan["realtime"].items()}
     b = base.returns
     periods = []
     for p in plan["periods"]:
