@@ -11,6 +11,13 @@
 #   scripts/frontier.sh k3-dagger  a two-tower distilled for k = 3 on DAgger chunks of 3, then 30 episodes with it
 #   scripts/frontier.sh timing     ms per step of every setting: TIMING_EPISODES (1) episodes each, both tasks at
 #                                  once on an otherwise idle machine (pause everything else first)
+#   scripts/frontier.sh pipeline   a new task, from its shipped teacher (scripts/teachers.sh ship) to its frontier, in
+#                                  the background (one thread per task, resumable: run it again after a kill):
+#                                  the calibration collection (open loop, k = 6, 16 episodes, seed 1; also the
+#                                  correctors' open-loop data), slimmed into docs/frontier/; open-loop temporal
+#                                  corrector (runs/correctors/); DAgger collection executing it (12 episodes, seed
+#                                  2); the shipped two-tower and temporal distilled on both (150 epochs, label=mean);
+#                                  then `start` (mode=all, 30 episodes) and `extras`. Log: logs/frontier-pipeline-<task>.log
 # The adaptive rows' mismatch threshold is chosen by evaluate's threshold_data= rule (budget 0.33 planner calls per
 # step) on collection episodes never evaluated, made by
 #   gym-qwen collect checkpoint=models/<task>-size1-seed1.pt episodes=16 seed=1 spec_exec_horizon=6 \
@@ -31,9 +38,12 @@ pids() { pgrep -f "gym-qwen evaluate checkpoint=models/$1-size1-seed1.pt mode=al
 # distill label=mean, the label with the lower test error on both tasks), corrected k=3 and adaptive k=6 with its
 # threshold chosen on that collection. One line each: <tag> <evaluate keys>.
 extras() {
-  local c="corrector_type=two_tower corrector_checkpoint=models/correctors/$1-size1-seed1-64x2-two_tower.pt"
-  echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
-  echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
+  local own="models/correctors/$1-size1-seed1-64x2-two_tower.pt"  # made for walker-walk and cheetah-run only
+  local c="corrector_type=two_tower corrector_checkpoint=$own"
+  if [ -f "$own" ]; then
+    echo "64x2-corrected mode=spec_corrector spec_exec_horizon=3 planner_budget=64x2 $c"
+    echo "64x2-adaptive mode=adaptive spec_exec_horizon=6 planner_budget=64x2 $c threshold_data=docs/frontier/$1-64x2-calibration.parquet threshold_budget=0.33"
+  fi
   # the planner family below 64x2: competitors at the few ms per step that speculation on 64x2 / 128x3 costs
   echo "32x1 mode=baseline planner_budget=32x1"
   echo "32x2 mode=baseline planner_budget=32x2"
@@ -60,7 +70,48 @@ thresholds() {  # the adaptive rows' thresholds: chosen on the calibration episo
   else echo "mismatch_threshold=0.2"; echo "$1: no $calib yet: restart with it before the adaptive rows" >&2; fi
 }
 
+# $1 task: everything `start` needs for a new task, then the frontier itself (each step skipped once done)
+pipeline() {
+  local t=$1 ckpt="models/$1-size1-seed1.pt" calib="data/$1-calibration.parquet" dagger="data/$1-dagger.parquet"
+  local open="runs/correctors/$1-size1-seed1-openloop" keys="torch_threads=1 progress=false"
+  # a smoke test's small planners (SMOKE_COLLECT="planner_budget=32x1" SMOKE_EVALUATE="num_samples=32 iterations=1")
+  local smoke=${SMOKE_COLLECT:-} smoke_eval=${SMOKE_EVALUATE:-}
+  [ -f "$ckpt" ] || { echo "$t: no $ckpt: ship its teacher first (scripts/teachers.sh ship)" >&2; return 2; }
+  echo "$t: pipeline $(date -u +%F\ %H:%M)"
+  # shellcheck disable=SC2086
+  .venv/bin/gym-qwen collect checkpoint="$ckpt" episodes="${COLLECT_EPISODES:-16}" seed=1 spec_exec_horizon=6 \
+    output="$calib" $keys $smoke resume=true
+  .venv/bin/python -m gym_qwen.platform.speculative.calibration "$calib" "docs/frontier/$t-calibration.parquet"
+  # shellcheck disable=SC2086
+  [ -f "$open-temporal.pt" ] || .venv/bin/gym-qwen distill data="$calib" tdmpc_ckpt="$ckpt" corrector_type=temporal \
+    epochs="${EPOCHS:-150}" save_path="$open" $keys mlflow=false
+  # shellcheck disable=SC2086
+  .venv/bin/gym-qwen collect checkpoint="$ckpt" corrector_type=temporal corrector_checkpoint="$open-temporal.pt" \
+    episodes="${DAGGER_EPISODES:-12}" seed=2 output="$dagger" $keys $smoke resume=true
+  for kind in two_tower temporal; do
+    # shellcheck disable=SC2086
+    [ -f "models/correctors/$t-size1-seed1-$kind.pt" ] || .venv/bin/gym-qwen distill data="$calib,$dagger" \
+      tdmpc_ckpt="$ckpt" corrector_type=$kind epochs="${EPOCHS:-150}" save_path="models/correctors/$t-size1-seed1" \
+      $keys mlflow=false
+  done
+  local resume=false; [ -f "docs/frontier/$t.episodes.jsonl" ] && resume=true
+  # shellcheck disable=SC2086
+  .venv/bin/gym-qwen evaluate checkpoint="$ckpt" mode=all episodes="$EPISODES" seed=1 spec_exec_horizons=1,3,6 \
+    planner_budgets=64x2,128x3,256x4 $(thresholds "$t") torch_threads=1 compile=true progress=false \
+    output="docs/frontier/$t.json" plot="docs/frontier-$t.png" $smoke_eval resume=$resume
+  if [ "${EXTRAS:-true}" = true ]; then run_extras "$t" "$EPISODES" ""; fi
+  echo "$t: pipeline done $(date -u +%F\ %H:%M)"
+}
+
 case "${1:-status}" in
+  pipeline)
+    mkdir -p logs docs/frontier runs/correctors
+    for t in $TASKS; do
+      if pgrep -f "frontier.sh pipeline-task $t" >/dev/null; then echo "$t: pipeline already running"; continue; fi
+      setsid nohup nice -n 10 "$0" pipeline-task "$t" >> "logs/frontier-pipeline-$t.log" 2>&1 < /dev/null &
+      echo "$t: pipeline started (log: logs/frontier-pipeline-$t.log)"
+    done ;;
+  pipeline-task) pipeline "$2" ;;
   start)
     mkdir -p logs docs/frontier
     for t in $TASKS; do
@@ -117,6 +168,8 @@ for label, n in c.items(): print(f'  {n:3d} episodes  {label}')"
     done ;;
   pause|continue)
     sig=$([ "$1" = pause ] && echo STOP || echo CONT)
-    for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
-  *) echo "usage: $0 start|status|extras|k3-dagger|timing|pause|continue" >&2; exit 2 ;;
+    for t in $TASKS; do  # every gym-qwen run on the task's teacher: the pipeline's collect, distill, evaluate
+      for p in $(pgrep -f "gym-qwen .*models/$t-size1-seed1.pt" || true); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done
+    done ;;
+  *) echo "usage: $0 start|status|extras|k3-dagger|timing|pipeline|pause|continue" >&2; exit 2 ;;
 esac

@@ -277,7 +277,8 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
     import torch
 
     from gym_qwen.jobs.cli import main as cli
-    from gym_qwen.platform.speculative.calibration import CALIBRATION_COLUMNS, threshold_from_data
+    from gym_qwen.platform.speculative.calibration import (CALIBRATION_COLUMNS, slim_calibration,
+                                                            threshold_from_data)
     from gym_qwen.platform.speculative.corrector_data import read_corrector_data
     from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
@@ -315,8 +316,8 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
         threshold_from_data(str(old), 3, 0.6, "one_step")
     assert threshold_from_data(str(old), 3, 0.6)["threshold"] == record["threshold_choice"]["threshold"]
     slim = tmp_path / "slim.parquet"  # slimmed to the columns the rule reads: the same thresholds
-    pq.write_table(table.select(list(CALIBRATION_COLUMNS)).replace_schema_metadata(table.schema.metadata), slim)
-    assert slim.stat().st_size < data.stat().st_size / 5
+    slim_calibration(str(data), str(slim))
+    assert slim.stat().st_size < data.stat().st_size / 5 and pq.read_schema(slim).names == list(CALIBRATION_COLUMNS)
     for kind in ("open_loop", "one_step"):
         assert threshold_from_data(str(slim), 3, 0.6, kind)["threshold"] == threshold_from_data(str(data), 3, 0.6,
                                                                                                 kind)["threshold"]

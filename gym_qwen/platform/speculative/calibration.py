@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..files import sha256_of
+from ..files import atomic_write_bytes, sha256_of
 from .corrector_data import read_metadata
 
 MISMATCH_COLUMNS = {"open_loop": "distance", "one_step": "distance_one_step"}
@@ -86,3 +86,28 @@ def threshold_from_data(path: str, k: int, budget: float, mismatch: str = "open_
     return {"threshold": threshold, "mismatch": mismatch, "estimated_planner_calls_per_step": estimate, "k": k, "budget": budget,
             "data": str(path), "data_sha256": sha256_of(path), "seed_kind": kind, "seed": info.get("seed"),
             "episodes": int(len(set(columns["episode"].tolist()))), "rule": RULE}
+
+
+def slim_calibration(source: str, target: str) -> str:
+    """Write `source` (a collection file) slimmed to CALIBRATION_COLUMNS and its metadata, atomically: the file the
+    frontier ships so that a later machine chooses the same thresholds (`python -m
+    gym_qwen.platform.speculative.calibration <source> <target>`)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    slim = table.select([c for c in CALIBRATION_COLUMNS if c in table.column_names])
+    buf = io.BytesIO()
+    pq.write_table(slim.replace_schema_metadata(table.schema.metadata), buf)
+    return str(atomic_write_bytes(target, lambda f: f.write(buf.getvalue())))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        print("usage: python -m gym_qwen.platform.speculative.calibration <collection.parquet> <slim.parquet>",
+              file=sys.stderr)
+        raise SystemExit(2)
+    print(slim_calibration(sys.argv[1], sys.argv[2]))
