@@ -13,7 +13,9 @@ budgets whose measured latency fits within P (d = 1: they replan every step on t
 baseline (no clock), the reference for "retained". Settings whose episodes cannot differ are run once: the
 simulated clock depends on P only through d, and with d = 1 async and stale are the baseline step for step
 (tests/test_realtime.py), so they reuse its episodes. `realtime=true` also runs async (with and without the
-corrector) on the wall clock at every P, with L as measured, and counts deadline misses. At the period whose d
+corrector) on the wall clock at every P, with L as measured, on the first `realtime_episodes` episodes: it counts
+deadline misses and how many episodes return exactly what the simulated clock's did (a clock that held plays the
+same actions), printed as a check, not drawn. At the period whose d
 is 3 (the issue's targets), `gap_correctors=` and `gap_budgets=` add what could close a gap to the best planner
 budget fitting it: async with other correctors (e.g. one distilled on `collect async_delay=3` DAgger data) and
 async with the corrector on cheaper planners (under the same P, each with its own measured latency and d).
@@ -42,6 +44,7 @@ DEFAULTS = {
     "tasks": "walker-walk,cheetah-run", "episodes": "30", "seed": "1", "periods": "1/8,1/4,1/3,1/2,1,2",
     "margin": "1.0", "latency": "measured", "budgets": "32x1,32x2,64x2,128x3,256x4", "corrector": "two_tower",
     "threads": "1", "compile": "teacher", "samples": "none", "iterations": "none", "realtime": "false",
+    "realtime_episodes": "5",
     "fresh": "false", "out": str(ROOT / "benchmarks" / "results"), "plot_dir": str(ROOT / "docs"),
     "gap_correctors": "", "gap_budgets": "", "reuse": "frontier",
 }
@@ -54,7 +57,9 @@ HELP = {
     "threads": "torch threads (the realtime planner thread gets as many)",
     "compile": "teacher (as the checkpoint says), true or false", "samples": "the full planner's samples (none = "
     "the teacher's; a smoke run makes it small)", "iterations": "the full planner's MPPI iterations (none = the "
-    "teacher's)", "realtime": "also run async on the wall clock", "fresh": "start the episode logs over",
+    "teacher's)", "realtime": "also run async on the wall clock",
+    "realtime_episodes": "episodes of each wall-clock setting (the first of the simulated ones: on the same seeds a "
+                         "clock that held plays them step for step)", "fresh": "start the episode logs over",
     "out": "folder of the JSON and the episode logs", "plot_dir": "folder of realtime-<task>.png",
     "gap_correctors": "what could close a gap at d = 3: async with each of these corrector files (<type>:<path>, "
                       "comma-separated; e.g. one distilled on `collect async_delay=3` DAgger data)",
@@ -139,7 +144,7 @@ class Runner:
         env.close()
         return measure_latency_ms(self.agent, obs, setting_planner(self.agent, spec), seed=self.seed)
 
-    def play(self, spec):
+    def play(self, spec, episodes: int | None = None):
         """The setting's EvalResult over episodes 0..episodes-1 (those in the log are read, not played)."""
         from gym_qwen.platform.files import sha256_of
         from gym_qwen.platform.speculative.episode_log import setting_key
@@ -152,7 +157,8 @@ class Runner:
             corrector = self.correctors[spec.corrector_checkpoint]
         sha = sha256_of(spec.corrector_checkpoint) if spec.corrector_checkpoint else None
         key = setting_key(spec, self.overrides, sha)
-        todo = [i for i in range(self.episodes) if i not in self.log.done(key)]
+        n = self.episodes if episodes is None else min(episodes, self.episodes)
+        todo = [i for i in range(n) if i not in self.log.done(key)]
         copied = 0
         for other in self.reused:  # the same key on the same teacher, seed and index: the same episode
             for i in [i for i in todo if i in other.done(key)]:
@@ -166,10 +172,10 @@ class Runner:
             evaluate(self.agent, self.task, len(todo), self.seed, execution=spec, corrector=corrector, indices=todo,
                      on_record=lambda rec: self.log.add(key, spec.label, rec))
         done = self.log.done(key)
-        result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(self.episodes)])
+        result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(n)])
         print(f"  {spec.label}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
               f"{result.deadline_misses} deadline misses ({len(todo)} episodes played in "
-              f"{time.perf_counter() - start:.0f} s, {self.episodes - len(todo) - copied} from the log, {copied} "
+              f"{time.perf_counter() - start:.0f} s, {n - len(todo) - copied} from the log, {copied} "
               "reused from another run's log)", flush=True)
         return result
 
@@ -307,7 +313,8 @@ def run_task(task: str, args: dict, command: str) -> dict:
     sim = {d: {name: runner.play(s) for name, s in group.items()} for d, group in by_delay[:1]}
     gap = {name: runner.play(s) for name, s in plan["gap"].items()}
     sim.update({d: {name: runner.play(s) for name, s in group.items()} for d, group in by_delay[1:]})
-    wall = {P: {name: runner.play(s) for name, s in group.items()} for P, group in plan["realtime"].items()}
+    n_wall = int(args["realtime_episodes"])
+    wall = {P: {name: runner.play(s, n_wall) for name, s in group.items()} for P, group in plan["realtime"].items()}
     b = base.returns
     periods = []
     for p in plan["periods"]:
@@ -321,8 +328,12 @@ def run_task(task: str, args: dict, command: str) -> dict:
         for name, (res, ms) in budgets.items():
             if ms <= P:
                 rows.append(row(f"planner {name}", res, b, 1, {"budget": name, "budget_latency_ms": ms}))
-        for name, res in wall.get(P, {}).items():
-            rows.append(row(name, res, b, d))
+        for name, res in wall.get(P, {}).items():  # against the simulated clock's same setting, same episodes
+            twin = base if d == 1 else sim[d][name.removesuffix(" realtime")]
+            n = len(res.returns)
+            rows.append(row(name, res, b[:n], d, {"episodes": n, "simulated_returns": twin.returns[:n],
+                                                  "equal_to_simulated": sum(abs(x - y) < 1e-6 for x, y in
+                                                                            zip(res.returns, twin.returns))}))
         if d == TARGET_D:
             for name, res in gap.items():
                 rows.append(row(name, res, b, res.clock["delay"] if res.clock else d, {"gap": True}))
@@ -336,6 +347,10 @@ def run_task(task: str, args: dict, command: str) -> dict:
               "statistics": "95% percentile bootstrap over episodes; retained: paired ratio of means to the "
                             "unconstrained baseline on the same episodes", "periods": periods}
     record["sustains"] = sustained(periods)
+    record["realtime_check"] = [
+        {"control_period_ms": p["control_period_ms"], "delay": p["delay"], "setting": r["setting"],
+         "episodes": r["episodes"], "deadline_misses": r["deadline_misses"],
+         "equal_to_simulated": r["equal_to_simulated"]} for p in periods for r in p["rows"] if "simulated_returns" in r]
     record["targets"] = targets(task, periods, paired_ratio_interval)
     return record
 
@@ -346,6 +361,8 @@ def sustained(periods: list[dict]) -> dict:
     out: dict = {}
     for p in sorted(periods, key=lambda p: p["control_period_ms"], reverse=True):
         for r in p["rows"]:
+            if "simulated_returns" in r or r["delay"] is None:  # a wall-clock check; the baseline has no clock
+                continue
             name = "planner budget (best fitting P)" if r.get("budget") else r["setting"]
             if r["retained"] is not None and r["retained"] >= RETAIN:
                 out[name] = {"control_period_ms": p["control_period_ms"], "rate_hz": p["rate_hz"],
@@ -384,14 +401,14 @@ def targets(task: str, periods: list[dict], ratio_interval) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------- output
-STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v"),
-         "async realtime": ("tab:cyan", "x"), "async +corrector realtime": ("tab:blue", "+")}
+STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v")}
 GAP_COLOURS = ("tab:purple", "tab:pink", "tab:brown", "tab:red")
 
 
 def plot(record: dict, path: Path) -> Path:
-    """Return (mean, 95% interval) against the control period: async with and without the corrector, stale,
-    realtime async if run, the best planner budget fitting each P; the baseline and the policy prior as lines."""
+    """Return (mean, 95% interval) against the control period: async with and without the corrector, stale, the
+    best planner budget fitting each P; the baseline and the policy prior as lines (the wall-clock check is
+    printed, not drawn)."""
     import io
 
     import matplotlib
@@ -412,9 +429,7 @@ def plot(record: dict, path: Path) -> Path:
         err = [[max(0.0, r["return_mean"] - r["return_low"]) if r["return_low"] == r["return_low"] else 0
                 for _, r in pts], [max(0.0, r["return_high"] - r["return_mean"]) if r["return_high"] ==
                                    r["return_high"] else 0 for _, r in pts]]
-        shift = 1.04 if "realtime" in name else 1.0  # beside the simulated point it should equal
-        ax.errorbar([x * shift for x, _ in pts], ys, yerr=err, color=color, marker=marker, capsize=3, label=name,
-                    ls="-" if "realtime" not in name else "none")
+        ax.errorbar([x for x, _ in pts], ys, yerr=err, color=color, marker=marker, capsize=3, label=name)
     gap_rows = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r.get("gap")]
     for (x, r), color in zip(gap_rows, GAP_COLOURS * len(gap_rows)):
         ax.errorbar([x * 0.96], [r["return_mean"]], yerr=[[max(0.0, r["return_mean"] - r["return_low"])],
@@ -444,7 +459,7 @@ def plot(record: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"{record['task']}: {record['episodes']} episodes per setting, the same episodes for all "
-                 "(simulated clock unless marked realtime)", fontsize=9)
+                 "(simulated clock)", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
@@ -470,6 +485,10 @@ def print_table(record: dict) -> None:
     for name, s in record["sustains"].items():
         print(f"sustains >= {100 * RETAIN:.0f}%: {name} up to {s['rate_hz']:.1f} Hz (P = {s['control_period_ms']:.1f} "
               f"ms, d = {s['delay']}, {s['setting']})")
+    for c in record["realtime_check"]:
+        print(f"wall clock, P = {c['control_period_ms']:.1f} ms (d = {c['delay']}), {c['setting']}: "
+              f"{c['deadline_misses']} deadline misses; {c['equal_to_simulated']} of {c['episodes']} episodes return "
+              "what the simulated clock's did")
     verdict = {True: "MET ", False: "MISS", None: "----"}
     for t in record["targets"]:
         print(f"{verdict[t['met']]} {t['target']}: {t.get('value')}")
