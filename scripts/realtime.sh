@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The real-time benchmark (issue 31, benchmarks/bench_realtime.py), 30 paired episodes per setting on each shipped
+# teacher, one torch thread per task, in the background and resumable (each finished episode is a line of
+# benchmarks/results/realtime-<task>.episodes.jsonl; `start` continues from there with the L measured first).
+# Latencies decide d, so they are measured on a quiet machine: `start` pauses the teachers' and frontier runs while
+# the planners are timed (a few seconds per task) and lets them go on after.
+#   scripts/realtime.sh start       start or resume every task in TASKS
+#   scripts/realtime.sh status      running or not, and the settings finished
+#   scripts/realtime.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASKS=${TASKS:-"walker-walk cheetah-run"}
+EXTRA=${EXTRA:-}  # more bench keys, e.g. realtime=true (on an otherwise idle machine)
+
+pids() { pgrep -f "bench_realtime.py tasks=$1 " || true; }
+gap() {  # what could close a gap at d = 3: async on the budget just over P = L/3, a corrector trained on async data
+  local keys="gap_budgets=256x4" async="models/correctors/$1-size1-seed1-async-d3-two_tower.pt"
+  [ -f "$async" ] && keys="$keys gap_correctors=two_tower:$async"
+  echo "$keys"
+}
+
+case "${1:-status}" in
+  start)
+    mkdir -p logs
+    scripts/teachers.sh pause >/dev/null; TASKS="walker-run cartpole-swingup" scripts/frontier.sh pause >/dev/null
+    trap 'scripts/teachers.sh continue >/dev/null; TASKS="walker-run cartpole-swingup" scripts/frontier.sh continue >/dev/null' EXIT
+    for t in $TASKS; do
+      if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
+      log="logs/realtime-$t.log"
+      # shellcheck disable=SC2086
+      setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") $EXTRA \
+        >> "$log" 2>&1 < /dev/null &
+      echo "$t: started (log: $log)"
+      for _ in $(seq 120); do  # until its planners are timed (the last budget is printed), 2 minutes at most
+        sleep 1; tail -n 3 "$log" | grep -q "planner budget 256x4\|async on 256x4\|episodes played\|error" && break
+      done
+    done ;;
+  status)
+    for t in $TASKS; do
+      p=$(pids "$t" | tr '\n' ' ')
+      if [ -n "$p" ]; then echo "$t: running (pid ${p% })"; else echo "$t: not running"; fi
+      [ -f "logs/realtime-$t.log" ] && grep "episodes played\|L = " "logs/realtime-$t.log" | tail -n 40 | cut -c1-150
+    done ;;
+  pause|continue)
+    sig=$([ "$1" = pause ] && echo STOP || echo CONT)
+    for t in $TASKS; do for p in $(pids "$t"); do kill -"$sig" "$p" && echo "$t: SIG$sig $p"; done; done ;;
+  *) echo "usage: $0 start|status|pause|continue" >&2; exit 2 ;;
+esac
