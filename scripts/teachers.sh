@@ -7,7 +7,8 @@
 #   scripts/teachers.sh pause     SIGSTOP (e.g. during `make test` or a benchmark)
 #   scripts/teachers.sh continue  SIGCONT
 #   scripts/teachers.sh ship      when both are finished: gym-qwen teacher for each (models/ and its cards), then
-#                                 gym-qwen curves (docs/learning-curves.png and .json, logged to MLflow)
+#                                 gym-qwen curves of every shipped teacher (docs/learning-curves.png and .json,
+#                                 logged to MLflow; the earlier teachers' curves from their cards)
 #   scripts/teachers.sh stash     before a machine goes away: copy each unfinished run's train_state.pt, config.yaml
 #                                 and eval.csv, and the MLflow store, onto the branch teacher-stash (committed there,
 #                                 not on main, so the next machine has them and main's tree stays small)
@@ -64,7 +65,12 @@ case "${1:-status}" in
     for run in "${runs[@]}"; do t=$(basename "$(dirname "$(dirname "$run")")"); tail -n 8 "logs/ship-$t.log"; done
     [ "$fail" = 0 ] || { echo "a teacher failed to ship (see logs/ship-*.log)" >&2; exit 1; }
     .venv/bin/python -c 'from gym_qwen.platform.training.teachers import write_index; print(write_index("models"))'
-    .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${runs[*]}")" output=docs/learning-curves.png ;;
+    curves=("${runs[@]}")  # and the teachers shipped before, from their cards (their run folders are gone)
+    for card in models/*-size1-seed1.json; do
+      t=$(basename "$card" -size1-seed1.json)
+      case " $TASKS " in *" $t "*) ;; *) curves+=("$card") ;; esac
+    done
+    .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${curves[*]}")" output=docs/learning-curves.png ;;
   stash)  # onto the branch teacher-stash (its own worktree), not main: replay buffers stay out of main's tree
     wt=${STASH_WORKTREE:-../teacher-stash}
     if [ ! -d "$wt" ]; then

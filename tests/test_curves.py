@@ -63,3 +63,25 @@ def test_curves_of_a_run_without_evaluations(tiny_run, tmp_path, capsys, monkeyp
 def test_curves_output_must_be_png(tmp_path, capsys, monkeypatch):
     _assert_user_error(*_main_in(tmp_path, ["curves", "runs=a", "output=plot.pdf"], capsys, monkeypatch),
                        tmp_path, ["output='plot.pdf'", ".png"])
+
+
+def test_curves_read_a_shipped_teachers_card_beside_a_run(tiny_run, tmp_path, capsys, monkeypatch):
+    """A teacher whose run directory is gone still has its curve: its card's training.learning_curve."""
+    card = tmp_path / "models" / "walker-walk-size1-seed1.json"
+    card.parent.mkdir()
+    card.write_text(json.dumps({"card_version": 1, "task": "walker-walk", "seed": 1, "model_size": 1,
+                                "training": {"learning_curve": [[50000, 900.0, 5.0, 2], [100000, 950.0, 3.0, 2]]}}))
+    out = tmp_path / "curves.png"
+    rc, stdout, err = _main_in(tmp_path, ["curves", f"runs={tiny_run.run_dir},{card}", f"output={out}",
+                                          "mlflow=false"], capsys, monkeypatch)
+    assert rc == 0, err
+    curves = {c["task"]: c for c in json.loads(out.with_suffix(".json").read_text())["curves"]}
+    assert curves["walker-walk"]["env_steps"] == [50000, 100000] and curves["walker-walk"]["return_mean"] == [900, 950]
+    comparison = {r["task"]: r for r in json.loads(out.with_suffix(".json").read_text())["comparison"]}
+    assert comparison["walker-walk"]["published_mean"] == pytest.approx(962, abs=0.6)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    _assert_user_error(*_main_in(cwd, ["curves", f"runs={broken}", f"output={cwd / 'y.png'}"], capsys,
+                                 monkeypatch), cwd, ["not a teacher card", str(broken)])

@@ -56,11 +56,14 @@ def published_mean_at(task: str, env_steps: int, algorithm: str = "tdmpc2") -> f
 
 
 def read_run(run_dir: str | os.PathLike) -> RunCurve:
-    """A run directory's task, seed and evaluation curve."""
+    """A run directory's task, seed and evaluation curve; or a shipped teacher's card (models/<name>.json), whose
+    `training.learning_curve` keeps its run's evaluations after the run directory is gone."""
     # yaml is imported only where presets are read
     import yaml
 
     run_dir = Path(run_dir)
+    if run_dir.suffix == ".json" and run_dir.is_file():
+        return _card_curve(run_dir)
     cfg_path, eval_path = run_dir / "config.yaml", run_dir / "eval.csv"
     if not cfg_path.is_file():
         raise CurvesError(f"{run_dir} has no config.yaml: is it a training run directory?")
@@ -73,6 +76,20 @@ def read_run(run_dir: str | os.PathLike) -> RunCurve:
             curve.env_steps.append(int(row["env_steps"]))
             curve.returns.append(float(row["return_mean"]))
             curve.stds.append(float(row["return_std"]))
+    return curve
+
+
+def _card_curve(path: Path) -> RunCurve:
+    try:
+        card = json.loads(path.read_text())
+        points = card["training"]["learning_curve"]  # [env steps, mean, std, episodes] per evaluation
+        curve = RunCurve(str(path), card["task"], int(card["seed"]), int(card["model_size"]))
+    except (ValueError, KeyError, TypeError):
+        raise CurvesError(f"{path} is not a teacher card with a training.learning_curve") from None
+    for steps, mean, std, *_ in points:
+        curve.env_steps.append(int(steps))
+        curve.returns.append(float(mean))
+        curve.stds.append(float(std))
     return curve
 
 
