@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Every long run this project still owes (issues 30 and 31), in two lanes, one per core, each a chain of resumable
+# steps that skips what is done, so that `start` at the beginning of a session picks up where the last one stopped
+# (background processes do not survive a session; every step below resumes from its own checkpoint or log):
+#   lane walker-run:        teacher (scripts/teachers.sh) -> ship (card, 10 episodes) -> frontier.sh pipeline
+#                           -> real-time benchmark of walker-walk (scripts/realtime.sh)
+#   lane cartpole-swingup:  the same -> real-time benchmark of cheetah-run
+# The learning curves of every shipped teacher are drawn when the second new teacher has shipped. Not here: the
+# frontier's timing runs and the real-time wall-clock check, which need an otherwise idle machine.
+#   scripts/background.sh start            start both lanes (a lane already running is left alone)
+#   scripts/background.sh status           each lane's step, and the runs' own status
+#   scripts/background.sh pause|continue   SIGSTOP / SIGCONT every run of both lanes (tests, timing, the final CI)
+#   scripts/background.sh stop             end the lanes and their runs (each resumes from its checkpoint or log)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LANES=${LANES:-"walker-run:walker-walk cartpole-swingup:cheetah-run"}  # <new task>:<real-time benchmark task>
+NEW="walker-run cartpole-swingup"
+
+lane_pid() { pgrep -f "scripts/background.sh lane $1 " || true; }
+say() { echo "$(date -u +%F\ %H:%M) $*"; }
+
+wait_for() {  # $1: pgrep pattern; polls until no such process is left
+  while pgrep -f "$1" >/dev/null; do sleep 30; done
+}
+
+lane() {  # $1 new task, $2 real-time benchmark task
+  local t=$1 rt=$2 run="runs/$1/teacher/seed1" ckpt="models/$1-size1-seed1.pt"
+  if [ ! -f "$ckpt" ] && [ ! -f "$run/agent.pt" ]; then
+    say "$t: training its teacher"
+    TASKS=$t scripts/teachers.sh start
+    sleep 10; wait_for "gym-qwen train task=$t .*exp_name=teacher"
+    [ -f "$run/agent.pt" ] || { say "$t: the training ended without $run/agent.pt (logs/teacher-$t.log)"; return 1; }
+  fi
+  if [ ! -f "$ckpt" ]; then
+    say "$t: shipping its teacher (10 episodes for the card)"
+    .venv/bin/gym-qwen teacher run="$run" episodes=10 torch_threads=1 progress=false > "logs/ship-$t.log" 2>&1
+    tail -n 4 "logs/ship-$t.log"
+    .venv/bin/python -c 'from gym_qwen.platform.training.teachers import write_index; print(write_index("models"))'
+    local all=true; for n in $NEW; do [ -f "models/$n-size1-seed1.pt" ] || all=false; done
+    if [ "$all" = true ]; then  # the curves of every shipped teacher, the earlier ones from their cards
+      .venv/bin/gym-qwen curves runs="$(ls models/*-size1-seed1.json | paste -sd,)" output=docs/learning-curves.png \
+        > logs/curves.log 2>&1 && say "curves: docs/learning-curves.png"
+    fi
+  fi
+  say "$t: frontier pipeline"
+  scripts/frontier.sh pipeline-task "$t"
+  say "$rt: real-time benchmark"
+  TASKS=$rt scripts/realtime.sh start
+  sleep 10; wait_for "bench_realtime.py tasks=$rt "
+  say "lane $t done"
+}
+
+case "${1:-status}" in
+  start)
+    mkdir -p logs
+    for l in $LANES; do
+      t=${l%%:*} rt=${l##*:}
+      if [ -n "$(lane_pid "$t")" ]; then echo "lane $t: already running"; continue; fi
+      setsid nohup "$0" lane "$t" "$rt" >> "logs/lane-$t.log" 2>&1 < /dev/null &
+      echo "lane $t: started (log: logs/lane-$t.log)"
+    done ;;
+  lane) lane "$2" "$3" ;;
+  status)
+    for l in $LANES; do
+      t=${l%%:*}
+      if [ -n "$(lane_pid "$t")" ]; then echo "lane $t: running"; else echo "lane $t: not running"; fi
+      [ -f "logs/lane-$t.log" ] && tail -n 2 "logs/lane-$t.log" | sed 's/^/  /'
+    done
+    scripts/teachers.sh status; TASKS="$NEW" scripts/frontier.sh status; scripts/realtime.sh status ;;
+  pause|continue)
+    scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"; scripts/realtime.sh "$1" ;;
+  stop)
+    for l in $LANES; do p=$(lane_pid "${l%%:*}"); [ -n "$p" ] && kill $p; done
+    for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(walker-run|cartpole-swingup)" \
+                   "gym-qwen teacher run=" "bench_realtime.py"; do
+      pkill -CONT -f "$pattern" || true; pkill -f "$pattern" || true
+    done ;;
+  *) echo "usage: $0 start|status|pause|continue|stop" >&2; exit 2 ;;
+esac
