@@ -7,6 +7,8 @@ whose estimate meets a budget of calls per step is the most cautious one that sa
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from ..files import atomic_write_bytes, sha256_of
@@ -92,9 +94,7 @@ def slim_calibration(source: str, target: str) -> str:
     """Write `source` (a collection file) slimmed to CALIBRATION_COLUMNS and its metadata, atomically: the file the
     frontier ships so that a later machine chooses the same thresholds (`python -m
     gym_qwen.platform.speculative.calibration <source> <target>`)."""
-    import io
-
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # pyarrow only where Parquet is read (import cost)
 
     table = pq.read_table(source)
     slim = table.select([c for c in CALIBRATION_COLUMNS if c in table.column_names])

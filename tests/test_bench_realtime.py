@@ -1,0 +1,48 @@
+"""benchmarks/bench_realtime.py: which other runs' episode logs it may copy episodes from (reuse=)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(monkeypatch, root: Path):
+    spec = importlib.util.spec_from_file_location("bench_realtime", ROOT / "benchmarks" / "bench_realtime.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_realtime", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", root)
+    return module
+
+
+def _log(path: Path, header: dict, episodes: int = 1) -> None:
+    from gym_qwen.platform.speculative.episode_log import EpisodeLog
+
+    log = EpisodeLog(path, header, resume=False)
+    for i in range(episodes):
+        log.add("key", "label", {"episode": i, "return": float(i)})
+
+
+def test_reuse_takes_the_frontier_logs_of_the_task_and_teacher_only(tmp_path, monkeypatch, capsys):
+    bench = _bench(monkeypatch, tmp_path)
+    header = {"task": "walker-walk", "checkpoint_sha256": "abc", "seed": 1}
+    folder = tmp_path / "docs" / "frontier"
+    folder.mkdir(parents=True)
+    _log(folder / "walker-walk.episodes.jsonl", header, 3)
+    _log(folder / "walker-walk-32x1.episodes.jsonl", header)
+    _log(folder / "walker-walk-32x1-timing.episodes.jsonl", header)  # timed beside others: left out
+    _log(folder / "walker-walker.episodes.jsonl", {**header, "task": "walker-walker"})  # another task's prefix
+    _log(folder / "walker-walk-old.episodes.jsonl", {**header, "checkpoint_sha256": "old"})  # another teacher
+    logs = bench.reused_logs("walker-walk", "frontier", header)
+    assert sorted(log.path.name for log in logs) == ["walker-walk-32x1.episodes.jsonl", "walker-walk.episodes.jsonl"]
+    assert "not reused" in capsys.readouterr().out
+    assert all(log.read_only for log in logs) and len(logs[-1].done("key")) in (1, 3)
+    assert bench.reused_logs("walker-walk", "none", header) == []
+    with pytest.raises(SystemExit, match="checkpoint_sha256"):  # named by the user: refused, not skipped
+        bench.reused_logs("walker-walk", str(folder / "walker-walk-old.episodes.jsonl"), header)
+    with pytest.raises(SystemExit, match="no episode log"):
+        bench.reused_logs("walker-walk", str(folder / "missing.episodes.jsonl"), header)
