@@ -121,3 +121,23 @@ def test_the_conclusion_names_the_prior_on_its_own_when_it_keeps_95_percent():
     assert "naive k=3" in fewest and "one plan per 3.0 steps" in fewest
     fastest = next(line for line in lines if line.startswith("Fastest keeping 95%"))
     assert "the policy prior alone" in fastest and "at 1.1 ms per step" in fastest
+
+
+def test_the_conclusion_says_the_clocked_settings_on_their_own_line():
+    """async and stale answer which control period a setting keeps up with: they are said on their own line and
+    never named the fewest-calls or fastest setting (their ms per step is not a latency)."""
+    from gym_qwen.jobs.demo import _conclusion
+    from gym_qwen.platform.sweeps.compare import Setting
+
+    def setting(mode, k, calls, ms, ret, corrector="none"):
+        return Setting("demo", "walker-walk", "t", mode, k, corrector, None, (), "plan", ["r"], ["1"], 1, ret, 0.0,
+                       float("nan"), calls, ms, 0.0, retained=ret / 929.2)
+
+    settings = [setting("baseline", 1, 1.0, 322.5, 929.2), setting("naive", 3, 0.334, 166.4, 900.0),
+                setting("async", 3, 0.2, 20.0, 950.0, "two_tower"), setting("stale", 3, 0.334, 30.0, 500.0)]
+    settings[0].retained = 1.0
+    lines = _conclusion(settings, 1)
+    fewest = next(line for line in lines if line.startswith("Fewest planner calls"))
+    assert "naive k=3" in fewest and not any(line.startswith("Fastest") and "async" in line for line in lines)
+    clock = next(line for line in lines if line.startswith("Under a simulated clock"))
+    assert clock.index("async") < clock.index("stale") and "(102.2%)" in clock and "(53.8%)" in clock
