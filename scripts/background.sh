@@ -3,7 +3,8 @@
 # steps that skips what is done, so that `start` at the beginning of a session picks up where the last one stopped
 # (background processes do not survive a session; every step below resumes from its own checkpoint or log):
 #   lane walker-run:        teacher (scripts/teachers.sh) -> ship (card, 10 episodes) -> frontier.sh pipeline
-#                           -> real-time benchmark of walker-walk (scripts/realtime.sh)
+#                           -> walker-walk's async-DAgger two-tower (collect async_delay=3, distill) -> real-time
+#                           benchmark of walker-walk (scripts/realtime.sh)
 #   lane cartpole-swingup:  the same -> real-time benchmark of cheetah-run
 # The learning curves of every shipped teacher are drawn when the second new teacher has shipped. Not here: the
 # frontier's timing runs and the real-time wall-clock check, which need an otherwise idle machine.
@@ -44,6 +45,17 @@ lane() {  # $1 new task, $2 real-time benchmark task
   fi
   say "$t: frontier pipeline"
   scripts/frontier.sh pipeline-task "$t"
+  local async="models/correctors/$rt-size1-seed1-async-d3"  # what could close a gap at d = 3 (issue 31)
+  if [ ! -f "$async-two_tower.pt" ]; then
+    say "$rt: a two-tower trained on async data (DAgger with the async executor, d = 3)"
+    .venv/bin/gym-qwen collect checkpoint="models/$rt-size1-seed1.pt" async_delay=3 corrector_type=two_tower \
+      episodes=16 seed=1 output="data/$rt-async-d3.parquet" torch_threads=1 progress=false resume=true
+    local data="data/$rt-async-d3.parquet"  # aggregated with the open-loop collection where this machine has it
+    [ -f "data/$rt-calibration.parquet" ] && data="data/$rt-calibration.parquet,$data"
+    .venv/bin/gym-qwen distill data="$data" \
+      tdmpc_ckpt="models/$rt-size1-seed1.pt" corrector_type=two_tower epochs=150 save_path="$async" \
+      torch_threads=1 progress=false mlflow=false
+  fi
   say "$rt: real-time benchmark"
   TASKS=$rt scripts/realtime.sh start
   sleep 10; wait_for "bench_realtime.py tasks=$rt "
