@@ -70,7 +70,7 @@ HELP = {
                    "(under the same P, with its own measured latency and so its own d)",
     "reuse": "episode logs of other runs on the same teacher, seed and episodes whose settings are taken from them "
              "instead of played again (the baseline, the prior, the budgets): frontier (docs/frontier/<task>*."
-             "episodes.jsonl, timing runs left out), none, or comma-separated files",
+             "episodes.jsonl, timing runs left out) and/or episode log files, comma-separated; none",
 }
 RETAIN = 0.95  # the control rate a setting sustains: the shortest P at which it keeps this much of the baseline
 TARGET_D = 3
@@ -184,24 +184,24 @@ class Runner:
 
 
 def reused_logs(task: str, reuse: str, header: dict) -> list:
-    """The episode logs whose episodes may stand in for this run's (read-only). `frontier`: those of the frontier
-    runs on this task (docs/frontier/<task>.episodes.jsonl and <task>-<extra>.episodes.jsonl; not the timing runs,
-    whose one episode is played beside others to time it); one whose header (teacher, seed) differs is skipped."""
+    """The episode logs whose episodes may stand in for this run's (read-only): comma-separated files and/or
+    `frontier`, the logs of the frontier runs on this task (docs/frontier/<task>.episodes.jsonl and
+    <task>-<extra>.episodes.jsonl; not the timing runs, whose one episode is played beside others to time it), of
+    which one whose header (teacher, seed) differs is skipped (a file named is refused instead)."""
     from gym_qwen.platform.config_schema import ConfigError
     from gym_qwen.platform.speculative.episode_log import EpisodeLog
 
-    if reuse.strip().lower() in ("", "none"):
-        return []
-    if reuse.strip().lower() == "frontier":
-        folder = ROOT / "docs" / "frontier"
-        paths = [p for p in sorted(folder.glob(f"{task}*.episodes.jsonl"))
-                 if not p.name.endswith("-timing.episodes.jsonl")
-                 and (p.name == f"{task}.episodes.jsonl" or p.name[len(task)] == "-")]
-        given = False
-    else:
-        paths, given = [Path(p.strip()) for p in reuse.split(",") if p.strip()], True
+    paths = []  # (path, named by the user)
+    for item in [i.strip() for i in reuse.split(",") if i.strip() and i.strip().lower() != "none"]:
+        if item.lower() == "frontier":
+            folder = ROOT / "docs" / "frontier"
+            paths += [(p, False) for p in sorted(folder.glob(f"{task}*.episodes.jsonl"))
+                      if not p.name.endswith("-timing.episodes.jsonl")
+                      and (p.name == f"{task}.episodes.jsonl" or p.name[len(task)] == "-")]
+        else:
+            paths.append((Path(item), True))
     logs = []
-    for path in paths:
+    for path, given in paths:
         if not path.is_file():
             raise SystemExit(f"bench_realtime: error: reuse: no episode log at {path}")
         try:

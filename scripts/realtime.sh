@@ -7,6 +7,11 @@
 #   scripts/realtime.sh start       start or resume every task in TASKS
 #   scripts/realtime.sh status      running or not, and the settings finished
 #   scripts/realtime.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
+#   scripts/realtime.sh check       the wall-clock check (realtime=true) on the first CHECK_EPISODES (2) episodes of
+#                                   each task, one task after the other, everything else in the background paused
+#                                   meanwhile (the wall clock needs the cores): deadline misses, and episodes equal to
+#                                   the simulated clock's (its settings taken from the 30-episode run's log where it
+#                                   has them); out: benchmarks/results/realtime-check/, log: logs/realtime-check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-"walker-walk cheetah-run"}
@@ -35,6 +40,18 @@ case "${1:-status}" in
         sleep 1; tail -n 3 "$log" | grep -q "planner budget 256x4\|async on 256x4\|episodes played\|error" && break
       done
     done ;;
+  check)
+    n=${CHECK_EPISODES:-2}
+    setsid nohup bash -c "
+      scripts/background.sh pause; scripts/realtime.sh pause
+      for t in $TASKS; do
+        main=benchmarks/results/realtime-\$t.episodes.jsonl; reuse=frontier; [ -f \$main ] && reuse=frontier,\$main
+        .venv/bin/python benchmarks/bench_realtime.py tasks=\$t threads=1 episodes=$n realtime=true \
+          realtime_episodes=$n reuse=\$reuse out=benchmarks/results/realtime-check \
+          plot_dir=benchmarks/results/realtime-check
+      done
+      scripts/background.sh continue; scripts/realtime.sh continue" >> logs/realtime-check.log 2>&1 < /dev/null &
+    echo "wall-clock check started, everything else paused until it ends (log: logs/realtime-check.log)" ;;
   status)
     for t in $TASKS; do
       p=$(pids "$t" | tr '\n' ' ')

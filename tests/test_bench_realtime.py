@@ -46,3 +46,6 @@ def test_reuse_takes_the_frontier_logs_of_the_task_and_teacher_only(tmp_path, mo
         bench.reused_logs("walker-walk", str(folder / "walker-walk-old.episodes.jsonl"), header)
     with pytest.raises(SystemExit, match="no episode log"):
         bench.reused_logs("walker-walk", str(folder / "missing.episodes.jsonl"), header)
+    both = bench.reused_logs("walker-walk", f"frontier,{folder / 'walker-walk-32x1-timing.episodes.jsonl'}", header)
+    assert sorted(log.path.name for log in both) == ["walker-walk-32x1-timing.episodes.jsonl",
+                                                     "walker-walk-32x1.episodes.jsonl", "walker-walk.episodes.jsonl"]
