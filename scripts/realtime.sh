@@ -33,7 +33,9 @@ case "${1:-status}" in
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
       log="logs/realtime-$t.log"
       # shellcheck disable=SC2086
-      setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") $EXTRA \
+      reuse=frontier; c="benchmarks/results/realtime-check/realtime-$t.episodes.jsonl"; [ -f "$c" ] && reuse="$reuse,$c"
+      # shellcheck disable=SC2086
+      setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") reuse="$reuse" $EXTRA \
         >> "$log" 2>&1 < /dev/null &
       echo "$t: started (log: $log)"
       for _ in $(seq 120); do  # until its planners are timed (the last budget is printed), 2 minutes at most
