@@ -78,9 +78,12 @@ case "${1:-status}" in
       if [ -n "$(lane_pid "$t")" ]; then echo "lane $t: running"; else echo "lane $t: not running"; fi
       [ -f "logs/lane-$t.log" ] && tail -n 2 "logs/lane-$t.log" | sed 's/^/  /'
     done
-    scripts/teachers.sh status; TASKS="$NEW" scripts/frontier.sh status; scripts/realtime.sh status ;;
+    TASKS="$NEW" scripts/teachers.sh status; TASKS="$NEW" scripts/frontier.sh status
+    TASKS="walker-walk cheetah-run" scripts/realtime.sh status ;;
   pause|continue)
-    scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"; scripts/realtime.sh "$1" ;;
+    # each script's own tasks, whatever TASKS this was called with (realtime.sh check calls it with its own)
+    TASKS="$NEW" scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"
+    TASKS="walker-walk cheetah-run" scripts/realtime.sh "$1" ;;
   stop)
     for l in $LANES; do p=$(lane_pid "${l%%:*}"); [ -n "$p" ] && kill $p; done
     for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(walker-run|cartpole-swingup)" \

@@ -27,8 +27,9 @@ gap() {  # what could close a gap at d = 3: async on the budget just over P = L/
 case "${1:-status}" in
   start)
     mkdir -p logs
-    scripts/teachers.sh pause >/dev/null; TASKS="walker-run cartpole-swingup" scripts/frontier.sh pause >/dev/null
-    trap 'scripts/teachers.sh continue >/dev/null; TASKS="walker-run cartpole-swingup" scripts/frontier.sh continue >/dev/null' EXIT
+    new="walker-run cartpole-swingup"  # the other background runs (scripts/background.sh)
+    TASKS=$new scripts/teachers.sh pause >/dev/null; TASKS=$new scripts/frontier.sh pause >/dev/null
+    trap 'TASKS=$new scripts/teachers.sh continue >/dev/null; TASKS=$new scripts/frontier.sh continue >/dev/null' EXIT
     for t in $TASKS; do
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
       log="logs/realtime-$t.log"
