@@ -261,8 +261,9 @@ def test_the_presets_are_valid(tmp_path):
     assert len(shas) == 1
     demo = load_sweep(str(REPO / "configs/sweeps/demo.yaml"))
     settings, _ = resolve_sweep(demo, REPO)
-    assert len(settings) == 11 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
-    assert {s.spec.settings.mode for s in settings} >= {"prior", "baseline"}
+    assert len(settings) == 13 and {s.spec.settings.exec_horizon for s in settings} == {1, 3, 6}
+    assert {s.spec.settings.mode for s in settings} >= {"prior", "baseline", "async", "stale"}
+    assert {s.spec.clock.delay for s in settings if s.spec.clock is not None} == {3}  # L = 300 ms, P = 100 ms
     tiny = load_sweep(str(REPO / "configs/sweeps/tiny.yaml"))
     assert len(tiny.points) == 2 and tiny.settings.max_concurrent == 2
     search, grid = (load_sweep(str(REPO / f"configs/sweeps/{n}.yaml")) for n in ("search", "search-grid"))
