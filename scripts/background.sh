@@ -12,6 +12,14 @@
 #   scripts/background.sh status           each lane's step, and the runs' own status
 #   scripts/background.sh pause|continue   SIGSTOP / SIGCONT every run of both lanes (tests, timing, the final CI)
 #   scripts/background.sh stop             end the lanes and their runs (each resumes from its checkpoint or log)
+#   scripts/background.sh stash            before the machine goes away: everything the lanes resume from that git does
+#                                          not keep (unfinished teachers' train_state, the collections in data/, the
+#                                          open-loop correctors in runs/correctors/, benchmarks/results/, mlflow.db)
+#                                          as one commit on the branch teacher-stash, with no parent (each stash
+#                                          replaces the last, so old replay buffers do not pile up; main's tree
+#                                          never holds them); it lands with main when a session ends normally
+#   scripts/background.sh restore          on a new machine, before `start`: put back every stashed file this
+#                                          checkout lacks (a file already here is left as it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LANES=${LANES:-"walker-run:walker-walk cartpole-swingup:cheetah-run"}  # <new task>:<real-time benchmark task>
@@ -90,5 +98,34 @@ case "${1:-status}" in
                    "gym-qwen teacher run=" "bench_realtime.py"; do
       pkill -CONT -f "$pattern" || true; pkill -f "$pattern" || true
     done ;;
-  *) echo "usage: $0 start|status|pause|continue|stop" >&2; exit 2 ;;
+  stash)
+    files=()
+    for t in $NEW; do  # an unfinished teacher (a finished one ships to models/, which git keeps)
+      run="runs/$t/teacher/seed1"
+      if [ -f "$run/train_state.pt" ] && [ ! -f "$run/agent.pt" ]; then
+        for f in train_state.pt config.yaml eval.csv; do [ -f "$run/$f" ] && files+=("$run/$f"); done
+      fi
+    done
+    while IFS= read -r f; do files+=("$f"); done < <(find data runs/correctors benchmarks/results -type f \
+      2>/dev/null | sort)
+    [ -f mlflow.db ] && files+=(mlflow.db)
+    [ ${#files[@]} -gt 0 ] || { echo "nothing to stash"; exit 0; }
+    index=$(mktemp); rm -f "$index"
+    for f in "${files[@]}"; do
+      GIT_INDEX_FILE=$index git update-index --add --cacheinfo "100644,$(git hash-object -w "$f"),$f"
+    done
+    tree=$(GIT_INDEX_FILE=$index git write-tree); rm -f "$index"
+    commit=$(git commit-tree "$tree" -m "background runs to resume from ($(date -u +%F\ %H:%M), ${#files[@]} files)")
+    git branch -f teacher-stash "$commit" >/dev/null
+    echo "stashed ${#files[@]} files ($(du -ch "${files[@]}" | tail -n 1 | cut -f1)) as teacher-stash ${commit:0:7}" ;;
+  restore)
+    ref=teacher-stash; git rev-parse -q --verify "$ref" >/dev/null || ref=origin/teacher-stash  # (in a clone)
+    git rev-parse -q --verify "$ref" >/dev/null || { echo "no branch teacher-stash: nothing to restore"; exit 0; }
+    n=0
+    while IFS= read -r f; do
+      if [ -e "$f" ]; then echo "$f: already here, left as it is"; continue; fi
+      mkdir -p "$(dirname "$f")"; git show "$ref:$f" > "$f.tmp" && mv "$f.tmp" "$f"; n=$((n + 1))
+    done < <(git ls-tree -r --name-only "$ref")
+    echo "restored $n files from $ref ($(git log -1 --format=%s "$ref"))" ;;
+  *) echo "usage: $0 start|status|pause|continue|stop|stash|restore" >&2; exit 2 ;;
 esac

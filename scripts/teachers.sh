@@ -9,11 +9,7 @@
 #   scripts/teachers.sh ship      when both are finished: gym-qwen teacher for each (models/ and its cards), then
 #                                 gym-qwen curves of every shipped teacher (docs/learning-curves.png and .json,
 #                                 logged to MLflow; the earlier teachers' curves from their cards)
-#   scripts/teachers.sh stash     before a machine goes away: copy each unfinished run's train_state.pt, config.yaml
-#                                 and eval.csv, and the MLflow store, onto the branch teacher-stash (committed there,
-#                                 not on main, so the next machine has them and main's tree stays small)
-#   scripts/teachers.sh restore   on a new machine: put them back where the runs resume from (runs/, mlflow.db);
-#                                 `start` then continues them
+#   (carrying an unfinished run to the next machine: scripts/background.sh stash / restore)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-"walker-run cartpole-swingup"}  # the shipped walker-walk and cheetah-run: TASKS="walker-walk cheetah-run"
@@ -71,37 +67,5 @@ case "${1:-status}" in
       case " $TASKS " in *" $t "*) ;; *) curves+=("$card") ;; esac
     done
     .venv/bin/gym-qwen curves runs="$(IFS=,; echo "${curves[*]}")" output=docs/learning-curves.png ;;
-  stash)  # onto the branch teacher-stash (its own worktree), not main: replay buffers stay out of main's tree
-    wt=${STASH_WORKTREE:-../teacher-stash}
-    if [ ! -d "$wt" ]; then
-      if ! git rev-parse -q --verify teacher-stash >/dev/null; then  # a branch of its own, with no history of main
-        git branch teacher-stash "$(git commit-tree "$(git hash-object -t tree /dev/null)" -m "teacher stash")"
-      fi
-      git worktree add -q "$wt" teacher-stash
-    fi
-    for t in $TASKS; do
-      run="runs/$t/teacher/seed1"
-      if [ -f "$run/agent.pt" ] || [ ! -f "$run/train_state.pt" ]; then continue; fi
-      mkdir -p "$wt/carry/teachers/$t"
-      for f in train_state.pt config.yaml eval.csv; do [ -f "$run/$f" ] && cp "$run/$f" "$wt/carry/teachers/$t/"; done
-      echo "$t: stashed $(du -h "$run/train_state.pt" | cut -f1) into teacher-stash:carry/teachers/$t"
-    done
-    [ -f mlflow.db ] && cp mlflow.db "$wt/carry/mlflow.db" && echo "mlflow.db: stashed"
-    git -C "$wt" add -A carry && git -C "$wt" commit -qm "teacher runs to resume from ($(date -u +%F\ %H:%M))" \
-      && echo "committed on branch teacher-stash" ;;
-  restore)  # on a new machine: from the branch teacher-stash back to runs/ and mlflow.db; `start` then continues
-    ref=teacher-stash; git rev-parse -q --verify "$ref" >/dev/null || ref=origin/teacher-stash  # (in a clone)
-    for t in $TASKS; do
-      git cat-file -e "$ref:carry/teachers/$t/train_state.pt" 2>/dev/null || continue
-      run="runs/$t/teacher/seed1"
-      if [ -f "$run/train_state.pt" ]; then echo "$t: $run already holds a train_state.pt: left as it is"; continue; fi
-      mkdir -p "$run"
-      for f in train_state.pt config.yaml eval.csv; do
-        git cat-file -e "$ref:carry/teachers/$t/$f" 2>/dev/null && git show "$ref:carry/teachers/$t/$f" > "$run/$f"
-      done
-      echo "$t: restored into $run"
-    done
-    if git cat-file -e $ref:carry/mlflow.db 2>/dev/null && [ ! -f mlflow.db ]; then
-      git show $ref:carry/mlflow.db > mlflow.db && echo "mlflow.db: restored"; fi ;;
-  *) echo "usage: $0 start|status|pause|continue|ship|stash|restore" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|pause|continue|ship" >&2; exit 2 ;;
 esac
