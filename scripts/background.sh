@@ -14,7 +14,8 @@
 #   scripts/background.sh stop             end the lanes and their runs (each resumes from its checkpoint or log)
 #   scripts/background.sh stash            before the machine goes away: everything the lanes resume from that git does
 #                                          not keep (unfinished teachers' train_state, the collections in data/, the
-#                                          open-loop correctors in runs/correctors/, benchmarks/results/, mlflow.db)
+#                                          open-loop correctors in runs/correctors/, benchmarks/results/, mlflow.db,
+#                                          and the files in docs/ and models/ that git does not track yet)
 #                                          as one commit on the branch teacher-stash, with no parent (each stash
 #                                          replaces the last, so old replay buffers do not pile up; main's tree
 #                                          never holds them); it lands with main when a session ends normally
@@ -108,6 +109,8 @@ case "${1:-status}" in
     done
     while IFS= read -r f; do files+=("$f"); done < <(find data runs/correctors benchmarks/results -type f \
       2>/dev/null | sort)
+    # and what the lanes wrote into docs/ and models/ that is not committed yet (episode logs, correctors, cards)
+    while IFS= read -r f; do files+=("$f"); done < <(git ls-files --others --exclude-standard docs models)
     [ -f mlflow.db ] && files+=(mlflow.db)
     [ ${#files[@]} -gt 0 ] || { echo "nothing to stash"; exit 0; }
     index=$(mktemp); rm -f "$index"
