@@ -8,7 +8,7 @@
 #   lane cartpole-swingup:  the same -> real-time benchmark of cheetah-run
 # The learning curves of every shipped teacher are drawn when the second new teacher has shipped. Not here: the
 # frontier's timing runs and the real-time wall-clock check, which need an otherwise idle machine.
-#   scripts/background.sh start            start both lanes (a lane already running is left alone)
+#   scripts/background.sh start            restore (below), then start both lanes (a lane already running is left alone)
 #   scripts/background.sh status           each lane's step, and the runs' own status
 #   scripts/background.sh pause|continue   SIGSTOP / SIGCONT every run of both lanes (tests, timing, the final CI)
 #   scripts/background.sh stop             end the lanes and their runs (each resumes from its checkpoint or log)
@@ -74,6 +74,7 @@ lane() {  # $1 new task, $2 real-time benchmark task
 case "${1:-status}" in
   start)
     mkdir -p logs
+    "$0" restore  # on a new machine, what the last one stashed (nothing is overwritten)
     for l in $LANES; do
       t=${l%%:*} rt=${l##*:}
       if [ -n "$(lane_pid "$t")" ]; then echo "lane $t: already running"; continue; fi
