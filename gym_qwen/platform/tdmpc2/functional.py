@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -34,23 +35,23 @@ def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
     return F.softmax(x.reshape(*shape[:-1], shape[-1] // group, group), dim=-1).reshape(shape)
 
 
-class TwoHot:
+class TwoHot(nn.Module):
     """Discrete regression in symlog space: `num_bins` evenly spaced bins on [vmin, vmax]."""
 
     def __init__(self, num_bins: int, vmin: float, vmax: float):
+        super().__init__()
         if num_bins < 2:
             raise ValueError("two-hot regression needs at least 2 bins")
         self.num_bins, self.vmin, self.vmax = num_bins, float(vmin), float(vmax)
         self.bin_size = (self.vmax - self.vmin) / (num_bins - 1)
-        self._bins: dict[tuple, torch.Tensor] = {}
+        # A buffer made here, not lazily at the first decode: a first decode inside a compiled planner under
+        # inference_mode made it an inference tensor, which the policy update then could not save for backward.
+        # Not persistent, so checkpoints keep their keys.
+        self.register_buffer("bin_values", torch.linspace(self.vmin, self.vmax, num_bins), persistent=False)
 
     def bins(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.device, like.dtype)
-        if key not in self._bins:
-            with torch.inference_mode(False):  # a cached tensor must also be usable by autograd later
-                self._bins[key] = torch.linspace(self.vmin, self.vmax, self.num_bins, device=like.device,
-                                                 dtype=like.dtype)
-        return self._bins[key]
+        """The bin values on `like`'s device and dtype (the buffer itself when they match)."""
+        return self.bin_values.to(device=like.device, dtype=like.dtype)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Scalars (..., 1) -> soft two-hot targets (..., num_bins)."""
