@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+import torch.nn as nn
 import torch.nn.functional as F
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
