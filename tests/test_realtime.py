@@ -19,6 +19,7 @@ from gym_qwen.platform.speculative.background_planner import BackgroundPlanner, 
 from gym_qwen.platform.speculative.clock import ClockSettings, delay_steps, parse_latency
 from gym_qwen.platform.speculative.clocked import ClockedExecutor, measure_latency_ms
 from gym_qwen.platform.speculative.episodes import play_episodes
+from gym_qwen.platform.speculative.evaluation import result_from_records
 from gym_qwen.platform.speculative.executor import SOURCES
 from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
 from test_cli import _assert_user_error, _main_in
@@ -363,8 +364,15 @@ def test_the_wall_clock_takes_the_simulated_clocks_actions_and_counts_its_misses
     if case == "late":
         assert wall["deadline_misses"] == length  # each decision waited >= 50 ms for its plan, past its 20 ms
         assert wall["wait_seconds"] >= length * sleep
+        # decision t acts >= 50 (t + 1) ms after the episode began, its deadline is 20 (t + 1): >= 30 (t + 1) late
+        late = wall["late_decisions"]
+        assert [t for t, _ in late] == list(range(length))
+        assert all(ms >= 30 * (t + 1) for t, ms in late), late
+        assert wall["late_seconds"] == pytest.approx(sum(ms for _, ms in late) / 1000, abs=1e-5 * length)
+        result = result_from_records("line", mode, [{**wall, "episode": 4}])
+        assert result.late_decisions == [[4, t, ms] for t, ms in late] and result.late_seconds == wall["late_seconds"]
     if case == "on-time":
-        assert wall["deadline_misses"] == 0
+        assert wall["deadline_misses"] == 0 and wall["late_seconds"] == 0 and "late_decisions" not in wall
         assert elapsed >= length * period / 1000  # it slept to every deadline
 
 

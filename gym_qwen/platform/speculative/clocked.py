@@ -181,6 +181,8 @@ class ClockedExecutor:
             deadline = self.t0 + (t + 1) * self.period_s
             if ready > deadline:
                 self._count("deadline_misses")
+                self._time("late", ready - deadline)
+                self.stats[0].late_decisions.append((t, round(1e3 * (ready - deadline), 3)))
             else:
                 time.sleep(deadline - ready)
         return out

@@ -6,6 +6,7 @@ import numpy as np
 from .executor import COUNTERS, TIMERS
 
 RECORD_COUNTS = tuple(k for k in COUNTERS if k != "decisions")
+LATE_KEPT = 200  # late decisions an episode's record lists (all of them are counted and their lateness summed)
 
 
 def play_episodes(executor, envs: list, reset_seeds: list[int], frames: list | None = None) -> list[dict]:
@@ -40,5 +41,7 @@ def play_episodes(executor, envs: list, reset_seeds: list[int], frames: list | N
         rec.update({k: st.counts[k] for k in RECORD_COUNTS})
         rec.update({f"{k}_seconds": st.seconds[k] for k in TIMERS})
         rec.update(teacher_sq_error=st.teacher_sq_error, teacher_steps=st.teacher_steps)
+        if st.late_decisions:  # when a wall-clock run missed deadlines, and by how much (the first LATE_KEPT)
+            rec["late_decisions"] = [list(x) for x in st.late_decisions[:LATE_KEPT]]
         records.append(rec)
     return records

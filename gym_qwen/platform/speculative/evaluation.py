@@ -57,9 +57,11 @@ class EvalResult:
     extend_seconds: float = 0.0
     predict_seconds: float = 0.0
     wait_seconds: float = 0.0
+    late_seconds: float = 0.0
     teacher_sq_error: float = 0.0
     teacher_steps: int = 0
     episode_planner_calls: list = field(default_factory=list)
+    late_decisions: list = field(default_factory=list)  # real clock: [episode, decision, ms past the deadline]
     clock: dict | None = None  # the clock the episodes ran under: P, L, d, where L came from, realtime (clock.py)
     video: str | None = None
 
@@ -181,6 +183,7 @@ def result_from_records(task: str, mode: str, records: list[dict]) -> EvalResult
         result.episode_planner_calls.append(int(r["planner_calls"]))
         for key in SUMMED:
             setattr(result, key, getattr(result, key) + type(getattr(result, key))(r.get(key, 0)))
+        result.late_decisions += [[int(r["episode"]), *x] for x in r.get("late_decisions") or []]
     return result
 
 

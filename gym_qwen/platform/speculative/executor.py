@@ -32,11 +32,12 @@ from ..rng import TorchRngStream
 from .features import HistoryWindow, feature_dim, latent_distance, mismatch_feature
 from .modes import SpeculationSettings
 
-TIMERS = ("plan", "encode", "policy", "verify", "correct", "extend", "predict", "wait")
+TIMERS = ("plan", "encode", "policy", "verify", "correct", "extend", "predict", "wait", "late")
 # Plans started, used (took over at least one step), discarded (cancelled on a miss, or unfinished when the episode
 # ended; only under a clock); each decision's action source (exactly one of plan, corrected, extension, prior); and
 # decisions whose action came after its deadline (clock.py). `predict`: rolling the world model forward to the
-# state a plan will take over at; `wait`: time the decision waited for a plan (only under a clock)
+# state a plan will take over at; `wait`: time the decision waited for a plan (only under a clock); `late`: how far past
+# their deadlines late decisions sent their actions (only on the real clock)
 PLAN_COUNTERS = ("plans_started", "plans_used", "plans_discarded", "plans_cancelled")
 SOURCES = ("plan", "corrected", "extension", "prior")
 COUNTERS = ("decisions", "planner_calls", "encoder_calls", "policy_calls", "corrector_calls", "extensions", "misses",
@@ -51,6 +52,7 @@ class StepStats:
     seconds: dict = field(default_factory=lambda: {k: 0.0 for k in TIMERS + ("total",)})
     teacher_sq_error: float = 0.0
     teacher_steps: int = 0
+    late_decisions: list = field(default_factory=list)  # real clock: (decision, ms past its deadline) per miss
 
 
 class SpeculativeExecutor:
