@@ -4,8 +4,9 @@
 # (background processes do not survive a session; every step below resumes from its own checkpoint or log):
 #   lane walker-run:        teacher (scripts/teachers.sh) -> ship (card, 10 episodes) -> frontier.sh pipeline
 #                           -> walker-walk's async-DAgger two-tower (collect async_delay=3, distill) -> real-time
-#                           benchmark of walker-walk (scripts/realtime.sh)
-#   lane cartpole-swingup:  the same -> real-time benchmark of cheetah-run
+#                           benchmark of walker-walk (scripts/realtime.sh), then of walker-run
+#   lane cartpole-swingup:  the same -> real-time benchmarks of cheetah-run, then of cartpole-swingup
+# (the task lists: scripts/tasks.sh)
 # The learning curves of every shipped teacher are drawn when the second new teacher has shipped. Not here: the
 # frontier's timing runs and the real-time wall-clock check, which need an otherwise idle machine.
 #   scripts/background.sh start            restore (below), then start both lanes (a lane already running is left alone)
@@ -24,7 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LANES=${LANES:-"walker-run:walker-walk cartpole-swingup:cheetah-run"}  # <new task>:<real-time benchmark task>
-NEW="walker-run cartpole-swingup"
+. scripts/tasks.sh
+NEW=$NEW_TASKS
 
 lane_pid() { pgrep -f "scripts/background.sh lane $1 " || true; }
 say() { echo "$(date -u +%F\ %H:%M) $*"; }
@@ -65,9 +67,11 @@ lane() {  # $1 new task, $2 real-time benchmark task
       tdmpc_ckpt="models/$rt-size1-seed1.pt" corrector_type=two_tower epochs=150 save_path="$async" \
       torch_threads=1 progress=false mlflow=false
   fi
-  say "$rt: real-time benchmark"
-  TASKS=$rt scripts/realtime.sh start
-  sleep 10; wait_for "bench_realtime.py tasks=$rt "
+  for r in "$rt" "$t"; do  # the first teacher's, then this lane's new one (issue 31: "and the new tasks")
+    say "$r: real-time benchmark"
+    TASKS=$r scripts/realtime.sh start
+    sleep 10; wait_for "bench_realtime.py tasks=$r "
+  done
   say "lane $t done"
 }
 
@@ -89,14 +93,14 @@ case "${1:-status}" in
       [ -f "logs/lane-$t.log" ] && tail -n 2 "logs/lane-$t.log" | sed 's/^/  /'
     done
     TASKS="$NEW" scripts/teachers.sh status; TASKS="$NEW" scripts/frontier.sh status
-    TASKS="walker-walk cheetah-run" scripts/realtime.sh status ;;
+    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh status ;;
   pause|continue)
     # each script's own tasks, whatever TASKS this was called with (realtime.sh check calls it with its own)
     TASKS="$NEW" scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"
-    TASKS="walker-walk cheetah-run" scripts/realtime.sh "$1" ;;
+    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh "$1" ;;
   stop)
     for l in $LANES; do p=$(lane_pid "${l%%:*}"); [ -n "$p" ] && kill $p; done
-    for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(walker-run|cartpole-swingup)" \
+    for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(${NEW// /|})" \
                    "gym-qwen teacher run=" "bench_realtime.py"; do
       pkill -CONT -f "$pattern" || true; pkill -f "$pattern" || true
     done ;;

@@ -14,7 +14,8 @@
 #                                   has them); out: benchmarks/results/realtime-check/, log: logs/realtime-check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASKS=${TASKS:-"walker-walk cheetah-run"}
+. scripts/tasks.sh
+TASKS=${TASKS:-$FIRST_TASKS}  # and $NEW_TASKS once their frontier pipelines are done (background.sh)
 EXTRA=${EXTRA:-}  # more bench keys, e.g. realtime=true (on an otherwise idle machine)
 
 pids() { pgrep -f "bench_realtime.py tasks=$1 " || true; }
@@ -27,7 +28,7 @@ gap() {  # what could close a gap at d = 3: async on the budget just over P = L/
 case "${1:-status}" in
   start)
     mkdir -p logs
-    new="walker-run cartpole-swingup"  # the other background runs (scripts/background.sh)
+    new=$NEW_TASKS  # the other background runs (scripts/background.sh)
     TASKS=$new scripts/teachers.sh pause >/dev/null; TASKS=$new scripts/frontier.sh pause >/dev/null
     trap 'TASKS=$new scripts/teachers.sh continue >/dev/null; TASKS=$new scripts/frontier.sh continue >/dev/null' EXIT
     for t in $TASKS; do

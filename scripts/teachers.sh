@@ -12,7 +12,8 @@
 #   (carrying an unfinished run to the next machine: scripts/background.sh stash / restore)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASKS=${TASKS:-"walker-run cartpole-swingup"}  # the shipped walker-walk and cheetah-run: TASKS="walker-walk cheetah-run"
+. scripts/tasks.sh
+TASKS=${TASKS:-$NEW_TASKS}  # the shipped walker-walk and cheetah-run: TASKS="$FIRST_TASKS"
 KEYS="model_size=1 steps=100000 seed=1 compile=true torch_threads=1 eval_freq=10000 eval_episodes=2 \
 checkpoint_freq=2000 exp_name=teacher"
 
