@@ -310,7 +310,7 @@ def row(name: str, res, base_returns, d=None, extra=None) -> dict:
             "wait_ms_per_step": s["wait_ms_per_step"], "steps_plan": res.steps_plan,
             "steps_corrected": res.steps_corrected, "steps_extension": res.steps_extension,
             "steps_prior": res.steps_prior, "late_ms": 1e3 * res.late_seconds,
-            "worst_late_ms": max((x[2] for x in res.late_decisions), default=0.0),
+            "worst_late": max(res.late_decisions, key=lambda x: x[2], default=None),  # [episode, decision, ms]
             "late_decisions": res.late_decisions[:LATE_SHOWN], "clock": res.clock, **(extra or {})}
 
 
@@ -365,7 +365,7 @@ def run_task(task: str, args: dict, command: str) -> dict:
     record["realtime_check"] = [
         {"control_period_ms": r["wall_control_period_ms"], "delay": p["delay"], "setting": r["setting"],
          "episodes": r["episodes"], "deadline_misses": r["deadline_misses"], "late_ms": r["late_ms"],
-         "worst_late_ms": r["worst_late_ms"], "late_decisions": r["late_decisions"],
+         "worst_late": r["worst_late"], "late_decisions": r["late_decisions"],
          "equal_to_simulated": r["equal_to_simulated"]} for p in periods for r in p["rows"] if "simulated_returns" in r]
     record["targets"] = targets(task, periods, paired_ratio_interval)
     return record
@@ -486,12 +486,10 @@ def plot(record: dict, path: Path) -> Path:
 def late_summary(check: dict) -> str:
     """`, 12.3 ms late in all, worst 4.1 ms at episode 0 decision 17`: where a wall-clock setting's misses were
     (one long stall shows as a run of consecutive late decisions after it, the grid catching up)."""
-    if not check.get("deadline_misses"):
+    worst = check.get("worst_late")
+    if not check.get("deadline_misses") or not worst:
         return ""
-    late = check.get("late_decisions") or []
-    worst = max(late, key=lambda x: x[2], default=None)
-    where = f" at episode {worst[0]} decision {worst[1]}" if worst else ""
-    return f", {check['late_ms']:.1f} ms late in all, worst {check['worst_late_ms']:.1f} ms{where}"
+    return f", {check['late_ms']:.1f} ms late in all, worst {worst[2]:.1f} ms at episode {worst[0]} decision {worst[1]}"
 
 
 def print_table(record: dict) -> None:
