@@ -405,3 +405,12 @@ def test_the_frontier_answer_names_the_cheapest_settings_and_judges_speculation_
     assert "ratio 1.089 [1.089, 1.089]" in verdicts["spec_corrector k=3 +two_tower"]
     assert " loses to baseline (planner 64x2)" in verdicts["naive k=3"]
     assert " is level with baseline (planner 64x2)" in verdicts["naive k=6"]
+    assert not any("prior alone beats" in line for line in lines)  # the prior keeps 60% here
+    settings["prior"] = [(1.25 * r, 0, 0.1) for r in base]  # a task that needs no planning (cartpole-swingup)
+    _frontier_log(tmp_path / "cheetah-run.episodes.jsonl", header, settings)
+    lines = frontier_table.answer(frontier_table.setting_rows("cheetah-run", 30))
+    assert lines[0].startswith("cheapest keeping >= 95% (interval's lower bound): prior")
+    said = [line for line in lines if "prior alone beats" in line]
+    assert len(said) == 1 and "(125.0% [125.0, 125.0])" in said[0] and "needs no planning" in said[0]
+    assert frontier_table.answer(frontier_table.setting_rows("cheetah-run", 31)) == \
+        ["no setting has enough episodes yet"]
