@@ -70,7 +70,8 @@ thresholds() {  # the adaptive rows' thresholds: chosen on the calibration episo
   else echo "mismatch_threshold=0.2"; echo "$1: no $calib yet: restart with it before the adaptive rows" >&2; fi
 }
 
-# $1 task: everything `start` needs for a new task, then the frontier itself (each step skipped once done)
+# $1 task: everything `start` needs for a new task, then the frontier itself (each step skipped once its output
+# exists; the frontier runs resume from their episode logs)
 pipeline() {
   local t=$1 ckpt="models/$1-size1-seed1.pt" calib="data/$1-calibration.parquet" dagger="data/$1-dagger.parquet"
   local open="runs/correctors/$1-size1-seed1-openloop" keys="torch_threads=1 progress=false"
@@ -78,16 +79,18 @@ pipeline() {
   local smoke=${SMOKE_COLLECT:-} smoke_eval=${SMOKE_EVALUATE:-}
   [ -f "$ckpt" ] || { echo "$t: no $ckpt: ship its teacher first (scripts/teachers.sh ship)" >&2; return 2; }
   echo "$t: pipeline $(date -u +%F\ %H:%M)"
+  # a collection's output is written once, when its last episode is in (resume=true picks up its episode shards)
   # shellcheck disable=SC2086
-  .venv/bin/gym-qwen collect checkpoint="$ckpt" episodes="${COLLECT_EPISODES:-16}" seed=1 spec_exec_horizon=6 \
-    output="$calib" $keys $smoke resume=true
+  [ -f "$calib" ] || .venv/bin/gym-qwen collect checkpoint="$ckpt" episodes="${COLLECT_EPISODES:-16}" seed=1 \
+    spec_exec_horizon=6 output="$calib" $keys $smoke resume=true
   .venv/bin/python -m gym_qwen.platform.speculative.calibration "$calib" "docs/frontier/$t-calibration.parquet"
   # shellcheck disable=SC2086
   [ -f "$open-temporal.pt" ] || .venv/bin/gym-qwen distill data="$calib" tdmpc_ckpt="$ckpt" corrector_type=temporal \
     epochs="${EPOCHS:-150}" save_path="$open" $keys mlflow=false
   # shellcheck disable=SC2086
-  .venv/bin/gym-qwen collect checkpoint="$ckpt" corrector_type=temporal corrector_checkpoint="$open-temporal.pt" \
-    episodes="${DAGGER_EPISODES:-12}" seed=2 output="$dagger" $keys $smoke resume=true
+  [ -f "$dagger" ] || .venv/bin/gym-qwen collect checkpoint="$ckpt" corrector_type=temporal \
+    corrector_checkpoint="$open-temporal.pt" episodes="${DAGGER_EPISODES:-12}" seed=2 output="$dagger" $keys $smoke \
+    resume=true
   for kind in two_tower temporal; do
     # shellcheck disable=SC2086
     [ -f "models/correctors/$t-size1-seed1-$kind.pt" ] || .venv/bin/gym-qwen distill data="$calib,$dagger" \
