@@ -3,6 +3,7 @@ the loop, history windows, batching; corrector data collection and its Parquet f
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -330,6 +331,49 @@ def test_parquet_round_trip_filters_cap_and_metadata(agent, tmp_path):
     assert not (tmp_path / "d.parquet.parts").exists()
     far, _ = _collect_table(agent, min_distance=1e9)
     assert far.num_rows == 0
+
+
+def test_resuming_a_finished_collection_collects_only_what_it_lacks(agent, tmp_path):
+    """resume=true on a merged output (no shards left) splits it back into episode shards: complete, nothing is
+    collected again and the merge is the same file's rows; cut at its cap, the last (cut) episode is collected
+    again; an empty episode counts as done; another provenance is refused in one line and the output is kept."""
+    import pyarrow.parquet as pq
+
+    from gym_qwen.platform.speculative.collection import collect_episode_rows, data_schema
+    from gym_qwen.platform.speculative.corrector_data import CorrectorDataError, ShardedParquetWriter
+
+    def made(cap, **meta):
+        schema = data_schema(16, ACT, 4, {"task": "line", "teacher_sha256": "ab" * 32, "episodes": 4,
+                                          "max_samples": cap, **meta})
+        tables = [collect_episode_rows(agent, LineEnv(11), 5, i, 3, 4, 1e9 if i == 3 else 0.0, schema)[0]
+                  for i in range(4)]
+        return schema, tables
+
+    schema, tables = made(-1)
+    assert tables[3].num_rows == 0  # min_distance keeps nothing of episode 3
+    out = tmp_path / "d.parquet"
+    writer = ShardedParquetWriter(out, schema)
+    writer.start()
+    for i, table in enumerate(tables):
+        writer.write_episode(i, table)
+    rows = writer.finish()
+    merged = pq.read_table(out)
+    again = ShardedParquetWriter(out, schema)
+    assert again.start(resume=True) == {0, 1, 2, 3} and again.rows == rows
+    assert again.finish() == rows and pq.read_table(out).equals(merged)
+    capped_schema, _ = made(9)
+    capped = ShardedParquetWriter(out, capped_schema)
+    capped.start()
+    for i, table in enumerate(tables[:2]):
+        capped.write_episode(i, table.cast(capped_schema))
+    assert capped.finish(max_rows=9) == 9  # episode 0 whole (7 rows), episode 1 cut at 2 of its 7
+    assert ShardedParquetWriter(out, capped_schema).start(resume=True) == {0}
+    shutil.rmtree(tmp_path / "d.parquet.parts")
+    other, _ = made(9, teacher_sha256="cd" * 32)
+    with pytest.raises(CorrectorDataError, match=r"cannot resume .*d.parquet: its rows were collected with "
+                                                 r"teacher_sha256=abab"):
+        ShardedParquetWriter(out, other).start(resume=True)
+    assert pq.read_table(out).num_rows == 9 and not (tmp_path / "d.parquet.parts").exists()
 
 
 def test_bad_corrector_data_files_say_one_line(agent, tmp_path):

@@ -620,7 +620,8 @@ class CollectConfig(RayOptions):
                           "30000, async 50000, async DAgger 60000)", min=0)
     force: bool = option(False, "Replace an existing output file")
     resume: bool = option(False, "Continue an interrupted collection from the episode shards beside the output "
-                                 "(<output>.parts/); episodes already there are not run again")
+                                 "(<output>.parts/), or a finished one from its output (to more episodes=); "
+                                 "episodes already there are not run again")
     corrector_type: str = option("none", "DAgger: execute this corrector's actions instead of the planned ones "
                                          "(none = open loop)", choices=CORRECTOR_TYPES)
     corrector_checkpoint: Optional[str] = option(None, "The corrector file (none = correctors/<teacher stem>-<type>.pt "

@@ -80,27 +80,60 @@ class ShardedParquetWriter:
 
     def start(self, resume: bool = False) -> set[int]:
         """Begin writing; with `resume`, keep the shards of an interrupted run whose provenance matches (except
-        its episode count, cap and code version) and return their episode indices."""
+        its episode count, cap and code version) and return their episode indices. A finished output with no
+        shards beside it is split back into shards first, so resuming it collects only the episodes it lacks (none
+        when it is complete) instead of starting over."""
+        # pyarrow is imported only where Parquet files are read or written (import cost)
+        import pyarrow.parquet as pq
+
+        if resume and not self.parts.is_dir() and self.output.is_file():
+            self._split_output()
         if resume and self.parts.is_dir():
             done = {_episode_of(p): p for p in self.parts.glob("episode-*.parquet")}
             if done:
-                # pyarrow is imported only where Parquet files are read or written (import cost)
-                import pyarrow.parquet as pq
-
-                theirs = json.loads(pq.read_schema(next(iter(done.values()))).metadata[META_KEY])
-                mine = json.loads(self.schema.metadata[META_KEY])
-                free = ("episodes", "max_samples", "code_version")
-                diff = [f"{k}={theirs.get(k)} (now {mine.get(k)})" for k in sorted(set(theirs) | set(mine))
-                        if k not in free and theirs.get(k) != mine.get(k)]
-                if diff:
-                    raise CorrectorDataError(f"cannot resume into {self.parts}: its shards were collected with "
-                                             + ", ".join(diff))
+                self._check_provenance(pq.read_schema(next(iter(done.values()))), f"its shards in {self.parts}")
                 self.rows = sum(pq.ParquetFile(p).metadata.num_rows for p in done.values())
             return set(done)
         if self.parts.exists():
             shutil.rmtree(self.parts)
         self.parts.mkdir(parents=True)
         return set()
+
+    def _check_provenance(self, theirs_schema, what: str) -> None:
+        """CorrectorDataError unless `theirs_schema` was collected as this writer's data is (its episode count, cap
+        and code version may differ)."""
+        theirs = json.loads(theirs_schema.metadata[META_KEY])
+        mine = json.loads(self.schema.metadata[META_KEY])
+        free = ("episodes", "max_samples", "code_version")
+        diff = [f"{k}={theirs.get(k)} (now {mine.get(k)})" for k in sorted(set(theirs) | set(mine))
+                if k not in free and theirs.get(k) != mine.get(k)]
+        if diff:
+            raise CorrectorDataError(f"cannot resume {self.output}: {what} were collected with " + ", ".join(diff))
+
+    def _split_output(self) -> None:
+        """The finished output back into one shard per episode: every episode it was collected with (one that
+        kept no rows gets an empty shard), or, where the merge was cut at its cap, the episodes before the last one
+        in it (the last may have been cut: it is collected again)."""
+        # pyarrow is imported only where Parquet files are read or written (import cost)
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        self._check_provenance(pq.read_schema(self.output), "its rows")
+        table = pq.read_table(self.output)
+        meta = json.loads(table.schema.metadata[META_KEY])
+        if meta.get("max_samples", -1) >= 0 and table.num_rows >= meta["max_samples"]:
+            episodes = sorted(set(table.column("episode").to_pylist()))[:-1]
+        elif "episodes" in meta:
+            episodes = range(int(meta["episodes"]))
+        else:  # a file written outside `gym-qwen collect`: the episodes it holds
+            episodes = sorted(set(table.column("episode").to_pylist()))
+        tmp = self.parts.with_name(self.parts.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for index in episodes:
+            pq.write_table(table.filter(pc.equal(table.column("episode"), index)).cast(self.schema),
+                           tmp / f"episode-{index:08d}.parquet")
+        os.replace(tmp, self.parts)  # all shards or none: a crash here leaves the output as the only copy
 
     def write_episode(self, index: int, table) -> None:
         # pyarrow is imported only where Parquet files are read or written (import cost)
