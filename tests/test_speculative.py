@@ -361,6 +361,9 @@ def test_resuming_a_finished_collection_collects_only_what_it_lacks(agent, tmp_p
     again = ShardedParquetWriter(out, schema)
     assert again.start(resume=True) == {0, 1, 2, 3} and again.rows == rows
     assert again.finish() == rows and pq.read_table(out).equals(merged)
+    with pytest.raises(CorrectorDataError, match="cannot resume .* to 3 episodes: it holds 4"):
+        ShardedParquetWriter(out, schema).start(resume=True, episodes=3)
+    assert pq.read_table(out).equals(merged) and not (tmp_path / "d.parquet.parts").exists()
     capped_schema, _ = made(9)
     capped = ShardedParquetWriter(out, capped_schema)
     capped.start()

@@ -130,7 +130,7 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
     schema = data_schema(int(ckpt["arch"]["latent_dim"]), int(ckpt["task_spec"]["action_dim"]), cfg.history_len,
                          metadata)
     writer, stats = ShardedParquetWriter(output, schema), ChunkStats()
-    done = writer.start(resume=cfg.resume)
+    done = writer.start(resume=cfg.resume, episodes=cfg.episodes)
     todo = [i for i in range(cfg.episodes) if i not in done]
     if max_rows is not None and writer.rows >= max_rows:
         todo = []

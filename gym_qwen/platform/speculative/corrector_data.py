@@ -78,16 +78,17 @@ class ShardedParquetWriter:
         self.schema = schema_
         self.rows = 0
 
-    def start(self, resume: bool = False) -> set[int]:
+    def start(self, resume: bool = False, episodes: int | None = None) -> set[int]:
         """Begin writing; with `resume`, keep the shards of an interrupted run whose provenance matches (except
         its episode count, cap and code version) and return their episode indices. A finished output with no
         shards beside it is split back into shards first, so resuming it collects only the episodes it lacks (none
-        when it is complete) instead of starting over."""
+        when it is complete) instead of starting over; refused if it holds more than `episodes` (the merge would
+        drop the rest)."""
         # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
         if resume and not self.parts.is_dir() and self.output.is_file():
-            self._split_output()
+            self._split_output(episodes)
         if resume and self.parts.is_dir():
             done = {_episode_of(p): p for p in self.parts.glob("episode-*.parquet")}
             if done:
@@ -110,7 +111,7 @@ class ShardedParquetWriter:
         if diff:
             raise CorrectorDataError(f"cannot resume {self.output}: {what} were collected with " + ", ".join(diff))
 
-    def _split_output(self) -> None:
+    def _split_output(self, wanted: int | None) -> None:
         """The finished output back into one shard per episode: every episode it was collected with (one that
         kept no rows gets an empty shard), or, where the merge was cut at its cap, the episodes before the last one
         in it (the last may have been cut: it is collected again)."""
@@ -121,6 +122,10 @@ class ShardedParquetWriter:
         self._check_provenance(pq.read_schema(self.output), "its rows")
         table = pq.read_table(self.output)
         meta = json.loads(table.schema.metadata[META_KEY])
+        if wanted is not None and int(meta.get("episodes", 0)) > wanted:
+            raise CorrectorDataError(f"cannot resume {self.output} to {wanted} episodes: it holds "
+                                     f"{meta['episodes']}, and the rest would be dropped (ask for {meta['episodes']} "
+                                     "or more, or write another output)")
         if meta.get("max_samples", -1) >= 0 and table.num_rows >= meta["max_samples"]:
             episodes = sorted(set(table.column("episode").to_pylist()))[:-1]
         elif "episodes" in meta:
