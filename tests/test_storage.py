@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY, TINY_TASK, mlflow_server, tiny_train_config
@@ -187,7 +188,8 @@ def test_collect_writes_its_parquet_to_s3_and_distill_reads_it_from_there(s3, tm
 
 def test_a_failed_upload_keeps_the_collected_episodes_and_resume_uploads_them(s3, tmp_path, capsys, monkeypatch):
     """The bucket disappears between the check and the upload (a real S3 error from the server): one line, exit 2,
-    the episodes stay staged, and once the bucket is back resume=true uploads them without collecting any again."""
+    the episodes stay staged, and once the bucket is back resume=true uploads them without collecting any again;
+    resume=true with more episodes then extends the finished file there (downloaded) by the new ones only."""
     import boto3
 
     from gym_qwen.actors import corrector_collection
@@ -222,6 +224,14 @@ def test_a_failed_upload_keeps_the_collected_episodes_and_resume_uploads_them(s3
     columns, info = read_corrector_data(uri)
     assert sorted(set(columns["episode"].tolist())) == [0, 1, 2] and info["episodes"] == 3
     assert not staging_output(uri).parent.exists()
+    extended = [c for c in common if not c.startswith("episodes=")] + ["episodes=4", "resume=true"]
+    rc, out, err = _main_in(cwd, extended, capsys, monkeypatch)  # the finished file there, extended by one episode
+    assert rc == 0, err
+    assert "resuming: 3 of 4 episodes already collected" in out
+    more, info = read_corrector_data(uri)
+    assert sorted(set(more["episode"].tolist())) == [0, 1, 2, 3] and info["episodes"] == 4
+    first = more["episode"] < 3
+    assert np.array_equal(more["z_real"][first], columns["z_real"])  # the three kept as they were
 
 
 def test_dt_train_writes_its_files_to_s3(s3, tmp_path, capsys, monkeypatch):

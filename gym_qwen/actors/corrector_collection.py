@@ -22,7 +22,7 @@ from gym_qwen.platform.speculative.comparison import corrector_path
 from gym_qwen.platform.speculative.corrector_data import ShardedParquetWriter
 from gym_qwen.platform.speculative.correctors import load_corrector
 from gym_qwen.platform.speculative.modes import budget_overrides, parse_budget
-from gym_qwen.platform.storage import display, exists, is_uri, parent, storage_problem, upload
+from gym_qwen.platform.storage import display, download, exists, is_uri, parent, storage_problem, upload
 from gym_qwen.platform.tdmpc2.checkpoints import check_compatible, load_checkpoint
 
 from .cluster import ray_session
@@ -101,6 +101,8 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
         if exists(remote) and not (cfg.force or cfg.resume):
             raise ConfigError(f"output {display(remote)} exists; use force=true to replace it")
         output = staging_output(remote)
+        if cfg.resume and not output.exists() and not output.with_name(output.name + ".parts").exists():
+            download(remote, output)  # a finished collection there: resumed from its rows (none collected again)
     else:
         output = Path(cfg.output)
         if output.exists() and not (cfg.force or cfg.resume):

@@ -149,6 +149,9 @@ def download(uri: str, local: str | os.PathLike) -> bool:
     """Copy the object `uri` to the local file `local` if it exists; whether it did."""
     if not exists(uri):
         return False
-    Path(local).parent.mkdir(parents=True, exist_ok=True)
-    Path(local).write_bytes(read_bytes(uri))
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.download")
+    tmp.write_bytes(read_bytes(uri))
+    os.replace(tmp, local)  # a download cut short never reads as the file
     return True
