@@ -117,6 +117,7 @@ class ShardedParquetWriter:
         in it (the last may have been cut: it is collected again)."""
         # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.compute as pc
+        # pyarrow is imported only where Parquet files are read or written (import cost)
         import pyarrow.parquet as pq
 
         self._check_provenance(pq.read_schema(self.output), "its rows")
