@@ -297,3 +297,17 @@ def test_evaluate_on_cuda_without_cuda_is_a_user_error(no_cuda, tmp_path, capsys
             f"output={cwd / 'out.json'}"]
     _assert_user_error(*_main_in(cwd, args, capsys, monkeypatch), cwd, ["device=cuda", "no CUDA device"])
     assert os.listdir(ckpt.parent) == ["agent.pt"]
+
+
+def test_a_job_reads_its_code_version_before_its_work_begins():
+    """Records written hours into a run (cards, checkpoints, data files) name the code the run imported: run_job
+    reads the git state before the job's body, not when the body first asks (by then the checkout may have
+    uncommitted edits: the walker-run card once read '+dirty' for code it never ran)."""
+    from gym_qwen.jobs.common import run_job
+    from gym_qwen.platform.config import InfoConfig
+    from gym_qwen.platform.files import code_version
+
+    code_version.cache_clear()
+    seen = []
+    assert run_job("info", InfoConfig, lambda cfg: seen.append(code_version.cache_info().currsize), []) == 0
+    assert seen == [1]

@@ -8,6 +8,7 @@ from typing import Callable
 
 from gym_qwen.platform.config import ConfigError, describe, parse_config
 from gym_qwen.platform.envs import UnknownTaskError, quiet_library_logs
+from gym_qwen.platform.files import code_version
 from gym_qwen.platform.progress import table
 from gym_qwen.platform.speculative.corrector_data import CorrectorDataError
 from gym_qwen.platform.speculative.correctors import CorrectorError
@@ -25,6 +26,7 @@ def run_job(command: str, schema, body: Callable, argv: list[str] | None, extra_
         print(f"usage: gym-qwen {command} [config=preset.yaml] [key=value ...]\n\n{describe(schema)}")
         return 0
     quiet_library_logs()
+    code_version()  # read (and cached) now, so that records written hours later name the code this run imported
     try:
         cfg = parse_config(schema, argv)
         result = body(cfg)
