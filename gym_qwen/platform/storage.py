@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .config_schema import ConfigError
-from .files import output_folder_problem
+from .files import atomic_write_bytes, output_folder_problem
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -149,9 +149,6 @@ def download(uri: str, local: str | os.PathLike) -> bool:
     """Copy the object `uri` to the local file `local` if it exists; whether it did."""
     if not exists(uri):
         return False
-    local = Path(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f".{local.name}.download")
-    tmp.write_bytes(read_bytes(uri))
-    os.replace(tmp, local)  # a download cut short never reads as the file
+    data = read_bytes(uri)
+    atomic_write_bytes(local, lambda f: f.write(data))  # a download cut short never reads as the file
     return True
