@@ -17,7 +17,7 @@ records at every decision:
   above the prior's, and how far the two actions are apart (mean absolute difference per action dimension).
 
     .venv/bin/python scripts/value_calibration.py cartpole-swingup walker-run [--episodes 2]
-      [--out docs/value-calibration.json]
+      [--out docs/value-calibration.json] [--compile true|false]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import torch
 
 from gym_qwen.platform.envs import make_env
 from gym_qwen.platform.files import atomic_write_bytes
+from gym_qwen.platform.rng import seeded
 from gym_qwen.platform.seeds import reset_seed
 from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
@@ -44,30 +45,35 @@ def q_all_heads(model, z: torch.Tensor, a: torch.Tensor) -> float:
 
 @torch.inference_mode()
 def play(agent, task: str, policy: str, index: int) -> dict:
-    """One evaluation episode of `policy` ("prior", "planner" or "planner_mean"), with the model's promises at every decision."""
+    """Evaluation episode `index` (seed 1) of `policy` ("prior", "planner" or "planner_mean"), with the model's
+    promises at every decision. The prior's and the planner's episodes are `gym-qwen evaluate`'s (mode=prior and
+    mode=baseline, seed=1) decision for decision."""
     model, discount = agent.model, agent.planner.s.discount
-    env = make_env(task, reset_seed("evaluation", 1, index))
-    obs, _ = env.reset(seed=reset_seed("evaluation", 1, index))
+    start = reset_seed("evaluation", 1, index)
+    env = make_env(task, start)
+    obs, _ = env.reset(seed=start)
     agent.reset_plans()
     rows, done, t = [], False, 0
-    while not done:
-        z = model.encode(torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0))
-        prior_action = model.pi(z)[1]["mean"]
-        row = {}
-        if policy in ("planner", "planner_mean"):
-            plan = agent.plan(obs, t0=t == 0)
-            action = (plan.first_action if policy == "planner" else plan.mean[:, 0]).clamp(-1, 1)
-            row["plan_value"] = float(plan.value[0])
-            row["q_prior_action"] = q_all_heads(model, z, prior_action)
-            row["distance_to_prior_action"] = float((action - prior_action).abs().mean())
-        else:
-            action = prior_action
-        row["q"] = q_all_heads(model, z, action)
-        row["reward_predicted"] = float(model.step(z, action)[0])
-        obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
-        row["reward"] = float(reward)
-        rows.append(row)
-        done, t = terminated or truncated, t + 1
+    no_noise = torch.zeros(1, model.action_dim)  # the prior's mean without drawing from the planner's stream
+    with seeded(start):  # seeded as the evaluator seeds each episode: planner episodes are mode=baseline's
+        while not done:
+            z = model.encode(torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0))
+            prior_action = model.pi(z, eps=no_noise)[1]["mean"]
+            row = {}
+            if policy in ("planner", "planner_mean"):
+                plan = agent.plan(obs, t0=t == 0)
+                action = (plan.first_action if policy == "planner" else plan.mean[:, 0]).clamp(-1, 1)
+                row["plan_value"] = float(plan.value[0])
+                row["q_prior_action"] = q_all_heads(model, z, prior_action)
+                row["distance_to_prior_action"] = float((action - prior_action).abs().mean())
+            else:
+                action = prior_action
+            row["q"] = q_all_heads(model, z, action)
+            row["reward_predicted"] = float(model.step(z, action)[0])
+            obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
+            row["reward"] = float(reward)
+            rows.append(row)
+            done, t = terminated or truncated, t + 1
     env.close()
     paid = 0.0
     for row in reversed(rows):  # the discounted return the episode paid from each decision on
@@ -98,6 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("tasks", nargs="+")
     p.add_argument("--episodes", type=int, default=2)
     p.add_argument("--out", default="docs/value-calibration.json")
+    p.add_argument("--compile", choices=("true", "false"), default="true",
+                   help="plan compiled, as the frontier runs (compile=true) whose episodes these replay")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     result = {"command": " ".join(["scripts/value_calibration.py", *sys.argv[1:]]), "tasks": {}}
@@ -106,11 +114,10 @@ def main(argv=None) -> int:
         if not ckpt.is_file():
             print(f"no {ckpt}: ship the task's teacher first", file=sys.stderr)
             return 2
-        agent, _, _ = load_agent(str(ckpt), {}, "cpu")
+        agent, _, _ = load_agent(str(ckpt), {"compile": args.compile == "true"}, "cpu")
         result["tasks"][task] = {"discount": agent.planner.s.discount}
         for policy in ("prior", "planner", "planner_mean"):
             t0 = time.perf_counter()
-            torch.manual_seed(0)
             episodes = [play(agent, task, policy, i) for i in range(args.episodes)]
             summary = summarise(episodes)
             result["tasks"][task][policy] = summary

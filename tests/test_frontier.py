@@ -414,3 +414,45 @@ def test_the_frontier_answer_names_the_cheapest_settings_and_judges_speculation_
     assert len(said) == 1 and "(125.0% [125.0, 125.0])" in said[0] and "needs no planning" in said[0]
     assert frontier_table.answer(frontier_table.setting_rows("cheetah-run", 31)) == \
         ["no setting has enough episodes yet"]
+
+
+def test_value_calibration_replays_the_evaluators_episodes_and_sums_what_they_paid(tmp_path, monkeypatch):
+    """scripts/value_calibration.py: its prior and planner episodes are `evaluate`'s mode=prior and mode=baseline
+    episodes decision for decision (same returns), and each decision's paid return is the discounted sum of the
+    rewards from there on."""
+    import importlib.util
+
+    from conftest import TINY_TASK
+    from test_cli import untrained_checkpoint
+
+    from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
+    from gym_qwen.platform.tdmpc2.checkpoints import load_agent
+
+    spec = importlib.util.spec_from_file_location("value_calibration", "scripts/value_calibration.py")
+    value_calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(value_calibration)
+    ckpt = untrained_checkpoint(tmp_path / "models" / f"{TINY_TASK}-size1-seed1.pt")
+    agent, _, _ = load_agent(str(ckpt), {}, "cpu")
+    prior = value_calibration.play(agent, TINY_TASK, "prior", 1)
+    planner = value_calibration.play(agent, TINY_TASK, "planner", 1)
+    for mode, played in (("prior", prior), ("baseline", planner)):
+        result, _ = evaluate_checkpoint(str(ckpt), 1, 1, device="cpu", indices=[1],
+                                        execution=ExecutionSpec(SpeculationSettings(mode, 1)))
+        assert played["return"] == pytest.approx(result.returns[0], abs=1e-9), mode
+    assert prior["return"] != pytest.approx(planner["return"])  # the two policies act differently
+    rewards = np.array([r["reward"] for r in planner["rows"]])
+    discount = agent.planner.s.discount
+    assert planner["rows"][0]["paid"] == pytest.approx(float((discount ** np.arange(len(rewards)) * rewards).sum()))
+    assert planner["rows"][-1]["paid"] == pytest.approx(rewards[-1])
+    summary = value_calibration.summarise([planner])
+    assert 0.0 <= summary["share_planner_action_valued_higher"] <= 1.0 and summary["distance_to_prior_action"] > 0
+    # the command: one JSON per run; a task without a shipped teacher is one line and exit 2
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "calibration.json"
+    assert value_calibration.main([TINY_TASK, "--episodes", "1", "--compile", "false", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())["tasks"][TINY_TASK]
+    first = [round(value_calibration.play(agent, TINY_TASK, p, 0)["return"], 1) for p in ("prior", "planner")]
+    assert [written["prior"]["returns"], written["planner"]["returns"]] == [[first[0]], [first[1]]]
+    assert set(written) == {"discount", "prior", "planner", "planner_mean"}
+    assert value_calibration.main(["walker-run", "--out", str(tmp_path / "other.json")]) == 2
+    assert not (tmp_path / "other.json").exists()
