@@ -6,8 +6,8 @@ above what the environment then pays) while the prior's are not, the search expl
 
 For each policy (planner: the full MPPI plan's first action, as `mode=baseline`, which executes one elite drawn in
 proportion to its score, as TD-MPC2 does; planner_mean: the final MPPI mean's first action instead; prior: the
-policy prior's mean action, as `mode=prior`) it plays the first EPISODES evaluation episodes (reset seeds 10001..., one torch thread) and
-records at every decision:
+policy prior's mean action, as `mode=prior`) it plays the first EPISODES evaluation episodes of seed 1 (reset
+seeds 10001..., one torch thread) and records at every decision:
 - the reward the model predicts for the executed action, against the reward the environment pays;
 - Q(z, a) of the executed action (mean of all Q heads) and, for the planner, the value of its chosen plan (H
   predicted rewards and the discounted Q at the end, what MPPI maximises), against the discounted return the
@@ -107,14 +107,18 @@ def main(argv=None) -> int:
     p.add_argument("--compile", choices=("true", "false"), default="true",
                    help="plan compiled, as the frontier runs (compile=true) whose episodes these replay")
     args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error(f"--episodes {args.episodes}: play at least 1")
+    missing = [t for t in args.tasks if not Path(f"models/{t}-size1-seed1.pt").is_file()]
+    if missing:  # checked before any work, so that no task's episodes are played for nothing
+        print(f"no models/{missing[0]}-size1-seed1.pt: ship the task's teacher first", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    result = {"command": " ".join(["scripts/value_calibration.py", *sys.argv[1:]]), "tasks": {}}
+    given = sys.argv[1:] if argv is None else list(argv)
+    result = {"command": " ".join(["scripts/value_calibration.py", *given]), "tasks": {}}
     for task in args.tasks:
-        ckpt = Path(f"models/{task}-size1-seed1.pt")
-        if not ckpt.is_file():
-            print(f"no {ckpt}: ship the task's teacher first", file=sys.stderr)
-            return 2
-        agent, _, _ = load_agent(str(ckpt), {"compile": args.compile == "true"}, "cpu")
+        ckpt = f"models/{task}-size1-seed1.pt"
+        agent, _, _ = load_agent(ckpt, {"compile": args.compile == "true"}, "cpu")
         result["tasks"][task] = {"discount": agent.planner.s.discount}
         for policy in ("prior", "planner", "planner_mean"):
             t0 = time.perf_counter()

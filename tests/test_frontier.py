@@ -454,5 +454,8 @@ def test_value_calibration_replays_the_evaluators_episodes_and_sums_what_they_pa
     first = [round(value_calibration.play(agent, TINY_TASK, p, 0)["return"], 1) for p in ("prior", "planner")]
     assert [written["prior"]["returns"], written["planner"]["returns"]] == [[first[0]], [first[1]]]
     assert set(written) == {"discount", "prior", "planner", "planner_mean"}
-    assert value_calibration.main(["walker-run", "--out", str(tmp_path / "other.json")]) == 2
+    assert value_calibration.main([TINY_TASK, "walker-run", "--out", str(tmp_path / "other.json")]) == 2
     assert not (tmp_path / "other.json").exists()
+    with pytest.raises(SystemExit) as bad:
+        value_calibration.main([TINY_TASK, "--episodes", "0", "--out", str(tmp_path / "other.json")])
+    assert bad.value.code == 2 and not (tmp_path / "other.json").exists()
