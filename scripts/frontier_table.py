@@ -6,7 +6,8 @@ and reset seeds, checked from each log's header), paired episode by episode with
 the main log. ms per step comes from the timing run (docs/frontier/<task>-timing.episodes.jsonl, `frontier.sh
 timing`, an idle machine) where it has the setting, and is marked "-" otherwise. A setting from an extra log is
 named with the log's tag, e.g. "spec_corrector k=3 +two_tower [64x2-corrected]": the long runs' times were taken
-beside other work and are not shown.
+beside other work and are not shown. Each adaptive threshold the long run chose is set beside the planner calls
+per step its settings made (the rule's estimate on collection episodes against the evaluation episodes).
 
     .venv/bin/python scripts/frontier_table.py walker-walk [--min-episodes 30] [--plot docs/frontier-walker-walk.png]
 """
@@ -140,6 +141,31 @@ def answer(rows: list[dict]) -> list[str]:
     return lines
 
 
+def threshold_lines(task: str, rows: list[dict]) -> list[str]:
+    """Each adaptive threshold the long run chose (its output docs/frontier/<task>.json records the choice): the
+    planner calls per step the rule estimated on the collection episodes, against what the settings run with that
+    threshold made on the evaluation episodes (the main log's; an extra log may reuse the threshold on another
+    planner, for which it was not estimated)."""
+    path = FOLDER / f"{task}.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    lines = []
+    for key in ("threshold_choice", "threshold_choice_one_step"):
+        choice = record.get(key)
+        if not choice:
+            continue
+        one_step = choice["mismatch"] == "one_step"
+        played = [r for r in rows if "[" not in r["label"] and r["label"].startswith("adaptive")
+                  and f"thr={choice['threshold']:g}" in r["label"].split()
+                  and ("one_step" in r["label"].split()) == one_step]
+        lines.append(f"adaptive threshold {choice['threshold']:g} ({choice['mismatch']}): estimated "
+                     f"{choice['estimated_planner_calls_per_step']:.3f} planner calls per step at k={choice['k']} on "
+                     f"{choice['episodes']} {choice['seed_kind']} episodes; made on the evaluation episodes: " +
+                     (", ".join(f"{r['label']} {r['calls']:.3f}" for r in played) or "no setting yet"))
+    return lines
+
+
 def _versus(r: dict, rival: dict) -> str:
     """`r` against `rival`: beats / loses to / is level with, by the paired 95% interval of their return ratio."""
     shared = sorted(set(r["returns"]) & set(rival["returns"]))
@@ -221,7 +247,7 @@ def main() -> None:
     rows = setting_rows(args.task, args.min_episodes)  # the logs are read once for the table and the plot
     print(table(rows))
     print()
-    for line in answer(rows):
+    for line in answer(rows) + threshold_lines(args.task, rows):
         print(f"- {line}")
     if args.plot:
         print(f"plot: {plot(args.task, rows, args.plot)}")

@@ -459,3 +459,37 @@ def test_value_calibration_replays_the_evaluators_episodes_and_sums_what_they_pa
     with pytest.raises(SystemExit) as bad:
         value_calibration.main([TINY_TASK, "--episodes", "0", "--out", str(tmp_path / "other.json")])
     assert bad.value.code == 2 and not (tmp_path / "other.json").exists()
+
+
+def test_the_frontier_table_sets_each_thresholds_estimate_against_the_calls_it_made(tmp_path, monkeypatch):
+    """scripts/frontier_table.py: the threshold rule's estimate (from the long run's output) beside the planner calls
+    per step that the settings run with that threshold made, summed from their episodes; the one-step threshold's
+    rows are told apart; an extra log's row with the same threshold is not counted as estimated for."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
+    frontier_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier_table)
+    monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
+    header = {"log_version": 1, "task": "walker-run", "checkpoint_sha256": "ab", "seed": 1}
+    base = [(700.0 + i, 100, 10.0) for i in range(3)]
+    _frontier_log(tmp_path / "walker-run.episodes.jsonl", header, {
+        "baseline": base,
+        "adaptive k=6 thr=0.35 +two_tower": [(650.0, 20, 1.0), (660.0, 30, 1.0), (640.0, 25, 1.0)],
+        "adaptive k=6 thr=0.35": [(600.0, 40, 1.0)] * 3,
+        "adaptive k=6 thr=0.27 one_step +two_tower": [(620.0, 21, 1.0)] * 3})
+    _frontier_log(tmp_path / "walker-run-32x1-adaptive.episodes.jsonl", header,
+                  {"adaptive k=6 thr=0.35 +two_tower (planner 32x1)": [(500.0, 50, 1.0)] * 3})
+    rows = frontier_table.setting_rows("walker-run", 3)
+    assert frontier_table.threshold_lines("walker-run", rows) == []  # no output of the long run yet
+    choice = {"k": 6, "episodes": 16, "seed_kind": "collection"}
+    (tmp_path / "walker-run.json").write_text(json.dumps({
+        "threshold_choice": {**choice, "threshold": 0.35, "mismatch": "open_loop",
+                             "estimated_planner_calls_per_step": 0.33},
+        "threshold_choice_one_step": {**choice, "threshold": 0.27, "mismatch": "one_step",
+                                      "estimated_planner_calls_per_step": 0.3}}))
+    open_loop, one_step = frontier_table.threshold_lines("walker-run", rows)
+    assert open_loop.startswith("adaptive threshold 0.35 (open_loop): estimated 0.330 planner calls per step at k=6 "
+                                "on 16 collection episodes")
+    assert open_loop.endswith("adaptive k=6 thr=0.35 +two_tower 0.250, adaptive k=6 thr=0.35 0.400")  # 75 / 300
+    assert one_step.endswith(": adaptive k=6 thr=0.27 one_step +two_tower 0.210")
