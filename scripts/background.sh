@@ -29,6 +29,7 @@ LANES=${LANES:-"walker-run:walker-walk cartpole-swingup:cheetah-run"}  # <new ta
 NEW=$NEW_TASKS
 
 lane_pid() { pgrep -f "scripts/background.sh lane $1 " || true; }
+ASYNC_STEPS="gym-qwen (collect|distill) .*models/(${FIRST_TASKS// /|})-size1-seed1.pt"  # a lane's async-DAgger steps
 say() { echo "$(date -u +%F\ %H:%M) $*"; }
 
 wait_for() {  # $1: pgrep pattern; polls until no such process is left
@@ -97,11 +98,13 @@ case "${1:-status}" in
   pause|continue)
     # each script's own tasks, whatever TASKS this was called with (realtime.sh check calls it with its own)
     TASKS="$NEW" scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"
-    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh "$1" ;;
+    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh "$1"
+    sig=$([ "$1" = pause ] && echo STOP || echo CONT)  # and the lanes' async-DAgger steps on the first teachers
+    for p in $(pgrep -f "$ASYNC_STEPS" || true); do kill -"$sig" "$p" && echo "async-DAgger step: SIG$sig $p"; done ;;
   stop)
     for l in $LANES; do p=$(lane_pid "${l%%:*}"); [ -n "$p" ] && kill $p; done
     for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(${NEW// /|})" \
-                   "gym-qwen teacher run=" "bench_realtime.py"; do
+                   "gym-qwen teacher run=" "bench_realtime.py" "$ASYNC_STEPS"; do
       pkill -CONT -f "$pattern" || true; pkill -f "$pattern" || true
     done ;;
   stash)

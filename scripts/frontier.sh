@@ -154,6 +154,7 @@ case "${1:-status}" in
       .venv/bin/gym-qwen evaluate checkpoint="models/$t-size1-seed1.pt" episodes="${TIMING_EPISODES:-1}" mode=all \
         seed=1 spec_exec_horizons=1,3,6 planner_budgets=64x2,128x3,256x4 $(thresholds "$t") \
         torch_threads=1 compile=true progress=false output="docs/frontier/$t-timing.json" resume=true \
+        plot="logs/frontier-timing-$t.png" \
         > "logs/frontier-timing-$t.log" 2>&1 && run_extras "$t" "${TIMING_EPISODES:-1}" -timing \
         >> "logs/frontier-timing-$t.log" 2>&1 &
     done
