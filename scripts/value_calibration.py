@@ -109,16 +109,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error(f"--episodes {args.episodes}: play at least 1")
-    missing = [t for t in args.tasks if not Path(f"models/{t}-size1-seed1.pt").is_file()]
+    teachers = {task: Path(f"models/{task}-size1-seed1.pt") for task in args.tasks}
+    missing = [path for path in teachers.values() if not path.is_file()]
     if missing:  # checked before any work, so that no task's episodes are played for nothing
-        print(f"no models/{missing[0]}-size1-seed1.pt: ship the task's teacher first", file=sys.stderr)
+        print(f"no {missing[0]}: ship the task's teacher first", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
     given = sys.argv[1:] if argv is None else list(argv)
     result = {"command": " ".join(["scripts/value_calibration.py", *given]), "tasks": {}}
-    for task in args.tasks:
-        ckpt = f"models/{task}-size1-seed1.pt"
-        agent, _, _ = load_agent(ckpt, {"compile": args.compile == "true"}, "cpu")
+    for task, ckpt in teachers.items():
+        agent, _, _ = load_agent(str(ckpt), {"compile": args.compile == "true"}, "cpu")
         result["tasks"][task] = {"discount": agent.planner.s.discount}
         for policy in ("prior", "planner", "planner_mean"):
             t0 = time.perf_counter()

@@ -323,6 +323,16 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
                                                                                                 kind)["threshold"]
 
 
+def _script(name: str):
+    """scripts/<name>.py loaded as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, f"scripts/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _frontier_log(path, header: dict, rows: dict) -> None:
     """An episode log as `evaluate output=` writes it: {label: [(return, planner calls, seconds), ...]}."""
     lines = [header]
@@ -337,13 +347,9 @@ def test_the_frontier_table_pairs_every_setting_with_the_baseline_and_draws_it(t
     """scripts/frontier_table.py: retained is paired episode by episode (a ratio known by construction), planner
     calls per step are summed from the episodes, ms per step comes only from the timing log, an extra log's
     settings are tagged, a setting with too few episodes is left out, and the plot shows each family's colour."""
-    import importlib.util
-
     from pngs import assert_plot
 
-    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
-    frontier_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(frontier_table)
+    frontier_table = _script("frontier_table")
     monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
     header = {"log_version": 1, "task": "walker-walk", "checkpoint_sha256": "ab", "seed": 1}
     base = [(900.0 + 10 * i, 100, 10.0) for i in range(4)]
@@ -373,11 +379,7 @@ def test_the_frontier_answer_names_the_cheapest_settings_and_judges_speculation_
     """frontier_table.answer on logs whose ratios and times are known: the cheapest setting above 95% / 97% by ms
     per step, the <= 0.33-calls target, and speculation judged against the best competitor no slower than it
     (beats, level, loses by the paired interval); without times for every setting, no "cheapest" is claimed."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
-    frontier_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(frontier_table)
+    frontier_table = _script("frontier_table")
     monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
     header = {"log_version": 1, "task": "cheetah-run", "checkpoint_sha256": "ab", "seed": 1}
     rng = np.random.default_rng(0)
@@ -420,17 +422,13 @@ def test_value_calibration_replays_the_evaluators_episodes_and_sums_what_they_pa
     """scripts/value_calibration.py: its prior and planner episodes are `evaluate`'s mode=prior and mode=baseline
     episodes decision for decision (same returns), and each decision's paid return is the discounted sum of the
     rewards from there on."""
-    import importlib.util
-
     from conftest import TINY_TASK
     from test_cli import untrained_checkpoint
 
     from gym_qwen.platform.speculative.evaluation import evaluate_checkpoint
     from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
-    spec = importlib.util.spec_from_file_location("value_calibration", "scripts/value_calibration.py")
-    value_calibration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(value_calibration)
+    value_calibration = _script("value_calibration")
     ckpt = untrained_checkpoint(tmp_path / "models" / f"{TINY_TASK}-size1-seed1.pt")
     agent, _, _ = load_agent(str(ckpt), {}, "cpu")
     prior = value_calibration.play(agent, TINY_TASK, "prior", 1)
@@ -465,11 +463,7 @@ def test_the_frontier_table_sets_each_thresholds_estimate_against_the_calls_it_m
     """scripts/frontier_table.py: the threshold rule's estimate (from the long run's output) beside the planner calls
     per step that the settings run with that threshold made, summed from their episodes; the one-step threshold's
     rows are told apart; an extra log's row with the same threshold is not counted as estimated for."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("frontier_table", "scripts/frontier_table.py")
-    frontier_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(frontier_table)
+    frontier_table = _script("frontier_table")
     monkeypatch.setattr(frontier_table, "FOLDER", tmp_path)
     header = {"log_version": 1, "task": "walker-run", "checkpoint_sha256": "ab", "seed": 1}
     base = [(700.0 + i, 100, 10.0) for i in range(3)]
