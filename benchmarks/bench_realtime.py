@@ -25,7 +25,10 @@ Settings the frontier runs already played on the same teacher, seed and episodes
 the planner budgets: docs/frontier/<task>*.episodes.jsonl) are copied from their logs, each line marked
 `reused_from`, not played again (`reuse=none` plays them). Every finished episode is appended to
 <out>/realtime-<task>.episodes.jsonl; running the same command again
-continues from it, with the L the earlier run measured (more episodes= extends it; fresh=true starts over). Writes <out>/realtime-<task>.json (every
+continues from it, with the latencies the earlier run measured (L and each budget's, kept in
+<out>/realtime-<task>.latencies.json as soon as they are measured, so that a run stopped before its end resumes under
+the same clock and the same budgets fitting each P; more episodes= extends it; fresh=true starts over and measures
+again). Writes <out>/realtime-<task>.json (every
 row with its 95% intervals, the control rate each setting sustains while keeping >= 95% of the baseline's return,
 the issue's targets at d = 3) and <plot_dir>/realtime-<task>.png.
 """
@@ -134,9 +137,27 @@ class Runner:
         self.log = EpisodeLog(log_path, header, resume=True)
         self.reused = reused_logs(task, args["reuse"], header)
         self.correctors = {}
+        self.timings = out / f"realtime-{task}.latencies.json"
+        # "full" or a budget's name -> median ms, measured here or by the run being continued
+        self.measured = {} if flag(args["fresh"]) else kept_latencies(self.timings, self.overrides,
+                                                                       int(args["threads"]))
 
     def corrector_file(self, kind: str) -> str:
         return str(ROOT / "models" / "correctors" / f"{self.checkpoint.stem}-{kind}.pt")
+
+    def kept_latency(self, name: str, spec=None) -> tuple[float, bool]:
+        """The median time (ms) of a planner ("full", or a budget's name with its spec): as the run being
+        continued measured it, else measured now and kept at once (atomically) for the runs that continue this one;
+        and whether it was measured now."""
+        from gym_qwen.platform.files import atomic_write_bytes
+
+        if name in self.measured:
+            return self.measured[name], False
+        self.measured[name] = self.latency(spec)
+        kept = {"task": self.task, "agent_overrides": self.overrides, "threads": int(self.args["threads"]),
+                "latency_ms": self.measured}
+        atomic_write_bytes(self.timings, lambda f: f.write(json.dumps(kept, indent=1).encode()))
+        return self.measured[name], True
 
     def latency(self, spec=None) -> float:
         """The median time (ms) of the setting's planner here."""
@@ -186,6 +207,17 @@ class Runner:
         return result
 
 
+def kept_latencies(path: Path, overrides: dict, threads: int) -> dict:
+    """The planner latencies (ms by "full" or budget name) an earlier run of the same agent overrides and torch
+    threads kept in `path`; {} where there is none."""
+    if not path.is_file():
+        return {}
+    kept = json.loads(path.read_text())
+    if kept.get("agent_overrides") != overrides or kept.get("threads") != threads:
+        return {}
+    return dict(kept["latency_ms"])
+
+
 def reused_logs(task: str, reuse: str, header: dict) -> list:
     """The episode logs whose episodes may stand in for this run's (read-only): comma-separated files and/or
     `frontier`, the logs of the frontier runs on this task (docs/frontier/<task>.episodes.jsonl and
@@ -222,15 +254,13 @@ def specs_for(runner: Runner, args: dict) -> dict:
     from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings, budget_overrides, parse_budget
 
     given = parse_latency(args["latency"])
-    earlier = Path(args["out"]) / f"realtime-{runner.task}.json"
-    if given is None and earlier.is_file() and not flag(args["fresh"]):  # continuing: the periods stay the same
-        record = json.loads(earlier.read_text())
-        if record.get("latency_source") == "measured" and record.get("agent_overrides") == runner.overrides:
-            given = record["planner_latency_ms"]
-            print(f"{runner.task}: L as measured by the run being continued ({earlier})", flush=True)
-    latency = given if given is not None else runner.latency()
-    source = "given" if parse_latency(args["latency"]) is not None else "measured"
-    print(f"{runner.task}: the full planner takes L = {latency:.1f} ms ({source}; {args['threads']} threads)",
+    source = "given" if given is not None else "measured"
+    if given is not None:
+        latency, now = given, False
+    else:  # continuing: the periods stay the same
+        latency, now = runner.kept_latency("full")
+    kept = "" if now or given is not None else f", by the run being continued: {runner.timings}"
+    print(f"{runner.task}: the full planner takes L = {latency:.1f} ms ({source}{kept}; {args['threads']} threads)",
           flush=True)
     margin = float(args["margin"])
     periods = []
@@ -251,8 +281,9 @@ def specs_for(runner: Runner, args: dict) -> dict:
     budgets = {}
     for text in [b for b in args["budgets"].split(",") if b.strip()]:
         b = spec("baseline", overrides=budget_overrides(*parse_budget(text)).items())
-        budgets[text] = (b, runner.latency(b))
-        print(f"  planner budget {text}: {budgets[text][1]:.1f} ms", flush=True)
+        ms, now = runner.kept_latency(text, b)
+        budgets[text] = (b, ms)
+        print(f"  planner budget {text}: {ms:.1f} ms{'' if now else ' (kept)'}", flush=True)
     by_delay = {}  # one simulated setting per d (P matters only through d); d = 1: the baseline's episodes
     for p in periods:
         d, P = p["delay"], p["control_period_ms"]
@@ -272,7 +303,8 @@ def specs_for(runner: Runner, args: dict) -> dict:
                                                              clock=ClockSettings(P, latency, source))
         for text in [b for b in args["gap_budgets"].split(",") if b.strip()]:
             overrides = tuple(budget_overrides(*parse_budget(text)).items())
-            ms = budgets[text][1] if text in budgets else runner.latency(spec("baseline", overrides=overrides))
+            ms = budgets[text][1] if text in budgets else runner.kept_latency(
+                text, spec("baseline", overrides=overrides))[0]
             if delay_steps(P, ms) == 1:
                 print(f"  async on {text}: its plans ({ms:.1f} ms) fit P = {P:.1f} ms, so it is the budget's own "
                       "row (d = 1)", flush=True)

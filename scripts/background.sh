@@ -11,7 +11,9 @@
 # frontier's timing runs and the real-time wall-clock check, which need an otherwise idle machine.
 #   scripts/background.sh start            restore (below), then start both lanes (a lane already running is left alone)
 #   scripts/background.sh status           each lane's step, and the runs' own status
-#   scripts/background.sh pause|continue   SIGSTOP / SIGCONT every run of both lanes (tests, timing, the final CI)
+#   scripts/background.sh pause|continue   SIGSTOP / SIGCONT every run of both lanes (tests, timing, the final CI);
+#                                          while paused (logs/background.paused) a lane starts no next step
+#   scripts/background.sh signal STOP|CONT the signals alone, flag untouched (realtime.sh, while it times planners)
 #   scripts/background.sh stop             end the lanes and their runs (each resumes from its checkpoint or log)
 #   scripts/background.sh stash            before the machine goes away: everything the lanes resume from that git does
 #                                          not keep (unfinished teachers' train_state, the collections in data/, the
@@ -35,6 +37,10 @@ say() { echo "$(date -u +%F\ %H:%M) $*"; }
 wait_for() {  # $1: pgrep pattern; polls until no such process is left
   while pgrep -f "$1" >/dev/null; do sleep 30; done
 }
+PAUSED=logs/background.paused
+unpaused() {  # a step that ends while everything is paused (tests, timing, the final CI) starts no next one
+  while [ -f "$PAUSED" ]; do sleep 30; done
+}
 
 lane() {  # $1 new task, $2 real-time benchmark task
   local t=$1 rt=$2 run="runs/$1/teacher/seed1" ckpt="models/$1-size1-seed1.pt"
@@ -55,21 +61,21 @@ lane() {  # $1 new task, $2 real-time benchmark task
         > logs/curves.log 2>&1 && say "curves: docs/learning-curves.png"
     fi
   fi
-  say "$t: frontier pipeline"
+  unpaused; say "$t: frontier pipeline"
   scripts/frontier.sh pipeline-task "$t"
   local async="models/correctors/$rt-size1-seed1-async-d3"  # what could close a gap at d = 3 (issue 31)
   if [ ! -f "$async-two_tower.pt" ]; then
-    say "$rt: a two-tower trained on async data (DAgger with the async executor, d = 3)"
+    unpaused; say "$rt: a two-tower trained on async data (DAgger with the async executor, d = 3)"
     .venv/bin/gym-qwen collect checkpoint="models/$rt-size1-seed1.pt" async_delay=3 corrector_type=two_tower \
       episodes=16 seed=1 output="data/$rt-async-d3.parquet" torch_threads=1 progress=false resume=true
-    local data="data/$rt-async-d3.parquet"  # aggregated with the open-loop collection where this machine has it
+    unpaused; local data="data/$rt-async-d3.parquet"  # aggregated with the open-loop collection where it is here
     [ -f "data/$rt-calibration.parquet" ] && data="data/$rt-calibration.parquet,$data"
     .venv/bin/gym-qwen distill data="$data" \
       tdmpc_ckpt="models/$rt-size1-seed1.pt" corrector_type=two_tower epochs=150 save_path="$async" \
       torch_threads=1 progress=false mlflow=false
   fi
   for r in "$rt" "$t"; do  # the first teacher's, then this lane's new one (issue 31: "and the new tasks")
-    say "$r: real-time benchmark"
+    unpaused; say "$r: real-time benchmark"
     TASKS=$r scripts/realtime.sh start
     sleep 10; wait_for "bench_realtime.py tasks=$r "
   done
@@ -96,11 +102,15 @@ case "${1:-status}" in
     TASKS="$NEW" scripts/teachers.sh status; TASKS="$NEW" scripts/frontier.sh status
     TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh status ;;
   pause|continue)
+    mkdir -p logs
+    if [ "$1" = pause ]; then touch "$PAUSED"; "$0" signal STOP; else rm -f "$PAUSED"; "$0" signal CONT; fi ;;
+  signal)
+    [ "${2:-}" = STOP ] || [ "${2:-}" = CONT ] || { echo "usage: $0 signal STOP|CONT" >&2; exit 2; }
+    cmd=$([ "$2" = STOP ] && echo pause || echo continue)
     # each script's own tasks, whatever TASKS this was called with (realtime.sh check calls it with its own)
-    TASKS="$NEW" scripts/teachers.sh "$1"; TASKS="$NEW" scripts/frontier.sh "$1"
-    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh "$1"
-    sig=$([ "$1" = pause ] && echo STOP || echo CONT)  # and the lanes' async-DAgger steps on the first teachers
-    for p in $(pgrep -f "$ASYNC_STEPS" || true); do kill -"$sig" "$p" && echo "async-DAgger step: SIG$sig $p"; done ;;
+    TASKS="$NEW" scripts/teachers.sh "$cmd"; TASKS="$NEW" scripts/frontier.sh "$cmd"
+    TASKS="$FIRST_TASKS $NEW" scripts/realtime.sh "$cmd"
+    for p in $(pgrep -f "$ASYNC_STEPS" || true); do kill -"$2" "$p" && echo "async-DAgger step: SIG$2 $p"; done ;;
   stop)
     for l in $LANES; do p=$(lane_pid "${l%%:*}"); [ -n "$p" ] && kill $p; done
     for pattern in "exp_name=teacher" "frontier.sh pipeline-task" "gym-qwen .*models/(${NEW// /|})" \
@@ -138,5 +148,5 @@ case "${1:-status}" in
       mkdir -p "$(dirname "$f")"; git show "$ref:$f" > "$f.tmp" && mv "$f.tmp" "$f"; n=$((n + 1))
     done < <(git ls-tree -r --name-only "$ref")
     echo "restored $n files from $ref ($(git log -1 --format=%s "$ref"))" ;;
-  *) echo "usage: $0 start|status|pause|continue|stop|stash|restore" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|pause|continue|signal|stop|stash|restore" >&2; exit 2 ;;
 esac

@@ -2,8 +2,10 @@
 # The real-time benchmark (issue 31, benchmarks/bench_realtime.py), 30 paired episodes per setting on each shipped
 # teacher, one torch thread per task, in the background and resumable (each finished episode is a line of
 # benchmarks/results/realtime-<task>.episodes.jsonl; `start` continues from there with the L measured first).
-# Latencies decide d, so they are measured on a quiet machine: `start` pauses the teachers' and frontier runs while
-# the planners are timed (a few seconds per task) and lets them go on after.
+# Latencies decide d and which budgets fit each period, so they are measured on a quiet machine: `start` pauses every
+# other background run (scripts/background.sh's, the other tasks' benchmarks included) while the planners are timed
+# (a few seconds per task) and lets them go on after, unless `background.sh pause` was called meanwhile. The
+# latencies are kept (benchmarks/results/realtime-<task>.latencies.json), so a resumed run is not timed again.
 #   scripts/realtime.sh start       start or resume every task in TASKS
 #   scripts/realtime.sh status      running or not, and the settings finished
 #   scripts/realtime.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
@@ -28,9 +30,8 @@ gap() {  # what could close a gap at d = 3: async on the budget just over P = L/
 case "${1:-status}" in
   start)
     mkdir -p logs
-    new=$NEW_TASKS  # the other background runs (scripts/background.sh)
-    TASKS=$new scripts/teachers.sh pause >/dev/null; TASKS=$new scripts/frontier.sh pause >/dev/null
-    trap 'TASKS=$new scripts/teachers.sh continue >/dev/null; TASKS=$new scripts/frontier.sh continue >/dev/null' EXIT
+    scripts/background.sh signal STOP >/dev/null  # every other background run, while the planners are timed
+    trap '[ -f logs/background.paused ] || scripts/background.sh signal CONT >/dev/null' EXIT
     for t in $TASKS; do
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
       log="logs/realtime-$t.log"

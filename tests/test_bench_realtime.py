@@ -49,3 +49,25 @@ def test_reuse_takes_the_frontier_logs_of_the_task_and_teacher_only(tmp_path, mo
     both = bench.reused_logs("walker-walk", f"frontier,{folder / 'walker-walk-32x1-timing.episodes.jsonl'}", header)
     assert sorted(log.path.name for log in both) == ["walker-walk-32x1-timing.episodes.jsonl",
                                                      "walker-walk-32x1.episodes.jsonl", "walker-walk.episodes.jsonl"]
+
+
+def test_latencies_are_kept_when_measured_and_not_measured_again(tmp_path, monkeypatch):
+    """A run stopped before its end resumes with the L and budget latencies it measured (they set d and which
+    budgets fit each P), not with new ones taken on a machine that may be busier."""
+    bench = _bench(monkeypatch, tmp_path)
+    runner = bench.Runner.__new__(bench.Runner)  # the teacher is not needed: only the keeping of its timings
+    runner.task, runner.args, runner.overrides = "walker-walk", {"threads": "1"}, {"compile": False}
+    runner.timings, runner.measured = tmp_path / "realtime-walker-walk.latencies.json", {}
+    timed = []
+    monkeypatch.setattr(runner, "latency", lambda spec=None: timed.append(spec) or 100.0 + len(timed))
+    assert runner.kept_latency("full") == (101.0, True)
+    assert runner.kept_latency("64x2", "spec") == (102.0, True)
+    assert runner.kept_latency("full") == (101.0, False) and len(timed) == 2
+    kept = bench.kept_latencies(runner.timings, {"compile": False}, 1)
+    assert kept == {"full": 101.0, "64x2": 102.0}
+    assert bench.kept_latencies(runner.timings, {}, 1) == {}  # another agent: measured again
+    assert bench.kept_latencies(runner.timings, {"compile": False}, 2) == {}  # other threads: measured again
+    assert bench.kept_latencies(tmp_path / "missing.json", {}, 1) == {}
+    resumed = bench.Runner.__new__(bench.Runner)
+    resumed.timings, resumed.measured, resumed.latency = runner.timings, kept, lambda spec=None: 1 / 0
+    assert resumed.kept_latency("64x2") == (102.0, False)
