@@ -36,7 +36,9 @@ case "${1:-status}" in
       if [ -n "$(pids "$t")" ]; then echo "$t: already running"; continue; fi
       log="logs/realtime-$t.log"
       # shellcheck disable=SC2086
-      reuse=frontier; c="benchmarks/results/realtime-check/realtime-$t.episodes.jsonl"; [ -f "$c" ] && reuse="$reuse,$c"
+      reuse=frontier
+      # the wall-clock check's simulated episodes, and rows played on their own (e.g. a gap corrector made later)
+      for c in benchmarks/results/realtime-{check,gap}/realtime-"$t".episodes.jsonl; do [ -f "$c" ] && reuse="$reuse,$c"; done
       # shellcheck disable=SC2086
       setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") reuse="$reuse" $EXTRA \
         >> "$log" 2>&1 < /dev/null &
