@@ -303,8 +303,7 @@ def specs_for(runner: Runner, args: dict) -> dict:
                                                              clock=ClockSettings(P, latency, source))
         for text in [b for b in args["gap_budgets"].split(",") if b.strip()]:
             overrides = tuple(budget_overrides(*parse_budget(text)).items())
-            ms = budgets[text][1] if text in budgets else runner.kept_latency(
-                text, spec("baseline", overrides=overrides))[0]
+            ms = runner.kept_latency(text, spec("baseline", overrides=overrides))[0]  # timed once per name
             if delay_steps(P, ms) == 1:
                 print(f"  async on {text}: its plans ({ms:.1f} ms) fit P = {P:.1f} ms, so it is the budget's own "
                       "row (d = 1)", flush=True)
