@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The real-time benchmark (issue 31, benchmarks/bench_realtime.py), 30 paired episodes per setting on each shipped
 # teacher, one torch thread per task, in the background and resumable (each finished episode is a line of
-# benchmarks/results/realtime-<task>.episodes.jsonl; `start` continues from there with the L measured first).
+# $OUT/realtime-<task>.episodes.jsonl; `start` continues from there with the L measured first). OUT is docs/realtime/:
+# the episode logs are committed, so that a new machine resumes where the last one stopped.
 # Latencies decide d and which budgets fit each period, so they are measured on a quiet machine: `start` pauses every
 # other background run (scripts/background.sh's, the other tasks' benchmarks included) while the planners are timed
 # (a few seconds per task) and lets them go on after, unless `background.sh pause` was called meanwhile. The
-# latencies are kept (benchmarks/results/realtime-<task>.latencies.json), so a resumed run is not timed again.
+# latencies are kept ($OUT/realtime-<task>.latencies.json), so a resumed run is not timed again.
 #   scripts/realtime.sh start       start or resume every task in TASKS
 #   scripts/realtime.sh status      running or not, and the settings finished
 #   scripts/realtime.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
@@ -13,11 +14,12 @@
 #                                   each task, one task after the other, everything else in the background paused
 #                                   meanwhile (the wall clock needs the cores): deadline misses, and episodes equal to
 #                                   the simulated clock's (its settings taken from the 30-episode run's log where it
-#                                   has them); out: benchmarks/results/realtime-check/, log: logs/realtime-check.log
+#                                   has them); out: $OUT/check/, log: logs/realtime-check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/tasks.sh
 TASKS=${TASKS:-$FIRST_TASKS}  # and $NEW_TASKS once their frontier pipelines are done (background.sh)
+OUT=${OUT:-docs/realtime}  # episode logs, kept latencies and the JSON; the plots go to docs/
 EXTRA=${EXTRA:-}  # more bench keys, e.g. realtime=true (on an otherwise idle machine)
 
 pids() { pgrep -f "bench_realtime.py tasks=$1 " || true; }
@@ -38,9 +40,9 @@ case "${1:-status}" in
       # shellcheck disable=SC2086
       reuse=frontier
       # the wall-clock check's simulated episodes, and rows played on their own (e.g. a gap corrector made later)
-      for c in benchmarks/results/realtime-{check,gap}/realtime-"$t".episodes.jsonl; do [ -f "$c" ] && reuse="$reuse,$c"; done
+      for c in "$OUT"/{check,gap}/realtime-"$t".episodes.jsonl; do [ -f "$c" ] && reuse="$reuse,$c"; done
       # shellcheck disable=SC2086
-      setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") reuse="$reuse" $EXTRA \
+      setsid nohup .venv/bin/python benchmarks/bench_realtime.py tasks="$t" threads=1 $(gap "$t") reuse="$reuse" out="$OUT" $EXTRA \
         >> "$log" 2>&1 < /dev/null &
       echo "$t: started (log: $log)"
       for _ in $(seq 120); do  # until its planners are timed (the last budget is printed), 2 minutes at most
@@ -52,10 +54,10 @@ case "${1:-status}" in
     setsid nohup bash -c "
       scripts/background.sh pause; scripts/realtime.sh pause
       for t in $TASKS; do
-        main=benchmarks/results/realtime-\$t.episodes.jsonl; reuse=frontier; [ -f \$main ] && reuse=frontier,\$main
+        main=$OUT/realtime-\$t.episodes.jsonl; reuse=frontier; [ -f \$main ] && reuse=frontier,\$main
         .venv/bin/python benchmarks/bench_realtime.py tasks=\$t threads=1 episodes=$n realtime=true \
-          realtime_episodes=$n reuse=\$reuse out=benchmarks/results/realtime-check \
-          plot_dir=benchmarks/results/realtime-check
+          realtime_episodes=$n reuse=\$reuse out=$OUT/check \
+          plot_dir=$OUT/check
       done
       scripts/background.sh continue; scripts/realtime.sh continue" >> logs/realtime-check.log 2>&1 < /dev/null &
     echo "wall-clock check started, everything else paused until it ends (log: logs/realtime-check.log)" ;;

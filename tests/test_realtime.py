@@ -46,8 +46,8 @@ class Timeline(ClockedExecutor):
         self.starts, self.sources = [], []
         super().reset(rows)
 
-    def _start(self, t):
-        super()._start(t)
+    def _start(self, t, executed=None):
+        super()._start(t, executed)
         self.starts.append((t, self.job.ready_at, self.job.shift))
 
     def act(self, obs, rows=None, t=0):
@@ -175,8 +175,9 @@ def test_async_stale_baseline_and_prior_timelines_by_hand(agent):
     assert rec["planner_calls"] == 4 and agent.planner.calls - before == 3  # the discarded plan is never computed
     assert rec["extensions"] == 3 and rec["speculative_steps"] == 10 and rec["deadline_misses"] == 0
     # encoded: every plan start (0, 4, 8, 12) and every prior step (0, 1, 2); the policy: 3 prior steps and the
-    # first plan's prediction of decision 3 (3 steps of the prior through the dynamics)
-    assert rec["encoder_calls"] == 6 and rec["policy_calls"] == 6
+    # first plan's prediction of decision 3 (3 steps through the dynamics: the prior's action executed at 0, then
+    # the prior at the predicted latents 1 and 2)
+    assert rec["encoder_calls"] == 6 and rec["policy_calls"] == 5
     assert rec["wait_seconds"] == 0.0  # every plan was made while earlier decisions ran
 
     stale = Timeline(agent, settings("stale"), clock, planner_seed=3)
@@ -215,6 +216,42 @@ def test_async_with_a_corrector_corrects_every_speculative_step(agent):
     assert rec["corrector_calls"] == rec["steps_corrected"] == rec["speculative_steps"] == 10
     assert rec["return"] == plain["return"]  # the identity changes no action
     assert rec["encoder_calls"] == 13  # the corrector looks at every decision
+
+
+class Rolls(Timeline):
+    """A Timeline that also notes what each plan started from: (decision, real latent, action rolled through first,
+    the plan's start latent), and every action sent."""
+
+    def reset(self, rows=None):
+        self.rolls, self.sent = [], []
+        super().reset(rows)
+
+    def _start(self, t, executed=None):
+        super()._start(t, executed)
+        self.rolls.append((t, self._real().clone(), executed, self.job.z_start.clone()))
+
+    def act(self, obs, rows=None, t=0):
+        out = super().act(obs, rows, t)
+        self.sent.append(torch.as_tensor(out).clone())
+        return out
+
+
+def test_async_plans_from_the_action_the_decision_executed(agent):
+    # d = 2 (P = 10, L = 15): the plan started at t plans for t + 1 from z(t) rolled through the action t executed.
+    # The corrector flips every action, so the plan's own action for t (what the prediction rolled through before)
+    # is not the one executed.
+    def flip(z, z_pred, action, window, mask):
+        return -action
+
+    ex = Rolls(agent, settings("async"), ClockSettings(10.0, 15.0), corrector=flip, planner_seed=3)
+    play_toy(ex, 9)
+    assert [t for t, *_ in ex.rolls] == [0, 2, 4, 6, 8]
+    for t, z, executed, z_start in ex.rolls:
+        assert torch.equal(executed, ex.sent[t])
+        assert torch.allclose(z_start, agent.model.next(z, executed))
+    assert ex.sources == ["prior"] + ["corrected"] * 8
+    t, z, executed, z_start = ex.rolls[1]
+    assert not torch.allclose(agent.model.next(z, -executed), z_start)  # the plan's action leads elsewhere
 
 
 def test_adaptive_async_cancels_the_plan_in_flight_and_counts_it(agent):

@@ -6,8 +6,10 @@ plan that takes over at t is followed by one started at t + 1 that takes over at
 an episode is ready (decisions 0..d-2) the policy prior acts. The modes:
 
 - async (speculative planning): the plan started at t + 1 plans for the state it takes over at, z^(t+d): the real
-  latent z(t+1) rolled through the world model with the current plan's actions for t+1..t+d-1 (the first plan:
-  with the policy prior's mean actions). It is warm-started from the current plan's MPPI mean shifted by d, and
+  latent z(t+1) rolled through the world model with the action decision t + 1 executes (corrected, where a
+  corrector acts: the plan starts once that action is chosen) and the current plan's actions for t+2..t+d-1 (the
+  first plan: with the policy prior's mean actions). With d = 1 the plan started at t is used at t, so it starts
+  before the action is chosen. It is warm-started from the current plan's MPPI mean shifted by d, and
   its action j is the one for decision t+d+j, taken from its predicted latent j (past the plan's horizon H the
   chunk is extended with the policy prior through the dynamics, as spec_extended does). Every step after the
   plan's start is speculative: corrected when a corrector is given. With a finite `mismatch_threshold` each
@@ -87,6 +89,10 @@ class ClockedExecutor:
         self.H = self.planner.s.horizon
         self.d = clock.delay if self.mode != "prior" else 1
         self.adaptive = self.mode == "async" and math.isfinite(settings.mismatch_threshold)
+        # async with d > 1 starts a plan once this decision's action is chosen, so that the prediction it plans
+        # from rolls through the action executed (corrected) rather than the plan's; with d = 1 the plan started
+        # at t is the one used at t, so it starts first
+        self.starts_after_acting = self.mode == "async" and self.d > 1
         # chunk positions needed: async executes d steps and predicts over the next d - 1; a restart at the chunk's
         # last step executes and predicts d - 1 more
         self.K = self.H if self.mode != "async" else max(self.H, self.d, 2 * self.d - 2 if self.adaptive else 0)
@@ -162,7 +168,7 @@ class ClockedExecutor:
             self._real()  # the history sees every step
         action = None
         if self.mode != "prior":
-            if self.job is None and t >= self.next_start:
+            if not self.starts_after_acting and self.job is None and t >= self.next_start:
                 self._start(t)
             if self.job is not None and self.job.ready_at == t:
                 self._take_over(t)
@@ -173,6 +179,8 @@ class ClockedExecutor:
         action = action.clamp(-1, 1)
         if self.on_step is not None:
             self.last_z, self.last_action = self._real(), action
+        if self.starts_after_acting and self.job is None and t >= self.next_start:
+            self._start(t, executed=action)
         out = action.cpu().numpy()
         ready = time.perf_counter() - self._shadow_s  # the teacher's replans are not the agent's work
         self._count("decisions")
@@ -271,17 +279,17 @@ class ClockedExecutor:
             self._time("wait", time.perf_counter() - t0)
         self._count("plans_cancelled")
         self._count("plans_discarded")
-        self.job = None
-        self._start(t)
+        self.job = None  # act() starts the new one once this decision's action is chosen
         self.restarted = True
 
     # ------------------------------------------------------------------ plans
-    def _start(self, t: int) -> None:
-        """Start a plan at decision t (see the module docstring for what each mode plans from)."""
+    def _start(self, t: int, executed: torch.Tensor | None = None) -> None:
+        """Start a plan at decision t (see the module docstring for what each mode plans from); `executed`: the
+        action decision t executes, where it is already chosen."""
         z, c = self._real(), self.chunk
         if self.mode == "async":
             ready_at = t + self.d - 1
-            z_start = self._predict(z, t, self.d - 1)
+            z_start = self._predict(z, t, self.d - 1, executed)
             shift = ready_at - c.took_over if c is not None else 0
         else:
             ready_at = t + self.d - 1 if self.mode == "stale" else t
@@ -295,15 +303,17 @@ class ClockedExecutor:
             self.runner.submit(job)
         self.job = job
 
-    def _predict(self, z: torch.Tensor, t: int, steps: int) -> torch.Tensor:
+    def _predict(self, z: torch.Tensor, t: int, steps: int, executed: torch.Tensor | None = None) -> torch.Tensor:
         """z rolled `steps` decisions forward with the actions the current plan takes from decision t on (no plan
-        yet: the policy prior's mean actions through the dynamics)."""
+        yet: the policy prior's mean actions through the dynamics); `executed`, where given, is decision t's."""
         if steps == 0:
             return z
         t0 = time.perf_counter()
         c = self.chunk
         for i in range(steps):
-            if c is not None:
+            if i == 0 and executed is not None:
+                a = executed
+            elif c is not None:
                 a = c.actions[t - c.took_over + i].unsqueeze(0)
             else:
                 a = self.model.pi(z)[1]["mean"]
