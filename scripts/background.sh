@@ -21,7 +21,8 @@
 #                                          and the files in docs/ and models/ that git does not track yet)
 #                                          as one commit on the branch teacher-stash, with no parent (each stash
 #                                          replaces the last, so old replay buffers do not pile up; main's tree
-#                                          never holds them); it lands with main when a session ends normally
+#                                          never holds them). A branch of this clone only: a new machine gets main
+#                                          alone, so what must survive is committed (docs/realtime/, docs/frontier/)
 #   scripts/background.sh restore          on a new machine, before `start`: put back every stashed file this
 #                                          checkout lacks (a file already here is left as it is)
 set -euo pipefail
