@@ -321,6 +321,12 @@ def test_collection_records_the_one_step_mismatch_and_mode_all_verifies_with_it(
     for kind in ("open_loop", "one_step"):
         assert threshold_from_data(str(slim), 3, 0.6, kind)["threshold"] == threshold_from_data(str(data), 3, 0.6,
                                                                                                 kind)["threshold"]
+    capsys.readouterr()  # ... but no corrector learns from it: distill says so in one line, and writes nothing
+    assert cli(["distill", f"data={slim}", f"tdmpc_ckpt={untrained}", f"save_path={tmp_path / 'from-slim'}",
+                "epochs=1", "progress=false", "mlflow=false", "torch_threads=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lacks the columns a corrector learns from" in err and "history" in err
+    assert not list(tmp_path.glob("from-slim*"))
 
 
 def _script(name: str):

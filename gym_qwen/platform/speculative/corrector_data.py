@@ -253,6 +253,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return info
 
 
+# what distillation reads from a collection (a distance-only copy keeps episode, t, step_in_chunk and the distances)
+TRAINING_COLUMNS = ("episode", "step_in_chunk", "z_real", "z_pred", "a_plan", "a_teacher", "a_teacher_mean",
+                    "history", "history_valid")
+
+
 def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) -> tuple[dict, dict]:
     """(columns, metadata): numpy arrays z_real/z_pred (N, L), a_* (N, A), history (N, K, F),
     history_mask (N, K) bool, and the scalar columns. `latent_dim`: the teacher's, checked against the file's."""
@@ -271,6 +276,11 @@ def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) 
         table = pq.read_table(where, filesystem=filesystem)
     except (pa.ArrowException, OSError) as e:
         raise CorrectorDataError(f"cannot read {path}: {' '.join(str(e).split())[:160]}") from None
+    missing = [c for c in TRAINING_COLUMNS if c not in table.column_names]
+    if missing:
+        raise CorrectorDataError(f"{path} lacks the columns a corrector learns from ({', '.join(missing)}): a "
+                                 "distance-only copy (e.g. docs/frontier/<task>-calibration.parquet) chooses "
+                                 "thresholds; distill from the collection itself (gym-qwen collect)")
     n, K, F = table.num_rows, int(info["history_len"]), int(info["feature_dim"])
     out = {}
     for name in table.column_names:
