@@ -254,8 +254,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 # what distillation reads from a collection (a distance-only copy keeps episode, t, step_in_chunk and the distances)
-TRAINING_COLUMNS = ("episode", "step_in_chunk", "z_real", "z_pred", "a_plan", "a_teacher", "a_teacher_mean",
-                    "history", "history_valid")
+TRAINING_COLUMNS = ("episode", "step_in_chunk", *LATENT_COLUMNS, *ACTION_COLUMNS, "history", "history_valid")
 
 
 def read_corrector_data(path: str | os.PathLike, latent_dim: int | None = None) -> tuple[dict, dict]:
