@@ -367,6 +367,7 @@ def test_the_ray_train_learner_checkpoints_to_s3_from_its_ranks_and_resumes_from
 
 # ------------------------------------------------------------------------------------------ drill: a sweep
 @pytest.mark.ray
+@pytest.mark.slow  # the local drill (tests/test_sweeps.py) and the S3 training drill above stay in the default suite
 def test_an_interrupted_sweep_on_s3_resumes_without_running_finished_trials_again(s3, tmp_path):
     """tests/test_sweeps.py's drill with storage=s3://...: SIGINT after the first trial finished, exit 130; Tune's
     state and the trials' checkpoints are on S3 (nothing under the working directory's runs/); resume=true runs
