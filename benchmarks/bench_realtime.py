@@ -407,8 +407,12 @@ def sustained(periods: list[dict]) -> dict:
     baseline's return (for planner budgets: the best budget that fits P)."""
     out: dict = {}
     for p in sorted(periods, key=lambda p: p["control_period_ms"], reverse=True):
+        budgets = [r for r in p["rows"] if r.get("budget")]
+        best = max(budgets, key=lambda r: r["return_mean"], default=None)
         for r in p["rows"]:
             if "simulated_returns" in r or r["delay"] is None:  # a wall-clock check; the baseline has no clock
+                continue
+            if r.get("budget") and r is not best:
                 continue
             name = "planner budget (best fitting P)" if r.get("budget") else r["setting"]
             if r["retained"] is not None and r["retained"] >= RETAIN:

@@ -71,3 +71,23 @@ def test_latencies_are_kept_when_measured_and_not_measured_again(tmp_path, monke
     resumed = bench.Runner.__new__(bench.Runner)
     resumed.timings, resumed.measured, resumed.latency = runner.timings, kept, lambda spec=None: 1 / 0
     assert resumed.kept_latency("64x2") == (102.0, False)
+
+
+def test_the_rate_a_setting_sustains_is_the_fastest_period_where_it_keeps_95_percent(tmp_path, monkeypatch):
+    bench = _bench(monkeypatch, tmp_path)
+
+    def period(ms, d, async_retained, budgets):
+        rows = [{"setting": "baseline (no clock)", "delay": None, "retained": 1.0, "return_mean": 100.0},
+                {"setting": "async", "delay": d, "retained": async_retained, "return_mean": 100 * async_retained}]
+        rows += [{"setting": f"planner {n}", "delay": 1, "retained": v, "return_mean": 100 * v, "budget": n}
+                 for n, v in budgets]
+        return {"control_period_ms": ms, "rate_hz": 1000 / ms, "delay": d, "rows": rows}
+
+    periods = [period(100.0, 1, 1.0, [("64x2", 0.97), ("256x4", 0.99)]),
+               period(50.0, 2, 0.96, [("64x2", 0.97), ("128x3", 0.90)]),
+               period(25.0, 4, 0.60, [("32x1", 0.80), ("64x2", 0.98), ("128x3", 0.96)])]
+    out = bench.sustained(periods)
+    assert out["async"]["control_period_ms"] == 50.0 and out["async"]["delay"] == 2
+    best = out["planner budget (best fitting P)"]  # the best budget at each P, not the last row listed
+    assert best["control_period_ms"] == 25.0 and best["setting"] == "planner 64x2" and best["retained"] == 0.98
+    assert "baseline (no clock)" not in out
