@@ -402,13 +402,17 @@ def run_task(task: str, args: dict, command: str) -> dict:
     return record
 
 
+def best_budget(period: dict) -> dict | None:
+    """The row of the planner budget with the highest mean return among those fitting the period (None: none fits)."""
+    return max((r for r in period["rows"] if r.get("budget")), key=lambda r: r["return_mean"], default=None)
+
+
 def sustained(periods: list[dict]) -> dict:
     """Per setting, the highest control rate (shortest P) of the grid at which it keeps >= RETAIN of the
     baseline's return (for planner budgets: the best budget that fits P)."""
     out: dict = {}
     for p in sorted(periods, key=lambda p: p["control_period_ms"], reverse=True):
-        budgets = [r for r in p["rows"] if r.get("budget")]
-        best = max(budgets, key=lambda r: r["return_mean"], default=None)
+        best = best_budget(p)
         for r in p["rows"]:
             if "simulated_returns" in r or r["delay"] is None:  # a wall-clock check; the baseline has no clock
                 continue
@@ -438,8 +442,7 @@ def targets(task: str, periods: list[dict], ratio_interval) -> list[dict]:
         ratio, low, high = ratio_interval(a["returns"], rows[other]["returns"])
         out.append({"target": f"async +corrector beats {other} by more than the interval", "value": ratio,
                     "interval": [low, high], "met": bool(low > 1) if low == low else None})
-    fitting = [r for r in at[0]["rows"] if r.get("budget")]
-    best = max(fitting, key=lambda r: r["return_mean"], default=None)
+    best = best_budget(at[0])
     for r in [a] + [r for r in at[0]["rows"] if r.get("gap")]:
         value = None
         if best is not None:
@@ -486,12 +489,7 @@ def plot(record: dict, path: Path) -> Path:
         ax.errorbar([x * 0.96], [r["return_mean"]], yerr=[[max(0.0, r["return_mean"] - r["return_low"])],
                                                            [max(0.0, r["return_high"] - r["return_mean"])]],
                     color=color, marker="*", markersize=9, capsize=3, ls="none", label=f"{r['setting']} (d={r['delay']})")
-    best = []
-    for p in periods:
-        fit = [r for r in p["rows"] if r.get("budget")]
-        if fit:
-            top = max(fit, key=lambda r: r["return_mean"])
-            best.append((p["control_period_ms"], top))
+    best = [(p["control_period_ms"], top) for p in periods if (top := best_budget(p)) is not None]
     if best:
         ax.plot([x for x, _ in best], [r["return_mean"] for _, r in best], color="tab:orange", marker="D", ls=":",
                 label="best planner budget fitting P")
