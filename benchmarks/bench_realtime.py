@@ -8,7 +8,9 @@
 For each task's shipped teacher (models/<task>-size1-seed1.pt): the full planner's latency L is measured here
 (median of 5 plans; `latency=<ms>` gives it instead), and each control period P = fraction x L x margin is run
 under the simulated clock (d = max(1, ceil(L / P)); a plan started at decision s is ready for decision s + d - 1)
-with every mode on the same episodes: async without and with the corrector, stale, the policy prior, the planner
+with every mode on the same episodes: async without and with the corrector (and, where d is longer than the plan's
+horizon H, both again acting with the policy prior at the real latent past H: `past_horizon=prior`), stale, the
+policy prior, the planner
 budgets whose measured latency fits within P (d = 1: they replan every step on time), and the unconstrained
 baseline (no clock), the reference for "retained". Settings whose episodes cannot differ are run once: the
 simulated clock depends on P only through d, and with d = 1 async and stale are the baseline step for step
@@ -81,6 +83,7 @@ TARGET_D = 3
 LATE_SHOWN = 20  # late decisions ([episode, decision, ms past the deadline]) a row of the JSON lists
 AUTO_MARGIN = 1.3  # the wall clock's slack: with 1.1, 0-46 of 1000 decisions missed; with 1.3 none (BENCHMARKS.md)
 TARGETS = {"walker-walk": 0.95, "cheetah-run": 0.90}  # async with a corrector at d = 3 (issue 31)
+PAST_H = {"async": "async, prior past H", "async +corrector": "async +corrector, prior past H"}  # past_horizon=prior
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -272,10 +275,10 @@ def specs_for(runner: Runner, args: dict) -> dict:
     if not Path(corrector).is_file():
         raise SystemExit(f"bench_realtime: error: no corrector at {corrector}")
 
-    def spec(mode, P=None, corrector_type="none", realtime=False, overrides=()):
+    def spec(mode, P=None, corrector_type="none", realtime=False, overrides=(), past_horizon="extension"):
         clock = None if P is None else ClockSettings(P, latency, source, realtime,
                                                      int(args["threads"]) if realtime else None)
-        return ExecutionSpec(SpeculationSettings(mode, 1, inf), corrector_type,
+        return ExecutionSpec(SpeculationSettings(mode, 1, inf, past_horizon=past_horizon), corrector_type,
                              corrector if corrector_type != "none" else None, tuple(overrides), clock=clock)
 
     budgets = {}
@@ -284,12 +287,17 @@ def specs_for(runner: Runner, args: dict) -> dict:
         ms, now = runner.kept_latency(text, b)
         budgets[text] = (b, ms)
         print(f"  planner budget {text}: {ms:.1f} ms{'' if now else ' (kept)'}", flush=True)
+    H = runner.agent.planner.s.horizon
     by_delay = {}  # one simulated setting per d (P matters only through d); d = 1: the baseline's episodes
     for p in periods:
         d, P = p["delay"], p["control_period_ms"]
         if d > 1 and d not in by_delay:
             by_delay[d] = {"async": spec("async", P), "async +corrector": spec("async", P, args["corrector"]),
                            "stale": spec("stale", P)}
+            if d > H:  # up to H there is nothing past the horizon: async's own episodes (tests/test_realtime.py)
+                by_delay[d].update({PAST_H["async"]: spec("async", P, past_horizon="prior"),
+                                    PAST_H["async +corrector"]: spec("async", P, args["corrector"],
+                                                                     past_horizon="prior")})
     gap = {}  # at the period whose d is TARGET_D: async with other correctors, async on cheaper planners
     target = next((p for p in periods if p["delay"] == TARGET_D), None)
     if target is not None:
@@ -365,11 +373,14 @@ def run_task(task: str, args: dict, command: str) -> dict:
     for p in plan["periods"]:
         d, P = p["delay"], p["control_period_ms"]
         rows = [row("baseline (no clock)", base, b, None), row("policy prior", prior, b, 1)]
-        for name in ("async", "async +corrector", "stale"):
+        for name in ("async", "async +corrector", "stale", *PAST_H.values()):
             if d == 1:  # the baseline step for step (tested): its episodes
                 rows.append(row(name, base, b, 1, {"same_as": "baseline (d = 1)"}))
-            else:
+            elif name in sim[d]:
                 rows.append(row(name, sim[d][name], b, d))
+            else:  # d <= H: nothing past the plan's horizon, so async's episodes (tested)
+                same = next(a for a, closed in PAST_H.items() if closed == name)
+                rows.append(row(name, sim[d][same], b, d, {"same_as": f"{same} (d <= H)"}))
         for name, (res, ms) in budgets.items():
             if ms <= P:
                 rows.append(row(f"planner {name}", res, b, 1, {"budget": name, "budget_latency_ms": ms}))
@@ -455,12 +466,14 @@ def targets(task: str, periods: list[dict], ratio_interval) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------- output
-STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v")}
+STYLE = {"async": ("tab:cyan", "o"), "async +corrector": ("tab:blue", "s"), "stale": ("tab:gray", "v"),
+         PAST_H["async"]: ("tab:green", "^"), PAST_H["async +corrector"]: ("darkgreen", "P")}
 GAP_COLOURS = ("tab:purple", "tab:pink", "tab:brown", "tab:red")
 
 
 def plot(record: dict, path: Path) -> Path:
-    """Return (mean, 95% interval) against the control period: async with and without the corrector, stale, the
+    """Return (mean, 95% interval) against the control period: async with and without the corrector (and with the
+    prior past H), stale, the
     best planner budget fitting each P; the baseline and the policy prior as lines (the wall-clock check is
     printed, not drawn)."""
     import io
@@ -476,7 +489,8 @@ def plot(record: dict, path: Path) -> Path:
     xs = [p["control_period_ms"] for p in periods]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, (color, marker) in STYLE.items():
-        pts = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r["setting"] == name]
+        pts = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r["setting"] == name
+               and not (name in PAST_H.values() and r.get("same_as"))]  # drawn where they differ from async
         if not pts:
             continue
         ys = [r["return_mean"] for _, r in pts]

@@ -254,6 +254,34 @@ def test_async_plans_from_the_action_the_decision_executed(agent):
     assert not torch.allclose(agent.model.next(z, -executed), z_start)  # the plan's action leads elsewhere
 
 
+def test_async_with_the_prior_past_the_horizon_acts_closed_loop_there(agent):
+    # The timeline above (d = 4, H = 3) with past_horizon=prior: each plan's 4th step is the policy prior at the
+    # real latent, as stale's, not the extension; the plans start and take over as before. The plan started at
+    # 4 predicts decision 7 from z(4) through the action 4 executed, the plan's action for 5, then, for 6 (past
+    # H), the prior's mean action at the predicted latent: what the prior will do there, closed loop.
+    clock = ClockSettings(10.0, 35.0)
+    ex = Rolls(agent, SpeculationSettings("async", 1, INF, past_horizon="prior"), clock, planner_seed=3)
+    rec = play_toy(ex, 13)
+    assert ex.starts == [(0, 3, 0), (4, 7, 4), (8, 11, 4), (12, 15, 4)]
+    assert ex.sources == ["prior"] * 3 + ["plan"] * 3 + ["prior"] + ["plan"] * 3 + ["prior"] + ["plan"] * 2
+    assert (rec["plans_started"], rec["plans_used"], rec["plans_discarded"]) == (4, 3, 1)
+    assert (rec["steps_prior"], rec["steps_plan"], rec["steps_extension"]) == (5, 8, 0)
+    assert rec["extensions"] == 0 and rec["speculative_steps"] == 8
+    # encoded: the starts 0, 4, 8, 12 and the prior's decisions 0, 1, 2, 6, 10; the policy: those 5 prior steps,
+    # the first plan's 2 predicted steps and 1 past H in each later start's prediction
+    assert rec["encoder_calls"] == 8 and rec["policy_calls"] == 5 + 2 + 3
+    t, z, executed, z_start = ex.rolls[1]
+    assert t == 4 and torch.equal(executed, ex.sent[4])
+    z6 = agent.model.next(agent.model.next(z, executed), ex.sent[5])
+    assert torch.allclose(z_start, agent.model.next(z6, agent.model.pi(z6)[1]["mean"]))
+    # with d <= H nothing is past the horizon: the same episode as plain async
+    short = ClockSettings(10.0, 25.0)
+    plain = play_toy(ClockedExecutor(agent, settings("async"), short, planner_seed=3), 13)
+    closed = play_toy(ClockedExecutor(agent, SpeculationSettings("async", 1, INF, past_horizon="prior"), short,
+                                      planner_seed=3), 13)
+    assert closed["return"] == plain["return"] and closed["steps_plan"] == plain["steps_plan"]
+
+
 def test_adaptive_async_cancels_the_plan_in_flight_and_counts_it(agent):
     # d = 3 (P = 10, L = 25), threshold 0: every verified step misses. By hand: plans start at 0 (ready 2) and 3
     # (ready 5); at 4 a miss cancels the plan started at 3 (older than this observation) and starts one from the
@@ -443,6 +471,8 @@ def test_the_measured_latency_is_the_planners_median_time_and_counts_no_call(wal
     (["mode=async", "control_period_ms=10", "spec_exec_horizon=3"], ["spec_exec_horizon=3", "steps per plan"]),
     (["mode=async", "control_period_ms=10", "planner_threads=2"], ["planner_threads=", "realtime=true"]),
     (["mode=async", "control_period_ms=10", "measure_teacher=true"], ["measure_teacher=true", "clock"]),
+    (["mode=stale", "control_period_ms=10", "past_horizon=prior"], ["past_horizon=prior", "mode=stale"]),
+    (["mode=async", "control_period_ms=10", "past_horizon=real"], ["past_horizon", "extension, prior"]),
 ])
 def test_bad_clock_inputs_say_one_line(tmp_path, capsys, monkeypatch, args, words):
     _assert_user_error(*_main_in(tmp_path, ["evaluate", "checkpoint=x.pt", *args], capsys, monkeypatch), tmp_path,

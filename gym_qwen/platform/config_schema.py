@@ -20,7 +20,8 @@ from gym_qwen.platform.envs import TASKS
 from gym_qwen.platform.seeds import RESET_SEED_SPAN
 from gym_qwen.platform.speculative.clock import CLOCK_MODES, MEASURED, parse_latency
 from gym_qwen.platform.speculative.modes import (
-    ALIASES, BUDGET_RULE, CLOCKED_ONLY, CORRECTOR_TYPES, FALLBACKS, MISMATCH_KINDS, MODE_CHOICES, parse_budget)
+    ALIASES, BUDGET_RULE, CLOCKED_ONLY, CORRECTOR_TYPES, FALLBACKS, MISMATCH_KINDS, MODE_CHOICES, PAST_HORIZON,
+    parse_budget)
 
 __all__ = [
     "ConfigError", "option", "check_task", "MODEL_SIZES", "ARCH_KEYS",
@@ -296,6 +297,10 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
     fallback: str = option("plan", "adaptive: on a miss, replan at once (plan) or act with the policy prior for the "
                                     "rest of the chunk's k steps (prior: no planner call until they are spent)",
                            choices=FALLBACKS)
+    past_horizon: str = option("extension", "async, when d outlasts the plan's horizon H: past H execute the policy "
+                                            "prior's extension of the plan on the predicted latents (extension, "
+                                            "open loop, as spec_extended does) or the policy prior at the real "
+                                            "latent (prior, closed loop, as stale does)", choices=PAST_HORIZON)
     planner_budget: Optional[str] = option(None, "Plan with this budget, <samples>x<iterations> (e.g. 64x2), instead "
                                                  f"of the teacher's planner; {BUDGET_RULE}")
     history_len: int = option(4, "Mismatch features a corrector sees (must equal the corrector's)", min=1)
@@ -361,6 +366,9 @@ class EvaluateConfig(TDMPC2Config, RayOptions):
         _require(self.fallback == "plan" or mode == "adaptive",
                  f"fallback={self.fallback} is what adaptive does on a miss: not used by mode={mode} (mode=all runs "
                  "the prior fallback as one of its rows)")
+        _require(self.past_horizon == "extension" or mode == "async",
+                 f"past_horizon={self.past_horizon} is what async executes past the plan's horizon: not used by "
+                 f"mode={mode}")
         _require(self.mismatch == "open_loop" or mode in ("adaptive", "all"),
                  f"mismatch={self.mismatch} is how adaptive verifies a step: not used by mode={mode}")
         _require(not (self.resume and not self.output), "resume=true continues the episodes of output=: give output=")

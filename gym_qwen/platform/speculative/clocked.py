@@ -11,7 +11,9 @@ an episode is ready (decisions 0..d-2) the policy prior acts. The modes:
   first plan: with the policy prior's mean actions). With d = 1 the plan started at t is used at t, so it starts
   before the action is chosen. It is warm-started from the current plan's MPPI mean shifted by d, and
   its action j is the one for decision t+d+j, taken from its predicted latent j (past the plan's horizon H the
-  chunk is extended with the policy prior through the dynamics, as spec_extended does). Every step after the
+  chunk is extended with the policy prior through the dynamics, as spec_extended does; with `past_horizon=prior`
+  the policy prior acts at the real latent there instead, closed loop, as stale does, and the prediction of the
+  next plan's start rolls the prior's mean action through the dynamics at those steps). Every plan step after the
   plan's start is speculative: corrected when a corrector is given. With a finite `mismatch_threshold` each
   speculative step is verified, ||z_real - z^_j|| <= threshold; a miss cancels the plan in flight (if it was
   started before this step's observation; once per plan) and starts one from the real latent for decision
@@ -89,13 +91,16 @@ class ClockedExecutor:
         self.H = self.planner.s.horizon
         self.d = clock.delay if self.mode != "prior" else 1
         self.adaptive = self.mode == "async" and math.isfinite(settings.mismatch_threshold)
+        # past the plan's horizon: the policy prior at the real latent (stale; async with past_horizon=prior)
+        self.prior_past_horizon = self.mode == "stale" or (self.mode == "async" and settings.past_horizon == "prior")
         # async with d > 1 starts a plan once this decision's action is chosen, so that the prediction it plans
         # from rolls through the action executed (corrected) rather than the plan's; with d = 1 the plan started
         # at t is the one used at t, so it starts first
         self.starts_after_acting = self.mode == "async" and self.d > 1
         # chunk positions needed: async executes d steps and predicts over the next d - 1; a restart at the chunk's
-        # last step executes and predicts d - 1 more
-        self.K = self.H if self.mode != "async" else max(self.H, self.d, 2 * self.d - 2 if self.adaptive else 0)
+        # last step executes and predicts d - 1 more (only H where the prior acts at the real latent past them)
+        extended = self.mode == "async" and not self.prior_past_horizon
+        self.K = max(self.H, self.d, 2 * self.d - 2 if self.adaptive else 0) if extended else self.H
         self.corrector = corrector
         # corrector data (collection.py): at every speculative step the full planner replans at the real state on
         # its own generator (the teacher; never counted or timed) and `on_step` gets the row
@@ -217,11 +222,11 @@ class ClockedExecutor:
         return action
 
     def _from_chunk(self, t: int) -> torch.Tensor | None:
-        """The current plan's action for decision t (None: stale past the plan's horizon), verified (adaptive) and
-        corrected at speculative steps."""
+        """The current plan's action for decision t (None: past the plan's horizon, where the policy prior acts at
+        the real latent), verified (adaptive) and corrected at speculative steps."""
         c = self.chunk
         j = t - c.took_over
-        if self.mode == "stale" and j >= self.H:
+        if self.prior_past_horizon and j >= self.H:
             return None
         action, z_pred = c.actions[j:j + 1], c.latents[j:j + 1]
         source = "extension" if j >= self.H else "plan"
@@ -305,7 +310,8 @@ class ClockedExecutor:
 
     def _predict(self, z: torch.Tensor, t: int, steps: int, executed: torch.Tensor | None = None) -> torch.Tensor:
         """z rolled `steps` decisions forward with the actions the current plan takes from decision t on (no plan
-        yet: the policy prior's mean actions through the dynamics); `executed`, where given, is decision t's."""
+        yet, or past its horizon where the prior acts at the real latent: the policy prior's mean actions through
+        the dynamics); `executed`, where given, is decision t's."""
         if steps == 0:
             return z
         t0 = time.perf_counter()
@@ -313,7 +319,7 @@ class ClockedExecutor:
         for i in range(steps):
             if i == 0 and executed is not None:
                 a = executed
-            elif c is not None:
+            elif c is not None and not (self.prior_past_horizon and t - c.took_over + i >= self.H):
                 a = c.actions[t - c.took_over + i].unsqueeze(0)
             else:
                 a = self.model.pi(z)[1]["mean"]

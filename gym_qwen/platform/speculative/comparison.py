@@ -74,7 +74,8 @@ def single_spec(cfg, resolved: dict, teacher_horizon: int, given=frozenset()) ->
     threshold = cfg.mismatch_threshold
     if mode == "async" and "mismatch_threshold" not in given:
         threshold = float("inf")  # plain async: nothing is cancelled
-    return ExecutionSpec(SpeculationSettings(mode, k, threshold, cfg.history_len, cfg.mismatch, cfg.fallback),
+    return ExecutionSpec(SpeculationSettings(mode, k, threshold, cfg.history_len, cfg.mismatch, cfg.fallback,
+                                             cfg.past_horizon),
                          corrector, path, measure_teacher=cfg.measure_teacher, clock=clock_of(cfg))
 
 

@@ -46,6 +46,8 @@ def setting_key(spec, agent_overrides: dict, corrector_sha256: str | None) -> st
             key["fallback"] = s.fallback
     if s.mode == "async" and s.mismatch_threshold != float("inf"):
         key["threshold"] = s.mismatch_threshold
+    if s.past_horizon != "extension":  # absent for the default, as fallback's
+        key["past_horizon"] = s.past_horizon
     if spec.clock is not None:  # absent without a clock, so logs written before the key existed still match
         # d fixes a simulated clock's episodes (P and L only through it: a measured L that moved a little leaves
         # them as they were); on the wall clock P sets the deadlines too

@@ -13,6 +13,10 @@ MISMATCH_KINDS = ("open_loop", "one_step")
 # What adaptive does on a miss: replan at once (one planner call), or act with the policy prior for the rest of the
 # chunk's k steps (no planner call until the chunk's k steps are spent)
 FALLBACKS = ("plan", "prior")
+# What async executes past its plan's horizon H (d > H): the policy prior's extension of the plan on the world
+# model's predicted latents (open loop, as spec_extended does), or the policy prior at the real latent (closed loop,
+# as stale does there; the prediction of the next plan's start then rolls the prior through the dynamics)
+PAST_HORIZON = ("extension", "prior")
 
 # Agent keys that change only the planner: a setting that sets them plans with another planner (a budget)
 PLANNER_KEYS = ("horizon", "iterations", "num_samples", "num_elites", "num_pi_trajs", "min_std", "max_std",
@@ -36,7 +40,8 @@ class SpeculationSettings:
     """How plans are executed. exec_horizon k: the most steps run from one plan (1 for baseline; prior never
     plans: the policy prior's mean action at the encoded observation, every step). `mismatch` (adaptive): what
     the real latent is compared with (MISMATCH_KINDS). async and stale run under a clock, whose d sets how many
-    steps a plan runs (k stays 1); async with a finite mismatch_threshold cancels the plan in flight on a miss."""
+    steps a plan runs (k stays 1); async with a finite mismatch_threshold cancels the plan in flight on a miss, and
+    `past_horizon` (PAST_HORIZON) says what it executes once d outlasts the plan's horizon."""
 
     mode: str = "baseline"
     exec_horizon: int = 1
@@ -44,6 +49,7 @@ class SpeculationSettings:
     history_len: int = 4
     mismatch: str = "open_loop"
     fallback: str = "plan"
+    past_horizon: str = "extension"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -58,6 +64,11 @@ class SpeculationSettings:
             raise ValueError(f"unknown mismatch {self.mismatch!r}; valid: {', '.join(MISMATCH_KINDS)}")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"unknown fallback {self.fallback!r}; valid: {', '.join(FALLBACKS)}")
+        if self.past_horizon not in PAST_HORIZON:
+            raise ValueError(f"unknown past_horizon {self.past_horizon!r}; valid: {', '.join(PAST_HORIZON)}")
+        if self.past_horizon != "extension" and self.mode != "async":
+            raise ValueError(f"past_horizon={self.past_horizon} is what async executes past the plan's horizon: "
+                             f"not used by mode={self.mode}")
 
     @property
     def encodes_every_step(self) -> bool:
@@ -144,6 +155,8 @@ class ExecutionSpec:
         name = s.mode if s.mode in ("baseline", "prior") + CLOCKED_ONLY else f"{s.mode} k={s.exec_horizon}"
         if s.mode == "async" and s.mismatch_threshold != float("inf"):
             name += f" thr={s.mismatch_threshold:g}"
+        if s.past_horizon != "extension":
+            name += f" past H: {s.past_horizon}"
         if s.mode == "adaptive":
             name += f" thr={s.mismatch_threshold:g}"
             if s.mismatch != "open_loop":
