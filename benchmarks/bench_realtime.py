@@ -6,7 +6,8 @@
         out=/tmp/rt plot_dir=/tmp/rt                                     # a smoke run with tiny settings
 
 For each task's shipped teacher (models/<task>-size1-seed1.pt): the full planner's latency L is measured here
-(median of 5 plans; `latency=<ms>` gives it instead), and each control period P = fraction x L x margin is run
+(the median of 15 rounds, each timing one plan of it and of every budget, interleaved; `latency=<ms>` gives it
+instead), and each control period P = fraction x L x margin is run
 under the simulated clock (d = max(1, ceil(L / P)); a plan started at decision s is ready for decision s + d - 1)
 with every mode on the same episodes: async without and with the corrector (and, where d is longer than the plan's
 horizon H, both again acting with the policy prior at the real latent past H: `past_horizon=prior`), stale, the
@@ -80,6 +81,7 @@ HELP = {
 }
 RETAIN = 0.95  # the control rate a setting sustains: the shortest P at which it keeps this much of the baseline
 TARGET_D = 3
+LATENCY_ROUNDS = 15  # interleaved rounds timing the full planner and every budget (one plan of each per round)
 LATE_SHOWN = 20  # late decisions ([episode, decision, ms past the deadline]) a row of the JSON lists
 AUTO_MARGIN = 1.3  # the wall clock's slack: with 1.1, 0-46 of 1000 decisions missed; with 1.3 none (BENCHMARKS.md)
 TARGETS = {"walker-walk": 0.95, "cheetah-run": 0.90}  # async with a corrector at d = 3 (issue 31)
@@ -148,31 +150,34 @@ class Runner:
     def corrector_file(self, kind: str) -> str:
         return str(ROOT / "models" / "correctors" / f"{self.checkpoint.stem}-{kind}.pt")
 
-    def kept_latency(self, name: str, spec=None) -> tuple[float, bool]:
-        """The median time (ms) of a planner ("full", or a budget's name with its spec): as the run being
-        continued measured it, else measured now and kept at once (atomically) for the runs that continue this one;
-        and whether it was measured now."""
+    def kept_latencies(self, wanted: dict) -> dict[str, tuple[float, bool]]:
+        """The median time (ms) of each planner of `wanted` ("full" or a budget's name -> its spec; None: the full
+        planner): as the run being continued measured it, else measured now, every missing one together in
+        interleaved rounds (their ratios decide which budgets fit a period), and kept at once (atomically) for the
+        runs that continue this one; with whether each was measured now."""
         from gym_qwen.platform.files import atomic_write_bytes
 
-        if name in self.measured:
-            return self.measured[name], False
-        self.measured[name] = self.latency(spec)
-        kept = {"task": self.task, "agent_overrides": self.overrides, "threads": int(self.args["threads"]),
-                "latency_ms": self.measured}
-        atomic_write_bytes(self.timings, lambda f: f.write(json.dumps(kept, indent=1).encode()))
-        return self.measured[name], True
+        missing = {name: spec for name, spec in wanted.items() if name not in self.measured}
+        if missing:
+            self.measured.update(self.latencies(missing))
+            kept = {"task": self.task, "agent_overrides": self.overrides, "threads": int(self.args["threads"]),
+                    "rounds": LATENCY_ROUNDS, "latency_ms": self.measured}
+            atomic_write_bytes(self.timings, lambda f: f.write(json.dumps(kept, indent=1).encode()))
+        return {name: (self.measured[name], name in missing) for name in wanted}
 
-    def latency(self, spec=None) -> float:
-        """The median time (ms) of the setting's planner here."""
+    def latencies(self, specs: dict) -> dict[str, float]:
+        """The median time (ms) of each setting's planner here (name -> spec, None: the full planner), timed
+        together in LATENCY_ROUNDS interleaved rounds."""
         from gym_qwen.platform.envs import make_env
         from gym_qwen.platform.seeds import reset_seed
-        from gym_qwen.platform.speculative.clocked import measure_latency_ms
+        from gym_qwen.platform.speculative.clocked import measure_latencies_ms
         from gym_qwen.platform.speculative.evaluation import setting_planner
 
         env = make_env(self.task, reset_seed("calibration", self.seed, 0))
         obs, _ = env.reset(seed=reset_seed("calibration", self.seed, 0))
         env.close()
-        return measure_latency_ms(self.agent, obs, setting_planner(self.agent, spec), seed=self.seed)
+        planners = {name: setting_planner(self.agent, spec) for name, spec in specs.items()}
+        return measure_latencies_ms(self.agent, obs, planners, repeats=LATENCY_ROUNDS, seed=self.seed)
 
     def play(self, spec, episodes: int | None = None):
         """The setting's EvalResult over episodes 0..episodes-1 (those in the log are read, not played)."""
@@ -258,10 +263,21 @@ def specs_for(runner: Runner, args: dict) -> dict:
 
     given = parse_latency(args["latency"])
     source = "given" if given is not None else "measured"
-    if given is not None:
+    inf = float("inf")
+
+    def budget_spec(text):
+        return ExecutionSpec(SpeculationSettings("baseline", 1, inf), "none", None,
+                             tuple(budget_overrides(*parse_budget(text)).items()))
+
+    names = lambda key: [b.strip() for b in args[key].split(",") if b.strip()]  # noqa: E731
+    wanted = {text: budget_spec(text) for text in names("budgets") + names("gap_budgets")}
+    if given is None:
+        wanted = {"full": None, **wanted}
+    timed = runner.kept_latencies(wanted)  # continuing: as the run being continued measured them, so the periods
+    if given is not None:                  # and the budgets fitting each stay the same
         latency, now = given, False
-    else:  # continuing: the periods stay the same
-        latency, now = runner.kept_latency("full")
+    else:
+        latency, now = timed["full"]
     kept = "" if now or given is not None else f", by the run being continued: {runner.timings}"
     print(f"{runner.task}: the full planner takes L = {latency:.1f} ms ({source}{kept}; {args['threads']} threads)",
           flush=True)
@@ -270,7 +286,6 @@ def specs_for(runner: Runner, args: dict) -> dict:
     for f in fractions(args["periods"]):
         P = float(f) * latency * margin
         periods.append({"fraction": str(f), "control_period_ms": P, "delay": delay_steps(P, latency)})
-    inf = float("inf")
     corrector = runner.corrector_file(args["corrector"])
     if not Path(corrector).is_file():
         raise SystemExit(f"bench_realtime: error: no corrector at {corrector}")
@@ -282,9 +297,9 @@ def specs_for(runner: Runner, args: dict) -> dict:
                              corrector if corrector_type != "none" else None, tuple(overrides), clock=clock)
 
     budgets = {}
-    for text in [b for b in args["budgets"].split(",") if b.strip()]:
-        b = spec("baseline", overrides=budget_overrides(*parse_budget(text)).items())
-        ms, now = runner.kept_latency(text, b)
+    for text in names("budgets"):
+        b = budget_spec(text)
+        ms, now = timed[text]
         budgets[text] = (b, ms)
         print(f"  planner budget {text}: {ms:.1f} ms{'' if now else ' (kept)'}", flush=True)
     H = runner.agent.planner.s.horizon
@@ -309,9 +324,9 @@ def specs_for(runner: Runner, args: dict) -> dict:
                                  "two_tower:<file> or temporal:<file> of an existing file")
             gap[f"async +{Path(path).stem}"] = ExecutionSpec(SpeculationSettings("async", 1, inf), kind, path, (),
                                                              clock=ClockSettings(P, latency, source))
-        for text in [b for b in args["gap_budgets"].split(",") if b.strip()]:
-            overrides = tuple(budget_overrides(*parse_budget(text)).items())
-            ms = runner.kept_latency(text, spec("baseline", overrides=overrides))[0]  # timed once per name
+        for text in names("gap_budgets"):
+            overrides = budget_spec(text).planner_overrides
+            ms = timed[text][0]
             if delay_steps(P, ms) == 1:
                 print(f"  async on {text}: its plans ({ms:.1f} ms) fit P = {P:.1f} ms, so it is the budget's own "
                       "row (d = 1)", flush=True)

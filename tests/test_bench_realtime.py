@@ -53,24 +53,31 @@ def test_reuse_takes_the_frontier_logs_of_the_task_and_teacher_only(tmp_path, mo
 
 def test_latencies_are_kept_when_measured_and_not_measured_again(tmp_path, monkeypatch):
     """A run stopped before its end resumes with the L and budget latencies it measured (they set d and which
-    budgets fit each P), not with new ones taken on a machine that may be busier."""
+    budgets fit each P), not with new ones taken on a machine that may be busier; the missing ones are timed
+    together (one interleaved measurement)."""
     bench = _bench(monkeypatch, tmp_path)
     runner = bench.Runner.__new__(bench.Runner)  # the teacher is not needed: only the keeping of its timings
     runner.task, runner.args, runner.overrides = "walker-walk", {"threads": "1"}, {"compile": False}
     runner.timings, runner.measured = tmp_path / "realtime-walker-walk.latencies.json", {}
     timed = []
-    monkeypatch.setattr(runner, "latency", lambda spec=None: timed.append(spec) or 100.0 + len(timed))
-    assert runner.kept_latency("full") == (101.0, True)
-    assert runner.kept_latency("64x2", "spec") == (102.0, True)
-    assert runner.kept_latency("full") == (101.0, False) and len(timed) == 2
+
+    def latencies(specs):
+        timed.append(dict(specs))
+        return {name: 100.0 + len(timed) + i for i, name in enumerate(specs)}
+
+    monkeypatch.setattr(runner, "latencies", latencies)
+    assert runner.kept_latencies({"full": None, "64x2": "spec"}) == {"full": (101.0, True), "64x2": (102.0, True)}
+    assert runner.kept_latencies({"full": None, "32x1": "other"}) == {"full": (101.0, False), "32x1": (102.0, True)}
+    assert timed == [{"full": None, "64x2": "spec"}, {"32x1": "other"}]  # only the missing one timed again
+    assert runner.kept_latencies({"64x2": "spec"}) == {"64x2": (102.0, False)} and len(timed) == 2
     kept = bench.kept_latencies(runner.timings, {"compile": False}, 1)
-    assert kept == {"full": 101.0, "64x2": 102.0}
+    assert kept == {"full": 101.0, "64x2": 102.0, "32x1": 102.0}
     assert bench.kept_latencies(runner.timings, {}, 1) == {}  # another agent: measured again
     assert bench.kept_latencies(runner.timings, {"compile": False}, 2) == {}  # other threads: measured again
     assert bench.kept_latencies(tmp_path / "missing.json", {}, 1) == {}
     resumed = bench.Runner.__new__(bench.Runner)
-    resumed.timings, resumed.measured, resumed.latency = runner.timings, kept, lambda spec=None: 1 / 0
-    assert resumed.kept_latency("64x2") == (102.0, False)
+    resumed.timings, resumed.measured, resumed.latencies = runner.timings, kept, lambda specs: 1 / 0
+    assert resumed.kept_latencies({"64x2": None}) == {"64x2": (102.0, False)}
 
 
 def test_the_rate_a_setting_sustains_is_the_fastest_period_where_it_keeps_95_percent(tmp_path, monkeypatch):

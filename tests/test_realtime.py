@@ -17,7 +17,7 @@ import torch
 from gym_qwen.platform.rng import seeded
 from gym_qwen.platform.speculative.background_planner import BackgroundPlanner, PlanJob
 from gym_qwen.platform.speculative.clock import ClockSettings, delay_steps, parse_latency
-from gym_qwen.platform.speculative.clocked import ClockedExecutor, measure_latency_ms
+from gym_qwen.platform.speculative.clocked import ClockedExecutor, measure_latencies_ms, measure_latency_ms
 from gym_qwen.platform.speculative.episodes import play_episodes
 from gym_qwen.platform.speculative.evaluation import result_from_records
 from gym_qwen.platform.speculative.executor import SOURCES
@@ -450,6 +450,12 @@ def test_the_measured_latency_is_the_planners_median_time_and_counts_no_call(wal
     calls = agent.planner.calls
     assert 0 < measure_latency_ms(agent, obs, repeats=3) < 20_000
     assert agent.planner.calls == calls
+    # several planners: timed in interleaved rounds, each its own median, none counting a call
+    slower = SleepyPlanner(agent.planner, 0.06)
+    slower.calls = slower.batches = 0
+    both = measure_latencies_ms(agent, obs, {"slow": slow, "slower": slower, "full": None}, repeats=3)
+    assert 20.0 <= both["slow"] < both["slower"] and both["slower"] >= 60.0 and both["full"] > 0
+    assert slow.calls == slower.calls == 0 and agent.planner.calls == calls
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -376,21 +376,36 @@ class ClockedExecutor:
 def measure_latency_ms(agent, obs, planner=None, repeats: int = 5, warmup: int = 1, seed: int = 0) -> float:
     """The planner's median time (ms) for one plan from observation `obs` on this machine, after `warmup` calls
     (a compiled rollout compiles there); drawn from a generator of its own, counted nowhere."""
-    planner = planner if planner is not None else agent.planner
-    calls, batches = planner.calls, planner.batches
-    g = torch.Generator(device=agent.device)
-    g.manual_seed(int(seed))
-    times = []
+    return measure_latencies_ms(agent, obs, {"planner": planner}, repeats, warmup, seed)["planner"]
+
+
+def measure_latencies_ms(agent, obs, planners: dict, repeats: int = 5, warmup: int = 1,
+                         seed: int = 0) -> dict[str, float]:
+    """The median time (ms) of one plan from observation `obs` for each planner of `planners` (name -> MPPIPlanner,
+    or None for the agent's), timed in `repeats` interleaved rounds (one plan of each per round, the order turning
+    each round) after `warmup` rounds, so that a slow spell of a shared machine falls on every planner alike and
+    their ratios (which budgets fit a period) hold better than timing each in turn. Each planner draws from a
+    generator of its own; nothing is counted."""
+    chosen = {name: p if p is not None else agent.planner for name, p in planners.items()}
+    kept = {name: (p.calls, p.batches) for name, p in chosen.items()}
+    gens = {}
+    for name in chosen:
+        gens[name] = torch.Generator(device=agent.device)
+        gens[name].manual_seed(int(seed))
+    names, times = list(chosen), {name: [] for name in chosen}
     with torch.inference_mode():
         z = agent.model.encode(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).reshape(1, -1))
         for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            plan = planner.plan(z, None, generator=g)
-            plan.actions.cpu()  # on CUDA: wait for the plan
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    planner.calls, planner.batches = calls, batches
-    return 1000.0 * statistics.median(times)
+            turn = i % len(names)
+            for name in names[turn:] + names[:turn]:
+                t0 = time.perf_counter()
+                plan = chosen[name].plan(z, None, generator=gens[name])
+                plan.actions.cpu()  # on CUDA: wait for the plan
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    for name, p in chosen.items():
+        p.calls, p.batches = kept[name]
+    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
 
 
 def resolve_clock(execution, agent, task: str, seed: int, planner=None):
