@@ -237,3 +237,23 @@ def test_planner_keys_given_to_evaluate_make_its_run_a_cheap_planner_setting(tmp
     assert rc == 0, err
     rows = [line.split() for line in out.splitlines() if line.startswith("naive")]
     assert sorted(r[4] for r in rows) == ["full", "samples=16"]
+
+
+def test_async_acting_closed_loop_past_the_horizon_is_a_setting_of_its_own(tmp_path, capsys, monkeypatch):
+    """Two real `evaluate mode=async mlflow=true` runs under the same clock (d = 5 > H), one with
+    past_horizon=prior: compare keeps them apart (once, the newer replaced the older as the same setting)."""
+    from test_cli import untrained_checkpoint
+
+    ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    common = ["evaluate", f"checkpoint={ckpt}", "mode=async", "control_period_ms=10", "planner_latency_ms=50",
+              "episodes=1", "mlflow=true", "mlflow_experiment=rt", "torch_threads=1", "progress=false"]
+    for extra in ([], ["past_horizon=prior"]):
+        rc, out, err = _main_in(cwd, common + extra, capsys, monkeypatch)
+        assert rc == 0, err
+    rc, out, err = _main_in(cwd, ["compare", "experiment=rt"], capsys, monkeypatch)
+    assert rc == 0, err
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].startswith("async")]
+    assert sorted(r[0] for r in rows) == ["async", "async"] and "repeat a setting" not in out
+    assert sum("past_horizon=prior" in " ".join(r) for r in rows) == 1

@@ -534,7 +534,11 @@ def test_the_realtime_sweep_preset_is_valid_and_its_trials_log_the_clock():
     by_family: dict = {}
     for point, setting in zip(sweep.points, settings_):
         by_family.setdefault(point.family, []).append((point, setting))
-    assert {"baseline", "prior", "async", "stale", "planner"} <= set(by_family)
+    assert {"baseline", "prior", "async", "stale", "planner", "async_closed_loop"} <= set(by_family)
+    closed = by_family["async_closed_loop"]
+    assert {s.spec.clock.delay for _, s in closed} == {8, 4} and len(closed) == 4
+    assert all(s.spec.settings.past_horizon == "prior" and trial_params(p, s, "sha")["past_horizon"] == "prior"
+               for p, s in closed)
     delays = {s.spec.clock.delay for _, s in by_family["async"]}
     assert delays == {8, 4, 3, 2, 1}  # P = L/8, L/4, L/3, L/2, L, 2L
     assert {s.spec.corrector_type for _, s in by_family["async"]} == {"none", "two_tower"}

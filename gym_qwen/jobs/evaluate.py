@@ -263,6 +263,7 @@ class SettingRuns:
             "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
             "corrector_type": spec.corrector_type, "corrector_checkpoint": shown(spec.corrector_checkpoint),
             "mismatch_threshold": spec.settings.mismatch_threshold, "fallback": spec.settings.fallback,
+            "past_horizon": spec.settings.past_horizon,
             "planner_overrides": {**self.planner, **dict(spec.planner_overrides)}, **clock},
             tags={"task": self.task, "command": "evaluate"})
         self.trackers.append(tracker)

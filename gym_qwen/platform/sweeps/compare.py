@@ -188,6 +188,8 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
         if task is not None and get(r, "tags.task") != task:
             continue
         mode = get(r, "params.mode")
+        if (get(r, "params.past_horizon") or "extension") != "extension":  # async acting closed loop past H: a
+            mode += f" past_horizon={get(r, 'params.past_horizon')}"       # setting of its own (absent: extension)
         prefix = "params.planner_overrides."
         planner = tuple(sorted((c[len(prefix):], _value(v)) for c, v in r.items()
                                if c.startswith(prefix) and get(r, c) is not None))

@@ -53,7 +53,8 @@ def trial_params(point, setting, sha256: str) -> dict:
             "mode": spec.settings.mode, "spec_exec_horizon": spec.steps_per_plan,
             "corrector_type": spec.corrector_type, "corrector_checkpoint": spec.corrector_checkpoint,
             "mismatch_threshold": spec.settings.mismatch_threshold, "history_len": spec.settings.history_len,
-            "fallback": spec.settings.fallback, "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256, **clock}
+            "fallback": spec.settings.fallback, "past_horizon": spec.settings.past_horizon,
+            "planner_overrides": dict(setting.planner), "family": point.family, "teacher_sha256": sha256, **clock}
 
 
 def write_episode_table(records: list[dict], path: Path) -> Path:
