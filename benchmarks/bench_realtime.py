@@ -16,8 +16,8 @@ budgets whose measured latency fits within P (d = 1: they replan every step on t
 baseline (no clock), the reference for "retained". Settings whose episodes cannot differ are run once: the
 simulated clock depends on P only through d, and with d = 1 async and stale are the baseline step for step
 (tests/test_realtime.py), so they reuse its episodes. `realtime=true` also runs async (with and without the
-corrector) on the wall clock at every P (times `realtime_margin`: slack for the planner's jitter, d unchanged;
-auto: 1.3 where d allows it), with L as measured, on the first `realtime_episodes` episodes: it counts
+corrector, and past H with the prior too) on the wall clock at every P (times `realtime_margin`: slack for the
+planner's jitter, d unchanged; auto: 1.3 where d allows it), with L as measured, on the first `realtime_episodes` episodes: it counts
 deadline misses and how many episodes return exactly what the simulated clock's did (a clock that held plays the
 same actions), printed as a check, not drawn. At the period whose d
 is 3 (the issue's targets), `gap_correctors=` and `gap_budgets=` add what could close a gap to the best planner
@@ -346,6 +346,11 @@ def specs_for(runner: Runner, args: dict) -> dict:
                                  f"P = {P:.1f} ms ({p['delay']} -> {delay_steps(wall, latency)}): give a smaller one")
             realtime[P] = {"async realtime": spec("async", wall, realtime=True),
                            "async +corrector realtime": spec("async", wall, args["corrector"], realtime=True)}
+            if d > H:
+                realtime[P].update({
+                    f"{PAST_H['async']} realtime": spec("async", wall, realtime=True, past_horizon="prior"),
+                    f"{PAST_H['async +corrector']} realtime": spec("async", wall, args["corrector"], realtime=True,
+                                                                    past_horizon="prior")})
     return {"latency": latency, "source": source, "periods": periods, "baseline": spec("baseline"),
             "prior": spec("prior"), "budgets": budgets, "by_delay": by_delay, "realtime": realtime, "gap": gap}
 
