@@ -509,8 +509,10 @@ def plot(record: dict, path: Path) -> Path:
     xs = [p["control_period_ms"] for p in periods]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, (color, marker) in STYLE.items():
-        pts = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r["setting"] == name
-               and not (name in PAST_H.values() and r.get("same_as"))]  # drawn where they differ from async
+        pts = [(p["control_period_ms"], r) for p in periods for r in p["rows"] if r["setting"] == name]
+        if name in PAST_H.values():  # drawn where they differ from async, joined to it at the largest d <= H
+            joint = max((r["delay"] for _, r in pts if r.get("same_as") and r["delay"] > 1), default=None)
+            pts = [(x, r) for x, r in pts if not r.get("same_as") or r["delay"] == joint]
         if not pts:
             continue
         ys = [r["return_mean"] for _, r in pts]
