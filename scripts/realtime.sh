@@ -11,7 +11,8 @@
 #   scripts/realtime.sh status      running or not, and the settings finished
 #   scripts/realtime.sh pause|continue   SIGSTOP / SIGCONT (while timing or running the test suite)
 #   scripts/realtime.sh check       the wall-clock check (realtime=true) on the first CHECK_EPISODES (2) episodes of
-#                                   each task, one task after the other, everything else in the background paused
+#                                   each task at the periods CHECK_PERIODS (all; e.g. 1/8,1/4), out CHECK_OUT
+#                                   ($OUT/check), one task after the other, everything else in the background paused
 #                                   meanwhile (the wall clock needs the cores): deadline misses, and episodes equal to
 #                                   the simulated clock's (its settings taken from the 30-episode run's log where it
 #                                   has them); out: $OUT/check/, log: logs/realtime-check.log
@@ -50,14 +51,15 @@ case "${1:-status}" in
       done
     done ;;
   check)
-    n=${CHECK_EPISODES:-2}
+    n=${CHECK_EPISODES:-2} check_out=${CHECK_OUT:-$OUT/check}
+    periods=${CHECK_PERIODS:+periods=$CHECK_PERIODS}
     setsid nohup bash -c "
       scripts/background.sh pause; scripts/realtime.sh pause
       for t in $TASKS; do
         main=$OUT/realtime-\$t.episodes.jsonl; reuse=frontier; [ -f \$main ] && reuse=frontier,\$main
         .venv/bin/python benchmarks/bench_realtime.py tasks=\$t threads=1 episodes=$n realtime=true \
-          realtime_episodes=$n reuse=\$reuse out=$OUT/check \
-          plot_dir=$OUT/check
+          realtime_episodes=$n reuse=\$reuse out=$check_out $periods \
+          plot_dir=$check_out
       done
       scripts/background.sh continue; scripts/realtime.sh continue" >> logs/realtime-check.log 2>&1 < /dev/null &
     echo "wall-clock check started, everything else paused until it ends (log: logs/realtime-check.log)" ;;
