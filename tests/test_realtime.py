@@ -17,7 +17,8 @@ import torch
 from gym_qwen.platform.rng import seeded
 from gym_qwen.platform.speculative.background_planner import BackgroundPlanner, PlanJob
 from gym_qwen.platform.speculative.clock import ClockSettings, delay_steps, parse_latency
-from gym_qwen.platform.speculative.clocked import ClockedExecutor, measure_latencies_ms, measure_latency_ms
+from gym_qwen.platform.speculative.clocked import (ClockedExecutor, measure_latencies_ms, measure_latency_ms,
+                                                   measure_thread_latency_ms)
 from gym_qwen.platform.speculative.episodes import play_episodes
 from gym_qwen.platform.speculative.evaluation import result_from_records
 from gym_qwen.platform.speculative.executor import SOURCES
@@ -456,6 +457,20 @@ def test_the_measured_latency_is_the_planners_median_time_and_counts_no_call(wal
     both = measure_latencies_ms(agent, obs, {"slow": slow, "slower": slower, "full": None}, repeats=3)
     assert 20.0 <= both["slow"] < both["slower"] and both["slower"] >= 60.0 and both["full"] > 0
     assert slow.calls == slower.calls == 0 and agent.planner.calls == calls
+
+
+
+def test_the_latency_beside_the_environments_thread_times_plans_in_the_planner_thread(walker):
+    """The planner in its thread while this one steps a calibration episode every 5 ms: each plan's time is the
+    planner thread's (an emulated 30 ms plan takes >= 30 ms), the warm-up plan left out, nothing counted."""
+    agent, _ = walker
+    slow = SleepyPlanner(agent.planner, 0.03)
+    slow.calls = slow.batches = 0
+    ms = measure_thread_latency_ms(agent, "walker-walk", 1, period_ms=5.0, planner=slow, plans=3, threads=1)
+    assert 30.0 <= ms < 20_000 and slow.calls == 0
+    calls = agent.planner.calls
+    assert 0 < measure_thread_latency_ms(agent, "walker-walk", 1, period_ms=5.0, plans=2, threads=1) < 20_000
+    assert agent.planner.calls == calls
 
 
 # ------------------------------------------------------------------------------------------ the command

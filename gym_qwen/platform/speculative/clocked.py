@@ -408,6 +408,52 @@ def measure_latencies_ms(agent, obs, planners: dict, repeats: int = 5, warmup: i
     return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
 
 
+def measure_thread_latency_ms(agent, task: str, seed: int, period_ms: float, planner=None, plans: int = 8,
+                              threads: int | None = None) -> float:
+    """The planner's median time (ms) per plan as `realtime=true` runs it: in a BackgroundPlanner thread (`threads`
+    torch threads), `plans` plans back to back after one to warm up, while this thread takes a decision every
+    `period_ms` as the wall clock does (steps a calibration episode of `task` with the policy prior's mean action,
+    encodes, sleeps to the next deadline). Beside that thread a plan can take longer than measure_latency_ms's idle
+    time; this is the latency that says which d the wall clock can hold. Nothing is counted."""
+    planner = planner if planner is not None else agent.planner
+    calls, batches = planner.calls, planner.batches
+    g = torch.Generator(device=agent.device)
+    g.manual_seed(int(seed))
+    env = make_env(task, reset_seed("calibration", seed, 0))
+    runner = BackgroundPlanner(lambda job: planner.plan(job.z_start, None, generator=g, cancelled=job.cancel.is_set),
+                               threads, agent.device)
+    period_s, times = period_ms / 1000.0, []
+    try:
+        obs, _ = env.reset(seed=reset_seed("calibration", seed, 0))
+        with torch.inference_mode():
+            def encode(o):
+                return agent.model.encode(torch.as_tensor(np.asarray(o, dtype=np.float32),
+                                                          device=agent.device).reshape(1, -1))
+            z = encode(obs)
+            job = runner.submit(PlanJob(started=0, ready_at=0, z_start=z, prev_mean=None, shift=0))
+            deadline = time.perf_counter()
+            while len(times) < plans:
+                if job.done.is_set():
+                    runner.result(job)
+                    if job.started > 0:  # the first plan warms up (a compiled rollout compiles there)
+                        times.append(job.seconds)
+                    job = runner.submit(PlanJob(started=len(times) + 1, ready_at=0, z_start=z, prev_mean=None,
+                                                shift=0))
+                action = agent.model.pi(z)[1]["mean"].clamp(-1, 1)
+                obs, _, terminated, truncated, _ = env.step(action[0].cpu().numpy())
+                if terminated or truncated:
+                    obs, _ = env.reset()
+                z = encode(obs)
+                deadline += period_s
+                time.sleep(max(0.0, deadline - time.perf_counter()))
+            runner.cancel(job)
+    finally:
+        runner.close()
+        env.close()
+        planner.calls, planner.batches = calls, batches
+    return 1000.0 * statistics.median(times)
+
+
 def resolve_clock(execution, agent, task: str, seed: int, planner=None):
     """`execution` with its clock's planner latency measured (the setting's planner, from the first calibration
     episode's first observation) if it was left to be measured; unchanged otherwise."""
