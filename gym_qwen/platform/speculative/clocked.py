@@ -413,8 +413,9 @@ def measure_thread_latency_ms(agent, task: str, seed: int, period_ms: float, pla
     """The planner's median time (ms) per plan as `realtime=true` runs it: in a BackgroundPlanner thread (`threads`
     torch threads), `plans` plans back to back after one to warm up, while this thread takes a decision every
     `period_ms` as the wall clock does (steps a calibration episode of `task` with the policy prior's mean action,
-    encodes, sleeps to the next deadline). Beside that thread a plan can take longer than measure_latency_ms's idle
-    time; this is the latency that says which d the wall clock can hold. Nothing is counted."""
+    encodes, sleeps to the next deadline): the time the wall clock's plans take, where measure_latency_ms times
+    them alone, so the d the wall clock can hold at that period (as of now: on a shared VM the planner's speed
+    drifts between minutes). Nothing is counted."""
     planner = planner if planner is not None else agent.planner
     calls, batches = planner.calls, planner.batches
     g = torch.Generator(device=agent.device)
