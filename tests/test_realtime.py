@@ -459,7 +459,6 @@ def test_the_measured_latency_is_the_planners_median_time_and_counts_no_call(wal
     assert slow.calls == slower.calls == 0 and agent.planner.calls == calls
 
 
-
 def test_the_latency_beside_the_environments_thread_times_plans_in_the_planner_thread(walker):
     """The planner in its thread while this one steps a calibration episode every 5 ms: each plan's time is the
     planner thread's (an emulated 30 ms plan takes >= 30 ms), the warm-up plan left out, nothing counted."""
