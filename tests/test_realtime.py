@@ -305,12 +305,12 @@ def test_adaptive_async_cancels_the_plan_in_flight_and_counts_it(agent):
 
 
 # ------------------------------------------------------------------------------------- corrector data under async
-def _async_rows(agent, corrector=None, length=13, delay=4):
+def _async_rows(agent, corrector=None, length=13, delay=4, past_horizon="extension"):
     from gym_qwen.platform.speculative.collection import collect_episode_rows, data_schema
 
     schema = data_schema(16, ACT, 4, {"task": "line", "teacher_sha256": "ab" * 32})
     return collect_episode_rows(agent, LineEnv(length), 5, 0, 6, 4, 0.0, schema, corrector=corrector,
-                                async_delay=delay)
+                                async_delay=delay, past_horizon=past_horizon)
 
 
 def test_async_collection_records_every_speculative_step_with_the_teachers_action(agent):
@@ -336,6 +336,15 @@ def test_async_collection_records_every_speculative_step_with_the_teachers_actio
         plain = play_episodes(ClockedExecutor(agent, settings("async"), async_clock(4), planner_seed=start),
                               [LineEnv(13)], [start])[0]
     assert plain["return"] == rec["return"] and plain["planner_calls"] == rec["planner_calls"]
+
+
+def test_async_collection_with_the_prior_past_the_horizon_records_the_plan_steps_only(agent):
+    """collect async_delay=4 past_horizon=prior: the same timeline, the 4th step of each plan the prior at the real
+    latent (no row there: nothing is speculative or corrected), so rows at the 8 plan steps j = 0..2."""
+    table, rec = _async_rows(agent, past_horizon="prior")
+    assert table.num_rows == rec["speculative_steps"] == 8 and rec["steps_prior"] == 5
+    assert table["t"].to_pylist() == [3, 4, 5, 7, 8, 9, 11, 12]
+    assert table["step_in_chunk"].to_pylist() == [0, 1, 2, 0, 1, 2, 0, 1] and not any(table["extended"].to_pylist())
 
 
 def test_async_dagger_collection_executes_the_corrector_and_records_the_plan(agent, monkeypatch):

@@ -91,6 +91,15 @@ def test_collect_under_the_async_clock(tiny_checkpoint, tmp_path, capsys, monkey
                                  capsys, monkeypatch), work, ["collected under the async clock"])
     _assert_user_error(*_main_in(work, _collect(tmp_path, tiny_checkpoint, "async_delay=1", "force=true"), capsys,
                                  monkeypatch), work, ["async_delay", "2"])
+    _assert_user_error(*_main_in(work, _collect(tmp_path, tiny_checkpoint, "past_horizon=prior", "force=true"),
+                                 capsys, monkeypatch), work, ["past_horizon=prior", "async_delay="])
+    # past_horizon=prior at d = 4 > H: rows at plan steps only, and the metadata says so
+    rc, out, err = _main_in(work, _collect(tmp_path, tiny_checkpoint, "episodes=1", "async_delay=4",
+                                           "past_horizon=prior", "force=true"), capsys, monkeypatch)
+    assert rc == 0, err
+    cols, meta = read_corrector_data(data, latent_dim=16)
+    H = meta["plan_horizon"]
+    assert H < 4 and meta["past_horizon"] == "prior" and set(cols["step_in_chunk"].tolist()) == set(range(H))
 
 
 @pytest.mark.ray

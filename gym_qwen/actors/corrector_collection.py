@@ -119,13 +119,13 @@ def collect_corrector_data(cfg: CollectConfig) -> tuple[int, ChunkStats]:
                 "code_version": code_version(), "executed": "plan", "planner_budget": cfg.planner_budget}
     corrector_file = _dagger_corrector(cfg, metadata)
     if cfg.async_delay is not None:  # the async clock's d: how many decisions each plan spans (no chunks of k)
-        metadata.update(async_delay=cfg.async_delay, exec_horizon=cfg.async_delay,
+        metadata.update(async_delay=cfg.async_delay, exec_horizon=cfg.async_delay, past_horizon=cfg.past_horizon,
                         executed=f"async d={cfg.async_delay}, " + metadata["executed"])
     metadata["seed_kind"] = seed_kind(corrector_file is not None, cfg.async_delay is not None)  # its seed range
     metadata["reset_seed_base"] = RESET_SEED_BASE[metadata["seed_kind"]]
     max_rows = None if cfg.max_samples < 0 else cfg.max_samples
     setup_args = (overrides, cfg.device if cfg.num_workers == 0 else "cpu", cfg.seed, cfg.spec_exec_horizon,
-                  cfg.history_len, cfg.min_distance, metadata, corrector_file, cfg.async_delay)
+                  cfg.history_len, cfg.min_distance, metadata, corrector_file, cfg.async_delay, cfg.past_horizon)
     problem = output_folder_problem(output.parent)
     if problem:
         raise ConfigError(f"output={output}: cannot write there ({problem})")

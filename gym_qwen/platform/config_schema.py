@@ -624,6 +624,9 @@ class CollectConfig(RayOptions):
     async_delay: Optional[int] = option(None, "Collect under the simulated clock in mode=async instead of in chunks: "
                                               "plans take this many decisions (d; spec_exec_horizon is then unused); "
                                               "rows at every speculative step", min=2)
+    past_horizon: str = option("extension", "With async_delay=: what async executes past the plan's horizon (as "
+                                            "evaluate's past_horizon=; prior: no rows there, the prior acts at the "
+                                            "real latent)", choices=PAST_HORIZON)
     seed: int = option(1, "Random seed (episode i resets with seed + i from its kind's range: open loop 20000, DAgger "
                           "30000, async 50000, async DAgger 60000)", min=0)
     force: bool = option(False, "Replace an existing output file")
@@ -651,6 +654,8 @@ class CollectConfig(RayOptions):
                 parse_budget(self.planner_budget)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        _require(self.past_horizon == "extension" or self.async_delay is not None,
+                 f"past_horizon={self.past_horizon} is what async executes past the plan's horizon: give async_delay=")
         _require(self.max_samples != 0, "max_samples=0 would collect nothing; use -1 for all rows")
         _require(self.seed + self.episodes <= RESET_SEED_SPAN,
                  f"seed={self.seed} + episodes={self.episodes} must be <= {RESET_SEED_SPAN}: collection episodes "

@@ -65,14 +65,17 @@ def async_clock(delay: int) -> ClockSettings:
 
 
 def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, history_len: int,
-                         min_distance: float, schema_, corrector=None, async_delay: int | None = None):
+                         min_distance: float, schema_, corrector=None, async_delay: int | None = None,
+                         past_horizon: str = "extension"):
     """The rows (an Arrow table of `schema_`) of collection episode `index`, and the episode's return.
     `corrector`: execute its actions instead of the planned ones (DAgger). `async_delay`: run the episode in
-    mode=async under a simulated clock with d = async_delay instead of in chunks of exec_horizon."""
+    mode=async under a simulated clock with d = async_delay instead of in chunks of exec_horizon, executing
+    `past_horizon` past the plan's horizon (SpeculationSettings.past_horizon)."""
     rows = []
     start = reset_seed(seed_kind(corrector is not None, async_delay is not None), seed, index)
     if async_delay is not None:
-        settings = SpeculationSettings("async", 1, mismatch_threshold=float("inf"), history_len=history_len)
+        settings = SpeculationSettings("async", 1, mismatch_threshold=float("inf"), history_len=history_len,
+                                       past_horizon=past_horizon)
         executor = ClockedExecutor(agent, settings, async_clock(async_delay), corrector=corrector,
                                    planner_seed=start, on_step=rows.append, teacher_seed=derive_seed(start, 7))
     else:
@@ -93,7 +96,7 @@ def collect_episode_rows(agent, env, seed: int, index: int, exec_horizon: int, h
 
 def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_horizon: int, history_len: int,
                      min_distance: float, metadata: dict, corrector_file: str | None = None,
-                     async_delay: int | None = None) -> dict:
+                     async_delay: int | None = None, past_horizon: str = "extension") -> dict:
     """An episode worker's state: the teacher agent, an environment, the data schema and (DAgger) the corrector
     of `corrector_file`, checked against the teacher (metadata's teacher_sha256)."""
     agent, _, _ = agent_from_checkpoint(ckpt, overrides, device)
@@ -104,7 +107,7 @@ def collection_setup(ckpt: dict, overrides: dict, device: str, seed: int, exec_h
                                       device=agent.device)
     return {"agent": agent, "env": make_env(ckpt["task"], seed), "seed": seed, "k": exec_horizon,
             "history_len": history_len, "min_distance": min_distance, "corrector": corrector,
-            "async_delay": async_delay,
+            "async_delay": async_delay, "past_horizon": past_horizon,
             "schema": data_schema(agent.model.dims.latent_dim, agent.model.dims.action_dim, history_len, metadata)}
 
 
@@ -112,5 +115,6 @@ def collection_episode(state: dict, index: int):
     """Per-episode function of the episode farm: the rows of collection episode `index`."""
     table, _ = collect_episode_rows(state["agent"], state["env"], state["seed"], index, state["k"],
                                     state["history_len"], state["min_distance"], state["schema"],
-                                    state.get("corrector"), state.get("async_delay"))
+                                    state.get("corrector"), state.get("async_delay"),
+                                    state.get("past_horizon", "extension"))
     return table
