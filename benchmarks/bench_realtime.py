@@ -55,7 +55,7 @@ DEFAULTS = {
     "threads": "1", "compile": "teacher", "samples": "none", "iterations": "none", "realtime": "false",
     "realtime_episodes": "5", "realtime_margin": "auto",
     "fresh": "false", "out": str(ROOT / "benchmarks" / "results"), "plot_dir": str(ROOT / "docs"),
-    "gap_correctors": "", "gap_budgets": "", "reuse": "frontier",
+    "gap_correctors": "", "gap_budgets": "", "past_h_correctors": "", "reuse": "frontier",
 }
 HELP = {
     "tasks": "tasks whose shipped size-1 teachers are run", "episodes": "episodes per setting (paired)",
@@ -75,6 +75,8 @@ HELP = {
     "out": "folder of the JSON and the episode logs", "plot_dir": "folder of realtime-<task>.png",
     "gap_correctors": "what could close a gap at d = 3: async with each of these corrector files (<type>:<path>, "
                       "comma-separated; e.g. one distilled on `collect async_delay=3` DAgger data)",
+    "past_h_correctors": "where d > H: async with the prior past H and each of these corrector files (<type>:<path>, "
+                         "comma-separated; e.g. one distilled on `collect async_delay=4 past_horizon=prior` data)",
     "gap_budgets": "what could close a gap at d = 3: async with the corrector on each of these cheaper planners "
                    "(under the same P, with its own measured latency and so its own d)",
     "reuse": "episode logs of other runs on the same teacher, seed and episodes whose settings are taken from them "
@@ -258,6 +260,18 @@ def reused_logs(task: str, reuse: str, header: dict) -> list:
     return logs
 
 
+def corrector_files(args: dict, key: str) -> list[tuple[str, str]]:
+    """The (type, path) entries of a corrector list argument, `<type>:<path>` comma-separated, each an existing file."""
+    out = []
+    for item in [c.strip() for c in args[key].split(",") if c.strip()]:
+        kind, _, path = item.partition(":")
+        if kind not in ("two_tower", "temporal") or not Path(path).is_file():
+            raise SystemExit(f"bench_realtime: error: {key} entry {item!r}: expected two_tower:<file> or "
+                             "temporal:<file> of an existing file")
+        out.append((kind, path))
+    return out
+
+
 def specs_for(runner: Runner, args: dict) -> dict:
     """Every setting the benchmark needs, by name, and the clock of each period."""
     from gym_qwen.platform.speculative.clock import ClockSettings, delay_steps, parse_latency
@@ -315,15 +329,15 @@ def specs_for(runner: Runner, args: dict) -> dict:
                 by_delay[d].update({PAST_H["async"]: spec("async", P, past_horizon="prior"),
                                     PAST_H["async +corrector"]: spec("async", P, args["corrector"],
                                                                      past_horizon="prior")})
+                for kind, path in corrector_files(args, "past_h_correctors"):  # rows of their own (gap rows)
+                    by_delay[d][f"async +{Path(path).stem}, prior past H"] = ExecutionSpec(
+                        SpeculationSettings("async", 1, inf, past_horizon="prior"), kind, path, (),
+                        clock=ClockSettings(P, latency, source))
     gap = {}  # at the period whose d is TARGET_D: async with other correctors, async on cheaper planners
     target = next((p for p in periods if p["delay"] == TARGET_D), None)
     if target is not None:
         P = target["control_period_ms"]
-        for item in [c.strip() for c in args["gap_correctors"].split(",") if c.strip()]:
-            kind, _, path = item.partition(":")
-            if kind not in ("two_tower", "temporal") or not Path(path).is_file():
-                raise SystemExit(f"bench_realtime: error: gap_correctors entry {item!r}: expected "
-                                 "two_tower:<file> or temporal:<file> of an existing file")
+        for kind, path in corrector_files(args, "gap_correctors"):
             gap[f"async +{Path(path).stem}"] = ExecutionSpec(SpeculationSettings("async", 1, inf), kind, path, (),
                                                              clock=ClockSettings(P, latency, source))
         for text in names("gap_budgets"):
@@ -405,6 +419,9 @@ def run_task(task: str, args: dict, command: str) -> dict:
             else:  # d <= H: nothing past the plan's horizon, so async's episodes (tested)
                 same = next(a for a, closed in PAST_H.items() if closed == name)
                 rows.append(row(name, sim[d][same], b, d, {"same_as": f"{same} (d <= H)"}))
+        for name in [n for n in (sim[d] if d > 1 else {}) if n not in ("async", "async +corrector", "stale",
+                                                                         *PAST_H.values())]:
+            rows.append(row(name, sim[d][name], b, d, {"gap": True}))  # past_h_correctors' rows
         for name, (res, ms) in budgets.items():
             if ms <= P:
                 rows.append(row(f"planner {name}", res, b, 1, {"budget": name, "budget_latency_ms": ms}))
