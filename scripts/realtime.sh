@@ -27,6 +27,9 @@ pids() { pgrep -f "bench_realtime.py tasks=$1 " || true; }
 gap() {  # what could close a gap at d = 3: async on the budget just over P = L/3, a corrector trained on async data
   local keys="gap_budgets=256x4" async="models/correctors/$1-size1-seed1-async-d3-two_tower.pt"
   [ -f "$async" ] && keys="$keys gap_correctors=two_tower:$async"
+  # past H at d = 4 and 8: a two-tower distilled on `collect async_delay=4 past_horizon=prior` DAgger data
+  local closed="models/correctors/$1-size1-seed1-async-d4-prior-two_tower.pt"
+  [ -f "$closed" ] && keys="$keys past_h_correctors=two_tower:$closed"
   echo "$keys"
 }
 
