@@ -98,3 +98,15 @@ def test_the_rate_a_setting_sustains_is_the_fastest_period_where_it_keeps_95_per
     best = out["planner budget (best fitting P)"]  # the best budget at each P, not the last row listed
     assert best["control_period_ms"] == 25.0 and best["setting"] == "planner 64x2" and best["retained"] == 0.98
     assert "baseline (no clock)" not in out
+
+
+def test_corrector_lists_name_a_type_and_an_existing_file(tmp_path, monkeypatch):
+    bench = _bench(monkeypatch, tmp_path)
+    present = tmp_path / "c.pt"
+    present.write_bytes(b"x")
+    args = {"past_h_correctors": f"two_tower:{present}, temporal:{present}", "gap_correctors": ""}
+    assert bench.corrector_files(args, "past_h_correctors") == [("two_tower", str(present)), ("temporal", str(present))]
+    assert bench.corrector_files(args, "gap_correctors") == []
+    for bad in (f"two_tower:{tmp_path / 'missing.pt'}", f"mlp:{present}", str(present)):
+        with pytest.raises(SystemExit, match="past_h_correctors entry"):
+            bench.corrector_files({"past_h_correctors": bad}, "past_h_correctors")
