@@ -25,39 +25,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_realtime import parse_args  # noqa: E402  (its key=value parser; this folder is on the path)
 
 DEFAULTS = {"tasks": "walker-walk", "repeats": "6", "threads": "1", "budgets": "32x1,32x2,64x2,128x3,256x4",
             "out": str(ROOT / "docs" / "latency-timing.json")}
 METHODS = ("each 5", "each 15", "interleaved 15")
 
 
-def parse_args(argv: list[str]) -> dict:
-    args = dict(DEFAULTS)
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            print(f"bench_latency_timing: error: {item!r}: expected key=value with a key among {', '.join(DEFAULTS)}",
-                  file=sys.stderr)
-            raise SystemExit(2)
-        args[key] = value
-    return args
-
-
 def time_task(task: str, args: dict) -> dict:
     import torch
 
-    from gym_qwen.platform.envs import make_env
-    from gym_qwen.platform.seeds import reset_seed
-    from gym_qwen.platform.speculative.clocked import measure_latencies_ms, measure_latency_ms
+    from gym_qwen.platform.speculative.clocked import calibration_observation, measure_latencies_ms, measure_latency_ms
     from gym_qwen.platform.speculative.evaluation import setting_planner
     from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings, budget_overrides, parse_budget
     from gym_qwen.platform.tdmpc2.checkpoints import load_agent
 
     torch.set_num_threads(int(args["threads"]))
     agent, _, _ = load_agent(str(ROOT / "models" / f"{task}-size1-seed1.pt"), {}, "cpu", None)
-    env = make_env(task, reset_seed("calibration", 1, 0))
-    obs, _ = env.reset(seed=reset_seed("calibration", 1, 0))
-    env.close()
+    obs = calibration_observation(task, 1)
     planners = {"full": None}
     for text in [b.strip() for b in args["budgets"].split(",") if b.strip()]:
         spec = ExecutionSpec(SpeculationSettings("baseline", 1, float("inf")), "none", None,
@@ -95,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from gym_qwen.platform.files import atomic_write_bytes
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
+    args = parse_args(argv, DEFAULTS, "bench_latency_timing")
     record = {"command": "python benchmarks/bench_latency_timing.py " + " ".join(argv),
               "threads": int(args["threads"]), "repeats": int(args["repeats"]), "tasks": []}
     for task in [t.strip() for t in args["tasks"].split(",") if t.strip()]:

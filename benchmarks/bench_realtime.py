@@ -90,14 +90,17 @@ LATE_SHOWN = 20  # late decisions ([episode, decision, ms past the deadline]) a 
 AUTO_MARGIN = 1.3  # the wall clock's slack: with 1.1, 0-46 of 1000 decisions missed; with 1.3 none (BENCHMARKS.md)
 TARGETS = {"walker-walk": 0.95, "cheetah-run": 0.90}  # async with a corrector at d = 3 (issue 31)
 PAST_H = {"async": "async, prior past H", "async +corrector": "async +corrector, prior past H"}  # past_horizon=prior
+CLOCKED_ROWS = ("async", "async +corrector", "stale", *PAST_H.values())  # every period's rows, in table order
 
 
-def parse_args(argv: list[str]) -> dict:
-    args = dict(DEFAULTS)
+def parse_args(argv: list[str], defaults: dict | None = None, name: str = "bench_realtime") -> dict:
+    """`key=value` arguments over `defaults` (this benchmark's DEFAULTS); an unknown key: one line, exit 2."""
+    defaults = DEFAULTS if defaults is None else defaults
+    args = dict(defaults)
     for item in argv:
         key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULTS:
-            print(f"bench_realtime: error: {item!r}: expected key=value with a key among {', '.join(DEFAULTS)}",
+        if not sep or key not in defaults:
+            print(f"{name}: error: {item!r}: expected key=value with a key among {', '.join(defaults)}",
                   file=sys.stderr)
             raise SystemExit(2)
         args[key] = value
@@ -172,14 +175,10 @@ class Runner:
     def latencies(self, specs: dict) -> dict[str, float]:
         """The median time (ms) of each setting's planner here (name -> spec, None: the full planner), timed
         together in LATENCY_ROUNDS interleaved rounds."""
-        from gym_qwen.platform.envs import make_env
-        from gym_qwen.platform.seeds import reset_seed
-        from gym_qwen.platform.speculative.clocked import measure_latencies_ms
+        from gym_qwen.platform.speculative.clocked import calibration_observation, measure_latencies_ms
         from gym_qwen.platform.speculative.evaluation import setting_planner
 
-        env = make_env(self.task, reset_seed("calibration", self.seed, 0))
-        obs, _ = env.reset(seed=reset_seed("calibration", self.seed, 0))
-        env.close()
+        obs = calibration_observation(self.task, self.seed)
         planners = {name: setting_planner(self.agent, spec) for name, spec in specs.items()}
         return measure_latencies_ms(self.agent, obs, planners, repeats=LATENCY_ROUNDS, seed=self.seed)
 
@@ -411,7 +410,7 @@ def run_task(task: str, args: dict, command: str) -> dict:
     for p in plan["periods"]:
         d, P = p["delay"], p["control_period_ms"]
         rows = [row("baseline (no clock)", base, b, None), row("policy prior", prior, b, 1)]
-        for name in ("async", "async +corrector", "stale", *PAST_H.values()):
+        for name in CLOCKED_ROWS:
             if d == 1:  # the baseline step for step (tested): its episodes
                 rows.append(row(name, base, b, 1, {"same_as": "baseline (d = 1)"}))
             elif name in sim[d]:
@@ -419,8 +418,7 @@ def run_task(task: str, args: dict, command: str) -> dict:
             else:  # d <= H: nothing past the plan's horizon, so async's episodes (tested)
                 same = next(a for a, closed in PAST_H.items() if closed == name)
                 rows.append(row(name, sim[d][same], b, d, {"same_as": f"{same} (d <= H)"}))
-        for name in [n for n in (sim[d] if d > 1 else {}) if n not in ("async", "async +corrector", "stale",
-                                                                         *PAST_H.values())]:
+        for name in [n for n in (sim[d] if d > 1 else {}) if n not in CLOCKED_ROWS]:
             rows.append(row(name, sim[d][name], b, d, {"gap": True}))  # past_h_correctors' rows
         for name, (res, ms) in budgets.items():
             if ms <= P:

@@ -455,6 +455,16 @@ def measure_thread_latency_ms(agent, task: str, seed: int, period_ms: float, pla
     return 1000.0 * statistics.median(times)
 
 
+def calibration_observation(task: str, seed: int) -> np.ndarray:
+    """The first observation of `task`'s first calibration episode: what planner latencies are timed from."""
+    env = make_env(task, reset_seed("calibration", seed, 0))
+    try:
+        obs, _ = env.reset(seed=reset_seed("calibration", seed, 0))
+    finally:
+        env.close()
+    return obs
+
+
 def resolve_clock(execution, agent, task: str, seed: int, planner=None):
     """`execution` with its clock's planner latency measured (the setting's planner, from the first calibration
     episode's first observation) if it was left to be measured; unchanged otherwise."""
@@ -464,10 +474,5 @@ def resolve_clock(execution, agent, task: str, seed: int, planner=None):
     if execution.settings.mode == "prior":  # nothing is planned: no latency to measure
         return replace(execution, clock=clock.with_latency(0.0, "no planner"))
 
-    env = make_env(task, reset_seed("calibration", seed, 0))
-    try:
-        obs, _ = env.reset(seed=reset_seed("calibration", seed, 0))
-    finally:
-        env.close()
-    latency = measure_latency_ms(agent, obs, planner, seed=seed)
+    latency = measure_latency_ms(agent, calibration_observation(task, seed), planner, seed=seed)
     return replace(execution, clock=clock.with_latency(latency, "measured"))
