@@ -151,13 +151,13 @@ class Runner:
         self.correctors = {}
         self.timings = out / f"realtime-{task}.latencies.json"
         # "full" or a budget's name -> median ms, measured here or by the run being continued
-        self.measured = {} if flag(args["fresh"]) else kept_latencies(self.timings, self.overrides,
-                                                                       int(args["threads"]))
+        self.measured = {} if flag(args["fresh"]) else load_kept_latencies(self.timings, self.overrides,
+                                                                            int(args["threads"]))
 
     def corrector_file(self, kind: str) -> str:
         return str(ROOT / "models" / "correctors" / f"{self.checkpoint.stem}-{kind}.pt")
 
-    def kept_latencies(self, wanted: dict) -> dict[str, tuple[float, bool]]:
+    def planner_latencies(self, wanted: dict) -> dict[str, tuple[float, bool]]:
         """The median time (ms) of each planner of `wanted` ("full" or a budget's name -> its spec; None: the full
         planner): as the run being continued measured it, else measured now, every missing one together in
         interleaved rounds (their ratios decide which budgets fit a period), and kept at once (atomically) for the
@@ -218,7 +218,7 @@ class Runner:
         return result
 
 
-def kept_latencies(path: Path, overrides: dict, threads: int) -> dict:
+def load_kept_latencies(path: Path, overrides: dict, threads: int) -> dict:
     """The planner latencies (ms by "full" or budget name) an earlier run of the same agent overrides and torch
     threads kept in `path`; {} where there is none."""
     if not path.is_file():
@@ -288,7 +288,7 @@ def specs_for(runner: Runner, args: dict) -> dict:
     wanted = {text: budget_spec(text) for text in names("budgets") + names("gap_budgets")}
     if given is None:
         wanted = {"full": None, **wanted}
-    timed = runner.kept_latencies(wanted)  # continuing: as the run being continued measured them, so the periods
+    timed = runner.planner_latencies(wanted)  # continuing: as the run being continued measured them, so the periods
     if given is not None:                  # and the budgets fitting each stay the same
         latency, now = given, False
     else:

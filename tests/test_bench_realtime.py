@@ -66,18 +66,18 @@ def test_latencies_are_kept_when_measured_and_not_measured_again(tmp_path, monke
         return {name: 100.0 + len(timed) + i for i, name in enumerate(specs)}
 
     monkeypatch.setattr(runner, "latencies", latencies)
-    assert runner.kept_latencies({"full": None, "64x2": "spec"}) == {"full": (101.0, True), "64x2": (102.0, True)}
-    assert runner.kept_latencies({"full": None, "32x1": "other"}) == {"full": (101.0, False), "32x1": (102.0, True)}
+    assert runner.planner_latencies({"full": None, "64x2": "spec"}) == {"full": (101.0, True), "64x2": (102.0, True)}
+    assert runner.planner_latencies({"full": None, "32x1": "other"}) == {"full": (101.0, False), "32x1": (102.0, True)}
     assert timed == [{"full": None, "64x2": "spec"}, {"32x1": "other"}]  # only the missing one timed again
-    assert runner.kept_latencies({"64x2": "spec"}) == {"64x2": (102.0, False)} and len(timed) == 2
-    kept = bench.kept_latencies(runner.timings, {"compile": False}, 1)
+    assert runner.planner_latencies({"64x2": "spec"}) == {"64x2": (102.0, False)} and len(timed) == 2
+    kept = bench.load_kept_latencies(runner.timings, {"compile": False}, 1)
     assert kept == {"full": 101.0, "64x2": 102.0, "32x1": 102.0}
-    assert bench.kept_latencies(runner.timings, {}, 1) == {}  # another agent: measured again
-    assert bench.kept_latencies(runner.timings, {"compile": False}, 2) == {}  # other threads: measured again
-    assert bench.kept_latencies(tmp_path / "missing.json", {}, 1) == {}
+    assert bench.load_kept_latencies(runner.timings, {}, 1) == {}  # another agent: measured again
+    assert bench.load_kept_latencies(runner.timings, {"compile": False}, 2) == {}  # other threads: measured again
+    assert bench.load_kept_latencies(tmp_path / "missing.json", {}, 1) == {}
     resumed = bench.Runner.__new__(bench.Runner)
     resumed.timings, resumed.measured, resumed.latencies = runner.timings, kept, lambda specs: 1 / 0
-    assert resumed.kept_latencies({"64x2": None}) == {"64x2": (102.0, False)}
+    assert resumed.planner_latencies({"64x2": None}) == {"64x2": (102.0, False)}
 
 
 def test_the_rate_a_setting_sustains_is_the_fastest_period_where_it_keeps_95_percent(tmp_path, monkeypatch):

@@ -239,9 +239,10 @@ def test_planner_keys_given_to_evaluate_make_its_run_a_cheap_planner_setting(tmp
     assert sorted(r[4] for r in rows) == ["full", "samples=16"]
 
 
-def test_async_acting_closed_loop_past_the_horizon_is_a_setting_of_its_own(tmp_path, capsys, monkeypatch):
-    """Two real `evaluate mode=async mlflow=true` runs under the same clock (d = 5 > H), one with
-    past_horizon=prior: compare keeps them apart (once, the newer replaced the older as the same setting)."""
+def test_async_variants_under_one_clock_are_settings_of_their_own(tmp_path, capsys, monkeypatch):
+    """Three real `evaluate mode=async mlflow=true` runs under the same clock (d = 5 > H): plain, with
+    past_horizon=prior, and on the wall clock. compare keeps them apart (once, the newer replaced the older as the
+    same setting, and a wall-clock run would have been pooled with its simulated twin)."""
     from test_cli import untrained_checkpoint
 
     ckpt = untrained_checkpoint(tmp_path / "ckpt" / "agent.pt")
@@ -249,11 +250,11 @@ def test_async_acting_closed_loop_past_the_horizon_is_a_setting_of_its_own(tmp_p
     cwd.mkdir()
     common = ["evaluate", f"checkpoint={ckpt}", "mode=async", "control_period_ms=10", "planner_latency_ms=50",
               "episodes=1", "mlflow=true", "mlflow_experiment=rt", "torch_threads=1", "progress=false"]
-    for extra in ([], ["past_horizon=prior"]):
+    for extra in ([], ["past_horizon=prior"], ["realtime=true"]):
         rc, out, err = _main_in(cwd, common + extra, capsys, monkeypatch)
         assert rc == 0, err
     rc, out, err = _main_in(cwd, ["compare", "experiment=rt"], capsys, monkeypatch)
     assert rc == 0, err
     rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].startswith("async")]
-    assert sorted(r[0] for r in rows) == ["async", "async"] and "repeat a setting" not in out
-    assert sum("past_horizon=prior" in " ".join(r) for r in rows) == 1
+    assert len(rows) == 3 and "repeat a setting" not in out
+    assert [sum(word in r for r in rows) for word in ("past_horizon=prior", "realtime")] == [1, 1]

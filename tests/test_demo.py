@@ -108,8 +108,8 @@ def test_the_conclusion_names_the_prior_on_its_own_when_it_keeps_95_percent():
     from gym_qwen.platform.sweeps.compare import Setting
 
     def setting(mode, k, calls, ms, ret, planner=()):
-        return Setting("demo", "walker-walk", "t", mode, k, "none", None, planner, "plan", ["r"], ["1"], 1, ret, 0.0,
-                       float("nan"), calls, ms, 0.0, retained=ret / 929.2)
+        return Setting("demo", "walker-walk", "t", mode, k, "none", None, planner, "plan", "extension", False, ["r"],
+                       ["1"], 1, ret, 0.0, float("nan"), calls, ms, 0.0, retained=ret / 929.2)
 
     settings = [setting("baseline", 1, 1.0, 322.5, 929.2), setting("prior", 1, 0.0, 1.1, 922.0),
                 setting("naive", 3, 0.334, 166.4, 962.6), setting("naive", 6, 0.168, 44.3, 859.7),
@@ -130,8 +130,8 @@ def test_the_conclusion_says_the_clocked_settings_on_their_own_line():
     from gym_qwen.platform.sweeps.compare import Setting
 
     def setting(mode, k, calls, ms, ret, corrector="none"):
-        return Setting("demo", "walker-walk", "t", mode, k, corrector, None, (), "plan", ["r"], ["1"], 1, ret, 0.0,
-                       float("nan"), calls, ms, 0.0, retained=ret / 929.2)
+        return Setting("demo", "walker-walk", "t", mode, k, corrector, None, (), "plan", "extension", False, ["r"],
+                       ["1"], 1, ret, 0.0, float("nan"), calls, ms, 0.0, retained=ret / 929.2)
 
     settings = [setting("baseline", 1, 1.0, 322.5, 929.2), setting("naive", 3, 0.334, 166.4, 900.0),
                 setting("async", 3, 0.2, 20.0, 950.0, "two_tower"), setting("stale", 3, 0.334, 30.0, 500.0)]

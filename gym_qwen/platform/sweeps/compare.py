@@ -49,6 +49,8 @@ class RunRow:
     threshold: float | None
     planner: tuple
     fallback: str
+    past_horizon: str
+    wall_clock: bool
     seed: str
     episodes: int
     return_mean: float
@@ -76,6 +78,8 @@ class Setting:
     threshold: float | None
     planner: tuple
     fallback: str
+    past_horizon: str
+    wall_clock: bool
     runs: list
     seeds: list
     episodes: int
@@ -102,8 +106,7 @@ class Setting:
         name = self.mode if self.mode in ("baseline", "prior") else f"{self.mode} k={self.k}"
         if self.threshold is not None:
             name += f" thr={self.threshold:g}"
-        if self.fallback != "plan":
-            name += f" fallback={self.fallback}"
+        name += _variant_text(self)
         if self.corrector != "none":
             name += f" +{self.corrector}"
         if self.planner:
@@ -188,8 +191,6 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
         if task is not None and get(r, "tags.task") != task:
             continue
         mode = get(r, "params.mode")
-        if (get(r, "params.past_horizon") or "extension") != "extension":  # async acting closed loop past H: a
-            mode += f" past_horizon={get(r, 'params.past_horizon')}"       # setting of its own (absent: extension)
         prefix = "params.planner_overrides."
         planner = tuple(sorted((c[len(prefix):], _value(v)) for c, v in r.items()
                                if c.startswith(prefix) and get(r, c) is not None))
@@ -199,6 +200,8 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
             int(_value(get(r, "params.spec_exec_horizon")) or 1), get(r, "params.corrector_type") or "none",
             float(get(r, "params.mismatch_threshold")) if mode == "adaptive" else None, planner,
             get(r, "params.fallback") or "plan",  # runs logged before fallback= existed planned
+            get(r, "params.past_horizon") or "extension",  # ... and extended past the plan's horizon
+            str(get(r, "params.realtime")) == "True",  # the wall clock; absent or False: simulated or none
             str(get(r, "params.seed")), int(episodes), float(r["metrics.return_mean"]),
             float(get(r, "metrics.return_std") or 0.0), float(r["metrics.planner_calls_per_step"]),
             float(get(r, "metrics.ms_per_decision") or float("nan")),
@@ -209,7 +212,7 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
     latest: dict[tuple, RunRow] = {}  # the same setting and seed run twice in one experiment: the newer run
     for row in sorted(rows, key=lambda r: r.start_time):
         latest[(row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner,
-                row.fallback, row.seed, row.episodes)] = row
+                row.fallback, row.past_horizon, row.wall_clock, row.seed, row.episodes)] = row
     if len(latest) < len(rows):
         notes.append(f"{len(rows) - len(latest)} runs repeat a setting and seed of their experiment: the newest "
                      "of each is shown")
@@ -221,7 +224,7 @@ def load_runs(uri: str, experiments: list[str], sweeps: list[str], task: str | N
 
 # --- pooling, baseline, Pareto ------------------------------------------------------------------------------------
 def pool(rows: list[RunRow], unpaired: list[str] | None = None) -> list[Setting]:
-    """One Setting per (task, teacher, mode, k, corrector, threshold, planner): episode-weighted means, the
+    """One Setting per (task, teacher, mode, k, corrector, threshold, planner, fallback, past horizon, wall clock):
     standard deviation of all episodes together (from each run's mean and std), and retained vs its baseline,
     only where the setting played the baseline's seeds and episodes; a line for each one that did not is
     appended to `unpaired`."""
@@ -229,7 +232,7 @@ def pool(rows: list[RunRow], unpaired: list[str] | None = None) -> list[Setting]
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
         key = (row.experiment, row.task, row.teacher, row.mode, row.k, row.corrector, row.threshold, row.planner,
-               row.fallback)
+               row.fallback, row.past_horizon, row.wall_clock)
         groups.setdefault(key, []).append(row)
     settings = []
     for key, runs in groups.items():
@@ -309,8 +312,16 @@ def table_header(group: list[Setting]) -> tuple:
     return (("experiment",) if len({s.experiment for s in group}) > 1 else ()) + HEADER
 
 
+def _variant_text(s: Setting) -> str:
+    """What sets a setting apart beyond its mode, k and threshold: the fallback, what async executes past the
+    plan's horizon, the wall clock (each shown only where it is not the default)."""
+    return ((f" fallback={s.fallback}" if s.fallback != "plan" else "")
+            + (f" past_horizon={s.past_horizon}" if s.past_horizon != "extension" else "")
+            + (" realtime" if s.wall_clock else ""))
+
+
 def _mode_text(s: Setting) -> str:
-    return s.mode if s.fallback == "plan" else f"{s.mode} fallback={s.fallback}"
+    return s.mode + _variant_text(s)
 
 
 def table_rows(group: list[Setting]) -> list[tuple]:
