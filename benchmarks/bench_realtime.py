@@ -157,6 +157,14 @@ class Runner:
     def corrector_file(self, kind: str) -> str:
         return str(ROOT / "models" / "correctors" / f"{self.checkpoint.stem}-{kind}.pt")
 
+    def log_label(self, spec) -> str:
+        """The setting's label in the episode log: the spec's, with a corrector other than the task's default
+        named by its file (the gap rows' correctors share a type, so "+two_tower" alone would not tell them apart)."""
+        kind, path = spec.corrector_type, spec.corrector_checkpoint
+        if not path or Path(path).resolve() == Path(self.corrector_file(kind)).resolve():
+            return spec.label
+        return spec.label.replace(f"+{kind}", f"+{Path(path).stem}", 1)
+
     def planner_latencies(self, wanted: dict) -> dict[str, tuple[float, bool]]:
         """The median time (ms) of each planner of `wanted` ("full" or a budget's name -> its spec; None: the full
         planner): as the run being continued measured it, else measured now, every missing one together in
@@ -201,17 +209,17 @@ class Runner:
         for other in self.reused:  # the same key on the same teacher, seed and index: the same episode
             for i in [i for i in todo if i in other.done(key)]:
                 rec = {k: v for k, v in other.done(key)[i].items() if k not in ("setting", "label")}
-                self.log.add(key, spec.label, {**rec, "reused_from": str(other.path.relative_to(ROOT))
+                self.log.add(key, self.log_label(spec), {**rec, "reused_from": str(other.path.relative_to(ROOT))
                                                if other.path.is_relative_to(ROOT) else str(other.path)})
                 todo.remove(i)
                 copied += 1
         start = time.perf_counter()
         if todo:
             evaluate(self.agent, self.task, len(todo), self.seed, execution=spec, corrector=corrector, indices=todo,
-                     on_record=lambda rec: self.log.add(key, spec.label, rec))
+                     on_record=lambda rec: self.log.add(key, self.log_label(spec), rec))
         done = self.log.done(key)
         result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(n)])
-        print(f"  {spec.label}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
+        print(f"  {self.log_label(spec)}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
               f"{result.deadline_misses} deadline misses ({len(todo)} episodes played in "
               f"{time.perf_counter() - start:.0f} s, {n - len(todo) - copied} from the log, {copied} "
               "reused from another run's log)", flush=True)

@@ -80,6 +80,23 @@ def test_latencies_are_kept_when_measured_and_not_measured_again(tmp_path, monke
     assert resumed.planner_latencies({"64x2": None}) == {"64x2": (102.0, False)}
 
 
+def test_a_gap_corrector_is_named_by_its_file_in_the_episode_log(tmp_path, monkeypatch):
+    """Rows of two correctors of one type (the default and a gap one) must not share a label in the log (once,
+    every cheetah-run two-tower row at d = 3 was "async +two_tower")."""
+    from gym_qwen.platform.speculative.modes import ExecutionSpec, SpeculationSettings
+
+    bench = _bench(monkeypatch, tmp_path)
+    runner = bench.Runner.__new__(bench.Runner)
+    runner.checkpoint = Path("models/cheetah-run-size1-seed1.pt")
+    default = runner.corrector_file("two_tower")
+    gap = str(tmp_path / "cheetah-run-size1-seed1-async-d3-aggregated-two_tower.pt")
+    label = lambda path: runner.log_label(ExecutionSpec(SpeculationSettings("async", 1, float("inf")),  # noqa: E731
+                                                        "two_tower", path))
+    assert label(default) == "async +two_tower"
+    assert label(gap) == "async +cheetah-run-size1-seed1-async-d3-aggregated-two_tower"
+    assert runner.log_label(ExecutionSpec(SpeculationSettings("prior", 1, float("inf")))) == "prior"
+
+
 def test_the_rate_a_setting_sustains_is_the_fastest_period_where_it_keeps_95_percent(tmp_path, monkeypatch):
     bench = _bench(monkeypatch, tmp_path)
 
