@@ -202,24 +202,24 @@ class Runner:
                 self.correctors[spec.corrector_checkpoint] = load_execution_corrector(spec, self.agent, self.sha)
             corrector = self.correctors[spec.corrector_checkpoint]
         sha = sha256_of(spec.corrector_checkpoint) if spec.corrector_checkpoint else None
-        key = setting_key(spec, self.overrides, sha)
+        key, label = setting_key(spec, self.overrides, sha), self.log_label(spec)
         n = self.episodes if episodes is None else min(episodes, self.episodes)
         todo = [i for i in range(n) if i not in self.log.done(key)]
         copied = 0
         for other in self.reused:  # the same key on the same teacher, seed and index: the same episode
             for i in [i for i in todo if i in other.done(key)]:
                 rec = {k: v for k, v in other.done(key)[i].items() if k not in ("setting", "label")}
-                self.log.add(key, self.log_label(spec), {**rec, "reused_from": str(other.path.relative_to(ROOT))
+                self.log.add(key, label, {**rec, "reused_from": str(other.path.relative_to(ROOT))
                                                if other.path.is_relative_to(ROOT) else str(other.path)})
                 todo.remove(i)
                 copied += 1
         start = time.perf_counter()
         if todo:
             evaluate(self.agent, self.task, len(todo), self.seed, execution=spec, corrector=corrector, indices=todo,
-                     on_record=lambda rec: self.log.add(key, self.log_label(spec), rec))
+                     on_record=lambda rec: self.log.add(key, label, rec))
         done = self.log.done(key)
         result = result_from_records(self.task, spec.settings.mode, [done[i] for i in range(n)])
-        print(f"  {self.log_label(spec)}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
+        print(f"  {label}: return {result.mean:.1f}, {result.planner_calls_per_step:.3f} planner calls/step, "
               f"{result.deadline_misses} deadline misses ({len(todo)} episodes played in "
               f"{time.perf_counter() - start:.0f} s, {n - len(todo) - copied} from the log, {copied} "
               "reused from another run's log)", flush=True)
@@ -313,11 +313,13 @@ def specs_for(runner: Runner, args: dict) -> dict:
     if not Path(corrector).is_file():
         raise SystemExit(f"bench_realtime: error: no corrector at {corrector}")
 
-    def spec(mode, P=None, corrector_type="none", realtime=False, overrides=(), past_horizon="extension"):
+    def spec(mode, P=None, corrector_type="none", realtime=False, overrides=(), past_horizon="extension",
+             corrector_path=None):  # the corrector: the task's default file of its type unless a path is given
         clock = None if P is None else ClockSettings(P, latency, source, realtime,
                                                      int(args["threads"]) if realtime else None)
-        return ExecutionSpec(SpeculationSettings(mode, 1, inf, past_horizon=past_horizon), corrector_type,
-                             corrector if corrector_type != "none" else None, tuple(overrides), clock=clock)
+        path = None if corrector_type == "none" else corrector_path or corrector
+        return ExecutionSpec(SpeculationSettings(mode, 1, inf, past_horizon=past_horizon), corrector_type, path,
+                             tuple(overrides), clock=clock)
 
     budgets = {}
     for text in names("budgets"):
@@ -337,16 +339,15 @@ def specs_for(runner: Runner, args: dict) -> dict:
                                     PAST_H["async +corrector"]: spec("async", P, args["corrector"],
                                                                      past_horizon="prior")})
                 for kind, path in corrector_files(args, "past_h_correctors"):  # rows of their own (gap rows)
-                    by_delay[d][f"async +{Path(path).stem}, prior past H"] = ExecutionSpec(
-                        SpeculationSettings("async", 1, inf, past_horizon="prior"), kind, path, (),
-                        clock=ClockSettings(P, latency, source))
+                    by_delay[d][f"async +{Path(path).stem}, prior past H"] = spec("async", P, kind,
+                                                                                 past_horizon="prior",
+                                                                                 corrector_path=path)
     gap = {}  # at the period whose d is TARGET_D: async with other correctors, async on cheaper planners
     target = next((p for p in periods if p["delay"] == TARGET_D), None)
     if target is not None:
         P = target["control_period_ms"]
         for kind, path in corrector_files(args, "gap_correctors"):
-            gap[f"async +{Path(path).stem}"] = ExecutionSpec(SpeculationSettings("async", 1, inf), kind, path, (),
-                                                             clock=ClockSettings(P, latency, source))
+            gap[f"async +{Path(path).stem}"] = spec("async", P, kind, corrector_path=path)
         for text in names("gap_budgets"):
             overrides = budget_spec(text).planner_overrides
             ms = timed[text][0]
